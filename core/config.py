@@ -1,0 +1,30 @@
+"""Settings: the only place that reads environment variables (prefix TERRASEG_) or a `.env` file."""
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Everything configurable, read once and passed down as an argument."""
+
+    model_config = SettingsConfigDict(env_prefix="TERRASEG_", env_file=".env", extra="forbid", frozen=True)
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    cache_dir: Path = Path("cache")
+    max_aoi_km2: float = Field(2500.0, gt=0)
+    max_aoi_vertices: int = Field(10_000, gt=3)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Tiles in model pixels; the overlap is blended with a cosine window so there are no seams.
+    tile_overlap_px: int = Field(32, ge=0)
+    batch_size: int = Field(4, gt=0)
+    torch_threads: int = Field(0, ge=0)  # 0: let torch decide
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Read settings once per process (environment, then `.env`, then defaults)."""
+    return Settings()

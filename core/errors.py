@@ -1,0 +1,29 @@
+"""Errors a user can act on. `str(err)` is shown word for word, so it says what happened and what to do."""
+
+
+class AppError(Exception):
+    """Base for errors the user can act on; the message is shown in the UI and on the CLI as-is."""
+
+
+class AOIError(AppError):
+    """The area of interest cannot be used (unreadable, not polygonal, invalid, too large...)."""
+
+
+class DateRangeError(AppError):
+    """The requested dates are malformed or reversed."""
+
+
+class SourceError(AppError):
+    """A data source is unknown, missing or unusable."""
+
+
+class NoScenesFound(AppError):
+    """No scene of any source matches the AOI and the dates."""
+
+
+class ModelError(AppError):
+    """The requested model is unknown, has no weights, or does not fit the task or the data."""
+
+
+class OutputError(AppError):
+    """The output location cannot be written."""
