@@ -27,3 +27,7 @@ class ModelError(AppError):
 
 class OutputError(AppError):
     """The output location cannot be written."""
+
+
+class SpecError(AppError):
+    """A job request has a field of the wrong kind or out of range."""

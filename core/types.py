@@ -47,3 +47,45 @@ class Scene:
     def date_iso(self) -> str:
         """Acquisition date as YYYY-MM-DD (UTC)."""
         return self.acquired.date().isoformat()
+
+
+@dataclass(frozen=True)
+class ClassInfo:
+    """One output class of a model: its raster value, name and display colour (#rrggbb)."""
+
+    value: int
+    name: str
+    color: str
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What the pipeline needs to know about a model, and what a user needs to trust it.
+
+    `normalisation` is `{"kind": "none"}` (reflectance as is) or `{"kind": "standard", "mean": [...],
+    "std": [...]}` per band in `bands` order. `resolution_m` is the pixel size the model expects; the
+    pipeline averages 10 m input down to it and brings probabilities back up. `tile_px` is in model pixels.
+    """
+
+    id: str
+    version: str
+    task: str
+    description: str
+    architecture: str
+    sensor: str
+    bands: tuple[str, ...]
+    processing_levels: tuple[str, ...]
+    resolution_m: float
+    tile_px: int
+    normalisation: dict[str, object]
+    classes: tuple[ClassInfo, ...]
+    status: str  # pretrained | trained-here | untrained
+    licence: str
+    provenance: str
+    nodata_value: int = 255
+    weights: tuple[str, ...] = ()  # file names, for the record
+
+    @property
+    def n_classes(self) -> int:
+        """Number of output classes (probability channels)."""
+        return len(self.classes)

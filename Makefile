@@ -1,0 +1,44 @@
+# The README's two commands: `make demo` (set up, run the main job on the embedded sample) and `make test`.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# apt needs root; use sudo when we are not root and it exists.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
+DEMO_OUT ?= out/demo
+
+.PHONY: demo test install system-deps lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/terraseg run --task cloud --aoi core/sample/aoi.geojson --start 2015-07-01 --end 2015-09-30 \
+		--source sample --out $(DEMO_OUT)
+	@echo "Outputs of the demo are in $(abspath $(DEMO_OUT))/ (classes.tif, confidence.tif, preview.png, stats.json, run.json)"
+
+# Tests start their own redis-server and drive Debian's Chromium; install them when missing.
+system-deps:
+	@if ! command -v redis-server >/dev/null || [ ! -x /usr/bin/chromium ]; then \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server chromium >/dev/null; \
+	fi
+
+test: install system-deps
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/pytest -q
+
+bench: install
+	$(BIN)/python bench/pipeline.py
+
+clean:
+	rm -rf $(VENV) out

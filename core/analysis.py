@@ -1,0 +1,142 @@
+"""Stages of an analysis between search and export: group scenes by date, run the model per date, choose one.
+
+A cloud job runs the model on every date in the range (users want per-date cloud fractions); the published
+class map is the chosen date: the one with the most clear area inside the AOI, or the date the user named.
+"""
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+from shapely.geometry.base import BaseGeometry
+
+from core.errors import DateRangeError, NoScenesFound
+from core.grid import Grid
+from core.inference import InferenceResult, Predict, predict_grid
+from core.progress import ProgressFn, span
+from core.reading import SceneReader
+from core.types import ModelCard, Scene
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DateResult:
+    """The model's output for one acquisition date (a mosaic of that date's scenes)."""
+
+    date: date
+    scenes: tuple[Scene, ...]
+    classes_path: Path
+    confidence_path: Path
+    inference: InferenceResult
+
+    @property
+    def valid_px(self) -> int:
+        """Pixels inside the AOI with data on this date."""
+        return int(self.inference.class_counts.sum())
+
+
+def group_by_date(scenes: list[Scene]) -> dict[date, list[Scene]]:
+    """Scenes keyed by UTC acquisition date, in date order (same-day tiles are mosaicked later)."""
+    groups: dict[date, list[Scene]] = {}
+    for scene in sorted(scenes, key=lambda s: s.acquired):
+        groups.setdefault(scene.acquired.date(), []).append(scene)
+    return groups
+
+
+def usable_scenes(scenes: list[Scene], card: ModelCard) -> list[Scene]:
+    """Scenes that carry every band and the processing level the model needs; the rest are logged and dropped."""
+    usable = []
+    for scene in scenes:
+        missing = [b for b in card.bands if b not in scene.bands]
+        if missing or scene.processing_level not in card.processing_levels:
+            log.warning("Dropping scene %s: missing bands %s or level %s not in %s", scene.id, missing,
+                        scene.processing_level, card.processing_levels)
+            continue
+        usable.append(scene)
+    if not usable:
+        raise NoScenesFound(f"None of the {len(scenes)} scenes found has the bands ({', '.join(card.bands)}) and "
+                            f"processing level ({'/'.join(card.processing_levels)}) that model {card.id} needs.")
+    return usable
+
+
+def predict_dates(groups: dict[date, list[Scene]], predict: Predict, card: ModelCard, grid: Grid,
+                  aoi_grid: BaseGeometry, work_dir: Path, *, batch_size: int, overlap_px: int,
+                  progress: ProgressFn | None = None, should_stop: Callable[[], bool] | None = None
+                  ) -> list[DateResult]:
+    """Run the model over the grid for each date; rasters go to `work_dir/<date>/`."""
+    results = []
+    for index, (day, scenes) in enumerate(groups.items()):
+        date_dir = work_dir / day.isoformat()
+        date_dir.mkdir(parents=True, exist_ok=True)
+        stage = span(progress, index / len(groups), (index + 1) / len(groups),
+                     f"date {index + 1}/{len(groups)} ({day})")
+        with SceneReader(scenes, card.bands, grid) as reader:
+            inference = predict_grid(reader.read, predict, card, grid, aoi_grid, date_dir / "classes.tif",
+                                     date_dir / "confidence.tif", batch_size=batch_size, overlap_px=overlap_px,
+                                     progress=stage, should_stop=should_stop)
+        log.info("Date %s: %d tiles, %d valid px of %d in the AOI", day, inference.tiles,
+                 int(inference.class_counts.sum()), inference.aoi_px)
+        results.append(DateResult(day, tuple(scenes), date_dir / "classes.tif", date_dir / "confidence.tif",
+                                  inference))
+    return results
+
+
+def select_date(results: list[DateResult], requested: date | None, clear_class: int = 0) -> DateResult:
+    """The requested date, or the date with the most clear pixels inside the AOI (ties: the earlier date)."""
+    if requested is not None:
+        for result in results:
+            if result.date == requested:
+                return result
+        available = ", ".join(r.date.isoformat() for r in results)
+        raise DateRangeError(f"There is no scene on {requested}; dates with scenes: {available}.")
+    best = max(results, key=lambda r: (int(r.inference.class_counts[clear_class]), -r.date.toordinal()))
+    if best.valid_px == 0:
+        raise NoScenesFound("The scenes found have no valid pixels inside the area of interest.")
+    return best
+
+
+def class_stats(counts: np.ndarray, card: ModelCard, pixel_area_m2: float) -> list[dict[str, object]]:
+    """Per-class area in ha and share in % of the valid pixels inside the AOI."""
+    total = int(counts.sum())
+    return [{"value": c.value, "name": c.name, "color": c.color, "pixels": int(counts[c.value]),
+             "area_ha": round(int(counts[c.value]) * pixel_area_m2 / 10_000, 4),
+             "percent": round(100.0 * int(counts[c.value]) / total, 4) if total else 0.0}
+            for c in card.classes]
+
+
+def date_fractions(results: list[DateResult], card: ModelCard) -> list[dict[str, object]]:
+    """For each date: valid coverage of the AOI and each class's fraction of the valid pixels (0-1)."""
+    rows = []
+    for result in results:
+        valid = result.valid_px
+        fractions = {c.name: round(int(result.inference.class_counts[c.value]) / valid, 6) if valid else None
+                     for c in card.classes}
+        rows.append({"date": result.date.isoformat(), "scenes": [s.id for s in result.scenes],
+                     "valid_fraction": round(valid / result.inference.aoi_px, 6) if result.inference.aoi_px else 0.0,
+                     "fractions": fractions})
+    return rows
+
+
+def single_level(scenes: list[Scene]) -> list[Scene]:
+    """Keep the scenes of the most common processing level (a model runs on L1C or L2A, not a mix)."""
+    levels = [s.processing_level for s in scenes]
+    level = max(sorted(set(levels)), key=levels.count)
+    dropped = [s.id for s in scenes if s.processing_level != level]
+    if dropped:
+        log.warning("Using %s scenes only; dropping %d of another level: %s", level, len(dropped), dropped)
+    return [s for s in scenes if s.processing_level == level]
+
+
+def filter_cloud_cover(scenes: list[Scene], max_cloud_pct: float | None) -> list[Scene]:
+    """Drop scenes whose metadata cloud cover exceeds the maximum (scenes without that metadata stay)."""
+    if max_cloud_pct is None:
+        return scenes
+    kept = [s for s in scenes if s.cloud_cover_pct is None or s.cloud_cover_pct <= max_cloud_pct]
+    if not kept:
+        raise NoScenesFound(f"All {len(scenes)} scenes have more than {max_cloud_pct:g} % cloud cover. Raise the "
+                            "limit or widen the dates.")
+    return kept

@@ -1,0 +1,146 @@
+"""File IO at the end of the pipeline: intermediate rasters, COGs, PNG preview, JSON records, atomic publish."""
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+from PIL import Image, ImageDraw, ImageFont
+from rasterio.enums import Resampling
+
+from core.errors import OutputError
+from core.grid import Grid
+from core.types import ClassInfo
+
+log = logging.getLogger(__name__)
+
+OUTPUT_FILES = ("classes.tif", "confidence.tif", "preview.png", "stats.json", "run.json")
+PREVIEW_MAX_PX = 1024
+
+
+def hex_to_rgb(color: str) -> tuple[int, int, int]:
+    """'#rrggbb' -> (r, g, b)."""
+    value = color.lstrip("#")
+    return int(value[0:2], 16), int(value[2:4], 16), int(value[4:6], 16)
+
+
+@contextmanager
+def open_intermediate(path: Path, grid: Grid, nodata: int) -> Iterator[rasterio.io.DatasetWriter]:
+    """An uncompressed tiled uint8 GeoTIFF on `grid` for windowed writes (fast; turned into a COG later)."""
+    profile = {"driver": "GTiff", "count": 1, "dtype": "uint8", "width": grid.width, "height": grid.height,
+               "crs": grid.crs, "transform": grid.transform, "nodata": nodata, "tiled": True,
+               "blockxsize": 256, "blockysize": 256, "BIGTIFF": "IF_SAFER"}
+    with rasterio.open(path, "w", **profile) as dataset:
+        yield dataset
+
+
+def write_class_cog(src: Path, dst: Path, classes: tuple[ClassInfo, ...], nodata: int, label: str) -> None:
+    """Copy an intermediate class raster to a COG with a colour table, class names and nearest overviews."""
+    with rasterio.open(src, "r+") as dataset:
+        colormap = {c.value: (*hex_to_rgb(c.color), 255) for c in classes}
+        colormap[nodata] = (0, 0, 0, 0)
+        dataset.write_colormap(1, colormap)
+        dataset.set_band_description(1, label)
+        dataset.update_tags(CLASS_NAMES=json.dumps({c.value: c.name for c in classes}),
+                            CLASS_COLORS=json.dumps({c.value: c.color for c in classes}), NODATA_CLASS=str(nodata))
+    _to_cog(src, dst, "NEAREST")
+
+
+def write_confidence_cog(src: Path, dst: Path) -> None:
+    """Copy an intermediate confidence raster (255 * max probability; 0 = no data) to a COG."""
+    with rasterio.open(src, "r+") as dataset:
+        dataset.set_band_description(1, "confidence")
+        dataset.scales = (1 / 255,)
+        dataset.update_tags(UNITS="probability x 255", NODATA_MEANING="outside the AOI or no valid data")
+    _to_cog(src, dst, "AVERAGE")
+
+
+def _to_cog(src: Path, dst: Path, overview_resampling: str) -> None:
+    rasterio.shutil.copy(src, dst, driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=512, NUM_THREADS=2,
+                         OVERVIEW_RESAMPLING=overview_resampling, OVERVIEWS="AUTO")
+
+
+def write_preview_png(classes_cog: Path, dst: Path, classes: tuple[ClassInfo, ...], nodata: int,
+                      title: str) -> None:
+    """A PNG of the class map (at most 1024 px on its long side, read from overviews) with a legend below."""
+    with rasterio.open(classes_cog) as dataset:
+        scale = max(dataset.width, dataset.height) / PREVIEW_MAX_PX
+        # Tiny grids are blown up so the map is visible next to its legend.
+        factor = max(1.0, scale) if scale >= 1 else max(1 / 8, scale)
+        out_h, out_w = max(1, round(dataset.height / factor)), max(1, round(dataset.width / factor))
+        values = dataset.read(1, out_shape=(out_h, out_w), resampling=Resampling.nearest)
+    lut = np.zeros((256, 4), np.uint8)
+    for info in classes:
+        lut[info.value] = (*hex_to_rgb(info.color), 255)
+    lut[nodata] = (0, 0, 0, 0)
+    image = Image.fromarray(lut[values], "RGBA")
+    font = ImageFont.load_default()
+    row_h, pad = 18, 6
+    width = max(out_w, 240)
+    canvas = Image.new("RGBA", (width, out_h + pad * 3 + row_h * (len(classes) + 1)), (255, 255, 255, 255))
+    canvas.paste(image, (0, 0), image)
+    draw = ImageDraw.Draw(canvas)
+    y = out_h + pad
+    draw.text((pad, y), title, fill=(0, 0, 0, 255), font=font)
+    for info in classes:
+        y += row_h
+        draw.rectangle((pad, y + 2, pad + 14, y + 14), fill=(*hex_to_rgb(info.color), 255), outline=(0, 0, 0, 255))
+        draw.text((pad + 22, y + 2), f"{info.value}  {info.name}", fill=(0, 0, 0, 255), font=font)
+    canvas.save(dst)
+
+
+def write_json(path: Path, document: object) -> None:
+    """Write pretty JSON (the caller makes it atomic by writing into a staging folder)."""
+    path.write_text(json.dumps(document, indent=2, default=str) + "\n")
+
+
+def make_staging_dir(out_dir: Path) -> Path:
+    """Create a hidden staging folder next to (or inside) `out_dir` on the same filesystem, for atomic renames."""
+    parent = out_dir.parent if not out_dir.exists() else out_dir
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-", dir=parent))
+    except OSError as err:
+        raise OutputError(f"Cannot write outputs to {out_dir}: {err.strerror or err}. Choose another --out "
+                          "folder or fix its permissions.") from err
+    return staging
+
+
+def publish(staging: Path, out_dir: Path) -> list[Path]:
+    """Move finished outputs from `staging` into `out_dir` so readers never see half a result.
+
+    A new `out_dir` appears in one rename. An existing one gets each file replaced atomically, `run.json`
+    last, after the previous `run.json` was removed first: a folder with a `run.json` is always complete.
+    """
+    names = [n for n in OUTPUT_FILES if (staging / n).exists()]
+    if not out_dir.exists():
+        staging.rename(out_dir)
+        return [out_dir / n for n in names]
+    (out_dir / "run.json").unlink(missing_ok=True)
+    for name in names:
+        if name != "run.json":
+            os.replace(staging / name, out_dir / name)
+    if "run.json" in names:
+        os.replace(staging / "run.json", out_dir / "run.json")
+    shutil.rmtree(staging, ignore_errors=True)
+    return [out_dir / n for n in names]
+
+
+def check_writable(out_dir: Path) -> None:
+    """Fail early, before any work, if `out_dir` cannot be created or written (tried for real, not guessed)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"The output path {out_dir} exists and is not a folder. Choose another --out.")
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out_dir if out_dir.exists() else out_dir.parent):
+            pass
+    except OSError as err:
+        raise OutputError(f"Cannot write outputs to {out_dir}: {err.strerror or err}. Choose another --out "
+                          "folder or fix its permissions.") from err

@@ -1,0 +1,161 @@
+"""Tile -> normalise -> batch predict -> blend -> write, streaming over the grid. No UI, no model code.
+
+The model comes in as a callable, so core stays free of the model layer: `predict(batch)` maps a
+`(B, C, S, S)` float32 normalised batch to `(B, K, S, S)` class probabilities (range: [0, 1]).
+"""
+
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from affine import Affine
+from rasterio.features import geometry_mask
+from rasterio.windows import Window
+from shapely.geometry.base import BaseGeometry
+
+from core.errors import AppError
+from core.export import open_intermediate
+from core.grid import Grid
+from core.progress import ProgressFn
+from core.stitch import StripStitcher
+from core.tiling import blend_weights, pad_tile, tile_windows
+from core.types import ModelCard
+
+log = logging.getLogger(__name__)
+
+Predict = Callable[[np.ndarray], np.ndarray]
+ReadWindow = Callable[[Window], tuple[np.ndarray, np.ndarray]]
+
+
+class JobCancelled(AppError):
+    """The user cancelled the job; partial work is discarded."""
+
+
+@dataclass(frozen=True)
+class InferenceResult:
+    """What one pass over the grid produced, besides the two rasters."""
+
+    class_counts: np.ndarray  # (K,) int64 pixels per class over valid pixels inside the AOI
+    aoi_px: int  # pixels inside the AOI
+    tiles: int
+    model_s: float  # time spent inside `predict`
+    total_s: float
+
+
+def normalise(reflectance: np.ndarray, normalisation: dict[str, object]) -> np.ndarray:
+    """Apply a model card's normalisation to (..., C, h, w) reflectance; returns float32."""
+    kind = normalisation.get("kind", "none")
+    if kind == "none":
+        return reflectance.astype(np.float32, copy=False)
+    if kind == "standard":
+        mean = np.asarray(normalisation["mean"], np.float32)[:, None, None]
+        std = np.asarray(normalisation["std"], np.float32)[:, None, None]
+        return ((reflectance - mean) / std).astype(np.float32, copy=False)
+    raise ValueError(f"unknown normalisation kind {kind!r}; expected 'none' or 'standard'")
+
+
+def model_scale_factor(card: ModelCard, grid: Grid) -> int:
+    """How many grid pixels make one model pixel along each axis (1 when the model runs at grid resolution)."""
+    return max(1, round(card.resolution_m / grid.resolution_m))
+
+
+def _prepare(read: ReadWindow, window: Window, card: ModelCard, size: int, factor: int
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Read, normalise, blank invalid pixels (to 0, the normalised mean) and pad one tile to `size`."""
+    reflectance, valid = read(window)
+    tile = normalise(reflectance, card.normalisation)
+    tile[:, ~valid] = 0.0
+    tile = pad_tile(tile, size)
+    if factor > 1:  # average down to the model's resolution
+        c, s = tile.shape[0], size // factor
+        tile = tile.reshape(c, s, factor, s, factor).mean(axis=(2, 4))
+    return tile, valid
+
+
+def _upsample(probs: np.ndarray, factor: int) -> np.ndarray:
+    """Bilinear upsampling of (B, K, s, s) probabilities back to grid resolution."""
+    if factor == 1:
+        return probs
+    tensor = torch.nn.functional.interpolate(torch.from_numpy(probs), scale_factor=factor, mode="bilinear",
+                                             align_corners=False)
+    return tensor.numpy()
+
+
+def predict_grid(read: ReadWindow, predict: Predict, card: ModelCard, grid: Grid, aoi: BaseGeometry,
+                 classes_path: Path, confidence_path: Path, *, batch_size: int = 4, overlap_px: int = 32,
+                 progress: ProgressFn | None = None, should_stop: Callable[[], bool] | None = None
+                 ) -> InferenceResult:
+    """Run a model over the whole grid and write class and confidence rasters, strip by strip.
+
+    Args:
+        read: window of the grid -> reflectance (C, h, w) float32 in `card.bands` order, valid (h, w) bool.
+        predict: the model (see module docstring).
+        aoi: the area of interest in the grid's CRS; pixels whose centre lies outside get the nodata class.
+        classes_path, confidence_path: uncompressed tiled GeoTIFFs to create (uint8; confidence is
+            255 * max probability, 0 = no data).
+        overlap_px: overlap between tiles in model pixels, blended with a cosine window.
+    """
+    started = time.perf_counter()
+    factor = model_scale_factor(card, grid)
+    size = card.tile_px * factor
+    windows = tile_windows(grid.height, grid.width, size, min(overlap_px * factor, size - factor))
+    weights = blend_weights(size, min(overlap_px * factor, size // 2))
+    counts = np.zeros(card.n_classes, np.int64)
+    aoi_px = 0
+    model_s = 0.0
+
+    with open_intermediate(classes_path, grid, card.nodata_value) as classes_out, \
+            open_intermediate(confidence_path, grid, 0) as confidence_out:
+
+        def write_rows(row0: int, scores: np.ndarray, valid: np.ndarray) -> None:
+            nonlocal aoi_px
+            rows = valid.shape[0]
+            inside = geometry_mask([aoi], out_shape=valid.shape, transform=grid.transform @ Affine.translation(0, row0),
+                                   invert=True)
+            keep = valid & inside
+            classes = np.argmax(scores, axis=0).astype(np.uint8)
+            confidence = np.clip(np.rint(scores.max(axis=0) * 255), 1, 255).astype(np.uint8)
+            classes[~keep] = card.nodata_value
+            confidence[~keep] = 0
+            counts[:] += np.bincount(classes[keep], minlength=card.n_classes)[: card.n_classes]
+            aoi_px += int(inside.sum())
+            out_window = Window(0, row0, grid.width, rows)
+            classes_out.write(classes, 1, window=out_window)
+            confidence_out.write(confidence, 1, window=out_window)
+
+        stitcher = StripStitcher(card.n_classes, grid.height, grid.width, min(size, grid.height), write_rows)
+        batches = [windows[i:i + batch_size] for i in range(0, len(windows), batch_size)]
+        done = 0
+        # One reader thread overlaps GDAL decoding (which releases the GIL) with the model's compute.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="terraseg-read") as pool:
+
+            def submit(batch: list[Window]) -> Future[list[tuple[np.ndarray, np.ndarray]]]:
+                return pool.submit(lambda: [_prepare(read, w, card, size, factor) for w in batch])
+
+            pending = submit(batches[0]) if batches else None
+            for index, batch in enumerate(batches):
+                assert pending is not None  # set for every batch index by construction
+                prepared = pending.result()
+                pending = submit(batches[index + 1]) if index + 1 < len(batches) else None
+                if should_stop is not None and should_stop():
+                    raise JobCancelled("The job was cancelled.")
+                tic = time.perf_counter()
+                probs = _upsample(predict(np.stack([tile for tile, _ in prepared])), factor)
+                model_s += time.perf_counter() - tic
+                for window, (_, valid), tile_probs in zip(batch, prepared, probs, strict=True):
+                    if window.row_off > stitcher.top:
+                        stitcher.flush_until(int(window.row_off))
+                    h, w = int(window.height), int(window.width)
+                    stitcher.add(window, tile_probs[:, :h, :w], weights[:h, :w], valid)
+                done += len(batch)
+                if progress is not None:
+                    progress(done / len(windows), f"tiles {done}/{len(windows)}")
+        stitcher.flush_until(grid.height)
+    log.debug("predict_grid: %d tiles, model %.2fs", len(windows), model_s)
+    return InferenceResult(class_counts=counts, aoi_px=aoi_px, tiles=len(windows), model_s=model_s,
+                           total_s=time.perf_counter() - started)

@@ -1,0 +1,53 @@
+"""Streaming stitcher: blend overlapping tile predictions in a strip buffer and emit finished rows.
+
+Memory is one strip of `tile` rows by the grid width, whatever the grid height (Raster Vision's
+pixel-scores / pixel-hits idea, made to stream).
+"""
+
+from collections.abc import Callable
+
+import numpy as np
+from rasterio.windows import Window
+
+# (first row, weighted class scores (K, h, W) already divided by their weight, valid (h, W)) -> None
+RowSink = Callable[[int, np.ndarray, np.ndarray], None]
+
+
+class StripStitcher:
+    """Accumulates weighted (K, h, w) tiles; `flush_until(row)` emits all rows above `row` to the sink."""
+
+    def __init__(self, n_classes: int, height: int, width: int, strip_rows: int, sink: RowSink) -> None:
+        self.height, self.width, self.sink = height, width, sink
+        self.rows = strip_rows
+        self.top = 0  # grid row of the buffer's first row
+        self.scores = np.zeros((n_classes, strip_rows, width), np.float32)
+        self.weights = np.zeros((strip_rows, width), np.float32)
+        self.valid = np.zeros((strip_rows, width), bool)
+
+    def add(self, window: Window, scores: np.ndarray, weights: np.ndarray, valid: np.ndarray) -> None:
+        """Add class probabilities (K, h, w) of one tile, weighted by its blend window (h, w)."""
+        r0 = int(window.row_off) - self.top
+        c0 = int(window.col_off)
+        h, w = scores.shape[1:]
+        if r0 < 0 or r0 + h > self.rows:
+            raise ValueError(f"tile rows {window.row_off}..{window.row_off + h} fall outside the strip "
+                             f"{self.top}..{self.top + self.rows}; flush rows in order")
+        self.scores[:, r0:r0 + h, c0:c0 + w] += scores * weights
+        self.weights[r0:r0 + h, c0:c0 + w] += weights
+        self.valid[r0:r0 + h, c0:c0 + w] |= valid
+
+    def flush_until(self, row: int) -> None:
+        """Emit rows [top, row) as final and move the strip down; no later tile may touch them."""
+        row = min(row, self.height)
+        n = row - self.top
+        if n <= 0:
+            return
+        weights = self.weights[:n]
+        if not (weights > 0).all():
+            raise ValueError(f"rows {self.top}..{row} have pixels no tile covered; were the windows made by "
+                             "tile_windows()?")
+        self.sink(self.top, self.scores[:, :n] / weights, self.valid[:n].copy())
+        for array in (self.scores, self.weights, self.valid):
+            array[..., : self.rows - n, :] = array[..., n:, :]
+            array[..., self.rows - n:, :] = 0
+        self.top = row

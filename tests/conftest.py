@@ -1,0 +1,48 @@
+"""Shared fixtures: scene GeoTIFFs in the local-source format, built in code."""
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+
+from core.types import S2_BANDS
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+if not SHARED_DATA.is_dir():  # CI clones next to shared/ as well; allow an override
+    SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def write_scene(path: Path, data: np.ndarray, *, bands: tuple[str, ...] = S2_BANDS, crs: str = "EPSG:32633",
+                origin: tuple[float, float] = (465_000.0, 5_080_000.0), resolution_m: float = 10.0,
+                acquired: str = "2015-08-20T10:07:28Z", level: str = "L1C", scale: float | None = 1e-4,
+                nodata: float | None = 0) -> Path:
+    """Write (C, H, W) `data` as a scene GeoTIFF (band descriptions, acquisition tags, scale/offset)."""
+    count, height, width = data.shape
+    with rasterio.open(path, "w", driver="GTiff", count=count, height=height, width=width, dtype=data.dtype,
+                       crs=crs, transform=from_origin(*origin, resolution_m, resolution_m), nodata=nodata,
+                       tiled=height >= 16 and width >= 16, blockxsize=16 if width >= 16 else None,
+                       blockysize=16 if height >= 16 else None, compress="deflate") as dst:
+        dst.write(data)
+        dst.descriptions = bands
+        if scale is not None:
+            dst.scales = [scale] * count
+            dst.offsets = [0.0] * count
+        dst.update_tags(ACQUISITION_DATETIME=acquired, PROCESSING_LEVEL=level)
+    return path
+
+
+@pytest.fixture
+def make_scene(tmp_path: Path) -> Callable[..., Path]:
+    """Factory: a synthetic 13-band uint16 L1C scene GeoTIFF; keyword arguments go to write_scene."""
+
+    def make(name: str = "scene.tif", size: int = 64, seed: int = 0, **kwargs: object) -> Path:
+        bands = kwargs.get("bands", S2_BANDS)
+        data = np.random.default_rng(seed).integers(500, 5000, (len(bands), size, size)).astype(np.uint16)
+        folder = tmp_path / "scenes"
+        folder.mkdir(exist_ok=True)
+        return write_scene(folder / name, data, **kwargs)  # type: ignore[arg-type]
+
+    return make

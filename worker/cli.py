@@ -1,0 +1,141 @@
+"""The `terraseg` command: the same job path as the app, headless.
+
+Exit codes: 0 success, 2 bad input (one line on stderr, no traceback), 1 internal error (traceback in a log
+file under the cache folder, its path on stderr).
+"""
+
+import argparse
+import json
+import logging
+import sys
+import time
+import traceback
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+from core.aoi import parse_aoi
+from core.config import Settings, get_settings
+from core.errors import AppError
+from core.jobs import TASKS, make_spec, parse_date
+from core.sources import SOURCE_HELP
+
+log = logging.getLogger("terraseg")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, with one sub-command per verb."""
+    parser = argparse.ArgumentParser(prog="terraseg", description="Segmentation maps from Sentinel imagery.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log INFO messages to stderr")
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    run = verbs.add_parser("run", help="run one job in this process and write its outputs to --out")
+    run.add_argument("--task", required=True, choices=TASKS)
+    run.add_argument("--aoi", required=True,
+                     help="GeoJSON file, zipped Shapefile, GeoPackage, KML, or 'west,south,east,north' degrees")
+    run.add_argument("--start", required=True, help="first date, YYYY-MM-DD")
+    run.add_argument("--end", required=True, help="last date, YYYY-MM-DD (inclusive)")
+    run.add_argument("--source", action="append", dest="sources",
+                     help="'sample' or 'local:DIR'; repeat to give fall-backs in order (default: sample)")
+    run.add_argument("--out", required=True, type=Path, help="output folder")
+    run.add_argument("--model", help="model id (default: the task's default; see 'terraseg models')")
+    run.add_argument("--date", help="publish this date's map instead of the least cloudy one (YYYY-MM-DD)")
+    run.add_argument("--max-cloud-pct", type=float, help="skip scenes whose metadata says more cloud than this")
+    run.add_argument("--fix-aoi", action="store_true", help="repair an invalid (self-intersecting) AOI")
+    verbs.add_parser("sources", help="list the kinds of data source")
+    verbs.add_parser("models", help="list the models and their status")
+    return parser
+
+
+def print_progress(fraction: float, message: str, _state: dict[str, float] = {"last": 0.0}) -> None:  # noqa: B006
+    """Progress lines on stderr, at most about 4 a second (the last one always)."""
+    now = time.monotonic()
+    if fraction < 1.0 and now - _state["last"] < 0.25:
+        return
+    _state["last"] = now
+    print(f"[{100 * fraction:5.1f}%] {message}", file=sys.stderr, flush=True)
+
+
+def command_run(args: argparse.Namespace, settings: Settings) -> int:
+    """Validate the request, run it, print where the outputs are."""
+    from models.registry import default_model, get_card
+    from worker.tasks import run_job
+
+    aoi = parse_aoi(args.aoi, max_area_km2=settings.max_aoi_km2, max_vertices=settings.max_aoi_vertices,
+                    fix_invalid=args.fix_aoi)
+    model_id = args.model or default_model(args.task)
+    card = get_card(model_id)
+    if card.task != args.task:
+        raise AppError(f"Model {model_id} is a {card.task} model, not a {args.task} model.")
+    spec = make_spec(aoi=aoi.to_geojson(), start=parse_date(args.start, "start"), end=parse_date(args.end, "end"),
+                     task=args.task, model_id=model_id, sources=tuple(args.sources or ["sample"]),
+                     selected_date=parse_date(args.date, "--date") if args.date else None,
+                     max_cloud_pct=args.max_cloud_pct)
+    result = run_job(spec, args.out.resolve(), settings, progress=print_progress)
+    for path in result.outputs:
+        print(path)
+    return 0
+
+
+def command_sources() -> int:
+    """Print the source kinds."""
+    for name, text in SOURCE_HELP.items():
+        print(f"{name:12s} {text}")
+    return 0
+
+
+def command_models() -> int:
+    """Print one line per model card."""
+    from models.registry import DEFAULT_MODEL_BY_TASK, list_cards
+
+    for card in list_cards():
+        default = " (default)" if DEFAULT_MODEL_BY_TASK.get(card.task) == card.id else ""
+        classes = ", ".join(c.name for c in card.classes)
+        print(f"{card.id:20s} {card.task:8s} {card.status:11s} v{card.version}{default}: {card.description} "
+              f"Classes: {classes}.")
+    return 0
+
+
+def log_internal_error(settings: Settings) -> Path | None:
+    """Write the current traceback to a log file under the cache folder; return its path (None if impossible)."""
+    try:
+        log_dir = settings.cache_dir / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        path = log_dir / f"terraseg-{datetime.now():%Y%m%d-%H%M%S}.log"
+        path.write_text(traceback.format_exc())
+        return path.resolve()
+    except OSError:
+        return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `terraseg` console script."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        settings = get_settings()
+    except Exception as err:  # pydantic's ValidationError: a TERRASEG_ variable has a bad value
+        print(f"terraseg: invalid settings: {str(err).splitlines()[0]}; check the TERRASEG_ variables.",
+              file=sys.stderr)
+        return 2
+    try:
+        if args.verb == "run":
+            return command_run(args, settings)
+        if args.verb == "sources":
+            return command_sources()
+        return command_models()
+    except AppError as err:
+        print(f"terraseg: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("terraseg: interrupted; no outputs were published.", file=sys.stderr)
+        return 130
+    except Exception as err:
+        path = log_internal_error(settings)
+        where = f"; details in {path}" if path else ""
+        print(f"terraseg: internal error ({type(err).__name__}){where}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
