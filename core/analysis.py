@@ -53,35 +53,71 @@ def usable_scenes(scenes: list[Scene], card: ModelCard) -> list[Scene]:
     for scene in scenes:
         missing = [b for b in card.bands if b not in scene.bands]
         if missing or scene.processing_level not in card.processing_levels:
-            log.warning("Dropping scene %s: missing bands %s or level %s not in %s", scene.id, missing,
-                        scene.processing_level, card.processing_levels)
+            log.warning(
+                "Dropping scene %s: missing bands %s or level %s not in %s",
+                scene.id,
+                missing,
+                scene.processing_level,
+                card.processing_levels,
+            )
             continue
         usable.append(scene)
     if not usable:
-        raise NoScenesFound(f"None of the {len(scenes)} scenes found has the bands ({', '.join(card.bands)}) and "
-                            f"processing level ({'/'.join(card.processing_levels)}) that model {card.id} needs.")
+        raise NoScenesFound(
+            f"None of the {len(scenes)} scenes found has the bands ({', '.join(card.bands)}) and "
+            f"processing level ({'/'.join(card.processing_levels)}) that model {card.id} needs."
+        )
     return usable
 
 
-def predict_dates(groups: dict[date, list[Scene]], predict: Predict, card: ModelCard, grid: Grid,
-                  aoi_grid: BaseGeometry, work_dir: Path, *, batch_size: int, overlap_px: int,
-                  progress: ProgressFn | None = None, should_stop: Callable[[], bool] | None = None
-                  ) -> list[DateResult]:
+def predict_dates(
+    groups: dict[date, list[Scene]],
+    predict: Predict,
+    card: ModelCard,
+    grid: Grid,
+    aoi_grid: BaseGeometry,
+    work_dir: Path,
+    *,
+    batch_size: int,
+    overlap_px: int,
+    progress: ProgressFn | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> list[DateResult]:
     """Run the model over the grid for each date; rasters go to `work_dir/<date>/`."""
     results = []
     for index, (day, scenes) in enumerate(groups.items()):
         date_dir = work_dir / day.isoformat()
         date_dir.mkdir(parents=True, exist_ok=True)
-        stage = span(progress, index / len(groups), (index + 1) / len(groups),
-                     f"date {index + 1}/{len(groups)} ({day})")
+        stage = span(
+            progress,
+            index / len(groups),
+            (index + 1) / len(groups),
+            f"date {index + 1}/{len(groups)} ({day})",
+        )
         with SceneReader(scenes, card.bands, grid) as reader:
-            inference = predict_grid(reader.read, predict, card, grid, aoi_grid, date_dir / "classes.tif",
-                                     date_dir / "confidence.tif", batch_size=batch_size, overlap_px=overlap_px,
-                                     progress=stage, should_stop=should_stop)
-        log.info("Date %s: %d tiles, %d valid px of %d in the AOI", day, inference.tiles,
-                 int(inference.class_counts.sum()), inference.aoi_px)
-        results.append(DateResult(day, tuple(scenes), date_dir / "classes.tif", date_dir / "confidence.tif",
-                                  inference))
+            inference = predict_grid(
+                reader.read,
+                predict,
+                card,
+                grid,
+                aoi_grid,
+                date_dir / "classes.tif",
+                date_dir / "confidence.tif",
+                batch_size=batch_size,
+                overlap_px=overlap_px,
+                progress=stage,
+                should_stop=should_stop,
+            )
+        log.info(
+            "Date %s: %d tiles, %d valid px of %d in the AOI",
+            day,
+            inference.tiles,
+            int(inference.class_counts.sum()),
+            inference.aoi_px,
+        )
+        results.append(
+            DateResult(day, tuple(scenes), date_dir / "classes.tif", date_dir / "confidence.tif", inference)
+        )
     return results
 
 
@@ -102,10 +138,17 @@ def select_date(results: list[DateResult], requested: date | None, clear_class: 
 def class_stats(counts: np.ndarray, card: ModelCard, pixel_area_m2: float) -> list[dict[str, object]]:
     """Per-class area in ha and share in % of the valid pixels inside the AOI."""
     total = int(counts.sum())
-    return [{"value": c.value, "name": c.name, "color": c.color, "pixels": int(counts[c.value]),
-             "area_ha": round(int(counts[c.value]) * pixel_area_m2 / 10_000, 4),
-             "percent": round(100.0 * int(counts[c.value]) / total, 4) if total else 0.0}
-            for c in card.classes]
+    return [
+        {
+            "value": c.value,
+            "name": c.name,
+            "color": c.color,
+            "pixels": int(counts[c.value]),
+            "area_ha": round(int(counts[c.value]) * pixel_area_m2 / 10_000, 4),
+            "percent": round(100.0 * int(counts[c.value]) / total, 4) if total else 0.0,
+        }
+        for c in card.classes
+    ]
 
 
 def date_fractions(results: list[DateResult], card: ModelCard) -> list[dict[str, object]]:
@@ -113,11 +156,20 @@ def date_fractions(results: list[DateResult], card: ModelCard) -> list[dict[str,
     rows = []
     for result in results:
         valid = result.valid_px
-        fractions = {c.name: round(int(result.inference.class_counts[c.value]) / valid, 6) if valid else None
-                     for c in card.classes}
-        rows.append({"date": result.date.isoformat(), "scenes": [s.id for s in result.scenes],
-                     "valid_fraction": round(valid / result.inference.aoi_px, 6) if result.inference.aoi_px else 0.0,
-                     "fractions": fractions})
+        fractions = {
+            c.name: round(int(result.inference.class_counts[c.value]) / valid, 6) if valid else None
+            for c in card.classes
+        }
+        rows.append(
+            {
+                "date": result.date.isoformat(),
+                "scenes": [s.id for s in result.scenes],
+                "valid_fraction": round(valid / result.inference.aoi_px, 6)
+                if result.inference.aoi_px
+                else 0.0,
+                "fractions": fractions,
+            }
+        )
     return rows
 
 
@@ -137,6 +189,8 @@ def filter_cloud_cover(scenes: list[Scene], max_cloud_pct: float | None) -> list
         return scenes
     kept = [s for s in scenes if s.cloud_cover_pct is None or s.cloud_cover_pct <= max_cloud_pct]
     if not kept:
-        raise NoScenesFound(f"All {len(scenes)} scenes have more than {max_cloud_pct:g} % cloud cover. Raise the "
-                            "limit or widen the dates.")
+        raise NoScenesFound(
+            f"All {len(scenes)} scenes have more than {max_cloud_pct:g} % cloud cover. Raise the "
+            "limit or widen the dates."
+        )
     return kept

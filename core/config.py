@@ -22,6 +22,8 @@ class Settings(BaseSettings):
     tile_overlap_px: int = Field(32, ge=0)
     batch_size: int = Field(4, gt=0)
     torch_threads: int = Field(0, ge=0)  # 0: let torch decide
+    # GDAL's block cache defaults to 5 % of RAM; a fixed size keeps a worker's memory flat in scene size.
+    gdal_cache_mb: int = Field(256, ge=16)
 
 
 @lru_cache(maxsize=1)

@@ -34,9 +34,20 @@ def hex_to_rgb(color: str) -> tuple[int, int, int]:
 @contextmanager
 def open_intermediate(path: Path, grid: Grid, nodata: int) -> Iterator[rasterio.io.DatasetWriter]:
     """An uncompressed tiled uint8 GeoTIFF on `grid` for windowed writes (fast; turned into a COG later)."""
-    profile = {"driver": "GTiff", "count": 1, "dtype": "uint8", "width": grid.width, "height": grid.height,
-               "crs": grid.crs, "transform": grid.transform, "nodata": nodata, "tiled": True,
-               "blockxsize": 256, "blockysize": 256, "BIGTIFF": "IF_SAFER"}
+    profile = {
+        "driver": "GTiff",
+        "count": 1,
+        "dtype": "uint8",
+        "width": grid.width,
+        "height": grid.height,
+        "crs": grid.crs,
+        "transform": grid.transform,
+        "nodata": nodata,
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+        "BIGTIFF": "IF_SAFER",
+    }
     with rasterio.open(path, "w", **profile) as dataset:
         yield dataset
 
@@ -48,8 +59,11 @@ def write_class_cog(src: Path, dst: Path, classes: tuple[ClassInfo, ...], nodata
         colormap[nodata] = (0, 0, 0, 0)
         dataset.write_colormap(1, colormap)
         dataset.set_band_description(1, label)
-        dataset.update_tags(CLASS_NAMES=json.dumps({c.value: c.name for c in classes}),
-                            CLASS_COLORS=json.dumps({c.value: c.color for c in classes}), NODATA_CLASS=str(nodata))
+        dataset.update_tags(
+            CLASS_NAMES=json.dumps({c.value: c.name for c in classes}),
+            CLASS_COLORS=json.dumps({c.value: c.color for c in classes}),
+            NODATA_CLASS=str(nodata),
+        )
     _to_cog(src, dst, "NEAREST")
 
 
@@ -63,12 +77,21 @@ def write_confidence_cog(src: Path, dst: Path) -> None:
 
 
 def _to_cog(src: Path, dst: Path, overview_resampling: str) -> None:
-    rasterio.shutil.copy(src, dst, driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=512, NUM_THREADS=2,
-                         OVERVIEW_RESAMPLING=overview_resampling, OVERVIEWS="AUTO")
+    rasterio.shutil.copy(
+        src,
+        dst,
+        driver="COG",
+        COMPRESS="DEFLATE",
+        BLOCKSIZE=512,
+        NUM_THREADS=2,
+        OVERVIEW_RESAMPLING=overview_resampling,
+        OVERVIEWS="AUTO",
+    )
 
 
-def write_preview_png(classes_cog: Path, dst: Path, classes: tuple[ClassInfo, ...], nodata: int,
-                      title: str) -> None:
+def write_preview_png(
+    classes_cog: Path, dst: Path, classes: tuple[ClassInfo, ...], nodata: int, title: str
+) -> None:
     """A PNG of the class map (at most 1024 px on its long side, read from overviews) with a legend below."""
     with rasterio.open(classes_cog) as dataset:
         scale = max(dataset.width, dataset.height) / PREVIEW_MAX_PX
@@ -91,7 +114,9 @@ def write_preview_png(classes_cog: Path, dst: Path, classes: tuple[ClassInfo, ..
     draw.text((pad, y), title, fill=(0, 0, 0, 255), font=font)
     for info in classes:
         y += row_h
-        draw.rectangle((pad, y + 2, pad + 14, y + 14), fill=(*hex_to_rgb(info.color), 255), outline=(0, 0, 0, 255))
+        draw.rectangle(
+            (pad, y + 2, pad + 14, y + 14), fill=(*hex_to_rgb(info.color), 255), outline=(0, 0, 0, 255)
+        )
         draw.text((pad + 22, y + 2), f"{info.value}  {info.name}", fill=(0, 0, 0, 255), font=font)
     canvas.save(dst)
 
@@ -108,8 +133,10 @@ def make_staging_dir(out_dir: Path) -> Path:
         parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-", dir=parent))
     except OSError as err:
-        raise OutputError(f"Cannot write outputs to {out_dir}: {err.strerror or err}. Choose another --out "
-                          "folder or fix its permissions.") from err
+        raise OutputError(
+            f"Cannot write outputs to {out_dir}: {err.strerror or err}. Choose another --out "
+            "folder or fix its permissions."
+        ) from err
     return staging
 
 
@@ -142,5 +169,7 @@ def check_writable(out_dir: Path) -> None:
         with tempfile.NamedTemporaryFile(dir=out_dir if out_dir.exists() else out_dir.parent):
             pass
     except OSError as err:
-        raise OutputError(f"Cannot write outputs to {out_dir}: {err.strerror or err}. Choose another --out "
-                          "folder or fix its permissions.") from err
+        raise OutputError(
+            f"Cannot write outputs to {out_dir}: {err.strerror or err}. Choose another --out "
+            "folder or fix its permissions."
+        ) from err

@@ -3,9 +3,9 @@
 import math
 from dataclasses import dataclass
 
+import shapely
 from affine import Affine
 from pyproj import CRS, Transformer
-import shapely
 from shapely.geometry.base import BaseGeometry
 
 
@@ -36,8 +36,13 @@ class Grid:
 
     def to_dict(self) -> dict[str, object]:
         """A JSON-ready description for run records."""
-        return {"crs": self.crs, "transform": list(self.transform)[:6], "width": self.width,
-                "height": self.height, "resolution_m": self.resolution_m}
+        return {
+            "crs": self.crs,
+            "transform": list(self.transform)[:6],
+            "width": self.width,
+            "height": self.height,
+            "resolution_m": self.resolution_m,
+        }
 
 
 def utm_epsg(lon: float, lat: float) -> int:
@@ -48,7 +53,9 @@ def utm_epsg(lon: float, lat: float) -> int:
 
 def project_geometry(geometry: BaseGeometry, src_crs: str, dst_crs: str) -> BaseGeometry:
     """Reproject a shapely geometry between two CRSs (x = easting/longitude first)."""
-    transformer = Transformer.from_crs(CRS.from_user_input(src_crs), CRS.from_user_input(dst_crs), always_xy=True)
+    transformer = Transformer.from_crs(
+        CRS.from_user_input(src_crs), CRS.from_user_input(dst_crs), always_xy=True
+    )
     return shapely.transform(geometry, transformer.transform, interleaved=False)
 
 
@@ -67,5 +74,9 @@ def grid_for_aoi(aoi_geometry_4326: BaseGeometry, resolution_m: float = 10.0) ->
     top = math.ceil(top / resolution_m) * resolution_m
     width = max(1, round((right - left) / resolution_m))
     height = max(1, round((top - bottom) / resolution_m))
-    return Grid(crs=crs, transform=Affine(resolution_m, 0.0, left, 0.0, -resolution_m, top),
-                width=width, height=height)
+    return Grid(
+        crs=crs,
+        transform=Affine(resolution_m, 0.0, left, 0.0, -resolution_m, top),
+        width=width,
+        height=height,
+    )

@@ -64,8 +64,9 @@ def model_scale_factor(card: ModelCard, grid: Grid) -> int:
     return max(1, round(card.resolution_m / grid.resolution_m))
 
 
-def _prepare(read: ReadWindow, window: Window, card: ModelCard, size: int, factor: int
-             ) -> tuple[np.ndarray, np.ndarray]:
+def _prepare(
+    read: ReadWindow, window: Window, card: ModelCard, size: int, factor: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Read, normalise, blank invalid pixels (to 0, the normalised mean) and pad one tile to `size`."""
     reflectance, valid = read(window)
     tile = normalise(reflectance, card.normalisation)
@@ -81,15 +82,26 @@ def _upsample(probs: np.ndarray, factor: int) -> np.ndarray:
     """Bilinear upsampling of (B, K, s, s) probabilities back to grid resolution."""
     if factor == 1:
         return probs
-    tensor = torch.nn.functional.interpolate(torch.from_numpy(probs), scale_factor=factor, mode="bilinear",
-                                             align_corners=False)
+    tensor = torch.nn.functional.interpolate(
+        torch.from_numpy(probs), scale_factor=factor, mode="bilinear", align_corners=False
+    )
     return tensor.numpy()
 
 
-def predict_grid(read: ReadWindow, predict: Predict, card: ModelCard, grid: Grid, aoi: BaseGeometry,
-                 classes_path: Path, confidence_path: Path, *, batch_size: int = 4, overlap_px: int = 32,
-                 progress: ProgressFn | None = None, should_stop: Callable[[], bool] | None = None
-                 ) -> InferenceResult:
+def predict_grid(
+    read: ReadWindow,
+    predict: Predict,
+    card: ModelCard,
+    grid: Grid,
+    aoi: BaseGeometry,
+    classes_path: Path,
+    confidence_path: Path,
+    *,
+    batch_size: int = 4,
+    overlap_px: int = 32,
+    progress: ProgressFn | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> InferenceResult:
     """Run a model over the whole grid and write class and confidence rasters, strip by strip.
 
     Args:
@@ -109,14 +121,20 @@ def predict_grid(read: ReadWindow, predict: Predict, card: ModelCard, grid: Grid
     aoi_px = 0
     model_s = 0.0
 
-    with open_intermediate(classes_path, grid, card.nodata_value) as classes_out, \
-            open_intermediate(confidence_path, grid, 0) as confidence_out:
+    with (
+        open_intermediate(classes_path, grid, card.nodata_value) as classes_out,
+        open_intermediate(confidence_path, grid, 0) as confidence_out,
+    ):
 
-        def write_rows(row0: int, scores: np.ndarray, valid: np.ndarray) -> None:
+        def write_rows(row0: int, col0: int, scores: np.ndarray, valid: np.ndarray) -> None:
             nonlocal aoi_px
-            rows = valid.shape[0]
-            inside = geometry_mask([aoi], out_shape=valid.shape, transform=grid.transform @ Affine.translation(0, row0),
-                                   invert=True)
+            rows, cols = valid.shape
+            inside = geometry_mask(
+                [aoi],
+                out_shape=valid.shape,
+                invert=True,
+                transform=grid.transform @ Affine.translation(col0, row0),
+            )
             keep = valid & inside
             classes = np.argmax(scores, axis=0).astype(np.uint8)
             confidence = np.clip(np.rint(scores.max(axis=0) * 255), 1, 255).astype(np.uint8)
@@ -124,12 +142,12 @@ def predict_grid(read: ReadWindow, predict: Predict, card: ModelCard, grid: Grid
             confidence[~keep] = 0
             counts[:] += np.bincount(classes[keep], minlength=card.n_classes)[: card.n_classes]
             aoi_px += int(inside.sum())
-            out_window = Window(0, row0, grid.width, rows)
+            out_window = Window(col0, row0, cols, rows)
             classes_out.write(classes, 1, window=out_window)
             confidence_out.write(confidence, 1, window=out_window)
 
         stitcher = StripStitcher(card.n_classes, grid.height, grid.width, min(size, grid.height), write_rows)
-        batches = [windows[i:i + batch_size] for i in range(0, len(windows), batch_size)]
+        batches = [windows[i : i + batch_size] for i in range(0, len(windows), batch_size)]
         done = 0
         # One reader thread overlaps GDAL decoding (which releases the GIL) with the model's compute.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="terraseg-read") as pool:
@@ -157,5 +175,10 @@ def predict_grid(read: ReadWindow, predict: Predict, card: ModelCard, grid: Grid
                     progress(done / len(windows), f"tiles {done}/{len(windows)}")
         stitcher.flush_until(grid.height)
     log.debug("predict_grid: %d tiles, model %.2fs", len(windows), model_s)
-    return InferenceResult(class_counts=counts, aoi_px=aoi_px, tiles=len(windows), model_s=model_s,
-                           total_s=time.perf_counter() - started)
+    return InferenceResult(
+        class_counts=counts,
+        aoi_px=aoi_px,
+        tiles=len(windows),
+        model_s=model_s,
+        total_s=time.perf_counter() - started,
+    )

@@ -37,7 +37,10 @@ class JobSpec(BaseModel):
 
     def spec_hash(self, model_version: str) -> str:
         """sha256 over AOI, dates, task, model and its version, sources and TerraSeg's version."""
-        payload = self.model_dump(mode="json") | {"model_version": model_version, "code_version": core.__version__}
+        payload = self.model_dump(mode="json") | {
+            "model_version": model_version,
+            "code_version": core.__version__,
+        }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 

@@ -10,6 +10,9 @@ def span(progress: ProgressFn | None, start: float, end: float, label: str) -> P
 
     def report(fraction: float, message: str) -> None:
         if progress is not None:
-            progress(start + (end - start) * min(max(fraction, 0.0), 1.0), f"{label}: {message}" if message else label)
+            progress(
+                start + (end - start) * min(max(fraction, 0.0), 1.0),
+                f"{label}: {message}" if message else label,
+            )
 
     return report

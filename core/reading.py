@@ -8,9 +8,11 @@ from types import TracebackType
 import numpy as np
 import rasterio
 from rasterio.enums import Resampling
+from rasterio.errors import RasterioError
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
+from core.errors import SourceError
 from core.grid import Grid
 from core.types import Scene
 
@@ -31,9 +33,15 @@ def _is_aligned(dataset: rasterio.DatasetReader, grid: Grid) -> bool:
 class _BandGroup:
     """Bands of one scene stored in one file, read together: directly when aligned, else through a WarpedVRT."""
 
-    def __init__(self, dataset: rasterio.DatasetReader, grid: Grid, indexes: list[int], nodata: float | None,
-                 resampling: Resampling) -> None:
-        self.indexes, self.nodata = indexes, nodata
+    def __init__(
+        self,
+        dataset: rasterio.DatasetReader,
+        grid: Grid,
+        indexes: list[int],
+        nodata: float | None,
+        resampling: Resampling,
+    ) -> None:
+        self.indexes, self.nodata, self.path = indexes, nodata, dataset.name
         self.aligned = _is_aligned(dataset, grid)
         if self.aligned:
             self.reader = dataset
@@ -41,9 +49,17 @@ class _BandGroup:
             self.row0 = round((dataset.transform.f - grid.transform.f) / grid.transform.e)
         else:
             # A VRT with an alpha band marks pixels outside the source as invalid even without a nodata value.
-            self.reader = WarpedVRT(dataset, crs=grid.crs, transform=grid.transform, width=grid.width,
-                                    height=grid.height, resampling=resampling, src_nodata=nodata,
-                                    nodata=nodata, add_alpha=nodata is None)
+            self.reader = WarpedVRT(
+                dataset,
+                crs=grid.crs,
+                transform=grid.transform,
+                width=grid.width,
+                height=grid.height,
+                resampling=resampling,
+                src_nodata=nodata,
+                nodata=nodata,
+                add_alpha=nodata is None,
+            )
 
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
         """Raw values (n, h, w) float32 and validity (n, h, w) bool for a window of the grid."""
@@ -72,8 +88,13 @@ class SceneReader:
     `(h, w)` bool mask that is True where every band has data.
     """
 
-    def __init__(self, scenes: list[Scene], bands: tuple[str, ...], grid: Grid,
-                 resampling: Resampling = Resampling.bilinear) -> None:
+    def __init__(
+        self,
+        scenes: list[Scene],
+        bands: tuple[str, ...],
+        grid: Grid,
+        resampling: Resampling = Resampling.bilinear,
+    ) -> None:
         missing = {s.id: [b for b in bands if b not in s.bands] for s in scenes}
         if any(missing.values()):
             raise ValueError(f"scenes lack bands: { {k: v for k, v in missing.items() if v} }")
@@ -91,8 +112,9 @@ class SceneReader:
             for path, positions in by_path.items():
                 assets = [scene.bands[self.bands[p]] for p in positions]
                 dataset = self._stack.enter_context(rasterio.open(path))
-                group = _BandGroup(dataset, self.grid, [a.band_index for a in assets], assets[0].nodata,
-                                   self.resampling)
+                group = _BandGroup(
+                    dataset, self.grid, [a.band_index for a in assets], assets[0].nodata, self.resampling
+                )
                 if not group.aligned:
                     self._stack.enter_context(group.reader)
                 scale = np.array([a.scale for a in assets], np.float32)[:, None, None]
@@ -101,8 +123,9 @@ class SceneReader:
             self._groups.append(groups)
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self._stack.close()
 
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
@@ -114,7 +137,13 @@ class SceneReader:
             scene_data = np.zeros(shape, np.float32)
             scene_valid = np.ones(shape[1:], bool)
             for group, positions, scale, offset in groups:
-                raw, raw_valid = group.read(window)
+                try:
+                    raw, raw_valid = group.read(window)
+                except RasterioError as err:
+                    raise SourceError(
+                        f"Reading {group.path} failed ({err}); the file may be truncated or "
+                        "corrupt. Remove or replace it and run again."
+                    ) from err
                 scene_data[positions] = (raw + offset) * scale
                 scene_valid &= raw_valid.all(axis=0)
             fill = scene_valid & ~valid

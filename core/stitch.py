@@ -9,8 +9,10 @@ from collections.abc import Callable
 import numpy as np
 from rasterio.windows import Window
 
-# (first row, weighted class scores (K, h, W) already divided by their weight, valid (h, W)) -> None
-RowSink = Callable[[int, np.ndarray, np.ndarray], None]
+# (first row, first column, class scores (K, h, w) already divided by their weights, valid (h, w)) -> None
+RowSink = Callable[[int, int, np.ndarray, np.ndarray], None]
+# Finished rows go to the sink in column chunks, so the temporaries of the division stay small on wide grids.
+SINK_CHUNK_COLS = 1024
 
 
 class StripStitcher:
@@ -30,11 +32,13 @@ class StripStitcher:
         c0 = int(window.col_off)
         h, w = scores.shape[1:]
         if r0 < 0 or r0 + h > self.rows:
-            raise ValueError(f"tile rows {window.row_off}..{window.row_off + h} fall outside the strip "
-                             f"{self.top}..{self.top + self.rows}; flush rows in order")
-        self.scores[:, r0:r0 + h, c0:c0 + w] += scores * weights
-        self.weights[r0:r0 + h, c0:c0 + w] += weights
-        self.valid[r0:r0 + h, c0:c0 + w] |= valid
+            raise ValueError(
+                f"tile rows {window.row_off}..{window.row_off + h} fall outside the strip "
+                f"{self.top}..{self.top + self.rows}; flush rows in order"
+            )
+        self.scores[:, r0 : r0 + h, c0 : c0 + w] += scores * weights
+        self.weights[r0 : r0 + h, c0 : c0 + w] += weights
+        self.valid[r0 : r0 + h, c0 : c0 + w] |= valid
 
     def flush_until(self, row: int) -> None:
         """Emit rows [top, row) as final and move the strip down; no later tile may touch them."""
@@ -44,10 +48,15 @@ class StripStitcher:
             return
         weights = self.weights[:n]
         if not (weights > 0).all():
-            raise ValueError(f"rows {self.top}..{row} have pixels no tile covered; were the windows made by "
-                             "tile_windows()?")
-        self.sink(self.top, self.scores[:, :n] / weights, self.valid[:n].copy())
+            raise ValueError(
+                f"rows {self.top}..{row} have pixels no tile covered; were the windows made by "
+                "tile_windows()?"
+            )
+        for col in range(0, self.width, SINK_CHUNK_COLS):
+            cols = slice(col, col + SINK_CHUNK_COLS)
+            self.sink(self.top, col, self.scores[:, :n, cols] / weights[:, cols], self.valid[:n, cols].copy())
+        keep = self.rows - n  # rows still open, moved to the top of the strip; small for usual overlaps
         for array in (self.scores, self.weights, self.valid):
-            array[..., : self.rows - n, :] = array[..., n:, :]
-            array[..., self.rows - n:, :] = 0
+            array[..., :keep, :] = array[..., n:, :].copy() if keep > n else array[..., n:, :]
+            array[..., keep:, :] = 0
         self.top = row

@@ -34,7 +34,7 @@ def blend_weights(size: int, overlap: int) -> np.ndarray:
     if overlap > 0:
         rising = np.sin(0.5 * np.pi * (np.arange(overlap, dtype=np.float32) + 0.5) / overlap) ** 2
         ramp[:overlap] = rising
-        ramp[size - overlap:] = np.minimum(ramp[size - overlap:], rising[::-1])
+        ramp[size - overlap :] = np.minimum(ramp[size - overlap :], rising[::-1])
     return np.outer(ramp, ramp)
 
 

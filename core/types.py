@@ -6,7 +6,19 @@ from datetime import datetime
 from shapely.geometry.base import BaseGeometry
 
 S2_BANDS: tuple[str, ...] = (
-    "B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12",
+    "B01",
+    "B02",
+    "B03",
+    "B04",
+    "B05",
+    "B06",
+    "B07",
+    "B08",
+    "B8A",
+    "B09",
+    "B10",
+    "B11",
+    "B12",
 )
 S1_BANDS: tuple[str, ...] = ("VV", "VH")
 

@@ -45,11 +45,14 @@ class CSMaskPredictor:
 
     def __init__(self, n_bands: int, processing_level: str, device: str = "auto", threads: int = 0) -> None:
         self.weights_file = variant_file(n_bands, processing_level)
-        self.sha256 = verify_weights(self.weights_file, WEIGHTS_SHA256[self.weights_file.name], "cloud-csmask")
+        self.sha256 = verify_weights(
+            self.weights_file, WEIGHTS_SHA256[self.weights_file.name], "cloud-csmask"
+        )
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
-        self.session = onnxruntime.InferenceSession(str(self.weights_file), sess_options=options,
-                                                    providers=onnx_providers(device))
+        self.session = onnxruntime.InferenceSession(
+            str(self.weights_file), sess_options=options, providers=onnx_providers(device)
+        )
         self.input_name = self.session.get_inputs()[0].name
 
     def predict(self, batch: np.ndarray) -> np.ndarray:

@@ -19,25 +19,41 @@ CARDS: dict[str, ModelCard] = {
     card.id: card
     for card in (
         ModelCard(
-            id="cloud-csmask", version="1.0.0", task="cloud",
+            id="cloud-csmask",
+            version="1.0.0",
+            task="cloud",
             description="Clouds and cloud shadows, DLR's ukis-csmask CNN (UNet, EfficientNet-B4 encoder), "
-                        "run at 30 m as its authors recommend.",
-            architecture="unet-efficientnet-b4 (ONNX)", sensor="S2",
-            bands=("B02", "B03", "B04", "B08", "B11", "B12"), processing_levels=("L1C", "L2A"),
-            resolution_m=30.0, tile_px=256, normalisation={"kind": "standard (per variant, from the package)"},
-            classes=CLOUD_CLASSES, status="pretrained", licence="Apache-2.0",
+            "run at 30 m as its authors recommend.",
+            architecture="unet-efficientnet-b4 (ONNX)",
+            sensor="S2",
+            bands=("B02", "B03", "B04", "B08", "B11", "B12"),
+            processing_levels=("L1C", "L2A"),
+            resolution_m=30.0,
+            tile_px=256,
+            normalisation={"kind": "standard (per variant, from the package)"},
+            classes=CLOUD_CLASSES,
+            status="pretrained",
+            licence="Apache-2.0",
             provenance="ukis-csmask 1.0.0 wheel (PyPI); Wieland et al. 2019, RSE 230; 6-band model when B11/B12 "
-                       "exist, else 4-band; L1C or L2A variant by the input's processing level.",
+            "exist, else 4-band; L1C or L2A variant by the input's processing level.",
             weights=("model_6b_l1c.onnx", "model_6b_l2a.onnx", "model_4b_l1c.onnx", "model_4b_l2a.onnx"),
         ),
         ModelCard(
-            id="cloud-s2cloudless", version="1.7.3", task="cloud",
+            id="cloud-s2cloudless",
+            version="1.7.3",
+            task="cloud",
             description="Cloud probability per pixel, Sinergise's s2cloudless LightGBM (no shadows); cloud where "
-                        "the probability exceeds 0.4 (the package's default threshold).",
-            architecture="lightgbm per-pixel classifier", sensor="S2",
+            "the probability exceeds 0.4 (the package's default threshold).",
+            architecture="lightgbm per-pixel classifier",
+            sensor="S2",
             bands=("B01", "B02", "B04", "B05", "B08", "B8A", "B09", "B10", "B11", "B12"),
-            processing_levels=("L1C",), resolution_m=10.0, tile_px=256, normalisation={"kind": "none"},
-            classes=CLOUD_CLASSES[:2], status="pretrained", licence="CC-BY-SA-4.0 (model), MIT (code)",
+            processing_levels=("L1C",),
+            resolution_m=10.0,
+            tile_px=256,
+            normalisation={"kind": "none"},
+            classes=CLOUD_CLASSES[:2],
+            status="pretrained",
+            licence="CC-BY-SA-4.0 (model), MIT (code)",
             provenance="s2cloudless 1.7.3 wheel (PyPI), pixel_s2_cloud_detector_lightGBM_v0.1",
             weights=("pixel_s2_cloud_detector_lightGBM_v0.1.txt",),
         ),
@@ -66,36 +82,44 @@ def list_cards() -> list[ModelCard]:
 def get_card(model_id: str) -> ModelCard:
     """The card of `model_id`, or a ModelError listing the known ids."""
     if model_id not in CARDS:
-        raise ModelError(f"Unknown model {model_id!r}. Known models: {', '.join(sorted(CARDS))} "
-                         "(run 'terraseg models').")
+        raise ModelError(
+            f"Unknown model {model_id!r}. Known models: {', '.join(sorted(CARDS))} (run 'terraseg models')."
+        )
     return CARDS[model_id]
 
 
 def default_model(task: str) -> str:
     """The model a job of `task` uses when none is named."""
     if task not in DEFAULT_MODEL_BY_TASK:
-        raise ModelError(f"Unknown task {task!r}. Tasks with a model: {', '.join(sorted(DEFAULT_MODEL_BY_TASK))}.")
+        raise ModelError(
+            f"Unknown task {task!r}. Tasks with a model: {', '.join(sorted(DEFAULT_MODEL_BY_TASK))}."
+        )
     return DEFAULT_MODEL_BY_TASK[task]
 
 
-def load(model_id: str, *, processing_level: str, available_bands: set[str], device: str = "auto",
-         threads: int = 0) -> LoadedModel:
+def load(
+    model_id: str, *, processing_level: str, available_bands: set[str], device: str = "auto", threads: int = 0
+) -> LoadedModel:
     """Load `model_id` for input of `processing_level` with `available_bands`; weights are sha256-checked."""
     card = get_card(model_id)
     if card.status == "untrained":
-        raise ModelError(f"Model {model_id} has no trained weights yet; import published weights or train it "
-                         "first.")
+        raise ModelError(
+            f"Model {model_id} has no trained weights yet; import published weights or train it first."
+        )
     if processing_level not in card.processing_levels:
-        raise ModelError(f"Model {model_id} works on {'/'.join(card.processing_levels)} data, but the scenes "
-                         f"are {processing_level}. Choose another model or source.")
+        raise ModelError(
+            f"Model {model_id} works on {'/'.join(card.processing_levels)} data, but the scenes "
+            f"are {processing_level}. Choose another model or source."
+        )
     if model_id == "cloud-csmask":
         from models.csmask_model import CSMASK_BANDS_4, CSMASK_BANDS_6, CSMaskPredictor, variant_normalisation
 
         bands = CSMASK_BANDS_6 if set(CSMASK_BANDS_6) <= available_bands else CSMASK_BANDS_4
         _require_bands(model_id, bands, available_bands)
         csmask = CSMaskPredictor(len(bands), processing_level, device=device, threads=threads)
-        card = dataclasses.replace(card, bands=bands, normalisation=variant_normalisation(len(bands),
-                                                                                          processing_level))
+        card = dataclasses.replace(
+            card, bands=bands, normalisation=variant_normalisation(len(bands), processing_level)
+        )
         return LoadedModel(card, csmask.predict, csmask.weights_file.name, csmask.sha256)
     if model_id == "cloud-s2cloudless":
         from models.s2cloudless_model import WEIGHTS_FILE, S2CloudlessPredictor

@@ -15,16 +15,37 @@ if not SHARED_DATA.is_dir():  # CI clones next to shared/ as well; allow an over
     SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
-def write_scene(path: Path, data: np.ndarray, *, bands: tuple[str, ...] = S2_BANDS, crs: str = "EPSG:32633",
-                origin: tuple[float, float] = (465_000.0, 5_080_000.0), resolution_m: float = 10.0,
-                acquired: str = "2015-08-20T10:07:28Z", level: str = "L1C", scale: float | None = 1e-4,
-                nodata: float | None = 0) -> Path:
+def write_scene(
+    path: Path,
+    data: np.ndarray,
+    *,
+    bands: tuple[str, ...] = S2_BANDS,
+    crs: str = "EPSG:32633",
+    origin: tuple[float, float] = (465_000.0, 5_080_000.0),
+    resolution_m: float = 10.0,
+    acquired: str = "2015-08-20T10:07:28Z",
+    level: str = "L1C",
+    scale: float | None = 1e-4,
+    nodata: float | None = 0,
+) -> Path:
     """Write (C, H, W) `data` as a scene GeoTIFF (band descriptions, acquisition tags, scale/offset)."""
     count, height, width = data.shape
-    with rasterio.open(path, "w", driver="GTiff", count=count, height=height, width=width, dtype=data.dtype,
-                       crs=crs, transform=from_origin(*origin, resolution_m, resolution_m), nodata=nodata,
-                       tiled=height >= 16 and width >= 16, blockxsize=16 if width >= 16 else None,
-                       blockysize=16 if height >= 16 else None, compress="deflate") as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        count=count,
+        height=height,
+        width=width,
+        dtype=data.dtype,
+        crs=crs,
+        transform=from_origin(*origin, resolution_m, resolution_m),
+        nodata=nodata,
+        tiled=height >= 16 and width >= 16,
+        blockxsize=16 if width >= 16 else None,
+        blockysize=16 if height >= 16 else None,
+        compress="deflate",
+    ) as dst:
         dst.write(data)
         dst.descriptions = bands
         if scale is not None:

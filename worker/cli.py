@@ -5,8 +5,8 @@ file under the cache folder, its path on stderr).
 """
 
 import argparse
-import json
 import logging
+import os
 import sys
 import time
 import traceback
@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 from core.aoi import parse_aoi
+
 from core.config import Settings, get_settings
 from core.errors import AppError
 from core.jobs import TASKS, make_spec, parse_date
@@ -30,16 +31,25 @@ def build_parser() -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", required=True)
     run = verbs.add_parser("run", help="run one job in this process and write its outputs to --out")
     run.add_argument("--task", required=True, choices=TASKS)
-    run.add_argument("--aoi", required=True,
-                     help="GeoJSON file, zipped Shapefile, GeoPackage, KML, or 'west,south,east,north' degrees")
+    run.add_argument(
+        "--aoi",
+        required=True,
+        help="GeoJSON file, zipped Shapefile, GeoPackage, KML, or 'west,south,east,north' degrees",
+    )
     run.add_argument("--start", required=True, help="first date, YYYY-MM-DD")
     run.add_argument("--end", required=True, help="last date, YYYY-MM-DD (inclusive)")
-    run.add_argument("--source", action="append", dest="sources",
-                     help="'sample' or 'local:DIR'; repeat to give fall-backs in order (default: sample)")
+    run.add_argument(
+        "--source",
+        action="append",
+        dest="sources",
+        help="'sample' or 'local:DIR'; repeat to give fall-backs in order (default: sample)",
+    )
     run.add_argument("--out", required=True, type=Path, help="output folder")
     run.add_argument("--model", help="model id (default: the task's default; see 'terraseg models')")
     run.add_argument("--date", help="publish this date's map instead of the least cloudy one (YYYY-MM-DD)")
-    run.add_argument("--max-cloud-pct", type=float, help="skip scenes whose metadata says more cloud than this")
+    run.add_argument(
+        "--max-cloud-pct", type=float, help="skip scenes whose metadata says more cloud than this"
+    )
     run.add_argument("--fix-aoi", action="store_true", help="repair an invalid (self-intersecting) AOI")
     verbs.add_parser("sources", help="list the kinds of data source")
     verbs.add_parser("models", help="list the models and their status")
@@ -60,16 +70,26 @@ def command_run(args: argparse.Namespace, settings: Settings) -> int:
     from models.registry import default_model, get_card
     from worker.tasks import run_job
 
-    aoi = parse_aoi(args.aoi, max_area_km2=settings.max_aoi_km2, max_vertices=settings.max_aoi_vertices,
-                    fix_invalid=args.fix_aoi)
+    aoi = parse_aoi(
+        args.aoi,
+        max_area_km2=settings.max_aoi_km2,
+        max_vertices=settings.max_aoi_vertices,
+        fix_invalid=args.fix_aoi,
+    )
     model_id = args.model or default_model(args.task)
     card = get_card(model_id)
     if card.task != args.task:
         raise AppError(f"Model {model_id} is a {card.task} model, not a {args.task} model.")
-    spec = make_spec(aoi=aoi.to_geojson(), start=parse_date(args.start, "start"), end=parse_date(args.end, "end"),
-                     task=args.task, model_id=model_id, sources=tuple(args.sources or ["sample"]),
-                     selected_date=parse_date(args.date, "--date") if args.date else None,
-                     max_cloud_pct=args.max_cloud_pct)
+    spec = make_spec(
+        aoi=aoi.to_geojson(),
+        start=parse_date(args.start, "start"),
+        end=parse_date(args.end, "end"),
+        task=args.task,
+        model_id=model_id,
+        sources=tuple(args.sources or ["sample"]),
+        selected_date=parse_date(args.date, "--date") if args.date else None,
+        max_cloud_pct=args.max_cloud_pct,
+    )
     result = run_job(spec, args.out.resolve(), settings, progress=print_progress)
     for path in result.outputs:
         print(path)
@@ -90,8 +110,10 @@ def command_models() -> int:
     for card in list_cards():
         default = " (default)" if DEFAULT_MODEL_BY_TASK.get(card.task) == card.id else ""
         classes = ", ".join(c.name for c in card.classes)
-        print(f"{card.id:20s} {card.task:8s} {card.status:11s} v{card.version}{default}: {card.description} "
-              f"Classes: {classes}.")
+        print(
+            f"{card.id:20s} {card.task:8s} {card.status:11s} v{card.version}{default}: {card.description} "
+            f"Classes: {classes}."
+        )
     return 0
 
 
@@ -110,14 +132,20 @@ def log_internal_error(settings: Settings) -> Path | None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `terraseg` console script."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     try:
         settings = get_settings()
     except Exception as err:  # pydantic's ValidationError: a TERRASEG_ variable has a bad value
-        print(f"terraseg: invalid settings: {str(err).splitlines()[0]}; check the TERRASEG_ variables.",
-              file=sys.stderr)
+        print(
+            f"terraseg: invalid settings: {str(err).splitlines()[0]}; check the TERRASEG_ variables.",
+            file=sys.stderr,
+        )
         return 2
+    os.environ.setdefault(
+        "GDAL_CACHEMAX", str(settings.gdal_cache_mb)
+    )  # read by GDAL at its first block read
     try:
         if args.verb == "run":
             return command_run(args, settings)

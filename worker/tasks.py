@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from core.aoi import parse_aoi
+
 import core
 from core import analysis, export
-from core.aoi import parse_aoi
 from core.config import Settings
 from core.grid import grid_for_aoi, project_geometry
 from core.jobs import JobSpec
@@ -48,8 +49,13 @@ class StageTimer:
             self.seconds[name] = round(time.perf_counter() - started, 3)
 
 
-def run_job(spec: JobSpec, out_dir: Path, settings: Settings, progress: ProgressFn | None = None,
-            should_stop: Callable[[], bool] | None = None) -> JobResult:
+def run_job(
+    spec: JobSpec,
+    out_dir: Path,
+    settings: Settings,
+    progress: ProgressFn | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> JobResult:
     """Plan -> search -> load model -> predict every date -> choose a date -> export, publishing atomically."""
     timer = StageTimer()
     report = span(progress, 0.0, 0.05, "Planning")
@@ -64,37 +70,77 @@ def run_job(spec: JobSpec, out_dir: Path, settings: Settings, progress: Progress
         scenes = analysis.filter_cloud_cover(analysis.single_level(scenes), spec.max_cloud_pct)
     span(progress, 0.05, 0.1, "Searching")(1.0, f"{len(scenes)} scenes")
     with timer.stage("load_model"):
-        model = registry.load(spec.model_id, processing_level=scenes[0].processing_level,
-                              available_bands=set.intersection(*(set(s.bands) for s in scenes)),
-                              device=settings.device, threads=settings.torch_threads)
+        model = registry.load(
+            spec.model_id,
+            processing_level=scenes[0].processing_level,
+            available_bands=set.intersection(*(set(s.bands) for s in scenes)),
+            device=settings.device,
+            threads=settings.torch_threads,
+        )
         groups = analysis.group_by_date(analysis.usable_scenes(scenes, model.card))
     staging = export.make_staging_dir(out_dir)
     try:
         with timer.stage("predict"):
-            results = analysis.predict_dates(groups, model.predict, model.card, grid, aoi_grid, staging / "work",
-                                             batch_size=settings.batch_size, overlap_px=settings.tile_overlap_px,
-                                             progress=span(progress, 0.1, 0.9, "Predicting"),
-                                             should_stop=should_stop)
+            results = analysis.predict_dates(
+                groups,
+                model.predict,
+                model.card,
+                grid,
+                aoi_grid,
+                staging / "work",
+                batch_size=settings.batch_size,
+                overlap_px=settings.tile_overlap_px,
+                progress=span(progress, 0.1, 0.9, "Predicting"),
+                should_stop=should_stop,
+            )
             selected = analysis.select_date(results, spec.selected_date)
         span(progress, 0.9, 1.0, "Exporting")(0.0, "writing COGs")
         with timer.stage("export"):
             title = f"{model.card.id} {selected.date}"
-            export.write_class_cog(selected.classes_path, staging / "classes.tif", model.card.classes,
-                                   model.card.nodata_value, title)
+            export.write_class_cog(
+                selected.classes_path,
+                staging / "classes.tif",
+                model.card.classes,
+                model.card.nodata_value,
+                title,
+            )
             export.write_confidence_cog(selected.confidence_path, staging / "confidence.tif")
-            export.write_preview_png(staging / "classes.tif", staging / "preview.png", model.card.classes,
-                                     model.card.nodata_value, title)
-            stats = {"task": spec.task, "model_id": model.card.id, "selected_date": selected.date.isoformat(),
-                     "aoi_area_km2": round(aoi.area_km2, 6), "pixel_area_m2": grid.pixel_area_m2,
-                     "aoi_pixels": selected.inference.aoi_px, "valid_pixels": selected.valid_px,
-                     "classes": analysis.class_stats(selected.inference.class_counts, model.card,
-                                                     grid.pixel_area_m2),
-                     "dates": analysis.date_fractions(results, model.card)}
+            export.write_preview_png(
+                staging / "classes.tif",
+                staging / "preview.png",
+                model.card.classes,
+                model.card.nodata_value,
+                title,
+            )
+            stats = {
+                "task": spec.task,
+                "model_id": model.card.id,
+                "selected_date": selected.date.isoformat(),
+                "aoi_area_km2": round(aoi.area_km2, 6),
+                "pixel_area_m2": grid.pixel_area_m2,
+                "aoi_pixels": selected.inference.aoi_px,
+                "valid_pixels": selected.valid_px,
+                "classes": analysis.class_stats(
+                    selected.inference.class_counts, model.card, grid.pixel_area_m2
+                ),
+                "dates": analysis.date_fractions(results, model.card),
+            }
             export.write_json(staging / "stats.json", stats)
             shutil.rmtree(staging / "work")
-        export.write_json(staging / "run.json", run_record(spec, aoi.to_geojson(), aoi.area_km2, grid.to_dict(),
-                                                           results, selected.date.isoformat(), model, settings,
-                                                           timer.seconds))
+        export.write_json(
+            staging / "run.json",
+            run_record(
+                spec,
+                aoi.to_geojson(),
+                aoi.area_km2,
+                grid.to_dict(),
+                results,
+                selected.date.isoformat(),
+                model,
+                settings,
+                timer.seconds,
+            ),
+        )
         outputs = export.publish(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -104,9 +150,17 @@ def run_job(spec: JobSpec, out_dir: Path, settings: Settings, progress: Progress
     return JobResult(out_dir, outputs, selected.date.isoformat(), stats)
 
 
-def run_record(spec: JobSpec, aoi_geojson: dict[str, object], area_km2: float, grid: dict[str, object],
-               results: list[analysis.DateResult], selected_date: str, model: registry.LoadedModel,
-               settings: Settings, timings_s: dict[str, float]) -> dict[str, object]:
+def run_record(
+    spec: JobSpec,
+    aoi_geojson: dict[str, object],
+    area_km2: float,
+    grid: dict[str, object],
+    results: list[analysis.DateResult],
+    selected_date: str,
+    model: registry.LoadedModel,
+    settings: Settings,
+    timings_s: dict[str, float],
+) -> dict[str, object]:
     """Provenance of a run: inputs, model and weights, grid, timings and software versions."""
     import lightgbm
     import numpy
@@ -122,21 +176,49 @@ def run_record(spec: JobSpec, aoi_geojson: dict[str, object], area_km2: float, g
         "aoi": {"geometry": aoi_geojson, "area_km2": round(area_km2, 6)},
         "grid": grid,
         "selected_date": selected_date,
-        "inputs": [{"id": s.id, "source": s.source, "date": s.date_iso, "acquired": s.acquired.isoformat(),
-                    "path": s.path, "processing_level": s.processing_level,
-                    "processing_baseline": s.processing_baseline, "cloud_cover_pct": s.cloud_cover_pct,
-                    "radiometry": {b: {"scale": a.scale, "add_offset": a.add_offset}
-                                   for b, a in s.bands.items() if b in model.card.bands}}
-                   for r in results for s in r.scenes],
-        "model": {"id": model.card.id, "version": model.card.version, "status": model.card.status,
-                  "weights_file": model.weights_file, "weights_sha256": model.weights_sha256,
-                  "bands": list(model.card.bands), "resolution_m": model.card.resolution_m,
-                  "licence": model.card.licence, "provenance": model.card.provenance},
-        "settings": {"device": settings.device, "batch_size": settings.batch_size,
-                     "tile_overlap_px": settings.tile_overlap_px},
+        "inputs": [
+            {
+                "id": s.id,
+                "source": s.source,
+                "date": s.date_iso,
+                "acquired": s.acquired.isoformat(),
+                "path": s.path,
+                "processing_level": s.processing_level,
+                "processing_baseline": s.processing_baseline,
+                "cloud_cover_pct": s.cloud_cover_pct,
+                "radiometry": {
+                    b: {"scale": a.scale, "add_offset": a.add_offset}
+                    for b, a in s.bands.items()
+                    if b in model.card.bands
+                },
+            }
+            for r in results
+            for s in r.scenes
+        ],
+        "model": {
+            "id": model.card.id,
+            "version": model.card.version,
+            "status": model.card.status,
+            "weights_file": model.weights_file,
+            "weights_sha256": model.weights_sha256,
+            "bands": list(model.card.bands),
+            "resolution_m": model.card.resolution_m,
+            "licence": model.card.licence,
+            "provenance": model.card.provenance,
+        },
+        "settings": {
+            "device": settings.device,
+            "batch_size": settings.batch_size,
+            "tile_overlap_px": settings.tile_overlap_px,
+        },
         "timings_s": timings_s,
-        "versions": {"python": platform.python_version(), "numpy": numpy.__version__,
-                     "rasterio": rasterio.__version__, "gdal": rasterio.__gdal_version__,
-                     "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
-                     "lightgbm": lightgbm.__version__},
+        "versions": {
+            "python": platform.python_version(),
+            "numpy": numpy.__version__,
+            "rasterio": rasterio.__version__,
+            "gdal": rasterio.__gdal_version__,
+            "torch": torch.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "lightgbm": lightgbm.__version__,
+        },
     }

@@ -40,22 +40,39 @@ def build_sample(eolearn_dir: Path, out_dir: Path = SAMPLE_DIR) -> list[Path]:
         acquired = datetime.fromisoformat(timestamps[ts_index])
         dn = np.round(scenes[frame] / DN_SCALE).astype(np.uint16).transpose(2, 0, 1)
         path = out_dir / f"S2_L1C_{acquired:%Y%m%dT%H%M%S}_slovenia.tif"
-        profile = {"driver": "GTiff", "count": len(S2_BANDS), "height": height, "width": width,
-                   "dtype": "uint16", "crs": "EPSG:32633", "transform": transform, "nodata": 0,
-                   "compress": "deflate", "predictor": 2, "tiled": True, "blockxsize": 128, "blockysize": 128}
+        profile = {
+            "driver": "GTiff",
+            "count": len(S2_BANDS),
+            "height": height,
+            "width": width,
+            "dtype": "uint16",
+            "crs": "EPSG:32633",
+            "transform": transform,
+            "nodata": 0,
+            "compress": "deflate",
+            "predictor": 2,
+            "tiled": True,
+            "blockxsize": 128,
+            "blockysize": 128,
+        }
         with rasterio.open(path, "w", **profile) as dst:
             dst.write(dn)
             dst.descriptions = S2_BANDS
             dst.scales = [DN_SCALE] * len(S2_BANDS)
             dst.offsets = [0.0] * len(S2_BANDS)
-            dst.update_tags(ACQUISITION_DATETIME=acquired.isoformat() + "Z", PROCESSING_LEVEL="L1C",
-                            SENSOR="S2", SCENE_ID=path.stem,
-                            ATTRIBUTION="Contains modified Copernicus Sentinel data 2015; eo-learn (MIT)")
+            dst.update_tags(
+                ACQUISITION_DATETIME=acquired.isoformat() + "Z",
+                PROCESSING_LEVEL="L1C",
+                SENSOR="S2",
+                SCENE_ID=path.stem,
+                ATTRIBUTION="Contains modified Copernicus Sentinel data 2015; eo-learn (MIT)",
+            )
         paths.append(path)
     footprint_utm = box(left, bottom, right, top).buffer(-20.0, join_style="mitre")
     aoi = project_geometry(footprint_utm, "EPSG:32633", "EPSG:4326")
-    (out_dir / "aoi.geojson").write_text(json.dumps({"type": "Feature", "properties": {"name": "sample"},
-                                                     "geometry": mapping(aoi)}, indent=1))
+    (out_dir / "aoi.geojson").write_text(
+        json.dumps({"type": "Feature", "properties": {"name": "sample"}, "geometry": mapping(aoi)}, indent=1)
+    )
     shutil.copyfile(eolearn_dir / "LICENSE", out_dir / "LICENSE")
     return paths
 

@@ -28,8 +28,9 @@ def parse_source(name: str) -> LocalSource:
     raise SourceError(f"Unknown source {name!r}. Use 'sample' or 'local:DIR' (run 'terraseg sources').")
 
 
-def search_scenes(source_names: tuple[str, ...] | list[str], aoi: BaseGeometry, start: date, end: date,
-                  sensor: str = "S2") -> list[Scene]:
+def search_scenes(
+    source_names: tuple[str, ...] | list[str], aoi: BaseGeometry, start: date, end: date, sensor: str = "S2"
+) -> list[Scene]:
     """Search the sources in priority order; the first one with matching scenes serves the job.
 
     A source that fails (missing folder, no scenes) is logged and the next one is tried; if all fail, the

@@ -48,38 +48,69 @@ def read_geotiff_scene(path: Path, source: str = "local") -> Scene:
             names = [(d or "").strip().upper() for d in dataset.descriptions]
             tags = {k.upper(): v for k, v in dataset.tags().items()}
             bounds, crs = dataset.bounds, dataset.crs
-            scales, offsets, dtype, nodata = dataset.scales, dataset.offsets, dataset.dtypes[0], dataset.nodata
+            scales, offsets, dtype, nodata = (
+                dataset.scales,
+                dataset.offsets,
+                dataset.dtypes[0],
+                dataset.nodata,
+            )
             resolution_m = float(dataset.res[0]) if crs is not None and crs.is_projected else None
     except RasterioError as err:
-        raise SourceError(f"{path.name} cannot be read as a raster ({err}); it may be truncated or corrupt.") from err
+        raise SourceError(
+            f"{path.name} cannot be read as a raster ({err}); it may be truncated or corrupt."
+        ) from err
     if crs is None:
         raise SourceError(f"{path.name} has no coordinate reference system; georeference it first.")
     unknown = [n for n in names if n not in S2_BANDS + S1_BANDS]
     if not names or unknown:
-        raise SourceError(f"{path.name}: band descriptions must name the bands (B01..B12, B8A, VV, VH); "
-                          f"found {names}.")
+        raise SourceError(
+            f"{path.name}: band descriptions must name the bands (B01..B12, B8A, VV, VH); found {names}."
+        )
     level = tags.get("PROCESSING_LEVEL", "").upper()
     if level not in LEVELS:
-        raise SourceError(f"{path.name}: tag PROCESSING_LEVEL must be one of {', '.join(LEVELS)}; got {level!r}.")
+        raise SourceError(
+            f"{path.name}: tag PROCESSING_LEVEL must be one of {', '.join(LEVELS)}; got {level!r}."
+        )
     if "ACQUISITION_DATETIME" not in tags:
         raise SourceError(f"{path.name}: tag ACQUISITION_DATETIME (ISO-8601) is missing.")
     try:
         acquired = parse_acquisition_datetime(tags["ACQUISITION_DATETIME"])
     except ValueError as err:
-        raise SourceError(f"{path.name}: ACQUISITION_DATETIME {tags['ACQUISITION_DATETIME']!r} is not "
-                          "ISO-8601.") from err
+        raise SourceError(
+            f"{path.name}: ACQUISITION_DATETIME {tags['ACQUISITION_DATETIME']!r} is not ISO-8601."
+        ) from err
     sensor = "S1" if level == "GRD" else "S2"
     is_integer = np.issubdtype(np.dtype(dtype), np.integer)
     bands = {}
     for index, (name, scale, offset) in enumerate(zip(names, scales, offsets, strict=True), start=1):
         if sensor == "S2" and is_integer and scale == 1.0 and offset == 0.0:
-            log.warning("%s: band %s has no scale; taking DN / %.0f as reflectance", path.name, name,
-                        DEFAULT_S2_QUANTIFICATION)
+            log.warning(
+                "%s: band %s has no scale; taking DN / %.0f as reflectance",
+                path.name,
+                name,
+                DEFAULT_S2_QUANTIFICATION,
+            )
             scale = 1.0 / DEFAULT_S2_QUANTIFICATION
-        bands[name] = BandAsset(path=str(path), band_index=index, scale=scale, add_offset=offset / scale,
-                                nodata=nodata, resolution_m=resolution_m)
-    footprint = shape(transform_geom(crs, "EPSG:4326", box(*bounds).__geo_interface__, antimeridian_cutting=True))
-    return Scene(id=tags.get("SCENE_ID", path.stem), source=source, sensor=sensor, acquired=acquired,
-                 footprint=footprint, processing_level=level, bands=bands,
-                 processing_baseline=tags.get("PROCESSING_BASELINE"),
-                 cloud_cover_pct=float(tags["CLOUD_COVER"]) if "CLOUD_COVER" in tags else None, path=str(path))
+        bands[name] = BandAsset(
+            path=str(path),
+            band_index=index,
+            scale=scale,
+            add_offset=offset / scale,
+            nodata=nodata,
+            resolution_m=resolution_m,
+        )
+    footprint = shape(
+        transform_geom(crs, "EPSG:4326", box(*bounds).__geo_interface__, antimeridian_cutting=True)
+    )
+    return Scene(
+        id=tags.get("SCENE_ID", path.stem),
+        source=source,
+        sensor=sensor,
+        acquired=acquired,
+        footprint=footprint,
+        processing_level=level,
+        bands=bands,
+        processing_baseline=tags.get("PROCESSING_BASELINE"),
+        cloud_cover_pct=float(tags["CLOUD_COVER"]) if "CLOUD_COVER" in tags else None,
+        path=str(path),
+    )

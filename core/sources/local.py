@@ -40,7 +40,9 @@ class LocalSource:
             if not (is_geotiff or is_safe_entry(entry)):
                 continue
             try:
-                scenes.append(read_geotiff_scene(entry, self.name) if is_geotiff else read_s2_safe(entry, self.name))
+                scenes.append(
+                    read_geotiff_scene(entry, self.name) if is_geotiff else read_s2_safe(entry, self.name)
+                )
             except SourceError as err:
                 log.warning("Skipping %s: %s", entry, err)
                 self.skipped.append(f"{entry.name}: {err}")
@@ -53,12 +55,18 @@ class LocalSource:
         """Scenes of `sensor` whose footprint intersects the AOI (EPSG:4326) and whose date is in [start, end]."""
         scenes = [s for s in self.scan() if s.sensor == sensor]
         overlapping = [s for s in scenes if s.footprint.intersects(aoi)]
-        found = sorted((s for s in overlapping if start <= s.acquired.date() <= end), key=lambda s: s.acquired)
+        found = sorted(
+            (s for s in overlapping if start <= s.acquired.date() <= end), key=lambda s: s.acquired
+        )
         if found:
             return found
         if not overlapping:
-            raise NoScenesFound(f"None of the {len(scenes)} {sensor} scenes in {self.name} overlaps the area of "
-                                "interest. Check the area, or add scenes that cover it.")
+            raise NoScenesFound(
+                f"None of the {len(scenes)} {sensor} scenes in {self.name} overlaps the area of "
+                "interest. Check the area, or add scenes that cover it."
+            )
         dates = ", ".join(sorted({s.date_iso for s in overlapping}))
-        raise NoScenesFound(f"No {sensor} scene of {self.name} over the area falls between {start} and {end}; "
-                            f"scenes over it exist for {dates}. Widen the date range.")
+        raise NoScenesFound(
+            f"No {sensor} scene of {self.name} over the area falls between {start} and {end}; "
+            f"scenes over it exist for {dates}. Widen the date range."
+        )

@@ -4,8 +4,16 @@ from shapely.geometry import box
 from core.grid import grid_for_aoi, project_geometry, utm_epsg
 
 
-@pytest.mark.parametrize(("lon", "lat", "epsg"), [(14.5, 45.9, 32633), (9.0, 48.0, 32632), (-70.5, -33.4, 32719),
-                                                   (179.9, 10.0, 32660), (-180.0, 0.0, 32601)])
+@pytest.mark.parametrize(
+    ("lon", "lat", "epsg"),
+    [
+        (14.5, 45.9, 32633),
+        (9.0, 48.0, 32632),
+        (-70.5, -33.4, 32719),
+        (179.9, 10.0, 32660),
+        (-180.0, 0.0, 32601),
+    ],
+)
 def test_utm_epsg_picks_the_zone_and_hemisphere(lon, lat, epsg):
     assert utm_epsg(lon, lat) == epsg
 
@@ -18,7 +26,9 @@ def test_grid_is_10m_snapped_to_the_lattice_and_covers_the_aoi():
     assert all(v % 10 == 0 for v in (left, bottom, right, top))
     aoi_utm = project_geometry(aoi, "EPSG:4326", grid.crs)
     assert box(left, bottom, right, top).contains(aoi_utm)
-    assert (right - left) - (aoi_utm.bounds[2] - aoi_utm.bounds[0]) < 20  # snapped outward by < 1 px each side
+    assert (right - left) - (
+        aoi_utm.bounds[2] - aoi_utm.bounds[0]
+    ) < 20  # snapped outward by < 1 px each side
 
 
 def test_an_aoi_spanning_two_utm_zones_gets_one_grid_in_its_centroid_zone():

@@ -69,7 +69,8 @@ def test_same_day_scenes_are_mosaicked_first_valid_wins(tmp_path):
 
 
 def test_reader_refuses_scenes_without_the_needed_bands(tmp_path):
-    scene = read_geotiff_scene(write_scene(tmp_path / "s.tif", np.ones((2, 8, 8), np.uint16),
-                                           bands=("B02", "B03")))
+    scene = read_geotiff_scene(
+        write_scene(tmp_path / "s.tif", np.ones((2, 8, 8), np.uint16), bands=("B02", "B03"))
+    )
     with pytest.raises(ValueError, match="B04"):
         SceneReader([scene], ("B02", "B04"), _grid())

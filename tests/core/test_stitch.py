@@ -10,9 +10,9 @@ def _stitch(image, size, overlap, strip_rows=None):
     out = np.full(image.shape, np.nan, np.float32)
     flushed = []
 
-    def sink(row0, scores, valid):
+    def sink(row0, col0, scores, valid):
         flushed.append((row0, scores.shape[1]))
-        out[:, row0:row0 + scores.shape[1]] = scores
+        out[:, row0 : row0 + scores.shape[1], col0 : col0 + scores.shape[2]] = scores
 
     stitcher = StripStitcher(k, height, width, strip_rows or min(size, height), sink)
     weights = blend_weights(size, overlap)
@@ -26,10 +26,12 @@ def _stitch(image, size, overlap, strip_rows=None):
 
 
 def test_stitching_overlapping_tiles_of_one_image_reproduces_it():
-    image = np.random.default_rng(0).random((3, 300, 170), dtype=np.float32)
+    image = np.random.default_rng(0).random((3, 300, 1100), dtype=np.float32)  # wider than one sink chunk
     out, flushed = _stitch(image, size=64, overlap=16)
     np.testing.assert_allclose(out, image, rtol=1e-5)
-    assert sum(n for _, n in flushed) == 300  # every row emitted exactly once, in order
+    assert (
+        sum(n for _, n in flushed) == 300 * 2
+    )  # every row emitted once per column chunk  # every row emitted exactly once, in order
     assert [r for r, _ in flushed] == sorted(r for r, _ in flushed)
 
 
@@ -37,8 +39,9 @@ def test_the_strip_buffer_holds_one_tile_of_rows_whatever_the_grid_height():
     image = np.random.default_rng(1).random((2, 1000, 50), dtype=np.float32)
     rows_seen = []
 
-    def sink(row0, scores, valid):
-        rows_seen.append(scores.shape[1])
+    def sink(row0, col0, scores, valid):
+        if col0 == 0:
+            rows_seen.append(scores.shape[1])
 
     stitcher = StripStitcher(2, 1000, 50, 64, sink)
     assert stitcher.scores.shape == (2, 64, 50)
@@ -56,13 +59,15 @@ def test_blending_disagreeing_tiles_leaves_no_step_at_the_seam():
     height, width, size, overlap = 64, 112, 64, 16
     stitcher_out = np.zeros((1, height, width), np.float32)
 
-    def sink(row0, scores, valid):
-        stitcher_out[:, row0:row0 + scores.shape[1]] = scores
+    def sink(row0, col0, scores, valid):
+        stitcher_out[:, row0 : row0 + scores.shape[1], col0 : col0 + scores.shape[2]] = scores
 
     stitcher = StripStitcher(1, height, width, size, sink)
     weights = blend_weights(size, overlap)
     for value, window in enumerate(tile_windows(height, width, size, overlap)):
-        stitcher.add(window, np.full((1, size, size), float(value), np.float32), weights, np.ones((size, size), bool))
+        stitcher.add(
+            window, np.full((1, size, size), float(value), np.float32), weights, np.ones((size, size), bool)
+        )
     stitcher.flush_until(height)
     row = stitcher_out[0, height // 2]
     assert row[0] == 0 and row[-1] == 1
@@ -73,9 +78,17 @@ def test_adding_a_tile_above_the_flushed_rows_is_refused():
     stitcher = StripStitcher(1, 100, 10, 20, lambda *a: None)
     from rasterio.windows import Window
 
-    stitcher.add(Window(0, 0, 10, 20), np.ones((1, 20, 10), np.float32), np.ones((20, 10), np.float32),
-                 np.ones((20, 10), bool))
+    stitcher.add(
+        Window(0, 0, 10, 20),
+        np.ones((1, 20, 10), np.float32),
+        np.ones((20, 10), np.float32),
+        np.ones((20, 10), bool),
+    )
     stitcher.flush_until(10)
     with pytest.raises(ValueError, match="flush rows in order"):
-        stitcher.add(Window(0, 0, 10, 20), np.ones((1, 20, 10), np.float32), np.ones((20, 10), np.float32),
-                     np.ones((20, 10), bool))
+        stitcher.add(
+            Window(0, 0, 10, 20),
+            np.ones((1, 20, 10), np.float32),
+            np.ones((20, 10), np.float32),
+            np.ones((20, 10), bool),
+        )

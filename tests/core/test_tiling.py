@@ -4,8 +4,10 @@ import pytest
 from core.tiling import blend_weights, pad_tile, tile_windows
 
 
-@pytest.mark.parametrize(("height", "width", "size", "overlap"), [(100, 90, 32, 8), (64, 64, 64, 0), (10, 300, 32, 4),
-                                                                  (513, 257, 256, 32)])
+@pytest.mark.parametrize(
+    ("height", "width", "size", "overlap"),
+    [(100, 90, 32, 8), (64, 64, 64, 0), (10, 300, 32, 4), (513, 257, 256, 32)],
+)
 def test_tile_windows_cover_every_pixel_within_the_grid(height, width, size, overlap):
     hits = np.zeros((height, width), int)
     for window in tile_windows(height, width, size, overlap):
@@ -39,8 +41,8 @@ def test_blend_weights_are_positive_and_sum_smoothly_across_an_overlap():
     assert weights.min() > 0 and weights.max() == 1
     line = np.zeros(size * 2 - overlap)
     line[:size] += weights[size // 2]
-    line[size - overlap:] += weights[size // 2]
-    seam = line[size - overlap:size]
+    line[size - overlap :] += weights[size // 2]
+    seam = line[size - overlap : size]
     np.testing.assert_allclose(seam, 1.0, atol=1e-6)  # sin^2 + cos^2: no bump or dip at the seam
 
 

@@ -25,7 +25,9 @@ FRAME_TO_CLP_INDEX = {"2015-08-20": 2, "2015-07-31": 1, "2015-09-09": 4, "2015-0
 def cohen_kappa(reference: np.ndarray, predicted: np.ndarray) -> float:
     """Cohen's kappa of two label arrays."""
     labels = np.union1d(reference, predicted)
-    confusion = np.array([[np.sum((reference == a) & (predicted == b)) for b in labels] for a in labels], float)
+    confusion = np.array(
+        [[np.sum((reference == a) & (predicted == b)) for b in labels] for a in labels], float
+    )
     total = confusion.sum()
     observed = np.trace(confusion) / total
     expected = (confusion.sum(0) * confusion.sum(1)).sum() / total**2
@@ -50,8 +52,11 @@ def test_s2cloudless_on_the_embedded_sample_reproduces_the_reference_probabiliti
 
 
 def test_s2cloudless_class_decision_follows_the_package_threshold():
-    model = registry.load("cloud-s2cloudless", processing_level="L1C", available_bands=set(registry.CARDS[
-        "cloud-s2cloudless"].bands))
+    model = registry.load(
+        "cloud-s2cloudless",
+        processing_level="L1C",
+        available_bands=set(registry.CARDS["cloud-s2cloudless"].bands),
+    )
     from models.s2cloudless_model import S2CloudlessPredictor
 
     scenes = np.load(SLOVENIA / "REFERENCE_SCENES.npy")[:, :, :, [0, 1, 3, 4, 7, 8, 9, 10, 11, 12]]
@@ -69,8 +74,9 @@ def test_csmask_through_the_tiling_pipeline_agrees_with_the_reference_mask(tmp_p
     # package's own output shows 4 = cloud, 0 = shadow, whatever the data README says).
     labels = reference["msk"][..., 0]
     expected = np.select([labels == 4, labels == 0], [1, 2], 0)
-    model = registry.load("cloud-csmask", processing_level="L1C", available_bands={"B02", "B03", "B04", "B08",
-                                                                                    "B11", "B12"})
+    model = registry.load(
+        "cloud-csmask", processing_level="L1C", available_bands={"B02", "B03", "B04", "B08", "B11", "B12"}
+    )
     assert model.weights_file == "model_6b_l1c.onnx"
     # The image is at the model's resolution already: a 30 m grid, so no averaging.
     grid = Grid("EPSG:32632", Affine(30.0, 0, 500_000.0, 0, -30.0, 5_000_000.0), 512, 512)
@@ -79,8 +85,17 @@ def test_csmask_through_the_tiling_pipeline_agrees_with_the_reference_mask(tmp_p
         rows, cols = window.toslices()
         return image[:, rows, cols], np.ones((int(window.height), int(window.width)), bool)
 
-    result = predict_grid(read, model.predict, model.card, grid, box(*grid.bounds), tmp_path / "c.tif",
-                          tmp_path / "p.tif", batch_size=2, overlap_px=32)
+    result = predict_grid(
+        read,
+        model.predict,
+        model.card,
+        grid,
+        box(*grid.bounds),
+        tmp_path / "c.tif",
+        tmp_path / "p.tif",
+        batch_size=2,
+        overlap_px=32,
+    )
     with rasterio.open(tmp_path / "c.tif") as dataset:
         classes = dataset.read(1)
     assert result.tiles == 9  # 3 x 3 tiles of 256 with 32 px overlap over 512

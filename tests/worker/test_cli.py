@@ -1,0 +1,357 @@
+"""The `terraseg` command end to end, as a user runs it: real files in, real COGs out, exit codes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from PIL import Image
+
+from core.sources import SAMPLE_DIR
+from tests.conftest import SHARED_DATA, write_scene
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE_AOI = str(SAMPLE_DIR / "aoi.geojson")
+SAMPLE_DATES = ["--start", "2015-07-01", "--end", "2015-09-30"]
+
+
+def terraseg(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout_s: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run `python -m worker ...` (the `terraseg` console script's module) in `cwd`."""
+    full_env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "TERRASEG_CACHE_DIR": str(cwd / "cache"),
+        **(env or {}),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "worker", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
+
+
+@pytest.fixture(scope="module")
+def sample_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """The demo job on the embedded sample with the default (csmask) model, run once for several tests."""
+    cwd = tmp_path_factory.mktemp("demo")
+    result = terraseg(
+        "run",
+        "--task",
+        "cloud",
+        "--aoi",
+        SAMPLE_AOI,
+        *SAMPLE_DATES,
+        "--source",
+        "sample",
+        "--out",
+        "out",
+        cwd=cwd,
+    )
+    return result, cwd / "out"
+
+
+def test_the_demo_job_writes_all_outputs_and_prints_them(sample_run):
+    result, out = sample_run
+    assert result.returncode == 0, result.stderr
+    printed = [Path(line) for line in result.stdout.split()]
+    assert [p.name for p in printed] == [
+        "classes.tif",
+        "confidence.tif",
+        "preview.png",
+        "stats.json",
+        "run.json",
+    ]
+    assert all(p.is_file() and p.parent == out for p in printed)
+    assert "[100.0%] Done" in result.stderr
+    assert not [p for p in out.parent.iterdir() if ".staging-" in p.name]  # nothing left behind
+
+
+def test_the_class_map_is_a_real_cog_with_colours_names_and_nodata(sample_run):
+    _, out = sample_run
+    with rasterio.open(out / "classes.tif") as dataset:
+        assert dataset.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+        assert dataset.dtypes[0] == "uint8" and dataset.nodata == 255
+        assert dataset.crs.to_epsg() == 32633 and dataset.res == (10.0, 10.0)
+        assert dataset.transform.c % 10 == 0 and dataset.transform.f % 10 == 0
+        assert dataset.profile["tiled"]
+        assert json.loads(dataset.tags()["CLASS_NAMES"]) == {"0": "clear", "1": "cloud", "2": "cloud shadow"}
+        assert dataset.colormap(1)[1][:3] == (0xD9, 0xD9, 0xD9)
+        classes = dataset.read(1)
+    assert set(np.unique(classes)) <= {0, 1, 2, 255}
+    inside = classes != 255
+    assert 0.8 < inside.mean() < 1.0  # the AOI is the sample's footprint less 20 m; corners are outside
+    with rasterio.open(out / "confidence.tif") as dataset:
+        assert dataset.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+        confidence = dataset.read(1)
+    assert (confidence[inside] >= 85).all() and (confidence[~inside] == 0).all()  # 3 classes: max prob >= 1/3
+
+
+def test_stats_hold_areas_per_class_and_cloud_fractions_per_date(sample_run):
+    _, out = sample_run
+    stats = json.loads((out / "stats.json").read_text())
+    assert [d["date"] for d in stats["dates"]] == [
+        "2015-07-11",
+        "2015-07-31",
+        "2015-08-20",
+        "2015-08-30",
+        "2015-09-09",
+    ]
+    assert sum(c["percent"] for c in stats["classes"]) == pytest.approx(100, abs=1e-3)
+    total_ha = sum(c["area_ha"] for c in stats["classes"])
+    assert total_ha == pytest.approx(stats["valid_pixels"] * 100 / 10_000)
+    assert 80 < total_ha < 110  # about 1 km2
+    by_date = {d["date"]: d for d in stats["dates"]}
+    # 2015-08-20 is almost fully clouded in the reference (s2cloudless mean probability 0.97).
+    assert by_date["2015-08-20"]["fractions"]["cloud"] > 0.8
+    chosen = by_date[stats["selected_date"]]
+    assert chosen["fractions"]["clear"] == max(d["fractions"]["clear"] for d in stats["dates"])
+    with rasterio.open(out / "classes.tif") as dataset:
+        classes = dataset.read(1)
+    for entry in stats["classes"]:
+        assert entry["pixels"] == int((classes == entry["value"]).sum())
+
+
+def test_run_record_names_inputs_model_weights_and_timings(sample_run):
+    _, out = sample_run
+    record = json.loads((out / "run.json").read_text())
+    assert len(record["inputs"]) == 5 and record["inputs"][0]["processing_level"] == "L1C"
+    assert record["inputs"][0]["radiometry"]["B02"]["scale"] == pytest.approx(1e-4)
+    assert record["model"]["id"] == "cloud-csmask" and record["model"]["weights_file"] == "model_6b_l1c.onnx"
+    assert len(record["model"]["weights_sha256"]) == 64
+    assert set(record["timings_s"]) >= {"plan", "search", "load_model", "predict", "export"}
+    assert record["grid"]["crs"] == "EPSG:32633" and len(record["spec_hash"]) == 64
+
+
+def test_the_preview_is_a_png_with_the_map_and_a_legend(sample_run):
+    _, out = sample_run
+    with Image.open(out / "preview.png") as image:
+        assert image.format == "PNG" and image.width >= 240
+        pixels = np.asarray(image.convert("RGB"))
+    legend_colours = {(0x3A, 0x7D, 0x44), (0xD9, 0xD9, 0xD9), (0x4B, 0x3F, 0x8F)}
+    present = {tuple(int(v) for v in p) for p in pixels.reshape(-1, 3)}
+    assert legend_colours <= present
+
+
+def test_s2cloudless_per_date_cloud_fractions_match_the_reference(tmp_path):
+    result = terraseg(
+        "run",
+        "--task",
+        "cloud",
+        "--model",
+        "cloud-s2cloudless",
+        "--aoi",
+        SAMPLE_AOI,
+        *SAMPLE_DATES,
+        "--out",
+        "out",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    reference = np.load(SHARED_DATA / "s2_slovenia_eolearn" / "CLP_S2C.npy")[..., 0]
+    timestamps = json.loads((SHARED_DATA / "s2_slovenia_eolearn" / "timestamps.json").read_text())
+    for entry in stats["dates"]:
+        index = next(i for i, t in enumerate(timestamps) if t.startswith(entry["date"]))
+        expected = float((reference[index] > 0.4).mean())
+        # The map is resampled onto the snapped 10 m grid and clipped to the AOI, so allow a few percent.
+        assert entry["fractions"]["cloud"] == pytest.approx(expected, abs=0.05), entry["date"]
+
+
+def test_a_named_date_is_published_instead_of_the_least_cloudy(tmp_path):
+    result = terraseg(
+        "run",
+        "--task",
+        "cloud",
+        "--aoi",
+        SAMPLE_AOI,
+        *SAMPLE_DATES,
+        "--date",
+        "2015-08-20",
+        "--out",
+        "out",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert stats["selected_date"] == "2015-08-20"
+    cloud = next(c for c in stats["classes"] if c["name"] == "cloud")
+    assert cloud["percent"] > 80
+
+
+def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.startswith("terraseg:")]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--aoi", SAMPLE_AOI, "--start", "2015-09-30", "--end", "2015-07-01"], "before the start date"),
+        (["--aoi", SAMPLE_AOI, "--start", "2015-13-01", "--end", "2015-09-30"], "not a date"),
+        (["--aoi", "14.6,45.8,14.5,45.9", *SAMPLE_DATES], "antimeridian|180"),
+        (["--aoi", "10.0,50.0,10.01,50.01", *SAMPLE_DATES], "None of the 5 S2 scenes in sample overlaps"),
+        (["--aoi", SAMPLE_AOI, "--start", "2016-01-01", "--end", "2016-03-01"], "Widen the date range"),
+        (["--aoi", SAMPLE_AOI, *SAMPLE_DATES, "--source", "ftp://example"], "Unknown source"),
+        (["--aoi", SAMPLE_AOI, *SAMPLE_DATES, "--date", "2015-08-21"], "no scene on 2015-08-21"),
+        (["--aoi", SAMPLE_AOI, *SAMPLE_DATES, "--model", "cloud-nonexistent"], "Unknown model"),
+        (["--aoi", "missing.geojson", *SAMPLE_DATES], "missing.geojson"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(tmp_path, args, expected):
+    import re
+
+    line = _one_line_error(terraseg("run", "--task", "cloud", *args, "--out", "out", cwd=tmp_path))
+    assert re.search(expected, line), line
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_aoi_over_the_configured_limit_is_refused(tmp_path):
+    line = _one_line_error(
+        terraseg(
+            "run",
+            "--task",
+            "cloud",
+            "--aoi",
+            SAMPLE_AOI,
+            *SAMPLE_DATES,
+            "--out",
+            "o",
+            cwd=tmp_path,
+            env={"TERRASEG_MAX_AOI_KM2": "0.5"},
+        )
+    )
+    assert "km²" in line and "limit" in line
+
+
+def test_a_self_intersecting_aoi_is_refused_then_repaired_with_fix_aoi(tmp_path):
+    bowtie = {
+        "type": "Polygon",
+        "coordinates": [
+            [[14.552, 45.867], [14.563, 45.874], [14.563, 45.867], [14.552, 45.874], [14.552, 45.867]]
+        ],
+    }
+    (tmp_path / "bowtie.geojson").write_text(json.dumps(bowtie))
+    line = _one_line_error(
+        terraseg(
+            "run", "--task", "cloud", "--aoi", "bowtie.geojson", *SAMPLE_DATES, "--out", "o", cwd=tmp_path
+        )
+    )
+    assert "Self-intersection" in line and "--fix-aoi" in line
+    fixed = terraseg(
+        "run",
+        "--task",
+        "cloud",
+        "--aoi",
+        "bowtie.geojson",
+        *SAMPLE_DATES,
+        "--fix-aoi",
+        "--out",
+        "o",
+        cwd=tmp_path,
+    )
+    assert fixed.returncode == 0, fixed.stderr
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_before_any_work(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    line = _one_line_error(
+        terraseg(
+            "run", "--task", "cloud", "--aoi", SAMPLE_AOI, *SAMPLE_DATES, "--out", "a_file/out", cwd=tmp_path
+        )
+    )
+    assert "Cannot write outputs" in line
+    line = _one_line_error(
+        terraseg(
+            "run", "--task", "cloud", "--aoi", SAMPLE_AOI, *SAMPLE_DATES, "--out", "a_file", cwd=tmp_path
+        )
+    )
+    assert "not a folder" in line
+
+
+def test_a_corrupt_file_beside_good_scenes_is_skipped_with_a_warning(tmp_path):
+    folder = tmp_path / "scenes"
+    folder.mkdir()
+    for scene in SAMPLE_DIR.glob("S2_L1C_2015083*.tif"):
+        (folder / scene.name).write_bytes(scene.read_bytes())
+    truncated = next(SAMPLE_DIR.glob("S2_L1C_20150909*.tif")).read_bytes()
+    (folder / "S2_truncated.tif").write_bytes(truncated[: len(truncated) // 3])
+    result = terraseg(
+        "run",
+        "--task",
+        "cloud",
+        "--aoi",
+        SAMPLE_AOI,
+        *SAMPLE_DATES,
+        "--source",
+        f"local:{folder}",
+        "--out",
+        "out",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "S2_truncated.tif" in result.stderr and "WARNING" in result.stderr
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert [d["date"] for d in stats["dates"]] == ["2015-08-30"]
+
+
+def test_a_killed_run_publishes_nothing(tmp_path):
+    # A scene big enough that the run is still predicting when it is killed.
+    data = np.random.default_rng(0).integers(500, 4000, (13, 1200, 1200)).astype(np.uint16)
+    folder = tmp_path / "big"
+    folder.mkdir()
+    write_scene(folder / "big.tif", data, origin=(465_000.0, 5_090_000.0))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TERRASEG_CACHE_DIR": str(tmp_path / "cache")}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "worker",
+            "run",
+            "--task",
+            "cloud",
+            "--aoi",
+            "14.55,45.87,14.60,45.95",
+            "--start",
+            "2015-08-01",
+            "--end",
+            "2015-08-31",
+            "--source",
+            f"local:{folder}",
+            "--out",
+            "out",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    for line in process.stderr:  # wait until it is predicting
+        if "Predicting" in line:
+            break
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    time.sleep(0.2)
+    assert not (tmp_path / "out").exists()
+
+
+def test_models_and_sources_are_listed(tmp_path):
+    models = terraseg("models", cwd=tmp_path)
+    assert models.returncode == 0
+    assert "cloud-csmask" in models.stdout and "(default)" in models.stdout and "pretrained" in models.stdout
+    assert "cloud-s2cloudless" in models.stdout
+    sources = terraseg("sources", cwd=tmp_path)
+    assert sources.returncode == 0 and "sample" in sources.stdout and "local:DIR" in sources.stdout
