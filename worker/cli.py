@@ -15,7 +15,6 @@ from datetime import datetime
 from pathlib import Path
 
 from core.aoi import parse_aoi
-
 from core.config import Settings, get_settings
 from core.errors import AppError
 from core.jobs import TASKS, make_spec, parse_date

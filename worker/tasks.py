@@ -10,10 +10,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from core.aoi import parse_aoi
-
 import core
 from core import analysis, export
+from core.aoi import parse_aoi
 from core.config import Settings
 from core.grid import grid_for_aoi, project_geometry
 from core.jobs import JobSpec
