@@ -155,11 +155,11 @@ def predict_grid(
             def submit(batch: list[Window]) -> Future[list[tuple[np.ndarray, np.ndarray]]]:
                 return pool.submit(lambda: [_prepare(read, w, card, size, factor) for w in batch])
 
-            pending = submit(batches[0]) if batches else None
+            pending = submit(batches[0])  # tile_windows() never returns an empty list
             for index, batch in enumerate(batches):
-                assert pending is not None  # set for every batch index by construction
                 prepared = pending.result()
-                pending = submit(batches[index + 1]) if index + 1 < len(batches) else None
+                if index + 1 < len(batches):
+                    pending = submit(batches[index + 1])
                 if should_stop is not None and should_stop():
                     raise JobCancelled("The job was cancelled.")
                 tic = time.perf_counter()

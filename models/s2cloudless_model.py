@@ -28,6 +28,10 @@ class S2CloudlessPredictor:
             raise ValueError(f"expected (B, {len(S2CLOUDLESS_BANDS)}, h, w); got {batch.shape}")
         b, c, h, w = batch.shape
         pixels = batch.transpose(0, 2, 3, 1).reshape(-1, c)
-        raw = self.booster.predict(pixels, num_threads=self.threads) if self.threads else self.booster.predict(pixels)
+        raw = (
+            self.booster.predict(pixels, num_threads=self.threads)
+            if self.threads
+            else self.booster.predict(pixels)
+        )
         cloud = np.asarray(raw, dtype=np.float32).reshape(b, 1, h, w)
         return np.concatenate([1.0 - cloud, cloud], axis=1)

@@ -1,5 +1,6 @@
 """Shared fixtures: scene GeoTIFFs in the local-source format, built in code."""
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,9 +11,10 @@ from rasterio.transform import from_origin
 
 from core.types import S2_BANDS
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-if not SHARED_DATA.is_dir():  # CI clones next to shared/ as well; allow an override
-    SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# The project's real test data lives in ../shared/data beside the checkout (as in CI); override for elsewhere.
+SHARED_DATA = Path(
+    os.environ.get("TERRASEG_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+)
 
 
 def write_scene(

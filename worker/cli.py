@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from core.aoi import parse_aoi
 from core.config import Settings, get_settings
 from core.errors import AppError
@@ -136,11 +138,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         settings = get_settings()
-    except Exception as err:  # pydantic's ValidationError: a TERRASEG_ variable has a bad value
-        print(
-            f"terraseg: invalid settings: {str(err).splitlines()[0]}; check the TERRASEG_ variables.",
-            file=sys.stderr,
+    except ValidationError as err:
+        problems = "; ".join(
+            f"TERRASEG_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in err.errors()
         )
+        print(f"terraseg: invalid settings: {problems}.", file=sys.stderr)
         return 2
     os.environ.setdefault(
         "GDAL_CACHEMAX", str(settings.gdal_cache_mb)

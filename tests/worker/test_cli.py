@@ -355,3 +355,8 @@ def test_models_and_sources_are_listed(tmp_path):
     assert "cloud-s2cloudless" in models.stdout
     sources = terraseg("sources", cwd=tmp_path)
     assert sources.returncode == 0 and "sample" in sources.stdout and "local:DIR" in sources.stdout
+
+
+def test_a_bad_setting_names_the_variable(tmp_path):
+    line = _one_line_error(terraseg("models", cwd=tmp_path, env={"TERRASEG_MAX_AOI_KM2": "-3"}))
+    assert "TERRASEG_MAX_AOI_KM2" in line and "greater than 0" in line
