@@ -32,7 +32,9 @@ def test_a_large_class_cog_has_overviews_colours_names_and_nodata(tmp_path):
     values = np.zeros((GRID.height, GRID.width), np.uint8)
     values[:, 700:] = 1
     values[:100] = 255
-    write_class_cog(_intermediate(tmp_path / "raw.tif", values), tmp_path / "classes.tif", CLASSES, 255, "test")
+    write_class_cog(
+        _intermediate(tmp_path / "raw.tif", values), tmp_path / "classes.tif", CLASSES, 255, "test"
+    )
     with rasterio.open(tmp_path / "classes.tif") as dataset:
         assert dataset.tags(ns="IMAGE_STRUCTURE")["LAYOUT"] == "COG"
         assert dataset.overviews(1) == [2, 4]
