@@ -41,23 +41,18 @@ def terraseg(
     )
 
 
+def run_cloud(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`terraseg run --task cloud ARGS...`, with the sample's AOI and dates unless ARGS give their own."""
+    defaults = [] if "--aoi" in args else ["--aoi", SAMPLE_AOI]
+    defaults += [] if "--start" in args else SAMPLE_DATES
+    return terraseg("run", "--task", "cloud", *defaults, *args, cwd=cwd, env=env)
+
+
 @pytest.fixture(scope="module")
 def sample_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
     """The demo job on the embedded sample with the default (csmask) model, run once for several tests."""
     cwd = tmp_path_factory.mktemp("demo")
-    result = terraseg(
-        "run",
-        "--task",
-        "cloud",
-        "--aoi",
-        SAMPLE_AOI,
-        *SAMPLE_DATES,
-        "--source",
-        "sample",
-        "--out",
-        "out",
-        cwd=cwd,
-    )
+    result = run_cloud("--source", "sample", "--out", "out", cwd=cwd)
     return result, cwd / "out"
 
 
@@ -144,18 +139,8 @@ def test_the_preview_is_a_png_with_the_map_and_a_legend(sample_run):
 
 
 def test_s2cloudless_per_date_cloud_fractions_match_the_reference(tmp_path):
-    result = terraseg(
-        "run",
-        "--task",
-        "cloud",
-        "--model",
-        "cloud-s2cloudless",
-        "--aoi",
-        SAMPLE_AOI,
-        *SAMPLE_DATES,
-        "--out",
-        "out",
-        cwd=tmp_path,
+    result = run_cloud(
+        "--model", "cloud-s2cloudless", "--aoi", SAMPLE_AOI, *SAMPLE_DATES, "--out", "out", cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr
     stats = json.loads((tmp_path / "out" / "stats.json").read_text())
@@ -169,19 +154,7 @@ def test_s2cloudless_per_date_cloud_fractions_match_the_reference(tmp_path):
 
 
 def test_a_named_date_is_published_instead_of_the_least_cloudy(tmp_path):
-    result = terraseg(
-        "run",
-        "--task",
-        "cloud",
-        "--aoi",
-        SAMPLE_AOI,
-        *SAMPLE_DATES,
-        "--date",
-        "2015-08-20",
-        "--out",
-        "out",
-        cwd=tmp_path,
-    )
+    result = run_cloud("--date", "2015-08-20", "--out", "out", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     stats = json.loads((tmp_path / "out" / "stats.json").read_text())
     assert stats["selected_date"] == "2015-08-20"
@@ -213,26 +186,13 @@ def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
 def test_bad_input_exits_2_with_one_line(tmp_path, args, expected):
     import re
 
-    line = _one_line_error(terraseg("run", "--task", "cloud", *args, "--out", "out", cwd=tmp_path))
+    line = _one_line_error(run_cloud(*args, "--out", "out", cwd=tmp_path))
     assert re.search(expected, line), line
     assert not (tmp_path / "out").exists()
 
 
 def test_an_aoi_over_the_configured_limit_is_refused(tmp_path):
-    line = _one_line_error(
-        terraseg(
-            "run",
-            "--task",
-            "cloud",
-            "--aoi",
-            SAMPLE_AOI,
-            *SAMPLE_DATES,
-            "--out",
-            "o",
-            cwd=tmp_path,
-            env={"TERRASEG_MAX_AOI_KM2": "0.5"},
-        )
-    )
+    line = _one_line_error(run_cloud("--out", "o", cwd=tmp_path, env={"TERRASEG_MAX_AOI_KM2": "0.5"}))
     assert "km²" in line and "limit" in line
 
 
@@ -244,40 +204,17 @@ def test_a_self_intersecting_aoi_is_refused_then_repaired_with_fix_aoi(tmp_path)
         ],
     }
     (tmp_path / "bowtie.geojson").write_text(json.dumps(bowtie))
-    line = _one_line_error(
-        terraseg(
-            "run", "--task", "cloud", "--aoi", "bowtie.geojson", *SAMPLE_DATES, "--out", "o", cwd=tmp_path
-        )
-    )
+    line = _one_line_error(run_cloud("--aoi", "bowtie.geojson", *SAMPLE_DATES, "--out", "o", cwd=tmp_path))
     assert "Self-intersection" in line and "--fix-aoi" in line
-    fixed = terraseg(
-        "run",
-        "--task",
-        "cloud",
-        "--aoi",
-        "bowtie.geojson",
-        *SAMPLE_DATES,
-        "--fix-aoi",
-        "--out",
-        "o",
-        cwd=tmp_path,
-    )
+    fixed = run_cloud("--aoi", "bowtie.geojson", *SAMPLE_DATES, "--fix-aoi", "--out", "o", cwd=tmp_path)
     assert fixed.returncode == 0, fixed.stderr
 
 
 def test_an_output_folder_that_cannot_be_written_is_refused_before_any_work(tmp_path):
     (tmp_path / "a_file").write_text("")
-    line = _one_line_error(
-        terraseg(
-            "run", "--task", "cloud", "--aoi", SAMPLE_AOI, *SAMPLE_DATES, "--out", "a_file/out", cwd=tmp_path
-        )
-    )
+    line = _one_line_error(run_cloud("--out", "a_file/out", cwd=tmp_path))
     assert "Cannot write outputs" in line
-    line = _one_line_error(
-        terraseg(
-            "run", "--task", "cloud", "--aoi", SAMPLE_AOI, *SAMPLE_DATES, "--out", "a_file", cwd=tmp_path
-        )
-    )
+    line = _one_line_error(run_cloud("--out", "a_file", cwd=tmp_path))
     assert "not a folder" in line
 
 
@@ -288,19 +225,7 @@ def test_a_corrupt_file_beside_good_scenes_is_skipped_with_a_warning(tmp_path):
         (folder / scene.name).write_bytes(scene.read_bytes())
     truncated = next(SAMPLE_DIR.glob("S2_L1C_20150909*.tif")).read_bytes()
     (folder / "S2_truncated.tif").write_bytes(truncated[: len(truncated) // 3])
-    result = terraseg(
-        "run",
-        "--task",
-        "cloud",
-        "--aoi",
-        SAMPLE_AOI,
-        *SAMPLE_DATES,
-        "--source",
-        f"local:{folder}",
-        "--out",
-        "out",
-        cwd=tmp_path,
-    )
+    result = run_cloud("--source", f"local:{folder}", "--out", "out", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "S2_truncated.tif" in result.stderr and "WARNING" in result.stderr
     stats = json.loads((tmp_path / "out" / "stats.json").read_text())
