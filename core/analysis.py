@@ -4,7 +4,10 @@ A cloud job runs the model on every date in the range (users want per-date cloud
 class map is the chosen date: the one with the most clear area inside the AOI, or the date the user named.
 """
 
+import json
 import logging
+import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
@@ -83,7 +86,11 @@ def predict_dates(
     progress: ProgressFn | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> list[DateResult]:
-    """Run the model over the grid for each date; rasters go to `work_dir/<date>/`."""
+    """Run the model over the grid for each date; rasters go to `work_dir/<date>/`.
+
+    A date whose `done.json` exists in `work_dir` (from an earlier, interrupted run of the same request) is
+    taken as it is; a date that was interrupted resumes from its last saved strip (see core.blocks).
+    """
     results = []
     for index, (day, scenes) in enumerate(groups.items()):
         date_dir = work_dir / day.isoformat()
@@ -94,20 +101,25 @@ def predict_dates(
             (index + 1) / len(groups),
             f"date {index + 1}/{len(groups)} ({day})",
         )
-        with SceneReader(scenes, card.bands, grid) as reader:
-            inference = predict_grid(
-                reader.read,
-                predict,
-                card,
-                grid,
-                aoi_grid,
-                date_dir / "classes.tif",
-                date_dir / "confidence.tif",
-                batch_size=batch_size,
-                overlap_px=overlap_px,
-                progress=stage,
-                should_stop=should_stop,
-            )
+        inference = load_done(date_dir)
+        if inference is None:
+            with SceneReader(scenes, card.bands, grid) as reader:
+                inference = predict_grid(
+                    reader.read,
+                    predict,
+                    card,
+                    grid,
+                    aoi_grid,
+                    date_dir / "classes.tif",
+                    date_dir / "confidence.tif",
+                    batch_size=batch_size,
+                    overlap_px=overlap_px,
+                    progress=stage,
+                    should_stop=should_stop,
+                )
+            save_done(date_dir, inference)
+        else:
+            stage(1.0, "reused from an earlier run")
         log.info(
             "Date %s: %d tiles, %d valid px of %d in the AOI",
             day,
@@ -119,6 +131,38 @@ def predict_dates(
             DateResult(day, tuple(scenes), date_dir / "classes.tif", date_dir / "confidence.tif", inference)
         )
     return results
+
+
+def save_done(date_dir: Path, inference: InferenceResult) -> None:
+    """Mark a date's rasters complete (written last, atomically) and drop its strip checkpoints."""
+    record = {
+        "class_counts": inference.class_counts.tolist(),
+        "aoi_px": inference.aoi_px,
+        "tiles": inference.tiles,
+        "model_s": inference.model_s,
+        "total_s": inference.total_s,
+    }
+    tmp = date_dir / "done.json.tmp"
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, date_dir / "done.json")
+    shutil.rmtree(date_dir / "blocks", ignore_errors=True)
+
+
+def load_done(date_dir: Path) -> InferenceResult | None:
+    """The result of a date finished by an earlier run, or None when there is none (or it is unreadable)."""
+    try:
+        record = json.loads((date_dir / "done.json").read_text())
+        if not ((date_dir / "classes.tif").exists() and (date_dir / "confidence.tif").exists()):
+            return None
+        return InferenceResult(
+            class_counts=np.asarray(record["class_counts"], np.int64),
+            aoi_px=int(record["aoi_px"]),
+            tiles=int(record["tiles"]),
+            model_s=float(record["model_s"]),
+            total_s=float(record["total_s"]),
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def select_date(results: list[DateResult], requested: date | None, clear_class: int = 0) -> DateResult:

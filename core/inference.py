@@ -18,6 +18,7 @@ from rasterio.features import geometry_mask
 from rasterio.windows import Window
 from shapely.geometry.base import BaseGeometry
 
+from core.blocks import BlockStore
 from core.errors import AppError
 from core.export import open_intermediate
 from core.grid import Grid
@@ -50,8 +51,8 @@ class InferenceResult:
 def normalise(reflectance: np.ndarray, normalisation: dict[str, object]) -> np.ndarray:
     """Apply a model card's normalisation to (..., C, h, w) reflectance; returns float32."""
     kind = normalisation.get("kind", "none")
-    if kind == "none":
-        return reflectance.astype(np.float32, copy=False)
+    if kind == "none":  # a copy: callers blank nodata in place and must not touch the reader's array
+        return reflectance.astype(np.float32, copy=True)
     if kind == "standard":
         mean = np.asarray(normalisation["mean"], np.float32)[:, None, None]
         std = np.asarray(normalisation["std"], np.float32)[:, None, None]
@@ -104,6 +105,9 @@ def predict_grid(
 ) -> InferenceResult:
     """Run a model over the whole grid and write class and confidence rasters, strip by strip.
 
+    Finished strips are checkpointed in `<classes_path's folder>/blocks/` (see core.blocks); a call that
+    finds strips there from an interrupted run resumes after them and gives the same pixels.
+
     Args:
         read: window of the grid -> reflectance (C, h, w) float32 in `card.bands` order, valid (h, w) bool.
         predict: the model (see module docstring).
@@ -117,46 +121,61 @@ def predict_grid(
     size = card.tile_px * factor
     windows = tile_windows(grid.height, grid.width, size, min(overlap_px * factor, size - factor))
     weights = blend_weights(size, min(overlap_px * factor, size // 2))
-    counts = np.zeros(card.n_classes, np.int64)
-    aoi_px = 0
+    blocks = BlockStore(classes_path.parent / "blocks")
+    resume_row = blocks.finished_rows()
+    # A strip is final once the next row of tiles starts, so resuming at a tile row R means recomputing the
+    # row of tiles above it (its overlap reaches below R); batches keep their original make-up, so the model
+    # sees exactly the inputs of an uninterrupted run.
+    first_row = max((int(w.row_off) for w in windows if w.row_off < resume_row), default=0)
+    batches = [windows[i : i + batch_size] for i in range(0, len(windows), batch_size)]
+    start_batch = next(
+        (i for i, b in enumerate(batches) if any(w.row_off >= first_row for w in b)), len(batches)
+    )
+    if resume_row:
+        log.info("Resuming after %d finished rows of %d", resume_row, grid.height)
+    pending_rows: list[tuple[int, np.ndarray, np.ndarray, np.ndarray, int]] = []
     model_s = 0.0
 
-    with (
-        open_intermediate(classes_path, grid, card.nodata_value) as classes_out,
-        open_intermediate(confidence_path, grid, 0) as confidence_out,
-    ):
+    def keep_rows(row0: int, col0: int, scores: np.ndarray, valid: np.ndarray) -> None:
+        rows, cols = valid.shape
+        inside = geometry_mask(
+            [aoi], out_shape=valid.shape, invert=True, transform=grid.transform @ Affine.translation(col0, row0)
+        )
+        keep = valid & inside
+        classes = np.argmax(scores, axis=0).astype(np.uint8)
+        confidence = np.clip(np.rint(scores.max(axis=0) * 255), 1, 255).astype(np.uint8)
+        classes[~keep] = card.nodata_value
+        confidence[~keep] = 0
+        counts = np.bincount(classes[keep], minlength=card.n_classes)[: card.n_classes]
+        pending_rows.append((row0, classes, confidence, counts, int(inside.sum())))
 
-        def write_rows(row0: int, col0: int, scores: np.ndarray, valid: np.ndarray) -> None:
-            nonlocal aoi_px
-            rows, cols = valid.shape
-            inside = geometry_mask(
-                [aoi],
-                out_shape=valid.shape,
-                invert=True,
-                transform=grid.transform @ Affine.translation(col0, row0),
+    def flush(stitcher: StripStitcher, row: int) -> None:
+        """Finish rows above `row` and checkpoint them as one strip (unless a previous run saved them)."""
+        stitcher.flush_until(row)
+        if pending_rows and pending_rows[0][0] >= resume_row:
+            blocks.save(
+                pending_rows[0][0],
+                np.concatenate([p[1] for p in pending_rows], axis=1),
+                np.concatenate([p[2] for p in pending_rows], axis=1),
+                np.sum([p[3] for p in pending_rows], axis=0),
+                sum(p[4] for p in pending_rows),
             )
-            keep = valid & inside
-            classes = np.argmax(scores, axis=0).astype(np.uint8)
-            confidence = np.clip(np.rint(scores.max(axis=0) * 255), 1, 255).astype(np.uint8)
-            classes[~keep] = card.nodata_value
-            confidence[~keep] = 0
-            counts[:] += np.bincount(classes[keep], minlength=card.n_classes)[: card.n_classes]
-            aoi_px += int(inside.sum())
-            out_window = Window(col0, row0, cols, rows)
-            classes_out.write(classes, 1, window=out_window)
-            confidence_out.write(confidence, 1, window=out_window)
+        pending_rows.clear()
 
-        stitcher = StripStitcher(card.n_classes, grid.height, grid.width, min(size, grid.height), write_rows)
-        batches = [windows[i : i + batch_size] for i in range(0, len(windows), batch_size)]
-        done = 0
+    if resume_row < grid.height:
+        stitcher = StripStitcher(
+            card.n_classes, grid.height, grid.width, min(size, grid.height), keep_rows, top=first_row
+        )
+        done = sum(len(b) for b in batches[:start_batch])
         # One reader thread overlaps GDAL decoding (which releases the GIL) with the model's compute.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="terraseg-read") as pool:
 
             def submit(batch: list[Window]) -> Future[list[tuple[np.ndarray, np.ndarray]]]:
                 return pool.submit(lambda: [_prepare(read, w, card, size, factor) for w in batch])
 
-            pending = submit(batches[0])  # tile_windows() never returns an empty list
-            for index, batch in enumerate(batches):
+            pending = submit(batches[start_batch])
+            for index in range(start_batch, len(batches)):
+                batch = batches[index]
                 prepared = pending.result()
                 if index + 1 < len(batches):
                     pending = submit(batches[index + 1])
@@ -166,14 +185,22 @@ def predict_grid(
                 probs = _upsample(predict(np.stack([tile for tile, _ in prepared])), factor)
                 model_s += time.perf_counter() - tic
                 for window, (_, valid), tile_probs in zip(batch, prepared, probs, strict=True):
+                    if window.row_off < first_row:
+                        continue  # part of a strip a previous run saved
                     if window.row_off > stitcher.top:
-                        stitcher.flush_until(int(window.row_off))
+                        flush(stitcher, int(window.row_off))
                     h, w = int(window.height), int(window.width)
                     stitcher.add(window, tile_probs[:, :h, :w], weights[:h, :w], valid)
                 done += len(batch)
                 if progress is not None:
                     progress(done / len(windows), f"tiles {done}/{len(windows)}")
-        stitcher.flush_until(grid.height)
+        flush(stitcher, grid.height)
+    with (
+        open_intermediate(classes_path, grid, card.nodata_value) as classes_out,
+        open_intermediate(confidence_path, grid, 0) as confidence_out,
+    ):
+        blocks.write_to(classes_out, confidence_out)
+    counts, aoi_px = blocks.totals(card.n_classes)
     log.debug("predict_grid: %d tiles, model %.2fs", len(windows), model_s)
     return InferenceResult(
         class_counts=counts,

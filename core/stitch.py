@@ -18,10 +18,12 @@ SINK_CHUNK_COLS = 1024
 class StripStitcher:
     """Accumulates weighted (K, h, w) tiles; `flush_until(row)` emits all rows above `row` to the sink."""
 
-    def __init__(self, n_classes: int, height: int, width: int, strip_rows: int, sink: RowSink) -> None:
+    def __init__(
+        self, n_classes: int, height: int, width: int, strip_rows: int, sink: RowSink, top: int = 0
+    ) -> None:
         self.height, self.width, self.sink = height, width, sink
         self.rows = strip_rows
-        self.top = 0  # grid row of the buffer's first row
+        self.top = top  # grid row of the buffer's first row (0, or where a resumed pass starts)
         self.scores = np.zeros((n_classes, strip_rows, width), np.float32)
         self.weights = np.zeros((strip_rows, width), np.float32)
         self.valid = np.zeros((strip_rows, width), bool)

@@ -7,17 +7,22 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
+
+from shapely.geometry.base import BaseGeometry
 
 import core
 from core import analysis, export
-from core.aoi import parse_aoi
+from core.aoi import AOI, parse_aoi
 from core.config import Settings
-from core.grid import grid_for_aoi, project_geometry
+from core.grid import Grid, grid_for_aoi, project_geometry
+from core.inference import JobCancelled
 from core.jobs import JobSpec
+from core.jobstore import file_lock
 from core.progress import ProgressFn, span
 from core.sources import search_scenes
+from core.types import Scene
 from models import registry
 
 log = logging.getLogger(__name__)
@@ -54,8 +59,13 @@ def run_job(
     settings: Settings,
     progress: ProgressFn | None = None,
     should_stop: Callable[[], bool] | None = None,
+    work_dir: Path | None = None,
 ) -> JobResult:
-    """Plan -> search -> load model -> predict every date -> choose a date -> export, publishing atomically."""
+    """Plan -> search -> load model -> predict every date -> choose a date -> export, publishing atomically.
+
+    Per-date rasters go to `work_dir` (default: `<cache>/work/<spec hash>`), which outlives a crash or a cancel
+    so that running the same request again resumes there; it is removed once the outputs are published.
+    """
     timer = StageTimer()
     report = span(progress, 0.0, 0.05, "Planning")
     with timer.stage("plan"):
@@ -77,6 +87,46 @@ def run_job(
             threads=settings.torch_threads,
         )
         groups = analysis.group_by_date(analysis.usable_scenes(scenes, model.card))
+    work_dir = work_dir or settings.cache_dir / "work" / spec.spec_hash(model.card.version)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    with hold_work_dir(work_dir, progress, should_stop):
+        return _predict_and_export(
+            spec, out_dir, settings, progress, should_stop, work_dir, timer, aoi, grid, aoi_grid, model, groups
+        )
+
+
+@contextmanager
+def hold_work_dir(
+    work_dir: Path, progress: ProgressFn | None, should_stop: Callable[[], bool] | None
+) -> Iterator[None]:
+    """Own `work_dir` for this process; an identical request already running there is waited for."""
+    lock_path = work_dir.with_name(work_dir.name + ".lock")
+    while True:
+        with file_lock(lock_path, wait_s=1.0) as held:
+            if held:
+                yield
+                return
+        if progress is not None:
+            progress(0.1, "Waiting: an identical request is running; its work will be reused")
+        if should_stop is not None and should_stop():
+            raise JobCancelled("The job was cancelled.")
+
+
+def _predict_and_export(
+    spec: JobSpec,
+    out_dir: Path,
+    settings: Settings,
+    progress: ProgressFn | None,
+    should_stop: Callable[[], bool] | None,
+    work_dir: Path,
+    timer: StageTimer,
+    aoi: AOI,
+    grid: Grid,
+    aoi_grid: BaseGeometry,
+    model: registry.LoadedModel,
+    groups: dict[date, list[Scene]],
+) -> JobResult:
+    """The stages after planning, while holding the work folder."""
     staging = export.make_staging_dir(out_dir)
     try:
         with timer.stage("predict"):
@@ -86,7 +136,7 @@ def run_job(
                 model.card,
                 grid,
                 aoi_grid,
-                staging / "work",
+                work_dir,
                 batch_size=settings.batch_size,
                 overlap_px=settings.tile_overlap_px,
                 progress=span(progress, 0.1, 0.9, "Predicting"),
@@ -125,7 +175,6 @@ def run_job(
                 "dates": analysis.date_fractions(results, model.card),
             }
             export.write_json(staging / "stats.json", stats)
-            shutil.rmtree(staging / "work")
         export.write_json(
             staging / "run.json",
             run_record(
@@ -144,6 +193,7 @@ def run_job(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    shutil.rmtree(work_dir, ignore_errors=True)
     if progress is not None:
         progress(1.0, f"Done: {out_dir}")
     return JobResult(out_dir, outputs, selected.date.isoformat(), stats)

@@ -1,0 +1,255 @@
+"""The job directories under `cache/jobs/<job_id>/`: the truth about every job, whatever Redis remembers.
+
+A job directory holds:
+- `spec.json`: the JobSpec, written once at submission;
+- `job.json`: submission facts (spec hash, queue, when, where to copy the outputs), written once;
+- `status.json`: the current state, replaced atomically on every change;
+- `log.txt`: an append-only log of stages, warnings and, for internal errors, the traceback;
+- `outputs/`: the published outputs (complete or absent: see export.publish);
+- `cancel`: present when a user asked to cancel;
+- `.lock`: flock'd by the one process running the job, so a second run of it cannot start, and a dead
+  run (the kernel drops its lock) is told from a live one.
+
+This module knows nothing of RQ or Redis.
+"""
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import secrets
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from core.errors import AppError, SpecError
+from core.jobs import JobSpec
+
+STATES = ("queued", "running", "finished", "failed", "cancelled")
+TERMINAL_STATES = ("finished", "failed", "cancelled")
+JOB_ID_PATTERN = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$")
+
+
+class UnknownJob(AppError):
+    """No job with that id exists on disk."""
+
+
+def utc_now() -> str:
+    """Now, ISO-8601 UTC to the second (what status files and the log use)."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def new_job_id() -> str:
+    """Sortable by submission time and unique: `YYYYMMDD-HHMMSS-xxxxxx`."""
+    return f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+@dataclass
+class JobStatus:
+    """A job's state as callers see it (pages, CLI); plain values only."""
+
+    job_id: str
+    state: str  # one of STATES
+    stage: str = ""
+    fraction: float = 0.0  # of the whole job, 0-1
+    message: str = ""
+    eta_s: float | None = None
+    submitted_at: str | None = None
+    started_at: str | None = None
+    ended_at: str | None = None
+    error: str | None = None  # the one sentence a user reads when the job failed
+    outputs: list[str] = field(default_factory=list)
+    attempts: int = 0  # how many times a worker started it
+    worker: str | None = None
+    spec_hash: str | None = None
+    reused_from: str | None = None  # the identical finished job whose outputs this one reuses
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "JobStatus":
+        """Build from a status file's dict, ignoring keys this version does not know."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The dict written to `status.json` and printed by `terraseg status --json`."""
+        return asdict(self)
+
+    @property
+    def is_terminal(self) -> bool:
+        """Finished, failed or cancelled: nothing will change it unless a user retries."""
+        return self.state in TERMINAL_STATES
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON to a temporary file beside `path`, fsync, rename: readers see the old or the new file."""
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as out:
+            json.dump(data, out, indent=1)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class JobStore:
+    """Reads and writes job directories under `root` (normally `<cache_dir>/jobs`)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def job_dir(self, job_id: str) -> Path:
+        """The directory of `job_id`; refuses ids that are not ours (they could name paths elsewhere)."""
+        if not JOB_ID_PATTERN.match(job_id):
+            raise UnknownJob(f"{job_id!r} is not a TerraSeg job id (they look like 20261123-101500-a1b2c3).")
+        return self.root / job_id
+
+    def exists(self, job_id: str) -> bool:
+        """Whether the job has a directory with a status file."""
+        return (self.job_dir(job_id) / "status.json").exists()
+
+    def create(self, job_id: str, spec: JobSpec, info: dict[str, Any]) -> JobStatus:
+        """Write spec.json, job.json and a first 'queued' status.json for a new job."""
+        job_dir = self.job_dir(job_id)
+        job_dir.mkdir(parents=True)
+        write_json_atomic(job_dir / "spec.json", spec.model_dump(mode="json"))
+        write_json_atomic(job_dir / "job.json", info)
+        status = JobStatus(
+            job_id=job_id,
+            state="queued",
+            message="waiting for a worker",
+            submitted_at=utc_now(),
+            spec_hash=info.get("spec_hash"),
+        )
+        self.write_status(status)
+        self.append_log(job_id, "submitted")
+        return status
+
+    def read_spec(self, job_id: str) -> JobSpec:
+        """The job's request, or a SpecError saying plainly that its file is damaged."""
+        path = self.job_dir(job_id) / "spec.json"
+        try:
+            return JobSpec.model_validate(json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise SpecError(f"Job {job_id} has no request file ({path.name}); it cannot run.") from None
+        except (ValueError, ValidationError) as err:
+            reason = err.errors()[0]["msg"] if isinstance(err, ValidationError) else "not valid JSON"
+            raise SpecError(
+                f"Job {job_id}'s request file {path.name} is damaged ({reason}); submit the job again."
+            ) from None
+
+    def read_info(self, job_id: str) -> dict[str, Any]:
+        """Submission facts from job.json ({} when missing or damaged: nothing in it is essential)."""
+        try:
+            info = json.loads((self.job_dir(job_id) / "job.json").read_text())
+            return info if isinstance(info, dict) else {}
+        except (OSError, ValueError):
+            return {}
+
+    def read_status(self, job_id: str) -> JobStatus:
+        """The status on disk; a damaged status file reads as a failed job that says so."""
+        path = self.job_dir(job_id) / "status.json"
+        try:
+            data = json.loads(path.read_text())
+            if not isinstance(data, dict) or data.get("state") not in STATES:
+                raise ValueError("no valid state")
+            return JobStatus.from_dict(data | {"job_id": job_id})
+        except FileNotFoundError:
+            raise UnknownJob(f"There is no job {job_id}.") from None
+        except (ValueError, TypeError):
+            return JobStatus(job_id=job_id, state="failed", error=f"Job {job_id}'s status file is damaged.")
+
+    def write_status(self, status: JobStatus) -> None:
+        """Replace status.json atomically."""
+        write_json_atomic(self.job_dir(status.job_id) / "status.json", status.to_dict())
+
+    def update_status(self, job_id: str, **changes: Any) -> JobStatus:
+        """Read, change some fields, write back; returns the new status."""
+        status = self.read_status(job_id)
+        for name, value in changes.items():
+            setattr(status, name, value)
+        self.write_status(status)
+        return status
+
+    def append_log(self, job_id: str, message: str) -> None:
+        """One timestamped line (or block, for tracebacks) at the end of log.txt."""
+        with open(self.job_dir(job_id) / "log.txt", "a") as out:
+            out.write(f"{utc_now()} {message.rstrip()}\n")
+
+    def read_log(self, job_id: str) -> str:
+        """The whole log ('' when nothing was logged yet)."""
+        path = self.job_dir(job_id) / "log.txt"
+        if not self.job_dir(job_id).exists():
+            raise UnknownJob(f"There is no job {job_id}.")
+        return path.read_text() if path.exists() else ""
+
+    def outputs_dir(self, job_id: str) -> Path:
+        """Where the job's outputs are published."""
+        return self.job_dir(job_id) / "outputs"
+
+    def request_cancel(self, job_id: str) -> None:
+        """Leave the cancel mark that a running job polls between tiles."""
+        (self.job_dir(job_id) / "cancel").touch()
+
+    def clear_cancel(self, job_id: str) -> None:
+        """Remove the cancel mark (before a retry)."""
+        (self.job_dir(job_id) / "cancel").unlink(missing_ok=True)
+
+    def cancel_requested(self, job_id: str) -> bool:
+        """Whether a user asked to cancel (a stat call: cheap enough to ask between tiles)."""
+        return (self.job_dir(job_id) / "cancel").exists()
+
+    def job_ids(self) -> list[str]:
+        """All job ids on disk, newest first."""
+        if not self.root.exists():
+            return []
+        return sorted((p.name for p in self.root.iterdir() if JOB_ID_PATTERN.match(p.name)), reverse=True)
+
+    def find_finished(self, spec_hash: str) -> JobStatus | None:
+        """A finished job with this spec hash whose outputs are still on disk, newest first."""
+        for job_id in self.job_ids():
+            status = self.read_status(job_id)
+            if (
+                status.state == "finished"
+                and status.spec_hash == spec_hash
+                and (self.outputs_dir(job_id) / "run.json").exists()
+            ):
+                return status
+        return None
+
+    def try_lock(self, job_id: str, wait_s: float = 0.0) -> contextlib.AbstractContextManager[bool]:
+        """flock the job's `.lock`: True while this process holds it, False when another process does.
+
+        The kernel releases the lock when its holder dies, however it dies, so "lock free but state running"
+        means the run was abandoned.
+        """
+        return file_lock(self.job_dir(job_id) / ".lock", wait_s)
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, wait_s: float = 0.0) -> Iterator[bool]:
+    """Hold an exclusive flock on `path` (created if missing); yields False if not got within `wait_s`."""
+    handle = open(path, "a")  # noqa: SIM115 (kept open while locked)
+    try:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    yield False
+                    return
+                time.sleep(0.05)
+        yield True
+    finally:
+        handle.close()  # closing drops the lock
