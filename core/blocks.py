@@ -59,7 +59,9 @@ class BlockStore:
                 aoi_px += int(block["aoi_px"])
         return counts, aoi_px
 
-    def write_to(self, classes_out: rasterio.io.DatasetWriter, confidence_out: rasterio.io.DatasetWriter) -> None:
+    def write_to(
+        self, classes_out: rasterio.io.DatasetWriter, confidence_out: rasterio.io.DatasetWriter
+    ) -> None:
         """Copy every saved strip into the two rasters (which cover the whole grid)."""
         for row0, row1, path in self._blocks():
             with np.load(path) as block:

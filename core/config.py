@@ -24,6 +24,13 @@ class Settings(BaseSettings):
     torch_threads: int = Field(0, ge=0)  # 0: let torch decide
     # GDAL's block cache defaults to 5 % of RAM; a fixed size keeps a worker's memory flat in scene size.
     gdal_cache_mb: int = Field(256, ge=16)
+    # Jobs (see worker/): transient errors (network, Redis) are retried this many times with backoff;
+    # a job whose worker died is re-queued until it has been started `job_max_attempts` times.
+    job_retries: int = Field(3, ge=0)
+    job_max_attempts: int = Field(3, ge=1)
+    job_timeout_s: int = Field(6 * 3600, gt=0)
+    # How often each worker looks for abandoned jobs (and for jobs Redis lost) in the job folders.
+    recover_interval_s: float = Field(5.0, gt=0)
 
 
 @lru_cache(maxsize=1)

@@ -139,7 +139,10 @@ def predict_grid(
     def keep_rows(row0: int, col0: int, scores: np.ndarray, valid: np.ndarray) -> None:
         rows, cols = valid.shape
         inside = geometry_mask(
-            [aoi], out_shape=valid.shape, invert=True, transform=grid.transform @ Affine.translation(col0, row0)
+            [aoi],
+            out_shape=valid.shape,
+            invert=True,
+            transform=grid.transform @ Affine.translation(col0, row0),
         )
         keep = valid & inside
         classes = np.argmax(scores, axis=0).astype(np.uint8)

@@ -120,7 +120,7 @@ class JobStore:
     def create(self, job_id: str, spec: JobSpec, info: dict[str, Any]) -> JobStatus:
         """Write spec.json, job.json and a first 'queued' status.json for a new job."""
         job_dir = self.job_dir(job_id)
-        job_dir.mkdir(parents=True)
+        job_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(job_dir / "spec.json", spec.model_dump(mode="json"))
         write_json_atomic(job_dir / "job.json", info)
         status = JobStatus(

@@ -5,6 +5,7 @@ file under the cache folder, its path on stderr).
 """
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -13,7 +14,9 @@ import traceback
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import redis
 from pydantic import ValidationError
 
 from core.aoi import parse_aoi
@@ -21,6 +24,9 @@ from core.config import Settings, get_settings
 from core.errors import AppError
 from core.jobs import TASKS, make_spec, parse_date
 from core.sources import SOURCE_HELP
+
+if TYPE_CHECKING:
+    from core.jobstore import JobStatus
 
 log = logging.getLogger("terraseg")
 
@@ -52,8 +58,30 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-cloud-pct", type=float, help="skip scenes whose metadata says more cloud than this"
     )
     run.add_argument("--fix-aoi", action="store_true", help="repair an invalid (self-intersecting) AOI")
+    run.add_argument(
+        "--queue",
+        action="store_true",
+        help="submit to the workers instead of running here; prints the job id last, and a copy of the "
+        "outputs lands in --out when the job finishes",
+    )
     verbs.add_parser("sources", help="list the kinds of data source")
     verbs.add_parser("models", help="list the models and their status")
+    worker = verbs.add_parser("worker", help="serve jobs from Redis (default: every queue)")
+    worker.add_argument("--queues", nargs="+", metavar="QUEUE", help="download, inference and/or training")
+    worker.add_argument("--burst", action="store_true", help="stop when the queues are empty")
+    status = verbs.add_parser("status", help="show one job's state and progress")
+    status.add_argument("job_id")
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    jobs = verbs.add_parser("jobs", help="list jobs, newest first")
+    jobs.add_argument("--json", action="store_true", help="print a JSON list")
+    for verb, text in (
+        ("cancel", "cancel a queued or running job"),
+        ("logs", "print a job's log"),
+        ("retry", "queue a failed or cancelled job again"),
+        ("delete", "delete a job that has ended, with its outputs"),
+    ):
+        verbs.add_parser(verb, help=text).add_argument("job_id")
+    verbs.add_parser("recover", help="re-queue jobs whose worker died or that Redis lost")
     return parser
 
 
@@ -91,9 +119,62 @@ def command_run(args: argparse.Namespace, settings: Settings) -> int:
         selected_date=parse_date(args.date, "--date") if args.date else None,
         max_cloud_pct=args.max_cloud_pct,
     )
+    if args.queue:
+        from core.export import check_writable
+        from worker.client import JobClient
+
+        check_writable(args.out.resolve())
+        client = JobClient(settings)
+        job_id = client.submit(spec, copy_to=args.out.resolve())
+        status = client.status(job_id)
+        print(f"terraseg: job {job_id} {status.state}: {status.message}", file=sys.stderr)
+        print(job_id)
+        return 0
     result = run_job(spec, args.out.resolve(), settings, progress=print_progress)
     for path in result.outputs:
         print(path)
+    return 0
+
+
+def format_status(status: "JobStatus") -> str:
+    """One human line per job: id, state, progress, message, and the error sentence when it failed."""
+    eta = (
+        f", about {status.eta_s:.0f} s left" if status.eta_s is not None and status.state == "running" else ""
+    )
+    text = f"{status.job_id}  {status.state:9s} {100 * status.fraction:5.1f}%  {status.message}{eta}"
+    return text + (f"\n    error: {status.error}" if status.error and status.error != status.message else "")
+
+
+def command_jobs(args: argparse.Namespace, settings: Settings) -> int:
+    """The job verbs: status, jobs, cancel, logs, retry, delete, recover, worker."""
+    from worker.client import JobClient
+
+    client = JobClient(settings)
+    if args.verb == "worker":
+        from worker.service import QUEUES, serve
+
+        return serve(settings, args.queues or QUEUES, burst=args.burst)
+    if args.verb == "status":
+        status = client.status(args.job_id)
+        print(json.dumps(status.to_dict(), indent=1) if args.json else format_status(status))
+    elif args.verb == "jobs":
+        statuses = client.list_jobs()
+        if args.json:
+            print(json.dumps([s.to_dict() for s in statuses], indent=1))
+        for status in [] if args.json else statuses:
+            print(format_status(status))
+    elif args.verb == "cancel":
+        print(format_status(client.cancel(args.job_id)))
+    elif args.verb == "logs":
+        print(client.logs(args.job_id), end="")
+    elif args.verb == "retry":
+        print(format_status(client.retry(args.job_id)))
+    elif args.verb == "delete":
+        client.delete(args.job_id)
+        print(f"deleted {args.job_id}")
+    elif args.verb == "recover":
+        requeued = client.recover()
+        print(f"re-queued {len(requeued)} job(s)" + (": " + " ".join(requeued) if requeued else ""))
     return 0
 
 
@@ -152,9 +233,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             return command_run(args, settings)
         if args.verb == "sources":
             return command_sources()
-        return command_models()
+        if args.verb == "models":
+            return command_models()
+        return command_jobs(args, settings)
     except AppError as err:
         print(f"terraseg: {err}", file=sys.stderr)
+        return 2
+    except redis.exceptions.RedisError as err:
+        print(
+            f"terraseg: Redis at {settings.redis_url} is unreachable ({err}); start it or set TERRASEG_REDIS_URL.",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print("terraseg: interrupted; no outputs were published.", file=sys.stderr)

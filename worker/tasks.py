@@ -91,7 +91,18 @@ def run_job(
     work_dir.mkdir(parents=True, exist_ok=True)
     with hold_work_dir(work_dir, progress, should_stop):
         return _predict_and_export(
-            spec, out_dir, settings, progress, should_stop, work_dir, timer, aoi, grid, aoi_grid, model, groups
+            spec,
+            out_dir,
+            settings,
+            progress,
+            should_stop,
+            work_dir,
+            timer,
+            aoi,
+            grid,
+            aoi_grid,
+            model,
+            groups,
         )
 
 

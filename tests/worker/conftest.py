@@ -1,0 +1,210 @@
+"""Real components for the job tests: a redis-server on a free port and `terraseg worker` processes."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.warp import transform_bounds
+
+from core.config import Settings
+from core.jobs import JobSpec, make_spec
+from core.sources import SAMPLE_DIR
+from tests.conftest import write_scene
+from worker.client import JobClient
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE_AOI = json.loads((SAMPLE_DIR / "aoi.geojson").read_text())
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RedisServer:
+    """A throw-away redis-server (no persistence, so a restart comes back empty)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            cwd=self.workdir,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def kill(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    if not any((Path(p) / "redis-server").exists() for p in os.environ.get("PATH", "").split(os.pathsep)):
+        pytest.fail("redis-server is not installed; `make test` installs it (apt package redis-server)")
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, redis_server: RedisServer) -> Settings:
+    return Settings(redis_url=redis_server.url, cache_dir=tmp_path / "cache", recover_interval_s=1.0)
+
+
+def job_env(settings: Settings) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "TERRASEG_REDIS_URL": settings.redis_url,
+        "TERRASEG_CACHE_DIR": str(settings.cache_dir),
+        "TERRASEG_RECOVER_INTERVAL_S": str(settings.recover_interval_s),
+    }
+
+
+class WorkerProcess:
+    """`python -m worker worker` in its own session, so a test can SIGKILL it like a dying machine would."""
+
+    def __init__(self, settings: Settings, log_path: Path, *args: str) -> None:
+        self.log_path = log_path
+        self.log = open(log_path, "ab")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "worker", "worker", *args],
+            cwd=settings.cache_dir.parent,
+            env=job_env(settings),
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def kill(self) -> None:
+        """SIGKILL, no chance to clean up (its work horse dies with it: PR_SET_PDEATHSIG)."""
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        self.log.close()
+
+
+@pytest.fixture
+def start_worker(settings: Settings, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    workers: list[WorkerProcess] = []
+
+    def start(*args: str) -> WorkerProcess:
+        worker = WorkerProcess(settings, tmp_path / f"worker-{len(workers)}.log", *args)
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
+
+
+@pytest.fixture
+def client(settings: Settings) -> JobClient:
+    settings.cache_dir.mkdir(parents=True, exist_ok=True)
+    return JobClient(settings)
+
+
+def wait_for(
+    client: JobClient, job_id: str, states: tuple[str, ...], timeout_s: float = 120, min_fraction: float = 0.0
+) -> None:
+    """Poll until the job is in one of `states` (and has reached `min_fraction`), else fail with its log."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = client.status(job_id)
+        if status.state in states and status.fraction >= min_fraction:
+            return
+        if status.is_terminal and status.state not in states:
+            break
+        time.sleep(0.1)
+    status = client.status(job_id)
+    pytest.fail(f"job {job_id} is {status.state} ({status.message}), not {states}; log:\n{client.logs(job_id)}")
+
+
+def sample_spec(**changes: object) -> JobSpec:
+    """The demo request: the embedded sample, all 5 dates, the default cloud model."""
+    fields: dict[str, object] = {
+        "aoi": SAMPLE_AOI,
+        "start": "2015-07-01",
+        "end": "2015-09-30",
+        "task": "cloud",
+        "model_id": "cloud-csmask",
+    } | changes
+    return make_spec(**fields)
+
+
+@pytest.fixture(scope="session")
+def large_source(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, object]]:
+    """A local source with 4 dates of 1,800 x 1,800 px (about 300 km2) built from the real sample's pixels.
+
+    Big enough that inference takes tens of tiles per date (so a kill or a cancel lands mid-inference),
+    small enough to run in seconds. Returns the folder and an AOI (GeoJSON) inside it.
+    """
+    folder = tmp_path_factory.mktemp("large_source")
+    size = 1800
+    for index, name in enumerate(sorted(SAMPLE_DIR.glob("*.tif"))[:4]):
+        with rasterio.open(name) as src:
+            pixels = src.read()
+            crs, bounds = src.crs, src.bounds
+            acquired = src.tags()["ACQUISITION_DATETIME"]
+        reps = (1, size // pixels.shape[1] + 1, size // pixels.shape[2] + 1)
+        data = np.tile(pixels, reps)[:, :size, :size]
+        write_scene(folder / f"large_{index}.tif", data, origin=(bounds.left, bounds.top), acquired=acquired)
+    west, south, east, north = transform_bounds(
+        crs, "EPSG:4326", bounds.left + 200, bounds.top - size * 10 + 200, bounds.left + size * 10 - 200, bounds.top - 200
+    )
+    aoi = {
+        "type": "Polygon",
+        "coordinates": [[[west, south], [east, south], [east, north], [west, north], [west, south]]],
+    }
+    return folder, aoi
+
+
+def large_spec(large_source: tuple[Path, dict[str, object]], **changes: object) -> JobSpec:
+    folder, aoi = large_source
+    fields: dict[str, object] = {
+        "aoi": aoi,
+        "start": "2015-07-01",
+        "end": "2015-08-31",
+        "task": "cloud",
+        "model_id": "cloud-csmask",
+        "sources": (f"local:{folder}",),
+    } | changes
+    return make_spec(**fields)

@@ -1,0 +1,256 @@
+"""Jobs on a real redis-server and real `terraseg worker` processes: the lifecycle and the faults it survives."""
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+from core.config import Settings
+from core.errors import AppError
+from tests.worker.conftest import large_spec, sample_spec, wait_for
+from worker.client import JobClient, JobError
+from worker.tasks import run_job
+
+pytestmark = pytest.mark.slow
+
+
+def read_band(path: Path) -> np.ndarray:
+    with rasterio.open(path) as dataset:
+        return dataset.read(1)
+
+
+def assert_same_outputs(out_a: Path, out_b: Path) -> None:
+    """The class and confidence rasters are pixel-identical, and so are the statistics."""
+    for name in ("classes.tif", "confidence.tif"):
+        np.testing.assert_array_equal(read_band(out_a / name), read_band(out_b / name))
+    stats_a, stats_b = (json.loads((d / "stats.json").read_text()) for d in (out_a, out_b))
+    assert stats_a["classes"] == stats_b["classes"] and stats_a["dates"] == stats_b["dates"]
+
+
+@pytest.fixture(scope="module")
+def large_reference(large_source, tmp_path_factory) -> Path:
+    """The large job run in-process, uninterrupted: what every interrupted run must reproduce."""
+    base = tmp_path_factory.mktemp("reference")
+    run_job(large_spec(large_source), base / "out", Settings(cache_dir=base / "cache"))
+    return base / "out"
+
+
+def test_a_queued_job_runs_on_a_worker_and_an_identical_request_is_answered_at_once(
+    client: JobClient, start_worker, tmp_path: Path
+):
+    start_worker()
+    spec = sample_spec()
+    job_id = client.submit(spec)
+    assert client.status(job_id).state in ("queued", "running")
+    assert json.loads((client.store.job_dir(job_id) / "spec.json").read_text())["task"] == "cloud"
+    wait_for(client, job_id, ("finished",), timeout_s=120)
+    status = client.status(job_id)
+    assert status.fraction == 1.0 and status.error is None and status.attempts == 1
+    assert status.started_at and status.ended_at and status.worker
+    out = client.store.outputs_dir(job_id)
+    assert sorted(Path(p).name for p in status.outputs) == sorted(
+        ["classes.tif", "confidence.tif", "preview.png", "stats.json", "run.json"]
+    )
+    log = client.logs(job_id)
+    for line in ("submitted", "started on", "Planning", "Predicting", "Exporting", "finished"):
+        assert line in log
+
+    run_job(spec, tmp_path / "in_process", client.settings)
+    assert_same_outputs(out, tmp_path / "in_process")
+
+    started = time.monotonic()
+    again = client.submit(spec)
+    status = client.status(again)
+    assert time.monotonic() - started < 2.0
+    assert status.state == "finished" and status.reused_from == job_id
+    assert "reused" in status.message
+    assert_same_outputs(out, client.store.outputs_dir(again))
+    assert [s.job_id for s in client.list_jobs()] == [again, job_id]  # newest first
+
+
+def test_expected_failures_end_the_job_with_their_sentence(client: JobClient, start_worker):
+    start_worker()
+    no_scenes = client.submit(sample_spec(start="2016-01-01", end="2016-02-01"))
+    wait_for(client, no_scenes, ("failed",))
+    status = client.status(no_scenes)
+    assert status.error is not None and status.error.startswith("No S2 scene of sample"), status.error
+    assert "Widen the date range" in status.error
+    assert "Traceback" not in client.logs(no_scenes)
+    assert not client.store.outputs_dir(no_scenes).exists()
+
+
+def test_a_job_with_a_damaged_spec_fails_clearly_and_the_others_run(client: JobClient, start_worker):
+    broken = client.submit(sample_spec(selected_date="2015-07-11"))
+    fine = client.submit(sample_spec(selected_date="2015-08-30"))
+    (client.store.job_dir(broken) / "spec.json").write_text('{"aoi": {"type": "Poly')
+    listed = {s.job_id: s for s in client.list_jobs()}
+    assert listed[broken].state == "failed" and "damaged" in (listed[broken].error or "")
+    start_worker()
+    wait_for(client, fine, ("finished",))
+    wait_for(client, broken, ("failed",))
+    assert "spec.json is damaged" in (client.status(broken).error or "")
+    with pytest.raises(AppError, match="damaged"):
+        client.retry(broken)
+
+
+def test_cancel_retry_and_delete_of_a_job_that_no_worker_has_taken(client: JobClient):
+    job_id = client.submit(sample_spec())
+    status = client.cancel(job_id)
+    assert status.state == "cancelled" and "before it started" in status.message
+    with pytest.raises(JobError, match="only failed or cancelled"):
+        client.retry(client.submit(sample_spec(selected_date="2015-08-30")))
+    assert client.retry(job_id).state == "queued"
+    with pytest.raises(JobError, match="cancel it before deleting"):
+        client.delete(job_id)
+    client.cancel(job_id)
+    client.delete(job_id)
+    assert job_id not in [s.job_id for s in client.list_jobs()]
+    with pytest.raises(AppError, match="not a TerraSeg job id"):
+        client.status("../../etc")
+
+
+def test_cancel_during_inference_stops_within_2_s_and_a_retry_resumes(
+    client: JobClient, start_worker, large_source, large_reference
+):
+    start_worker()
+    job_id = client.submit(large_spec(large_source))
+    wait_for(client, job_id, ("running",), min_fraction=0.3, timeout_s=120)
+    seen = client.status(job_id)
+    assert seen.stage == "Predicting" and 0.3 <= seen.fraction < 0.9 and "tiles" in seen.message
+    asked = time.monotonic()
+    client.cancel(job_id)
+    wait_for(client, job_id, ("cancelled",), timeout_s=10)
+    assert time.monotonic() - asked < 2.0
+    assert not client.store.outputs_dir(job_id).exists()
+    assert not list(client.store.job_dir(job_id).glob(".outputs.staging*"))
+    work = client.settings.cache_dir / "work"
+    saved = list(work.glob("*/*/done.json")) + list(work.glob("*/*/blocks/*.npz"))
+    assert saved, "the partial work is kept for a retry"
+
+    client.retry(job_id)
+    wait_for(client, job_id, ("finished",), timeout_s=180)
+    assert "reused from an earlier run" in client.logs(job_id) or "Resuming" in client.logs(job_id) or saved
+    assert_same_outputs(client.store.outputs_dir(job_id), large_reference)
+    assert not [p for p in work.iterdir() if p.is_dir()], "the work folder goes once outputs are published"
+
+
+def test_a_worker_killed_mid_inference_is_replaced_and_the_outputs_are_identical(
+    client: JobClient, start_worker, large_source, large_reference
+):
+    first = start_worker()
+    job_id = client.submit(large_spec(large_source))
+    wait_for(client, job_id, ("running",), min_fraction=0.4, timeout_s=120)
+    first.kill()
+    start_worker()
+    wait_for(client, job_id, ("finished",), timeout_s=180)
+    status = client.status(job_id)
+    assert status.attempts == 2
+    log = client.logs(job_id)
+    assert "re-queued by recovery: its worker stopped" in log
+    assert "reused from an earlier run" in log  # the dates the killed run finished were not computed again
+    assert_same_outputs(client.store.outputs_dir(job_id), large_reference)
+
+
+def test_redis_killed_and_restarted_empty_loses_no_job(
+    client: JobClient, start_worker, redis_server, large_source, large_reference
+):
+    start_worker()
+    done_before = client.submit(sample_spec(selected_date="2015-09-09"))
+    wait_for(client, done_before, ("finished",))
+    running = client.submit(large_spec(large_source))
+    queued = [client.submit(sample_spec(selected_date=d)) for d in ("2015-07-11", "2015-08-30")]
+    wait_for(client, running, ("running",), min_fraction=0.2, timeout_s=120)
+    redis_server.kill()
+    time.sleep(1.0)
+    redis_server.start()  # empty: no persistence
+    for job_id in [running, *queued]:
+        wait_for(client, job_id, ("finished",), timeout_s=240)
+    assert_same_outputs(client.store.outputs_dir(running), large_reference)
+    states = {s.job_id: s.state for s in client.list_jobs()}
+    assert states[done_before] == "finished"
+    assert (client.store.outputs_dir(done_before) / "classes.tif").exists()
+
+
+def test_two_workers_run_twenty_jobs_each_exactly_once(client: JobClient, start_worker):
+    start_worker()
+    start_worker()
+    # 20 different requests (a different cloud limit changes the spec hash, not the work).
+    job_ids = [client.submit(sample_spec(model_id="cloud-s2cloudless", max_cloud_pct=80 + i)) for i in range(20)]
+    for job_id in job_ids:
+        wait_for(client, job_id, ("finished",), timeout_s=240)
+    workers = set()
+    for job_id in job_ids:
+        log = client.logs(job_id)
+        assert log.count("started on") == 1 and log.count("finished:") == 1, log
+        workers.add(client.status(job_id).worker)
+    assert len(workers) == 2
+    assert len({s.job_id for s in client.list_jobs()}) == 20
+
+
+def test_cli_submits_to_the_queue_and_reports(settings: Settings, start_worker, tmp_path: Path):
+    import subprocess
+    import sys
+
+    from core.sources import SAMPLE_DIR
+    from tests.worker.conftest import ROOT, job_env
+
+    start_worker()
+
+    def terraseg(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "worker", *args],
+            cwd=tmp_path,
+            env=job_env(settings),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    out = tmp_path / "copy"
+    submitted = terraseg(
+        "run", "--queue", "--task", "cloud", "--aoi", str(SAMPLE_DIR / "aoi.geojson"),
+        "--start", "2015-07-01", "--end", "2015-09-30", "--out", str(out),
+    )  # fmt: skip
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.strip().splitlines()[-1]
+    client = JobClient(settings)
+    wait_for(client, job_id, ("finished",))
+    status = json.loads(terraseg("status", job_id, "--json").stdout)
+    assert status["state"] == "finished" and status["fraction"] == 1.0
+    assert {"stage", "message", "eta_s", "error", "outputs"} <= status.keys()
+    assert sorted(p.name for p in out.iterdir()) == sorted(Path(p).name for p in status["outputs"])
+    assert_same_outputs(out, client.store.outputs_dir(job_id))
+    listed = json.loads(terraseg("jobs", "--json").stdout)
+    assert [j["job_id"] for j in listed] == [job_id]
+    assert job_id in terraseg("jobs").stdout and "finished" in terraseg("jobs").stdout
+    assert "finished: Done" in terraseg("logs", job_id).stdout
+    bad = terraseg("status", "20990101-000000-abcdef")
+    assert bad.returncode == 2 and "There is no job" in bad.stderr and "Traceback" not in bad.stderr
+    assert ROOT.exists()
+
+
+def test_a_job_submitted_while_redis_is_down_is_queued_when_it_is_back(
+    client: JobClient, start_worker, redis_server
+):
+    redis_server.kill()
+    job_id = client.submit(sample_spec())
+    assert "Redis is unreachable" in client.status(job_id).message
+    health = client.health()
+    assert not health.redis_ok and "unreachable" in health.message
+    redis_server.start()
+    start_worker()
+    wait_for(client, job_id, ("finished",), timeout_s=120)
+    assert client.health().redis_ok
+
+
+def test_a_deleted_job_folder_is_not_resurrected(client: JobClient, start_worker):
+    job_id = client.submit(sample_spec())
+    shutil.rmtree(client.store.job_dir(job_id))
+    start_worker()
+    later = client.submit(sample_spec(selected_date="2015-08-30"))
+    wait_for(client, later, ("finished",))
+    assert not client.store.job_dir(job_id).exists()

@@ -1,0 +1,317 @@
+"""The job API that pages and the CLI use: submit, status, list, cancel, retry, delete, logs, recover.
+
+Callers get plain values (core.jobstore.JobStatus, str, dict); no RQ type leaves this module. Every job runs
+whole on the `inference` queue (the local sources need no download step); the `download` and `training`
+queues exist for the remote sources and retraining, which will enqueue there.
+"""
+
+import contextlib
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+from rq import Queue, Retry, Worker
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
+
+from core.config import Settings, get_settings
+from core.errors import AppError, SpecError
+from core.jobs import JobSpec
+from core.jobstore import JobStatus, JobStore, UnknownJob, new_job_id, utc_now
+
+log = logging.getLogger(__name__)
+
+QUEUES = ("download", "inference", "training")
+JOB_QUEUE = "inference"
+ENTRY_POINT = "worker.entry.execute_job"
+LIVE_RQ_STATES = ("queued", "started", "deferred", "scheduled")
+# A job RQ reports as started but whose lock nobody holds gets this long to take it before it counts as dead.
+START_GRACE_S = 10.0
+
+
+class JobError(AppError):
+    """A job operation that cannot be done in the job's present state."""
+
+
+@dataclass(frozen=True)
+class Health:
+    """What the app's sidebar shows."""
+
+    redis_ok: bool
+    workers: int
+    queued: int
+    running: int
+    message: str
+
+
+class JobClient:
+    """Submits and inspects jobs; the job folders under `<cache>/jobs` are the truth, Redis the live view."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.store = JobStore(self.settings.cache_dir / "jobs")
+        self.redis = redis.Redis.from_url(
+            self.settings.redis_url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=10
+        )
+        self._first_seen_dead: dict[str, float] = {}
+
+    # -- submitting ---------------------------------------------------------------------------------------
+    def submit(self, spec: JobSpec, copy_to: Path | None = None) -> str:
+        """Queue a job; an identical finished request is answered at once with its outputs. Returns the id."""
+        from models.registry import get_card
+
+        spec_hash = spec.spec_hash(get_card(spec.model_id).version)
+        job_id = new_job_id()
+        info = {
+            "spec_hash": spec_hash,
+            "queue": JOB_QUEUE,
+            "submitted_at": utc_now(),
+            "copy_to": str(copy_to) if copy_to else None,
+        }
+        self.store.root.mkdir(parents=True, exist_ok=True)
+        previous = self.store.find_finished(spec_hash)
+        if previous is not None:
+            return self._reuse(job_id, spec, info, previous)
+        self.store.job_dir(job_id).mkdir()
+        with self.store.try_lock(job_id):  # recovery keeps off until it is on the queue
+            self.store.create(job_id, spec, info)
+            self._enqueue(job_id)
+        return job_id
+
+    def _reuse(self, job_id: str, spec: JobSpec, info: dict[str, Any], previous: JobStatus) -> str:
+        """Answer with the outputs of an identical finished job (hard links: no copy, no shared deletion)."""
+        self.store.job_dir(job_id).mkdir()
+        with self.store.try_lock(job_id):
+            self._link_outputs(job_id, spec, info, previous)
+        return job_id
+
+    def _link_outputs(self, job_id: str, spec: JobSpec, info: dict[str, Any], previous: JobStatus) -> None:
+        from worker.entry import copy_outputs
+
+        self.store.create(job_id, spec, info | {"reused_from": previous.job_id})
+        target = self.store.outputs_dir(job_id)
+        staging = target.with_name(".outputs.staging")
+        staging.mkdir()
+        for path in self.store.outputs_dir(previous.job_id).iterdir():
+            try:
+                os.link(path, staging / path.name)
+            except OSError:
+                shutil.copy2(path, staging / path.name)
+        staging.rename(target)
+        if info.get("copy_to"):
+            copy_outputs(target, Path(info["copy_to"]))
+        message = f"Identical to finished job {previous.job_id}; its outputs were reused at once."
+        self.store.update_status(
+            job_id,
+            state="finished",
+            stage="Done",
+            fraction=1.0,
+            message=message,
+            started_at=utc_now(),
+            ended_at=utc_now(),
+            outputs=[str(target / p.name) for p in sorted(target.iterdir())],
+            reused_from=previous.job_id,
+        )
+        self.store.append_log(job_id, message)
+
+    def _enqueue(self, job_id: str) -> bool:
+        """Put the job on its RQ queue (replacing any stale RQ record); False when Redis is unreachable."""
+        try:
+            with contextlib.suppress(NoSuchJobError):
+                Job.fetch(job_id, connection=self.redis).delete()
+            Queue(JOB_QUEUE, connection=self.redis).enqueue(
+                ENTRY_POINT,
+                job_id,
+                job_id=job_id,
+                job_timeout=self.settings.job_timeout_s,
+                result_ttl=24 * 3600,
+                failure_ttl=7 * 24 * 3600,
+                retry=Retry(max=self.settings.job_retries) if self.settings.job_retries else None,
+                description=f"TerraSeg job {job_id}",
+            )
+            return True
+        except redis.exceptions.RedisError as err:
+            self.store.update_status(
+                job_id, message="saved; Redis is unreachable, a worker queues it when Redis is back"
+            )
+            self.store.append_log(job_id, f"could not queue: Redis unreachable ({err})")
+            return False
+
+    # -- reading ------------------------------------------------------------------------------------------
+    def status(self, job_id: str) -> JobStatus:
+        """The job's status: the disk state, with live progress from Redis while it runs."""
+        status = self.store.read_status(job_id)
+        if status.is_terminal:
+            return status
+        try:
+            self.store.read_spec(job_id)
+        except SpecError as err:
+            status.state, status.error, status.message = "failed", str(err), str(err)
+            return status
+        if status.state == "running":
+            meta = self._live_meta(job_id)
+            for name in ("stage", "fraction", "message", "eta_s"):
+                if name in meta:
+                    setattr(status, name, meta[name])
+        return status
+
+    def _live_meta(self, job_id: str) -> dict[str, Any]:
+        try:
+            return Job.fetch(job_id, connection=self.redis).get_meta(refresh=True)
+        except (NoSuchJobError, redis.exceptions.RedisError):
+            return {}
+
+    def list_jobs(self) -> list[JobStatus]:
+        """Every job on disk, newest first (finished ones too, whatever Redis remembers)."""
+        statuses = []
+        for job_id in self.store.job_ids():
+            try:
+                statuses.append(self.status(job_id))
+            except UnknownJob:  # a folder being created or deleted right now
+                continue
+        return statuses
+
+    def logs(self, job_id: str) -> str:
+        """The job's log text."""
+        return self.store.read_log(job_id)
+
+    def health(self) -> Health:
+        """Redis reachability, live workers, jobs queued and running (for the app's sidebar)."""
+        statuses = [s.state for s in self.list_jobs()]
+        queued, running = statuses.count("queued"), statuses.count("running")
+        try:
+            workers = len(Worker.all(connection=self.redis))
+        except redis.exceptions.RedisError:
+            return Health(False, 0, queued, running, f"Redis at {self.settings.redis_url} is unreachable.")
+        message = "ok" if workers else "No worker is running: start one with `terraseg worker`."
+        return Health(True, workers, queued, running, message)
+
+    # -- changing -----------------------------------------------------------------------------------------
+    def cancel(self, job_id: str) -> JobStatus:
+        """Ask a job to stop. A queued job is cancelled at once; a running one within about 2 s."""
+        status = self.store.read_status(job_id)
+        if status.is_terminal:
+            return status
+        self.store.request_cancel(job_id)
+        self.store.append_log(job_id, "cancel requested")
+        with self.store.try_lock(job_id) as held:
+            if held:  # no worker runs it: take it off the queue and end it here
+                status = self.store.read_status(job_id)
+                if not status.is_terminal:
+                    with contextlib.suppress(NoSuchJobError, redis.exceptions.RedisError):
+                        Job.fetch(job_id, connection=self.redis).cancel()
+                    status = self.store.update_status(
+                        job_id, state="cancelled", message="Cancelled before it started.", ended_at=utc_now()
+                    )
+                    self.store.append_log(job_id, "cancelled: before it started")
+        return self.store.read_status(job_id)
+
+    def retry(self, job_id: str) -> JobStatus:
+        """Queue a failed or cancelled job again; its cached work (finished dates, strips) is reused."""
+        with self.store.try_lock(job_id) as held:
+            status = self.store.read_status(job_id)
+            if not held or status.state not in ("failed", "cancelled"):
+                raise JobError(
+                    f"Job {job_id} is {status.state}; only failed or cancelled jobs can be retried."
+                )
+            self.store.read_spec(job_id)  # a damaged request cannot be retried; say so now
+            self.store.clear_cancel(job_id)
+            self.store.update_status(
+                job_id,
+                state="queued",
+                stage="",
+                fraction=0.0,
+                message="retry: waiting for a worker",
+                error=None,
+                ended_at=None,
+                eta_s=None,
+            )
+            self.store.append_log(job_id, "retry requested")
+            self._enqueue(job_id)
+        return self.store.read_status(job_id)
+
+    def delete(self, job_id: str) -> None:
+        """Remove a job that has ended, with its outputs and log."""
+        with self.store.try_lock(job_id) as held:
+            status = self.store.read_status(job_id)
+            if not held or not status.is_terminal:
+                raise JobError(f"Job {job_id} is {status.state}; cancel it before deleting it.")
+            with contextlib.suppress(NoSuchJobError, redis.exceptions.RedisError):
+                Job.fetch(job_id, connection=self.redis).delete()
+            shutil.rmtree(self.store.job_dir(job_id))
+
+    # -- recovery -----------------------------------------------------------------------------------------
+    def recover(self) -> list[str]:
+        """Re-queue jobs whose worker died or that Redis lost; returns their ids.
+
+        A job is left alone while a process holds its lock (it is running, or being queued). Without the
+        lock, a 'running' job is dead; a 'queued' one is fine only if RQ still has it.
+        """
+        requeued = []
+        for job_id in self.store.job_ids():
+            try:
+                if self._recover_one(job_id):
+                    requeued.append(job_id)
+            except (UnknownJob, OSError) as err:
+                log.warning("Recovery skipped job %s: %s", job_id, err)
+        return requeued
+
+    def _recover_one(self, job_id: str) -> bool:
+        if self.store.read_status(job_id).is_terminal:
+            return False
+        with self.store.try_lock(job_id) as held:
+            if not held:
+                self._first_seen_dead.pop(job_id, None)
+                return False
+            status = self.store.read_status(job_id)  # again, now that nobody can change it
+            if status.is_terminal:
+                return False
+            rq_state = self._rq_state(job_id)
+            if rq_state == "unreachable":
+                return False
+            if rq_state in ("queued", "deferred", "scheduled"):
+                return False  # RQ will run it (RQ's own retry of a killed work horse lands here too)
+            if rq_state == "started":
+                # Started by RQ but nobody holds the lock: the horse is starting, or it died.
+                first = self._first_seen_dead.setdefault(job_id, time.monotonic())
+                if time.monotonic() - first < START_GRACE_S:
+                    return False
+            if status.state == "running":
+                reason = "its worker stopped"
+            else:
+                reason = "Redis lost it" if rq_state is None else f"RQ has it as {rq_state}"
+            self._first_seen_dead.pop(job_id, None)
+            if status.attempts >= self.settings.job_max_attempts:
+                sentence = (
+                    f"The job was interrupted {status.attempts} times ({reason}); not trying again. "
+                    "See the log, then retry it."
+                )
+                self.store.update_status(
+                    job_id, state="failed", error=sentence, message=sentence, ended_at=utc_now()
+                )
+                self.store.append_log(job_id, f"failed: {sentence}")
+                return False
+            self.store.update_status(job_id, state="queued", message=f"re-queued: {reason}", eta_s=None)
+            self.store.append_log(job_id, f"re-queued by recovery: {reason}")
+            return self._enqueue(job_id)
+
+    def _rq_state(self, job_id: str) -> str | None:
+        """RQ's status of the job, None when Redis does not know it, 'unreachable' when Redis is down."""
+        try:
+            job = Job.fetch(job_id, connection=self.redis)
+            state = job.get_status(refresh=True)
+            return str(state.value) if state is not None else None
+        except NoSuchJobError:
+            return None
+        except redis.exceptions.RedisError:
+            return "unreachable"
+
+
+def job_client() -> JobClient:
+    """A client with the process's settings."""
+    return JobClient(get_settings())

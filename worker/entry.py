@@ -1,0 +1,193 @@
+"""The RQ entry point of a TerraSeg job: lock its folder, run the stages, record how it ended.
+
+The job's folder (core.jobstore) is the truth; Redis only carries live progress (`job.meta`). An expected
+failure ends the job as "failed" with its sentence, an unexpected one as "internal error, see log", a transient
+one (Redis or network) goes back to RQ's Retry with backoff while retries are left.
+"""
+
+import logging
+import shutil
+import socket
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import redis
+from rq import get_current_job
+from rq.job import Job
+from rq.timeouts import JobTimeoutException
+
+from core import export
+from core.config import Settings, get_settings
+from core.errors import AppError
+from core.inference import JobCancelled
+from core.jobstore import JobStatus, JobStore, utc_now
+
+log = logging.getLogger(__name__)
+
+# Errors worth another try later: Redis hiccups and network failures (sources raise these once they fetch).
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    ConnectionError,
+    TimeoutError,
+    socket.timeout,
+)
+META_INTERVAL_S = 0.25  # Redis meta at most 4 times a second
+DISK_INTERVAL_S = 1.0  # status.json at most once a second
+RETRY_BACKOFF_S = (5, 30, 120)  # before the 1st, 2nd, 3rd and later retries of a transient error
+
+
+class JobProgress:
+    """A core ProgressFn that publishes to the RQ job's meta and, less often, to status.json and the log."""
+
+    def __init__(self, store: JobStore, job_id: str, rq_job: Job | None) -> None:
+        self.store, self.job_id, self.rq_job = store, job_id, rq_job
+        self.started = time.monotonic()
+        self.last_meta = self.last_disk = 0.0
+        self.stage = ""
+        self.redis_ok = True
+
+    def __call__(self, fraction: float, message: str) -> None:
+        now = time.monotonic()
+        stage = message.split(":", 1)[0]
+        if stage != self.stage:
+            self.stage = stage
+            self.store.append_log(self.job_id, message)
+        elapsed = now - self.started
+        # A rate needs a few seconds and a few percent behind it before it says anything.
+        eta_s = round(elapsed * (1 - fraction) / fraction, 1) if fraction >= 0.05 and elapsed >= 2 else None
+        live = {"stage": stage, "fraction": round(fraction, 4), "message": message, "eta_s": eta_s}
+        if now - self.last_meta >= META_INTERVAL_S or fraction >= 1.0:
+            self.last_meta = now
+            self._publish_meta(live | {"updated_at": utc_now()})
+        if now - self.last_disk >= DISK_INTERVAL_S:
+            self.last_disk = now
+            self.store.update_status(self.job_id, **live)
+
+    def _publish_meta(self, live: dict[str, Any]) -> None:
+        """Best effort: progress must not stop the job when Redis is briefly away."""
+        if self.rq_job is None:
+            return
+        try:
+            self.rq_job.meta.update(live)
+            self.rq_job.save_meta()
+            if not self.redis_ok:
+                self.store.append_log(self.job_id, "Redis is reachable again; live progress resumes")
+            self.redis_ok = True
+        except redis.exceptions.RedisError as err:
+            if self.redis_ok:
+                self.store.append_log(self.job_id, f"live progress paused, Redis unreachable: {err}")
+            self.redis_ok = False
+
+
+def execute_job(job_id: str) -> str:
+    """RQ entry point: run job `job_id` from its folder; returns the state it ended in."""
+    settings = get_settings()
+    store = JobStore(settings.cache_dir / "jobs")
+    if not store.job_dir(job_id).exists():
+        log.warning("Job %s has no folder (deleted?); nothing to run", job_id)
+        return "missing"
+    # Wait briefly: a client or a recovering worker holds the lock for milliseconds while (re)queueing.
+    with store.try_lock(job_id, wait_s=3.0) as held:
+        if not held:
+            log.warning("Job %s is running in another process; this duplicate run stops here", job_id)
+            return "duplicate"
+        status = store.read_status(job_id)
+        if status.is_terminal:  # a stale second entry of a job that has ended
+            return status.state
+        if store.cancel_requested(job_id):
+            return end(store, status, "cancelled", "Cancelled before it started.")
+        rq_job = get_current_job()
+        status = store.update_status(
+            job_id,
+            state="running",
+            stage="Starting",
+            message="started",
+            started_at=utc_now(),
+            ended_at=None,
+            error=None,
+            attempts=status.attempts + 1,
+            worker=rq_job.worker_name if rq_job else socket.gethostname(),
+        )
+        store.append_log(job_id, f"started on {status.worker} (attempt {status.attempts})")
+        return run_stages(store, status, settings, rq_job)
+
+
+def run_stages(store: JobStore, status: JobStatus, settings: Settings, rq_job: Job | None) -> str:
+    """The job's stages, and the one place that decides how a job ends."""
+    from worker.tasks import run_job  # the heavy imports; already loaded in a worker's parent process
+
+    job_id = status.job_id
+    try:
+        spec = store.read_spec(job_id)
+        result = run_job(
+            spec,
+            store.outputs_dir(job_id),
+            settings,
+            progress=JobProgress(store, job_id, rq_job),
+            should_stop=lambda: store.cancel_requested(job_id),
+        )
+        copy_to = store.read_info(job_id).get("copy_to")
+        if copy_to:
+            copy_outputs(store.outputs_dir(job_id), Path(copy_to))
+        outputs = [str(p) for p in result.outputs]
+        return end(store, status, "finished", f"Done: {len(outputs)} outputs", outputs=outputs)
+    except JobCancelled:
+        return end(store, status, "cancelled", "Cancelled; no outputs were published.")
+    except AppError as err:
+        return end(store, status, "failed", str(err), error=str(err))
+    except JobTimeoutException:
+        sentence = (
+            f"The job ran longer than its limit of {settings.job_timeout_s} s (TERRASEG_JOB_TIMEOUT_S)."
+        )
+        return end(store, status, "failed", sentence, error=sentence)
+    except TRANSIENT_ERRORS as err:
+        store.append_log(job_id, traceback.format_exc())
+        if rq_job is not None and rq_job.retries_left:
+            wait_s = RETRY_BACKOFF_S[
+                min(settings.job_retries - rq_job.retries_left, len(RETRY_BACKOFF_S) - 1)
+            ]
+            store.update_status(
+                job_id, state="queued", message=f"retrying in {wait_s} s after a transient error: {err}"
+            )
+            store.append_log(job_id, f"transient error; retry in {wait_s} s ({rq_job.retries_left} left)")
+            # The backoff happens here, so that no RQ scheduler process is needed; a cancel cuts it short.
+            deadline = time.monotonic() + wait_s
+            while time.monotonic() < deadline and not store.cancel_requested(job_id):
+                time.sleep(0.5)
+            raise
+        sentence = f"The job failed after {settings.job_retries} retries of a transient error: {err}"
+        return end(store, status, "failed", sentence, error=sentence)
+    except Exception:
+        store.append_log(job_id, traceback.format_exc())
+        sentence = "Internal error, see the job's log."
+        return end(store, status, "failed", sentence, error=sentence)
+
+
+def end(store: JobStore, status: JobStatus, state: str, message: str, **fields: Any) -> str:
+    """Record the final state (before the job's lock is released, so recovery never sees a stale 'running')."""
+    store.update_status(
+        status.job_id,
+        state=state,
+        message=message,
+        ended_at=utc_now(),
+        eta_s=None,
+        fraction=1.0 if state == "finished" else store.read_status(status.job_id).fraction,
+        **fields,
+    )
+    store.append_log(status.job_id, f"{state}: {message}")
+    return state
+
+
+def copy_outputs(source: Path, out_dir: Path) -> None:
+    """Publish a copy of a job's outputs in `out_dir` (the CLI's `--out`), atomically like the job's own."""
+    staging = export.make_staging_dir(out_dir)
+    try:
+        for path in source.iterdir():
+            shutil.copy2(path, staging / path.name)
+        export.publish(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

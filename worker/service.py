@@ -1,0 +1,102 @@
+"""`terraseg worker`: an RQ worker that survives Redis restarts and re-queues abandoned jobs.
+
+Each job runs in a forked work horse (RQ's default), which dies with its worker (PR_SET_PDEATHSIG), so a
+killed worker never leaves a job running unwatched. A recovery thread scans the job folders every
+`TERRASEG_RECOVER_INTERVAL_S` seconds and re-queues jobs whose worker died or that Redis lost.
+"""
+
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Sequence
+
+import redis
+from redis.client import Pipeline
+from rq import Queue, Worker
+from rq.job import Job
+
+from core.config import Settings
+from worker.client import QUEUES, JobClient
+
+log = logging.getLogger(__name__)
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (no-op where prctl is missing)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class TerraSegWorker(Worker):
+    """RQ's forking worker, made to ride out a Redis outage while a job runs."""
+
+    def main_work_horse(self, job: Job, queue: Queue) -> None:
+        parent = os.getppid()
+        die_with_parent()
+        if os.getppid() != parent:  # the worker died between fork and prctl
+            os._exit(1)
+        super().main_work_horse(job, queue)
+
+    def maintain_heartbeats(self, job: Job) -> None:
+        # The job keeps running (its progress goes to disk) while Redis is away; heartbeats resume after.
+        try:
+            super().maintain_heartbeats(job)
+        except redis.exceptions.RedisError as err:
+            self.log.warning("Heartbeat skipped, Redis unreachable: %s", err)
+
+    def set_current_job_working_time(
+        self, current_job_working_time: float, pipeline: Pipeline | None = None
+    ) -> None:
+        try:
+            super().set_current_job_working_time(current_job_working_time, pipeline=pipeline)
+        except redis.exceptions.RedisError as err:
+            self.log.warning("Working time not recorded, Redis unreachable: %s", err)
+
+
+def recovery_loop(client: JobClient, stop: threading.Event) -> None:
+    """Re-queue abandoned or lost jobs until `stop` is set (a thread in the worker's main process)."""
+    while not stop.is_set():
+        try:
+            for job_id in client.recover():
+                log.warning("Re-queued job %s", job_id)
+        except Exception:  # recovery must never take the worker down
+            log.exception("Recovery pass failed")
+        stop.wait(client.settings.recover_interval_s)
+
+
+def serve(settings: Settings, queues: Sequence[str] = QUEUES, burst: bool = False) -> int:
+    """Run a worker on `queues` until stopped (SIGINT/SIGTERM); restart it when Redis drops away."""
+    import worker.tasks  # noqa: F401  (load torch, GDAL and the models once, before forking horses)
+
+    unknown = [q for q in queues if q not in QUEUES]
+    if unknown:
+        from core.errors import AppError
+
+        raise AppError(f"Unknown queue(s) {', '.join(unknown)}; the queues are {', '.join(QUEUES)}.")
+    client = JobClient(settings)
+    stop = threading.Event()
+    threading.Thread(target=recovery_loop, args=(client, stop), daemon=True, name="terraseg-recover").start()
+    connection = redis.Redis.from_url(settings.redis_url)
+    wait_s = 1.0
+    try:
+        while True:
+            try:
+                rq_worker = TerraSegWorker(list(queues), connection=connection, job_monitoring_interval=5)
+                rq_worker.work(burst=burst, logging_level="INFO")
+                if burst or rq_worker._stop_requested:
+                    return 0
+                log.warning("The RQ worker stopped (Redis lost?); starting again")
+                wait_s = 1.0
+            except redis.exceptions.RedisError as err:
+                log.warning(
+                    "Redis at %s unreachable (%s); trying again in %.0f s", settings.redis_url, err, wait_s
+                )
+                time.sleep(wait_s)
+                wait_s = min(wait_s * 2, 30.0)
+    finally:
+        stop.set()
