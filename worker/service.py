@@ -35,6 +35,12 @@ def die_with_parent() -> None:
 class TerraSegWorker(Worker):
     """RQ's forking worker, made to ride out a Redis outage while a job runs."""
 
+    stop_asked = False  # set by SIGINT/SIGTERM: `serve` must not start a new worker then
+
+    def request_stop(self, signum: int, frame: object) -> None:
+        self.stop_asked = True
+        super().request_stop(signum, frame)
+
     def main_work_horse(self, job: Job, queue: Queue) -> None:
         parent = os.getppid()
         die_with_parent()
@@ -88,7 +94,7 @@ def serve(settings: Settings, queues: Sequence[str] = QUEUES, burst: bool = Fals
             try:
                 rq_worker = TerraSegWorker(list(queues), connection=connection, job_monitoring_interval=5)
                 rq_worker.work(burst=burst, logging_level="INFO")
-                if burst or rq_worker._stop_requested:
+                if burst or rq_worker.stop_asked:
                     return 0
                 log.warning("The RQ worker stopped (Redis lost?); starting again")
                 wait_s = 1.0
