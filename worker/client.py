@@ -238,7 +238,9 @@ class JobClient:
 
     def delete(self, job_id: str) -> None:
         """Remove a job that has ended, with its outputs and log."""
-        with self.store.try_lock(job_id, wait_s=5.0 if self.store.read_status(job_id).is_terminal else 0) as held:
+        with self.store.try_lock(
+            job_id, wait_s=5.0 if self.store.read_status(job_id).is_terminal else 0
+        ) as held:
             status = self.store.read_status(job_id)
             if not held or not status.is_terminal:
                 raise JobError(f"Job {job_id} is {status.state}; cancel it before deleting it.")

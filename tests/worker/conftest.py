@@ -45,7 +45,17 @@ class RedisServer:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
             cwd=self.workdir,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -155,7 +165,9 @@ def wait_for(
             break
         time.sleep(0.1)
     status = client.status(job_id)
-    pytest.fail(f"job {job_id} is {status.state} ({status.message}), not {states}; log:\n{client.logs(job_id)}")
+    pytest.fail(
+        f"job {job_id} is {status.state} ({status.message}), not {states}; log:\n{client.logs(job_id)}"
+    )
 
 
 def sample_spec(**changes: object) -> JobSpec:
@@ -188,7 +200,12 @@ def large_source(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[s
         data = np.tile(pixels, reps)[:, :size, :size]
         write_scene(folder / f"large_{index}.tif", data, origin=(bounds.left, bounds.top), acquired=acquired)
     west, south, east, north = transform_bounds(
-        crs, "EPSG:4326", bounds.left + 200, bounds.top - size * 10 + 200, bounds.left + size * 10 - 200, bounds.top - 200
+        crs,
+        "EPSG:4326",
+        bounds.left + 200,
+        bounds.top - size * 10 + 200,
+        bounds.left + size * 10 - 200,
+        bounds.top - 200,
     )
     aoi = {
         "type": "Polygon",

@@ -179,7 +179,9 @@ def test_two_workers_run_twenty_jobs_each_exactly_once(client: JobClient, start_
     start_worker()
     start_worker()
     # 20 different requests (a different cloud limit changes the spec hash, not the work).
-    job_ids = [client.submit(sample_spec(model_id="cloud-s2cloudless", max_cloud_pct=80 + i)) for i in range(20)]
+    job_ids = [
+        client.submit(sample_spec(model_id="cloud-s2cloudless", max_cloud_pct=80 + i)) for i in range(20)
+    ]
     for job_id in job_ids:
         wait_for(client, job_id, ("finished",), timeout_s=240)
     workers = set()
