@@ -1,4 +1,4 @@
-"""A trivial RQ task for bench/queue.py: it only reports when it ran."""
+"""A trivial RQ task for bench/queue_overhead.py: it only reports when it ran."""
 
 import time
 

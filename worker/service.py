@@ -64,6 +64,26 @@ class TerraSegWorker(Worker):
             self.log.warning("Working time not recorded, Redis unreachable: %s", err)
 
 
+def warm_up() -> None:
+    """Do once in the worker what every job would otherwise pay for again in its fresh work horse: GDAL's
+    driver registration and PROJ's database (a few hundred ms together), by reading the embedded sample."""
+    import rasterio
+    from rasterio.windows import Window
+
+    from core.grid import grid_for_aoi
+    from core.sources import SAMPLE_DIR
+
+    try:
+        with rasterio.open(next(SAMPLE_DIR.glob("*.tif"))) as dataset:
+            dataset.read(1, window=Window(0, 0, 1, 1))
+        from core.aoi import read_aoi
+
+        geometries, _ = read_aoi(SAMPLE_DIR / "aoi.geojson")
+        grid_for_aoi(geometries[0])
+    except (OSError, StopIteration, rasterio.errors.RasterioError) as err:  # only an optimisation
+        log.warning("Warm-up skipped: %s", err)
+
+
 def recovery_loop(client: JobClient, stop: threading.Event) -> None:
     """Re-queue abandoned or lost jobs until `stop` is set (a thread in the worker's main process)."""
     while not stop.is_set():
@@ -77,8 +97,12 @@ def recovery_loop(client: JobClient, stop: threading.Event) -> None:
 
 def serve(settings: Settings, queues: Sequence[str] = QUEUES, burst: bool = False) -> int:
     """Run a worker on `queues` until stopped (SIGINT/SIGTERM); restart it when Redis drops away."""
-    import worker.tasks  # noqa: F401  (load torch, GDAL and the models once, before forking horses)
+    # Import torch, GDAL and the model runtimes once here, so each forked work horse starts warm.
+    import models.csmask_model  # noqa: F401
+    import models.s2cloudless_model  # noqa: F401
+    import worker.tasks  # noqa: F401
 
+    warm_up()
     unknown = [q for q in queues if q not in QUEUES]
     if unknown:
         from core.errors import AppError

@@ -1,7 +1,7 @@
 """Queue overhead: submit-to-start and finish-to-visible for a trivial task, and a real job queued vs in-process.
 
 Starts its own redis-server on a free port and one `terraseg worker` (the real worker: forking RQ worker with
-TerraSeg's recovery thread). Prints JSON. Usage: `python bench/queue.py [--jobs 200] [--repeats 3]`.
+TerraSeg's recovery thread). Prints JSON. Usage: `python bench/queue_overhead.py [--jobs 200] [--repeats 3]`.
 """
 
 import argparse
@@ -75,7 +75,7 @@ def sample_job_times(settings, repeats: int) -> dict[str, float]:  # type: ignor
         spec = sample_spec(max_cloud_pct=90 - index)
         started = time.perf_counter()
         job_id = client.submit(spec)
-        wait_until(lambda job_id=job_id: client.status(job_id).is_terminal, timeout_s=300, poll_s=0.01)
+        wait_until(lambda job_id=job_id: client.status(job_id).is_terminal, timeout_s=300, poll_s=0.05)
         queued.append(time.perf_counter() - started)
         assert client.status(job_id).state == "finished", client.logs(job_id)
         spec = sample_spec(max_cloud_pct=50 - index)
