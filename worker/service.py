@@ -7,6 +7,7 @@ killed worker never leaves a job running unwatched. A recovery thread scans the 
 
 import contextlib
 import ctypes
+import gc
 import logging
 import os
 import signal
@@ -103,6 +104,10 @@ def serve(settings: Settings, queues: Sequence[str] = QUEUES, burst: bool = Fals
     import worker.tasks  # noqa: F401
 
     warm_up()
+    # Objects loaded so far live on in every forked horse; keep the collector from touching (and so
+    # copying) their pages in each horse.
+    gc.collect()
+    gc.freeze()
     unknown = [q for q in queues if q not in QUEUES]
     if unknown:
         from core.errors import AppError
