@@ -133,7 +133,7 @@ def test_cancel_during_inference_stops_within_2_s_and_a_retry_resumes(
 
     client.retry(job_id)
     wait_for(client, job_id, ("finished",), timeout_s=180)
-    assert "reused from an earlier run" in client.logs(job_id) or "Resuming" in client.logs(job_id) or saved
+    assert client.status(job_id).attempts == 2
     assert_same_outputs(client.store.outputs_dir(job_id), large_reference)
     assert not [p for p in work.iterdir() if p.is_dir()], "the work folder goes once outputs are published"
 
@@ -198,7 +198,7 @@ def test_cli_submits_to_the_queue_and_reports(settings: Settings, start_worker, 
     import sys
 
     from core.sources import SAMPLE_DIR
-    from tests.worker.conftest import ROOT, job_env
+    from tests.worker.conftest import job_env
 
     start_worker()
 
@@ -232,7 +232,6 @@ def test_cli_submits_to_the_queue_and_reports(settings: Settings, start_worker, 
     assert "finished: Done" in terraseg("logs", job_id).stdout
     bad = terraseg("status", "20990101-000000-abcdef")
     assert bad.returncode == 2 and "There is no job" in bad.stderr and "Traceback" not in bad.stderr
-    assert ROOT.exists()
 
 
 def test_a_job_submitted_while_redis_is_down_is_queued_when_it_is_back(
