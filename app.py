@@ -1,13 +1,29 @@
-"""TerraSeg's web app entry point (`streamlit run app.py`).
+"""TerraSeg's web app: `streamlit run app.py`. Navigation over pages/ and the worker/queue health sidebar."""
 
-The pages (New job, Jobs, Results) are not built yet; until then the `terraseg` command is the way in.
-Streamlit is not a dependency yet, so this file only explains that when run with plain Python.
-"""
+import streamlit as st
 
-MESSAGE = (
-    "The TerraSeg web app is not built yet. Use the command line: "
-    "'terraseg run --task cloud --aoi AOI --start YYYY-MM-DD --end YYYY-MM-DD --source sample --out OUT'."
+from pages import ui
+
+st.set_page_config(page_title="TerraSeg", page_icon=":earth_africa:", layout="wide")
+
+navigation = st.navigation(
+    [
+        st.Page("pages/new_job.py", title="New job", icon=":material/add_location_alt:", default=True),
+        st.Page("pages/jobs.py", title="Jobs", icon=":material/list:"),
+        st.Page("pages/results.py", title="Results", icon=":material/map:"),
+    ]
 )
 
-if __name__ == "__main__":
-    print(MESSAGE)
+with st.sidebar:
+    st.subheader("Workers and queues")
+    health = ui.health()
+    if health.redis_ok:
+        st.markdown(f"Redis: **reachable**  \nWorkers alive: **{health.workers}**")
+    else:
+        st.markdown("Redis: **unreachable**")
+    st.markdown(f"Jobs queued: **{health.queued}**  \nJobs running: **{health.running}**")
+    if health.message != "ok":
+        st.caption(health.message)
+
+ui.health_notice(health)
+navigation.run()

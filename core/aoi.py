@@ -6,6 +6,7 @@ Each failure is an AOIError whose message says what is wrong, with numbers, and 
 
 import json
 import logging
+import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ AOILike: TypeAlias = str | Path | dict[str, Any] | BaseGeometry
 VECTOR_FORMATS = {".gpkg": "GeoPackage", ".kml": "KML file", ".shp": "Shapefile", ".zip": "zipped Shapefile"}
 _GEOJSON_SUFFIXES = (".geojson", ".json")
 _GEOJSON_KINDS = "a GeoJSON Geometry, Feature or FeatureCollection"
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 _WGS84 = CRS.from_epsg(4326)
 _GEOD = Geod(ellps="WGS84")
 
@@ -66,6 +68,33 @@ def parse_aoi(
     return validate_aoi(
         parts, label, max_area_km2=max_area_km2, max_vertices=max_vertices, fix_invalid=fix_invalid
     )
+
+
+def parse_aoi_upload(
+    name: str,
+    data: bytes,
+    *,
+    max_bytes: int = MAX_UPLOAD_BYTES,
+    max_area_km2: float = 2500.0,
+    max_vertices: int = 10_000,
+) -> AOI:
+    """An uploaded file's name and bytes (GeoJSON, zipped Shapefile, GeoPackage, KML) -> a validated AOI.
+
+    The size is checked before anything is parsed; the bytes go to a private temporary folder under their
+    own file name (only the suffix matters to the readers), which is removed afterwards.
+    """
+    if len(data) > max_bytes:
+        raise AOIError(
+            f"{name} is {len(data) / 2**20:.1f} MB; the limit for an AOI file is {max_bytes / 2**20:.0f} MB. "
+            "Simplify the geometry or upload only the area you need."
+        )
+    safe_name = Path(name).name or "upload"
+    with tempfile.TemporaryDirectory(prefix="terraseg-aoi-") as folder:
+        path = Path(folder) / safe_name
+        path.write_bytes(data)
+        return validate_aoi(
+            read_aoi_file(path), safe_name, max_area_km2=max_area_km2, max_vertices=max_vertices
+        )
 
 
 def read_aoi(value: AOILike) -> tuple[list[BaseGeometry], str]:

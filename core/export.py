@@ -1,5 +1,7 @@
 """File IO at the end of the pipeline: intermediate rasters, COGs, PNG preview, JSON records, atomic publish."""
 
+import csv
+import io
 import json
 import logging
 import os
@@ -14,15 +16,29 @@ import rasterio
 import rasterio.shutil
 from PIL import Image, ImageDraw, ImageFont
 from rasterio.enums import Resampling
+from rasterio.windows import Window
 
 from core.errors import OutputError
 from core.grid import Grid
-from core.types import ClassInfo
+from core.reading import SceneReader
+from core.types import ClassInfo, Scene
 
 log = logging.getLogger(__name__)
 
-OUTPUT_FILES = ("classes.tif", "confidence.tif", "preview.png", "stats.json", "run.json")
+OUTPUT_FILES = (
+    "classes.tif",
+    "confidence.tif",
+    "scene.tif",
+    "preview.png",
+    "stats.json",
+    "stats.csv",
+    "run.json",
+)
 PREVIEW_MAX_PX = 1024
+TRUE_COLOUR_BANDS = ("B04", "B03", "B02")
+# Reflectance 0..0.3 spans the 8-bit range: the usual true-colour stretch for Sentinel-2 land scenes.
+TRUE_COLOUR_MAX_REFLECTANCE = 0.3
+_STRIP_ROWS = 512
 
 
 def hex_to_rgb(color: str) -> tuple[int, int, int]:
@@ -89,6 +105,46 @@ def _to_cog(src: Path, dst: Path, overview_resampling: str) -> None:
     )
 
 
+def write_true_colour_cog(scenes: list[Scene], grid: Grid, dst: Path) -> bool:
+    """The date's scenes as an RGB uint8 COG on `grid` (0 = no data), read strip by strip; False if no RGB bands.
+
+    This is the image analysts compare the class map with, so it shows the data as read, only stretched.
+    """
+    if not scenes or any(b not in s.bands for s in scenes for b in TRUE_COLOUR_BANDS):
+        log.warning("No true-colour image: the scenes lack one of %s", TRUE_COLOUR_BANDS)
+        return False
+    intermediate = dst.with_name(dst.stem + ".intermediate.tif")
+    profile = {
+        "driver": "GTiff",
+        "count": 3,
+        "dtype": "uint8",
+        "width": grid.width,
+        "height": grid.height,
+        "crs": grid.crs,
+        "transform": grid.transform,
+        "nodata": 0,
+        "photometric": "RGB",
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+    }
+    try:
+        with (
+            SceneReader(scenes, TRUE_COLOUR_BANDS, grid) as reader,
+            rasterio.open(intermediate, "w", **profile) as out,
+        ):
+            for row in range(0, grid.height, _STRIP_ROWS):
+                window = Window(0, row, grid.width, min(_STRIP_ROWS, grid.height - row))
+                reflectance, valid = reader.read(window)
+                scaled = np.clip(reflectance / TRUE_COLOUR_MAX_REFLECTANCE * 255.0, 1.0, 255.0)
+                # 1..255 for data keeps 0 free as the no-data value.
+                out.write(np.where(valid, np.rint(scaled), 0).astype(np.uint8), window=window)
+        _to_cog(intermediate, dst, "AVERAGE")
+    finally:
+        intermediate.unlink(missing_ok=True)
+    return True
+
+
 def write_preview_png(
     classes_cog: Path, dst: Path, classes: tuple[ClassInfo, ...], nodata: int, title: str
 ) -> None:
@@ -124,6 +180,18 @@ def write_preview_png(
 def write_json(path: Path, document: object) -> None:
     """Write pretty JSON (the caller makes it atomic by writing into a staging folder)."""
     path.write_text(json.dumps(document, indent=2, default=str) + "\n")
+
+
+def stats_csv(stats: dict[str, object]) -> str:
+    """The per-class areas of a stats document as CSV text (one row per class, spreadsheet-ready)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["value", "class", "pixels", "area_ha", "percent"])
+    rows = stats.get("classes", [])
+    assert isinstance(rows, list)
+    for row in rows:
+        writer.writerow([row["value"], row["name"], row["pixels"], row["area_ha"], row["percent"]])
+    return buffer.getvalue()
 
 
 def make_staging_dir(out_dir: Path) -> Path:

@@ -96,6 +96,8 @@ class ModelCard:
     provenance: str
     nodata_value: int = 255
     weights: tuple[str, ...] = ()  # file names, for the record
+    # Model-forward seconds per million 10 m pixels on a 2-vCPU CPU worker, for the pre-flight estimate.
+    cpu_s_per_mpx: float | None = None
 
     @property
     def n_classes(self) -> int:

@@ -37,6 +37,7 @@ CARDS: dict[str, ModelCard] = {
             provenance="ukis-csmask 1.0.0 wheel (PyPI); Wieland et al. 2019, RSE 230; 6-band model when B11/B12 "
             "exist, else 4-band; L1C or L2A variant by the input's processing level.",
             weights=("model_6b_l1c.onnx", "model_6b_l2a.onnx", "model_4b_l1c.onnx", "model_4b_l2a.onnx"),
+            cpu_s_per_mpx=0.11,  # 4 x 256^2 tiles at 30 m, onnxruntime, 2 vCPU (2026-11-26)
         ),
         ModelCard(
             id="cloud-s2cloudless",
@@ -56,6 +57,7 @@ CARDS: dict[str, ModelCard] = {
             licence="CC-BY-SA-4.0 (model), MIT (code)",
             provenance="s2cloudless 1.7.3 wheel (PyPI), pixel_s2_cloud_detector_lightGBM_v0.1",
             weights=("pixel_s2_cloud_detector_lightGBM_v0.1.txt",),
+            cpu_s_per_mpx=7.7,  # 4 x 256^2 tiles, LightGBM, 2 vCPU (2026-11-26)
         ),
     )
 }

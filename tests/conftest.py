@@ -11,6 +11,8 @@ from rasterio.transform import from_origin
 
 from core.types import S2_BANDS
 
+pytest_plugins = ["tests.services"]
+
 # The project's real test data lives in ../shared/data beside the checkout (as in CI); override for elsewhere.
 SHARED_DATA = Path(
     os.environ.get("TERRASEG_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")

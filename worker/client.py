@@ -32,6 +32,7 @@ ENTRY_POINT = "worker.entry.execute_job"
 LIVE_RQ_STATES = ("queued", "started", "deferred", "scheduled")
 # A job RQ reports as started but whose lock nobody holds gets this long to take it before it counts as dead.
 START_GRACE_S = 10.0
+REDIS_RETRY_AFTER_S = 5.0
 
 
 class JobError(AppError):
@@ -59,6 +60,9 @@ class JobClient:
             self.settings.redis_url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=10
         )
         self._first_seen_dead: dict[str, float] = {}
+        # After a failed connection, reads skip Redis for a few seconds: a page listing many running jobs
+        # would otherwise wait for one connect timeout per job while Redis is down.
+        self._redis_down_until = 0.0
 
     # -- submitting ---------------------------------------------------------------------------------------
     def submit(self, spec: JobSpec, copy_to: Path | None = None) -> str:
@@ -161,9 +165,14 @@ class JobClient:
         return status
 
     def _live_meta(self, job_id: str) -> dict[str, Any]:
+        if time.monotonic() < self._redis_down_until:
+            return {}
         try:
             return Job.fetch(job_id, connection=self.redis).get_meta(refresh=True)
-        except (NoSuchJobError, redis.exceptions.RedisError):
+        except NoSuchJobError:
+            return {}
+        except redis.exceptions.RedisError:
+            self._redis_down_until = time.monotonic() + REDIS_RETRY_AFTER_S
             return {}
 
     def list_jobs(self) -> list[JobStatus]:
@@ -176,6 +185,10 @@ class JobClient:
                 continue
         return statuses
 
+    def spec(self, job_id: str) -> JobSpec:
+        """The job's request as submitted (SpecError when its file is damaged)."""
+        return self.store.read_spec(job_id)
+
     def logs(self, job_id: str) -> str:
         """The job's log text."""
         return self.store.read_log(job_id)
@@ -186,7 +199,9 @@ class JobClient:
         queued, running = statuses.count("queued"), statuses.count("running")
         try:
             workers = len(Worker.all(connection=self.redis))
+            self._redis_down_until = 0.0
         except redis.exceptions.RedisError:
+            self._redis_down_until = time.monotonic() + REDIS_RETRY_AFTER_S
             return Health(False, 0, queued, running, f"Redis at {self.settings.redis_url} is unreachable.")
         message = "ok" if workers else "No worker is running: start one with `terraseg worker`."
         return Health(True, workers, queued, running, message)

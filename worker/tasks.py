@@ -20,8 +20,8 @@ from core.grid import Grid, grid_for_aoi, project_geometry
 from core.inference import JobCancelled
 from core.jobs import JobSpec
 from core.jobstore import file_lock
+from core.preflight import find_scenes
 from core.progress import ProgressFn, span
-from core.sources import search_scenes
 from core.types import Scene
 from models import registry
 
@@ -75,8 +75,7 @@ def run_job(
         aoi_grid = project_geometry(aoi.geometry, "EPSG:4326", grid.crs)
     report(1.0, f"{aoi.area_km2:.2f} km2, grid {grid.width}x{grid.height} px in {grid.crs}")
     with timer.stage("search"):
-        scenes = search_scenes(spec.sources, aoi.geometry, spec.start, spec.end)
-        scenes = analysis.filter_cloud_cover(analysis.single_level(scenes), spec.max_cloud_pct)
+        scenes = find_scenes(spec.sources, aoi.geometry, spec.start, spec.end, spec.max_cloud_pct)
     span(progress, 0.05, 0.1, "Searching")(1.0, f"{len(scenes)} scenes")
     with timer.stage("load_model"):
         model = registry.load(
@@ -165,6 +164,7 @@ def _predict_and_export(
                 title,
             )
             export.write_confidence_cog(selected.confidence_path, staging / "confidence.tif")
+            export.write_true_colour_cog(list(selected.scenes), grid, staging / "scene.tif")
             export.write_preview_png(
                 staging / "classes.tif",
                 staging / "preview.png",
@@ -186,6 +186,7 @@ def _predict_and_export(
                 "dates": analysis.date_fractions(results, model.card),
             }
             export.write_json(staging / "stats.json", stats)
+            (staging / "stats.csv").write_text(export.stats_csv(stats))
         export.write_json(
             staging / "run.json",
             run_record(

@@ -63,13 +63,27 @@ def test_the_demo_job_writes_all_outputs_and_prints_them(sample_run):
     assert [p.name for p in printed] == [
         "classes.tif",
         "confidence.tif",
+        "scene.tif",
         "preview.png",
         "stats.json",
+        "stats.csv",
         "run.json",
     ]
     assert all(p.is_file() and p.parent == out for p in printed)
     assert "[100.0%] Done" in result.stderr
     assert not [p for p in out.parent.iterdir() if ".staging-" in p.name]  # nothing left behind
+
+
+def test_the_true_colour_image_is_an_rgb_cog_of_the_selected_date(sample_run):
+    _, out = sample_run
+    with rasterio.open(out / "scene.tif") as scene, rasterio.open(out / "classes.tif") as classes:
+        assert scene.count == 3 and scene.dtypes == ("uint8",) * 3 and scene.nodata == 0
+        assert (scene.crs, scene.transform, scene.shape) == (classes.crs, classes.transform, classes.shape)
+        assert scene.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+        rgb = scene.read()
+    # The sample is real land in summer: data everywhere, and not a flat or saturated image.
+    assert (rgb > 0).all()
+    assert 20 < rgb.mean() < 235 and rgb.std() > 5
 
 
 def test_the_class_map_is_a_real_cog_with_colours_names_and_nodata(sample_run):

@@ -11,7 +11,7 @@ import rasterio
 
 from core.config import Settings
 from core.errors import AppError
-from tests.worker.conftest import large_spec, sample_spec, wait_for
+from tests.services import large_spec, sample_spec, wait_for
 from worker.client import JobClient, JobError
 from worker.tasks import run_job
 
@@ -53,7 +53,7 @@ def test_a_queued_job_runs_on_a_worker_and_an_identical_request_is_answered_at_o
     assert status.started_at and status.ended_at and status.worker
     out = client.store.outputs_dir(job_id)
     assert sorted(Path(p).name for p in status.outputs) == sorted(
-        ["classes.tif", "confidence.tif", "preview.png", "stats.json", "run.json"]
+        ["classes.tif", "confidence.tif", "scene.tif", "preview.png", "stats.json", "stats.csv", "run.json"]
     )
     log = client.logs(job_id)
     for line in ("submitted", "started on", "Planning", "Predicting", "Exporting", "finished"):
@@ -198,7 +198,7 @@ def test_cli_submits_to_the_queue_and_reports(settings: Settings, start_worker, 
     import sys
 
     from core.sources import SAMPLE_DIR
-    from tests.worker.conftest import job_env
+    from tests.services import job_env
 
     start_worker()
 

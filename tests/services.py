@@ -1,4 +1,7 @@
-"""Real components for the job tests: a redis-server on a free port and `terraseg worker` processes."""
+"""Real components for job and page tests: a redis-server on a free port and `terraseg worker` processes.
+
+Loaded as a pytest plugin by tests/conftest.py, so every test folder gets these fixtures.
+"""
 
 import json
 import os
@@ -21,7 +24,7 @@ from core.sources import SAMPLE_DIR
 from tests.conftest import write_scene
 from worker.client import JobClient
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_AOI = json.loads((SAMPLE_DIR / "aoi.geojson").read_text())
 
 

@@ -1,0 +1,87 @@
+"""Jobs: every job, newest first, with live progress; cancel, retry, delete, log, results."""
+
+from collections.abc import Callable
+
+import streamlit as st
+
+from core.errors import AppError
+from core.jobstore import JobStatus, UnknownJob
+from core.preflight import format_duration
+from pages import ui
+
+REFRESH_S = 2.0
+STATE_ICONS = {
+    "queued": ":material/schedule:",
+    "running": ":material/autorenew:",
+    "finished": ":material/check_circle:",
+    "failed": ":material/error:",
+    "cancelled": ":material/block:",
+}
+
+
+def job_panel(status: JobStatus) -> None:
+    """One job: what it is, where it stands, and what the user can do with it."""
+    client = ui.client()
+    job_id = status.job_id
+    with st.container(border=True):
+        try:
+            spec = client.spec(job_id)
+            what = f"{spec.task} · {spec.model_id} · {spec.start}..{spec.end} · {', '.join(spec.sources)}"
+        except AppError:
+            what = "request unreadable"
+        st.markdown(f"{STATE_ICONS.get(status.state, '')} **{job_id}** · {status.state} · {what}")
+        if status.state == "failed" and status.error:
+            st.error(status.error)  # the one sentence first; the log on demand
+        elif status.state in ("queued", "running"):
+            text = " · ".join(t for t in (status.stage, status.message) if t)
+            st.progress(min(max(status.fraction, 0.0), 1.0), text=text or status.state)
+        elif status.message:
+            st.caption(status.message)
+        elapsed = ui.elapsed_s(status.started_at, status.ended_at)
+        facts = [f"submitted {status.submitted_at or '-'}", f"elapsed {format_duration(elapsed)}"]
+        if status.state == "running":
+            facts.append(f"ETA {format_duration(status.eta_s)}")
+        if status.attempts > 1:
+            facts.append(f"attempt {status.attempts}")
+        st.caption(" · ".join(facts))
+        actions = st.columns(5)
+        if status.state in ("queued", "running") and actions[0].button("Cancel", key=f"cancel-{job_id}"):
+            act(lambda: client.cancel(job_id), "Cancel requested; a running job stops within about 2 s.")
+        if status.state in ("failed", "cancelled") and actions[1].button("Retry", key=f"retry-{job_id}"):
+            act(lambda: client.retry(job_id), "Queued again; finished work is reused.")
+        if status.is_terminal and actions[2].button("Delete", key=f"delete-{job_id}"):
+            act(lambda: client.delete(job_id), "Deleted.")
+        if status.state == "finished":
+            actions[3].page_link("pages/results.py", label="Open results", query_params={"job": job_id})
+        if actions[4].toggle("Log", key=f"log-{job_id}"):
+            try:
+                st.code(client.logs(job_id) or "(empty)", language=None)
+            except UnknownJob:
+                st.caption("The job's folder is gone.")
+
+
+def act(action: Callable[[], object], done: str) -> None:
+    """Run a button's action; its refusal (e.g. cancelling a finished job) is shown, not raised."""
+    try:
+        action()
+    except AppError as err:
+        st.toast(str(err))
+    else:
+        st.toast(done)
+
+
+@st.fragment(run_every=REFRESH_S)
+def job_list() -> None:
+    """Re-drawn every REFRESH_S seconds without re-running the page."""
+    statuses = ui.client().list_jobs()
+    if not statuses:
+        st.info("No jobs yet. Start one on the New job page.")
+        return
+    counts = {state: sum(s.state == state for s in statuses) for state in STATE_ICONS}
+    st.caption(" · ".join(f"{n} {state}" for state, n in counts.items() if n))
+    for status in statuses:
+        job_panel(status)
+
+
+st.title("Jobs")
+job_list()

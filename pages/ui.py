@@ -1,0 +1,67 @@
+"""Small helpers the pages share: the cached job client, the health notice, legends, time formatting."""
+
+import html
+from datetime import UTC, datetime
+from pathlib import Path
+
+import streamlit as st
+
+from core.config import Settings, get_settings
+from core.types import ClassInfo
+from worker.client import Health, JobClient
+
+
+@st.cache_resource(show_spinner=False)
+def _client(redis_url: str, cache_dir: str) -> JobClient:
+    return JobClient(Settings(redis_url=redis_url, cache_dir=Path(cache_dir)))
+
+
+def settings() -> Settings:
+    """The app's settings (environment variables `TERRASEG_*`, then `.env`)."""
+    return get_settings()
+
+
+def client() -> JobClient:
+    """One job client per Redis URL and cache folder, shared by every session of this app process."""
+    current = settings()
+    return _client(current.redis_url, str(current.cache_dir))
+
+
+def health() -> Health:
+    """Redis and workers as the sidebar and pages report them (cached for 2 s: every page asks)."""
+    return _health(settings().redis_url, str(settings().cache_dir))
+
+
+@st.cache_data(ttl=2, show_spinner=False)
+def _health(redis_url: str, cache_dir: str) -> Health:
+    return _client(redis_url, cache_dir).health()
+
+
+def health_notice(current: Health) -> None:
+    """Say plainly when jobs cannot run right now (Redis down, no worker); say nothing when all is well."""
+    if not current.redis_ok:
+        st.warning(
+            f"{current.message} Jobs can still be submitted and are kept on disk; they start when Redis "
+            "is back and a worker runs. Finished results stay available."
+        )
+    elif current.workers == 0:
+        st.warning(f"{current.message} Submitted jobs wait in the queue until one starts.")
+
+
+def legend_html(classes: tuple[ClassInfo, ...]) -> str:
+    """A legend (colour swatch and name per class) as HTML for st.html."""
+    rows = "".join(
+        f'<div style="display:flex;align-items:center;gap:6px;margin:2px 0">'
+        f'<span style="width:14px;height:14px;background:{html.escape(c.color)};border:1px solid #333;'
+        f'display:inline-block"></span>{c.value} &middot; {html.escape(c.name)}</div>'
+        for c in classes
+    )
+    return f'<div class="terraseg-legend"><strong>Legend</strong>{rows}</div>'
+
+
+def elapsed_s(started_at: str | None, ended_at: str | None) -> float | None:
+    """Seconds between two ISO times (to now while running); None before the start."""
+    if not started_at:
+        return None
+    end = datetime.fromisoformat(ended_at) if ended_at else datetime.now(UTC)
+    return max(0.0, (end - datetime.fromisoformat(started_at)).total_seconds())

@@ -1,0 +1,365 @@
+"""The web app's pages in Streamlit's AppTest, against a real redis-server and real `terraseg worker` processes.
+
+The map component (st_folium) renders only in a browser; AppTest gets its default return value, so tests that
+"draw" an AOI patch st_folium's return value with what the Draw plugin sends (a GeoJSON Feature).
+"""
+
+import io
+import json
+import time
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import rasterio
+import streamlit_folium
+from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
+from streamlit.runtime.pages_manager import PagesManager
+from streamlit.testing.v1 import AppTest
+
+from core.aoi import parse_aoi
+from core.config import Settings, get_settings
+from core.sources import SAMPLE_DIR
+from tests.services import RedisServer, WorkerProcess, large_spec, sample_spec, wait_for
+from worker.client import JobClient
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE_AOI_TEXT = (SAMPLE_DIR / "aoi.geojson").read_text()
+SAMPLE_BBOX = "14.5525,45.8665,14.5630,45.8745"  # inside the embedded sample's footprint
+
+
+@pytest.fixture
+def app_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    """Point the app (run in this process by AppTest) at the test's Redis and cache folder."""
+    monkeypatch.setenv("TERRASEG_REDIS_URL", settings.redis_url)
+    monkeypatch.setenv("TERRASEG_CACHE_DIR", str(settings.cache_dir))
+    monkeypatch.delenv("TERRASEG_MAX_AOI_KM2", raising=False)
+    get_settings.cache_clear()
+    # AppTest resets PagesManager.uses_pages_directory before every run, so a rerun on a page found in pages/
+    # runs that file alone, without app.py (its sidebar). A real server clears the flag for good on the first
+    # st.navigation call; do the same after each reset.
+    original_init = PagesManager.__init__
+
+    def init_as_after_navigation(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        original_init(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", init_as_after_navigation)
+    yield settings
+    get_settings.cache_clear()
+
+
+def open_page(
+    page: str, drawn: dict[str, Any] | None = None, monkeypatch: pytest.MonkeyPatch | None = None
+) -> AppTest:
+    """Run app.py (navigation and sidebar) and switch to `page`."""
+    if monkeypatch is not None:
+        monkeypatch.setattr(streamlit_folium, "st_folium", lambda *a, **k: {"last_active_drawing": drawn})
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.run()
+    if page != "pages/new_job.py":
+        at.switch_page(page)
+    return at.run()
+
+
+def texts(elements: Any) -> list[str]:
+    return [str(e.value) for e in elements]
+
+
+def submit_button(at: AppTest) -> Any:
+    return next(b for b in at.button if b.label == "Submit")
+
+
+def assert_no_crash(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+# -- New job ----------------------------------------------------------------------------------------------
+def test_a_drawn_rectangle_shows_its_area_an_estimate_and_submits_a_job(app_env, client, monkeypatch):
+    drawn = {"type": "Feature", "properties": {}, "geometry": json.loads(SAMPLE_AOI_TEXT)}
+    at = open_page("pages/new_job.py", drawn, monkeypatch)
+    assert_no_crash(at)
+    assert any("Area of interest: 0.9" in t and "km²" in t for t in texts(at.success))
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Scenes found"] == "5" and metrics["Dates"] == "5"  # a real search of the sample
+    assert metrics["Download"] == "0 MB" and metrics["Expected run time"].endswith("s")
+    assert not submit_button(at).disabled
+    submit_button(at).click()
+    at.run()
+    assert_no_crash(at)
+    [job] = client.list_jobs()
+    assert any(job.job_id in t for t in texts(at.success))
+    spec = client.spec(job.job_id)
+    assert (spec.task, spec.model_id, spec.sources) == ("cloud", "cloud-csmask", ("sample",))
+    assert (str(spec.start), str(spec.end)) == ("2015-07-01", "2015-09-30")
+    assert parse_aoi(spec.aoi).area_km2 == pytest.approx(parse_aoi(SAMPLE_AOI_TEXT).area_km2, rel=1e-9)
+
+
+def test_a_typed_bbox_and_an_uploaded_geojson_both_become_the_aoi(app_env, monkeypatch):
+    at = open_page("pages/new_job.py", None, monkeypatch)
+    assert submit_button(at).disabled  # nothing drawn yet
+    at.radio[0].set_value("Type a bbox").run()
+    at.text_input[0].set_value(SAMPLE_BBOX).run()
+    assert any("(bbox)" in t for t in texts(at.success)) and not submit_button(at).disabled
+    at.radio[0].set_value("Upload a file").run()
+    at.get("file_uploader")[0].set_value(("area.geojson", SAMPLE_AOI_TEXT.encode(), "application/geo+json"))
+    at.run()
+    assert_no_crash(at)
+    assert any("(area.geojson)" in t for t in texts(at.success)) and not submit_button(at).disabled
+
+
+def shapefile_zip(with_prj: bool) -> bytes:
+    """A real zipped Shapefile of the sample AOI, written by GDAL, with or without its .prj."""
+    import tempfile
+
+    import pyogrio
+    import shapely
+
+    geometry = shapely.from_geojson(SAMPLE_AOI_TEXT)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "aoi.shp"
+        pyogrio.raw.write(
+            path,
+            [shapely.to_wkb(geometry)],
+            {},
+            [],
+            [],
+            crs="EPSG:4326",
+            driver="ESRI Shapefile",
+            geometry_type="Polygon",
+        )
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as archive:
+            for part in sorted(Path(folder).iterdir()):
+                if with_prj or part.suffix != ".prj":
+                    archive.write(part, part.name)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("broken.geojson", b'{"type": "Polygon", "coordinates": [[[14.5, 45.8], ', "is not valid GeoJSON"),
+        ("big.geojson", b" " * (10 * 2**20 + 1), "the limit for an AOI file is 10 MB"),
+        ("no_prj.zip", None, "has no .prj file"),
+    ],
+)
+def test_a_bad_upload_gets_its_message_and_submit_stays_disabled(
+    app_env, monkeypatch, name, content, message
+):
+    at = open_page("pages/new_job.py", None, monkeypatch)
+    at.radio[0].set_value("Upload a file").run()
+    at.get("file_uploader")[0].set_value(
+        (name, content if content is not None else shapefile_zip(False), "x")
+    )
+    at.run()
+    assert_no_crash(at)
+    assert any(message in t for t in texts(at.error)), texts(at.error)
+    assert submit_button(at).disabled
+
+
+def test_a_zipped_shapefile_with_its_prj_is_accepted(app_env, monkeypatch):
+    at = open_page("pages/new_job.py", None, monkeypatch)
+    at.radio[0].set_value("Upload a file").run()
+    at.get("file_uploader")[0].set_value(("aoi.zip", shapefile_zip(True), "application/zip")).run()
+    assert_no_crash(at)
+    assert any("(aoi.zip)" in t for t in texts(at.success)), texts(at.error)
+
+
+@pytest.mark.parametrize(
+    ("bbox", "message"),
+    [
+        ("10,40,12,42", "the limit is 2,500 km²"),  # about 37,000 km2
+        ("14.55,45.86,14.56", "west,south,east,north"),
+    ],
+)
+def test_a_bad_bbox_gets_its_message(app_env, monkeypatch, bbox, message):
+    at = open_page("pages/new_job.py", None, monkeypatch)
+    at.radio[0].set_value("Type a bbox").run()
+    at.text_input[0].set_value(bbox).run()
+    assert_no_crash(at)
+    assert any(message in t for t in texts(at.error)), texts(at.error)
+    assert submit_button(at).disabled
+
+
+def test_reversed_dates_an_unknown_source_and_no_scenes_each_block_submit(app_env, monkeypatch):
+    at = open_page("pages/new_job.py", None, monkeypatch)
+    at.radio[0].set_value("Type a bbox").run()
+    at.text_input[0].set_value(SAMPLE_BBOX).run()
+    assert not submit_button(at).disabled
+    at.date_input[0].set_value("2015-09-30").run()
+    at.date_input[1].set_value("2015-07-01").run()
+    assert any("is before the start date" in t and "Swap them" in t for t in texts(at.error))
+    assert submit_button(at).disabled
+    at.date_input[0].set_value("2015-07-01").run()
+    at.date_input[1].set_value("2015-09-30").run()
+    assert not at.error and not submit_button(at).disabled
+    source_box = next(t for t in at.text_input if t.label.startswith("Sources"))
+    source_box.set_value("sample, ftp://nowhere").run()
+    assert any("Unknown source 'ftp://nowhere'" in t for t in texts(at.error))
+    assert submit_button(at).disabled
+    source_box.set_value("sample").run()
+    at.date_input[0].set_value("2019-01-01").run()
+    at.date_input[1].set_value("2019-02-01").run()
+    assert any("no" in t.lower() and "scene" in t.lower() for t in texts(at.error)), texts(at.error)
+    assert submit_button(at).disabled
+    assert_no_crash(at)
+
+
+def test_the_task_and_model_lists_come_from_the_registry(app_env, monkeypatch):
+    from models.registry import list_cards
+
+    at = open_page("pages/new_job.py", None, monkeypatch)
+    task_box = next(s for s in at.selectbox if s.label == "Task")
+    model_box = next(s for s in at.selectbox if s.label == "Model")
+    assert set(task_box.options) == {c.task for c in list_cards()}
+    assert set(model_box.options) == {c.id for c in list_cards() if c.task == task_box.value}
+    assert model_box.value == "cloud-csmask"
+    assert any("Classes: clear, cloud, cloud shadow" in t for t in texts(at.caption))
+
+
+# -- Jobs -------------------------------------------------------------------------------------------------
+def job_markdown(at: AppTest, job_id: str) -> str:
+    return next(t for t in texts(at.markdown) if job_id in t)
+
+
+def rerun_until(at: AppTest, condition: Callable[[AppTest], bool], timeout_s: float = 120) -> AppTest:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        at.run()
+        if condition(at):
+            return at
+        time.sleep(0.3)
+    pytest.fail("the page never showed the expected state: " + " | ".join(texts(at.markdown)))
+
+
+def test_the_jobs_page_follows_a_job_live_and_cancel_retry_delete_work(
+    app_env, client: JobClient, start_worker: Callable[..., WorkerProcess], large_source, monkeypatch
+):
+    at = open_page("pages/jobs.py", None, monkeypatch)
+    assert any("No jobs yet" in t for t in texts(at.info))
+    start_worker()
+    job_id = client.submit(large_spec(large_source))
+    wait_for(client, job_id, ("running",), min_fraction=0.15)
+    at = rerun_until(at, lambda a: "· running ·" in job_markdown(a, job_id) and a.get("progress"))
+    progress = at.get("progress")[0]
+    assert 15 <= progress.value <= 100 and "Predicting" in progress.proto.text  # percent
+    assert any("ETA" in t and "elapsed" in t for t in texts(at.caption))
+    next(b for b in at.button if b.key == f"cancel-{job_id}").click()
+    at.run()
+    wait_for(client, job_id, ("cancelled",), timeout_s=10)
+    at = rerun_until(at, lambda a: "· cancelled ·" in job_markdown(a, job_id))
+    assert not [b for b in at.button if b.key == f"cancel-{job_id}"]
+    next(b for b in at.button if b.key == f"retry-{job_id}").click()
+    at.run()
+    at = rerun_until(at, lambda a: "· finished ·" in job_markdown(a, job_id), timeout_s=240)
+    assert client.status(job_id).attempts == 2
+    [link] = [link.proto for link in at.get("page_link")]
+    assert (link.label, link.page, link.query_string) == ("Open results", "results", f"job={job_id}")
+    next(b for b in at.button if b.key == f"delete-{job_id}").click()
+    at.run()
+    assert not client.list_jobs()
+    at = rerun_until(at, lambda a: any("No jobs yet" in t for t in texts(a.info)))
+
+
+def test_a_failed_job_shows_its_reason_first_and_the_log_on_demand(
+    app_env, client: JobClient, start_worker: Callable[..., WorkerProcess], monkeypatch
+):
+    start_worker()
+    job_id = client.submit(sample_spec(start="2019-01-01", end="2019-02-01"))
+    wait_for(client, job_id, ("failed",))
+    at = open_page("pages/jobs.py", None, monkeypatch)
+    [error] = texts(at.error)
+    assert error == client.status(job_id).error and "scene" in error
+    log_toggle = next(t for t in at.toggle if t.key == f"log-{job_id}")
+    assert not at.code
+    log_toggle.set_value(True).run()
+    assert "failed:" in at.code[0].value
+
+
+# -- Results ----------------------------------------------------------------------------------------------
+@pytest.fixture
+def downloads(monkeypatch: pytest.MonkeyPatch) -> dict[str, bytes]:
+    """What each download button would send, by file name (recorded from Streamlit's media storage)."""
+    recorded: dict[str, bytes] = {}
+    original = MemoryMediaFileStorage.load_and_get_id
+
+    def record(self, path_or_data, mimetype, kind, filename=None):  # noqa: ANN001, ANN202
+        if filename:
+            recorded[filename] = path_or_data
+        return original(self, path_or_data, mimetype, kind, filename)
+
+    monkeypatch.setattr(MemoryMediaFileStorage, "load_and_get_id", record)
+    return recorded
+
+
+def test_the_results_page_shows_map_legend_areas_and_downloads_the_real_files(
+    app_env, client: JobClient, start_worker: Callable[..., WorkerProcess], downloads, monkeypatch
+):
+    start_worker()
+    job_id = client.submit(sample_spec())
+    wait_for(client, job_id, ("finished",))
+    at = open_page("pages/results.py", None, monkeypatch)
+    assert_no_crash(at)
+    outputs = {Path(p).name: Path(p) for p in client.status(job_id).outputs}
+    stats = json.loads(outputs["stats.json"].read_text())
+    legend = next(h.proto.body for h in at.get("html"))
+    for entry in stats["classes"]:
+        assert entry["name"] in legend and entry["color"] in legend
+    areas = at.dataframe[0].value
+    assert list(areas["class"]) == [c["name"] for c in stats["classes"]]
+    assert list(areas["area (ha)"]) == [c["area_ha"] for c in stats["classes"]]
+    dates = at.dataframe[1].value
+    assert list(dates["date"]) == [d["date"] for d in stats["dates"]]  # per-date cloud fractions
+    assert len(at.get("image")) == 2  # image and classes side by side
+    assert at.slider[0].label == "Class overlay opacity"
+    labels = {b.proto.label for b in at.get("download_button")}
+    assert {
+        "Classes (COG)",
+        "Confidence (COG)",
+        "Preview (PNG)",
+        "Areas (CSV)",
+        "Run record (JSON)",
+    } <= labels
+    for name in (
+        "classes.tif",
+        "confidence.tif",
+        "scene.tif",
+        "preview.png",
+        "stats.csv",
+        "stats.json",
+        "run.json",
+    ):
+        assert downloads[name] == outputs[name].read_bytes(), name
+    with rasterio.open(io.BytesIO(downloads["classes.tif"])) as cog:
+        assert cog.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+    csv_lines = downloads["stats.csv"].decode().splitlines()
+    assert csv_lines[0] == "value,class,pixels,area_ha,percent" and len(csv_lines) == 1 + len(
+        stats["classes"]
+    )
+
+
+def test_results_without_finished_jobs_say_so(app_env, monkeypatch):
+    at = open_page("pages/results.py", None, monkeypatch)
+    assert_no_crash(at)
+    assert any("No finished job yet" in t for t in texts(at.info))
+
+
+# -- Health -----------------------------------------------------------------------------------------------
+def test_every_page_says_plainly_when_redis_is_down(app_env, redis_server: RedisServer, client, monkeypatch):
+    client.submit(sample_spec())  # queued while Redis is up, no worker
+    at = open_page("pages/new_job.py", None, monkeypatch)
+    assert any("No worker is running" in t for t in texts(at.warning)), texts(at.warning) + texts(
+        at.sidebar.markdown
+    )
+    redis_server.kill()
+    time.sleep(2.5)  # the app caches health for 2 s
+    for page in ("pages/new_job.py", "pages/jobs.py", "pages/results.py"):
+        at = open_page(page, None, monkeypatch)
+        assert_no_crash(at)
+        assert any("is unreachable" in t for t in texts(at.warning)), page
+        assert any("unreachable" in t for t in texts(at.sidebar.markdown)), page
+    jobs = open_page("pages/jobs.py", None, monkeypatch)
+    assert any("· queued ·" in t for t in texts(jobs.markdown))  # the job list still comes from disk
