@@ -8,7 +8,9 @@ STAMP := $(VENV)/.installed
 SUDO := $(shell [ "$$(id -u)" = 0 ] || command -v sudo)
 DEMO_OUT ?= out/demo
 
-.PHONY: demo test install system-deps lint bench clean
+BROWSER_ASSETS := tests/browser/node_modules/.package-lock.json
+
+.PHONY: demo app worker test install system-deps lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,16 +25,28 @@ install: $(STAMP)
 demo: install
 	$(BIN)/terraseg run --task cloud --aoi core/sample/aoi.geojson --start 2015-07-01 --end 2015-09-30 \
 		--source sample --out $(DEMO_OUT)
-	@echo "Outputs of the demo are in $(abspath $(DEMO_OUT))/ (classes.tif, confidence.tif, preview.png, stats.json, run.json)"
+	@echo "Outputs of the demo are in $(abspath $(DEMO_OUT))/ (classes.tif, confidence.tif, scene.tif, preview.png, stats.json, stats.csv, run.json)"
 
-# Tests start their own redis-server and drive Debian's Chromium; install them when missing.
+# The web app (needs Redis and at least one `make worker`): http://localhost:8501
+app: install
+	$(BIN)/streamlit run app.py
+
+worker: install
+	$(BIN)/terraseg worker
+
+# Tests start their own redis-server and drive Debian's Chromium; install them (and npm) when missing.
 system-deps:
-	@if ! command -v redis-server >/dev/null || [ ! -x /usr/bin/chromium ]; then \
+	@if ! command -v redis-server >/dev/null || [ ! -x /usr/bin/chromium ] || ! command -v npm >/dev/null; then \
 		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server chromium >/dev/null; \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq redis-server chromium \
+			$$(command -v npm >/dev/null || echo nodejs npm) >/dev/null; \
 	fi
 
-test: install system-deps
+# Leaflet and Leaflet.draw for the offline browser test (served in place of the CDN files folium links to).
+$(BROWSER_ASSETS): tests/browser/package-lock.json | system-deps
+	cd tests/browser && npm ci --no-audit --no-fund --silent
+
+test: install system-deps $(BROWSER_ASSETS)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest -q

@@ -4,6 +4,7 @@ import base64
 import json
 from pathlib import Path
 
+import altair as alt
 import folium
 import leafmap.foliumap as leafmap
 import pandas as pd
@@ -110,7 +111,16 @@ st.subheader("Area per class")
 areas = pd.DataFrame(stats["classes"])[["value", "name", "area_ha", "percent", "pixels"]]
 areas.columns = ["value", "class", "area (ha)", "share (%)", "pixels"]
 st.dataframe(areas, hide_index=True)
-st.bar_chart(areas, x="class", y="area (ha)")
+st.altair_chart(
+    alt.Chart(areas.assign(colour=[c["color"] for c in stats["classes"]]))
+    .mark_bar()
+    .encode(
+        x=alt.X("class:N", sort=None, title=None),
+        y=alt.Y("area (ha):Q"),
+        color=alt.Color("colour:N", scale=None, legend=None),  # the model's class colours
+        tooltip=["class", "area (ha)", "share (%)"],
+    )
+)
 
 if stats["task"] == "cloud" and stats.get("dates"):
     st.subheader("Cloud fractions per date")

@@ -1,0 +1,100 @@
+"""End to end in a real browser: Debian's Chromium driven by Playwright against `streamlit run app.py`, a real
+worker and a real redis-server. Upload the embedded sample's AOI, submit, follow the job to done, open the
+results, check overlay and legend, download the class COG. The results page's screenshot is saved to
+tests/artifacts/ (git-ignored)."""
+
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import rasterio
+
+from core.config import Settings
+from core.sources import SAMPLE_DIR
+from tests.pages.browser import CHROMIUM, CHROMIUM_ARGS, NODE_MODULES, StreamlitServer, route_offline
+from tests.services import WorkerProcess, free_port, job_env
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+@pytest.fixture
+def app_server(settings: Settings, tmp_path: Path) -> Iterator[StreamlitServer]:
+    server = StreamlitServer(free_port(), job_env(settings), tmp_path / "streamlit.log")
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def browser_page() -> Iterator[object]:
+    if not CHROMIUM.exists():
+        pytest.fail("Debian's chromium is not installed; `make test` installs it (apt package chromium)")
+    if not (NODE_MODULES / "leaflet").exists():
+        pytest.fail(
+            "tests/browser/node_modules is missing; `make test` installs it (npm ci in tests/browser)"
+        )
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        context = browser.new_context(viewport={"width": 1400, "height": 1400}, accept_downloads=True)
+        context.route("**/*", route_offline)
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+        yield page
+        context.close()
+        browser.close()
+
+
+def test_upload_submit_follow_and_open_the_results_in_a_real_browser(
+    app_server: StreamlitServer,
+    start_worker: Callable[..., WorkerProcess],
+    browser_page,  # noqa: ANN001 - playwright Page
+    tmp_path: Path,
+):
+    page = browser_page
+    start_worker()
+    page.goto(app_server.url)
+    expect = playwright_api.expect
+
+    # New job: upload the sample's AOI; the map shows it and the pre-flight search finds the 5 sample dates.
+    page.get_by_text("Upload a file").click()
+    page.locator('input[type="file"]').set_input_files(str(SAMPLE_DIR / "aoi.geojson"))
+    expect(page.get_by_text("Area of interest: 0.931 km² (aoi.geojson)")).to_be_visible()
+    map_frame = page.frame_locator('iframe[title="streamlit_folium.st_folium"]').first
+    expect(map_frame.locator(".leaflet-container")).to_be_visible()
+    expect(map_frame.locator("path.leaflet-interactive").first).to_be_visible()  # the AOI outline
+    expect(map_frame.locator(".leaflet-draw-draw-rectangle")).to_be_visible()  # Draw tools loaded
+    expect(page.get_by_text("Scenes found")).to_be_visible()
+    submit = page.get_by_role("button", name="Submit")
+    expect(submit).to_be_enabled()
+    submit.click()
+    expect(page.get_by_text(re.compile(r"Job \d{8}-\d{6}-[0-9a-f]{6} submitted"))).to_be_visible()
+
+    # Jobs: the fragment refreshes on its own until the job is finished.
+    page.get_by_role("link", name="Follow it on the Jobs page").click()
+    expect(page.get_by_text(re.compile(r"· finished ·"))).to_be_visible(timeout=120_000)
+    page.get_by_role("link", name="Open results").click()
+
+    # Results: the map with both local overlays, the legend, the areas, and a real COG to download.
+    expect(page.get_by_text("Area per class")).to_be_visible()
+    result_frame = page.frame_locator('iframe[title="streamlit_folium.st_folium"]').first
+    expect(result_frame.locator("img.leaflet-image-layer")).to_have_count(2)
+    legend = page.locator(".terraseg-legend")
+    for name in ("clear", "cloud", "cloud shadow"):
+        expect(legend.get_by_text(name, exact=False).first).to_be_visible()
+    with page.expect_download() as download_info:
+        page.get_by_role("button", name="Classes (COG)").click()
+    downloaded = tmp_path / "classes.tif"
+    download_info.value.save_as(downloaded)
+    with rasterio.open(downloaded) as cog:
+        assert cog.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+        assert cog.count == 1 and cog.dtypes[0] == "uint8" and cog.colormap(1)[1][:3] == (217, 217, 217)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.get_by_role("heading", name="Results").scroll_into_view_if_needed()
+    page.wait_for_timeout(500)  # let Leaflet finish drawing after the scroll
+    page.screenshot(path=str(ARTIFACTS / "results_page.png"))
