@@ -10,7 +10,7 @@ import streamlit as st
 from folium.plugins import Draw
 from streamlit_folium import st_folium
 
-from core.aoi import AOI, MAX_UPLOAD_BYTES, parse_aoi, parse_aoi_upload
+from core.aoi import AOI, MAX_UPLOAD_BYTES, parse_aoi, parse_aoi_upload, read_aoi, validate_aoi
 from core.errors import AppError
 from core.jobs import make_spec
 from core.preflight import Estimate, estimate_job, find_scenes, format_duration
@@ -91,7 +91,7 @@ else:
     drawn_json = st.session_state.get("drawn_aoi")
     if drawn_json:
         try:
-            aoi = parse_aoi(drawn_json, **limits)
+            aoi = validate_aoi(read_aoi(json.loads(drawn_json))[0], "drawn on the map", **limits)
         except AppError as err:
             aoi_error = str(err)
 

@@ -61,11 +61,25 @@ def test_upload_submit_follow_and_open_the_results_in_a_real_browser(
     page.goto(app_server.url)
     expect = playwright_api.expect
 
-    # New job: upload the sample's AOI; the map shows it and the pre-flight search finds the 5 sample dates.
+    # New job: a rectangle drawn with Leaflet.draw becomes the AOI...
+    map_iframe = page.locator('iframe[title="streamlit_folium.st_folium"]').first
+    map_frame = page.frame_locator('iframe[title="streamlit_folium.st_folium"]').first
+    map_frame.locator(".leaflet-draw-draw-rectangle").click()
+    box = map_iframe.bounding_box()
+    assert box is not None
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x - 60, y - 40)
+    page.mouse.down()
+    page.mouse.move(x + 60, y + 40, steps=10)
+    page.mouse.up()
+    expect(
+        page.get_by_text(re.compile(r"Area of interest: [0-9.]+ km² \(drawn on the map\)"))
+    ).to_be_visible()
+
+    # ... and so does an upload of the sample's AOI; the pre-flight search finds the 5 sample dates.
     page.get_by_text("Upload a file").click()
     page.locator('input[type="file"]').set_input_files(str(SAMPLE_DIR / "aoi.geojson"))
     expect(page.get_by_text("Area of interest: 0.931 km² (aoi.geojson)")).to_be_visible()
-    map_frame = page.frame_locator('iframe[title="streamlit_folium.st_folium"]').first
     expect(map_frame.locator(".leaflet-container")).to_be_visible()
     expect(map_frame.locator("path.leaflet-interactive").first).to_be_visible()  # the AOI outline
     expect(map_frame.locator(".leaflet-draw-draw-rectangle")).to_be_visible()  # Draw tools loaded

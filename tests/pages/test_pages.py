@@ -81,7 +81,7 @@ def test_a_drawn_rectangle_shows_its_area_an_estimate_and_submits_a_job(app_env,
     drawn = {"type": "Feature", "properties": {}, "geometry": json.loads(SAMPLE_AOI_TEXT)}
     at = open_page("pages/new_job.py", drawn, monkeypatch)
     assert_no_crash(at)
-    assert any("Area of interest: 0.9" in t and "km²" in t for t in texts(at.success))
+    assert any("Area of interest: 0.9" in t and "km² (drawn on the map)" in t for t in texts(at.success))
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Scenes found"] == "5" and metrics["Dates"] == "5"  # a real search of the sample
     assert metrics["Download"] == "0 MB" and metrics["Expected run time"].endswith("s")
