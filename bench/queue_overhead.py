@@ -64,7 +64,7 @@ def trivial_jobs(connection: redis.Redis, n_jobs: int) -> dict[str, float]:
 def sample_job_times(settings, repeats: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
     """The demo job through the queue (submit -> finished on disk) vs in-process, best of `repeats` each."""
     from core.config import Settings
-    from tests.worker.conftest import sample_spec
+    from tests.services import sample_spec
     from worker.client import JobClient
     from worker.tasks import run_job
 
