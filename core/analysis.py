@@ -4,6 +4,7 @@ A cloud job runs the model on every date in the range (users want per-date cloud
 class map is the chosen date: the one with the most clear area inside the AOI, or the date the user named.
 """
 
+import dataclasses
 import json
 import logging
 import os
@@ -14,9 +15,12 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
+import rasterio
+from rasterio.windows import Window
 from shapely.geometry.base import BaseGeometry
 
 from core.errors import DateRangeError, NoScenesFound
+from core.export import open_intermediate
 from core.grid import Grid
 from core.inference import InferenceResult, Predict, predict_grid
 from core.progress import ProgressFn, span
@@ -163,6 +167,46 @@ def load_done(date_dir: Path) -> InferenceResult | None:
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def mask_clouds(
+    result: DateResult,
+    cloud: DateResult,
+    card: ModelCard,
+    grid: Grid,
+    out_dir: Path,
+    clear_class: int = 0,
+    strip_rows: int = 512,
+) -> DateResult:
+    """`result`'s rasters with every pixel the cloud model did not call clear set to no data, and new counts.
+
+    Both results must be on `grid` (they are: one job, one grid). Confidence becomes 0 (no data) there too.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    counts = np.zeros(card.n_classes, np.int64)
+    nodata = card.nodata_value
+    classes_path, confidence_path = out_dir / "classes.tif", out_dir / "confidence.tif"
+    with (
+        rasterio.open(result.classes_path) as classes_in,
+        rasterio.open(result.confidence_path) as confidence_in,
+        rasterio.open(cloud.classes_path) as cloud_in,
+        open_intermediate(classes_path, grid, nodata) as classes_out,
+        open_intermediate(confidence_path, grid, 0) as confidence_out,
+    ):
+        for row in range(0, grid.height, strip_rows):
+            window = Window(0, row, grid.width, min(strip_rows, grid.height - row))
+            classes = classes_in.read(1, window=window)
+            confidence = confidence_in.read(1, window=window)
+            not_clear = cloud_in.read(1, window=window) != clear_class
+            classes[not_clear] = nodata
+            confidence[not_clear] = 0
+            classes_out.write(classes, 1, window=window)
+            confidence_out.write(confidence, 1, window=window)
+            counts += np.bincount(classes[classes != nodata].ravel(), minlength=256)[: card.n_classes]
+    masked_px = int(result.inference.class_counts.sum() - counts.sum())
+    log.info("Masked %d cloud or shadow pixels of %s", masked_px, result.date)
+    inference = dataclasses.replace(result.inference, class_counts=counts)
+    return DateResult(result.date, result.scenes, classes_path, confidence_path, inference)
 
 
 def select_date(results: list[DateResult], requested: date | None, clear_class: int = 0) -> DateResult:

@@ -57,7 +57,16 @@ def normalise(reflectance: np.ndarray, normalisation: dict[str, object]) -> np.n
         mean = np.asarray(normalisation["mean"], np.float32)[:, None, None]
         std = np.asarray(normalisation["std"], np.float32)[:, None, None]
         return ((reflectance - mean) / std).astype(np.float32, copy=False)
-    raise ValueError(f"unknown normalisation kind {kind!r}; expected 'none' or 'standard'")
+    if kind == "log-sigmoid":
+        # Dynamic World's transform of DN (= reflectance x dn_scale), per band i:
+        # x = sigmoid(slope * (ln(1 + log_factor * DN) - low[i]) / spread[i] - shift).
+        dn = reflectance.astype(np.float64) * float(normalisation["dn_scale"])  # type: ignore[arg-type]
+        low = np.asarray(normalisation["low"], np.float64)[:, None, None]
+        spread = np.asarray(normalisation["spread"], np.float64)[:, None, None]
+        scaled = (np.log1p(float(normalisation["log_factor"]) * dn) - low) / spread  # type: ignore[arg-type]
+        logit = float(normalisation["slope"]) * scaled - float(normalisation["shift"])  # type: ignore[arg-type]
+        return (1.0 / (1.0 + np.exp(-logit))).astype(np.float32)
+    raise ValueError(f"unknown normalisation kind {kind!r}; expected 'none', 'standard' or 'log-sigmoid'")
 
 
 def model_scale_factor(card: ModelCard, grid: Grid) -> int:

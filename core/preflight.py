@@ -52,20 +52,27 @@ def find_scenes(
     return analysis.filter_cloud_cover(analysis.single_level(scenes), max_cloud_pct)
 
 
-def estimate_job(aoi: AOI, scenes: list[Scene], card: ModelCard) -> Estimate:
+def estimate_job(
+    aoi: AOI, scenes: list[Scene], card: ModelCard, cloud_card: ModelCard | None = None
+) -> Estimate:
     """Estimate a job over `aoi` with the `scenes` a search found, for the model `card`.
 
-    Local scenes (the sample, a folder) need no download; remote sources will report their asset sizes
-    through `Scene.extra["download_bytes"]` when they exist.
+    With `cloud_card` (tasks other than cloud), the cloud model runs on every date and `card` on one date, as
+    the worker does. Local scenes (the sample, a folder) need no download; remote sources will report their
+    asset sizes through `Scene.extra["download_bytes"]`.
     """
     grid = grid_for_aoi(aoi.geometry)
     pixels = grid.width * grid.height
     dates = len({s.date_iso for s in scenes})
     download_bytes = sum(int(s.extra.get("download_bytes", 0)) for s in scenes)
-    read_bytes = pixels * len(card.bands) * _BYTES_PER_SAMPLE * dates
-    run_s = None
-    if card.cpu_s_per_mpx is not None:
-        run_s = _FIXED_S + dates * pixels / 1e6 * (card.cpu_s_per_mpx + _PIPELINE_S_PER_MPX)
+    every_date, one_date = (card, None) if cloud_card is None else (cloud_card, card)
+    read_bands = dates * len(every_date.bands) + (len(one_date.bands) if one_date else 0)
+    read_bytes = pixels * read_bands * _BYTES_PER_SAMPLE
+    run_s: float | None = None
+    if every_date.cpu_s_per_mpx is not None and (one_date is None or one_date.cpu_s_per_mpx is not None):
+        run_s = _FIXED_S + dates * pixels / 1e6 * (every_date.cpu_s_per_mpx + _PIPELINE_S_PER_MPX)
+        if one_date is not None and one_date.cpu_s_per_mpx is not None:
+            run_s += pixels / 1e6 * (one_date.cpu_s_per_mpx + _PIPELINE_S_PER_MPX)
     return Estimate(len(scenes), dates, pixels, download_bytes / 1e6, read_bytes / 1e6, run_s)
 
 

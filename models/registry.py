@@ -8,11 +8,19 @@ import numpy as np
 
 from core.errors import ModelError
 from core.types import ClassInfo, ModelCard
+from models import dynamic_world
 
 CLOUD_CLASSES = (
     ClassInfo(0, "clear", "#3a7d44"),
     ClassInfo(1, "cloud", "#d9d9d9"),
     ClassInfo(2, "cloud shadow", "#4b3f8f"),
+)
+
+LANDCOVER_CLASSES = tuple(
+    ClassInfo(value, name.replace("_", " "), color)
+    for value, (name, color) in enumerate(
+        zip(dynamic_world.CLASS_NAMES, dynamic_world.CLASS_COLORS, strict=True)
+    )
 )
 
 CARDS: dict[str, ModelCard] = {
@@ -59,9 +67,34 @@ CARDS: dict[str, ModelCard] = {
             weights=("pixel_s2_cloud_detector_lightGBM_v0.1.txt",),
             cpu_s_per_mpx=7.7,  # 4 x 256^2 tiles, LightGBM, 2 vCPU (2026-11-26)
         ),
+        ModelCard(
+            id="landcover-dynamic-world",
+            version="1.0.0",
+            task="landcover",
+            description="Land cover in 9 classes (water, trees, grass, flooded vegetation, crops, shrub and "
+            "scrub, built, bare, snow and ice), Google's globally trained Dynamic World model, ported to "
+            "PyTorch; run on the clearest date, clouds and shadows masked by the cloud model.",
+            architecture="dynamic-world: 3x3 stem, antialiased 2x downsample, 3 residual pointwise/depthwise "
+            "blocks (mish), bilinear upsample, l2-normalised 1x1 head",
+            sensor="S2",
+            bands=dynamic_world.BANDS,
+            processing_levels=("L1C",),
+            resolution_m=10.0,
+            tile_px=256,
+            normalisation=dynamic_world.NORMALISATION,
+            classes=LANDCOVER_CLASSES,
+            status="pretrained",
+            licence="Apache-2.0, with the attribution in models/weights/dynamic_world/NOTICE",
+            provenance="google/dynamicworld@0dd288fae5fb5291d988e5ea3c12eb91df481ec5 model/forward (TensorFlow "
+            "SavedModel), converted by models/conversion/dynamic_world.py; PyTorch vs TensorFlow on the 3 clear "
+            "real Slovenia dates: mean |p diff| 4.8e-8, max 1.2e-6, argmax agreement 100 %. Brown et al. 2022, "
+            "Scientific Data 9:251.",
+            weights=(dynamic_world.WEIGHTS_FILE.name,),
+            cpu_s_per_mpx=5.6,  # 4 x 256^2 tiles, torch fp32 channels_last, 2 vCPU (2026-11-26)
+        ),
     )
 }
-DEFAULT_MODEL_BY_TASK = {"cloud": "cloud-csmask"}
+DEFAULT_MODEL_BY_TASK = {"cloud": "cloud-csmask", "landcover": "landcover-dynamic-world"}
 # s2cloudless says "cloud" above this probability; argmax over [1-p, p] would use 0.5.
 S2CLOUDLESS_THRESHOLD = 0.4
 
@@ -138,6 +171,18 @@ def load(
             return np.concatenate([1.0 - shifted, shifted], axis=1).astype(np.float32)
 
         return LoadedModel(card, predict, WEIGHTS_FILE.name, s2c.sha256)
+    if model_id == "landcover-dynamic-world":
+        from models.torch_predictor import TorchPredictor
+
+        _require_bands(model_id, card.bands, available_bands)
+        net, sha256 = dynamic_world.load_network()
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+        return LoadedModel(
+            card, TorchPredictor(net, device=device).predict, dynamic_world.WEIGHTS_FILE.name, sha256
+        )
     raise ModelError(f"Model {model_id} has a card but no loader.")
 
 

@@ -2,8 +2,12 @@
 
 import hashlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from core.errors import ModelError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def sha256_of(path: Path) -> str:
@@ -30,3 +34,29 @@ def verify_weights(path: Path, expected_sha256: str, model_id: str) -> str:
             "version is installed."
         )
     return actual
+
+
+def check_state_dict(module: "torch.nn.Module", state: dict[str, "torch.Tensor"], file_name: str) -> None:
+    """Raise ModelError naming the missing, unexpected and mis-shaped keys when `state` does not fit `module`."""
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state.items()}
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    mis_shaped = [
+        f"{k} {found[k]} != {expected[k]}"
+        for k in sorted(set(expected) & set(found))
+        if found[k] != expected[k]
+    ]
+    problems = []
+    if missing:
+        problems.append(
+            f"missing {len(missing)} keys ({', '.join(missing[:3])}{'...' if len(missing) > 3 else ''})"
+        )
+    if unexpected:
+        problems.append(
+            f"{len(unexpected)} unexpected keys ({', '.join(unexpected[:3])}{'...' if len(unexpected) > 3 else ''})"
+        )
+    if mis_shaped:
+        problems.append(f"{len(mis_shaped)} shapes differ ({'; '.join(mis_shaped[:3])})")
+    if problems:
+        raise ModelError(f"{file_name} does not fit the model's architecture: {'; '.join(problems)}.")

@@ -38,7 +38,10 @@ def preflight(
         scenes = find_scenes(sources, aoi.geometry, start, end, max_cloud_pct)
     except AppError as err:
         return str(err)
-    return estimate_job(aoi, scenes, get_card(model_id))
+    card = get_card(model_id)
+    # Other tasks run the cloud model on every date to choose one (see worker/tasks.py).
+    cloud_card = None if card.task == "cloud" else get_card(default_model("cloud"))
+    return estimate_job(aoi, scenes, card, cloud_card)
 
 
 def aoi_map(aoi: AOI | None) -> dict[str, Any] | None:

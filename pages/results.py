@@ -122,7 +122,12 @@ st.altair_chart(
     )
 )
 
-if stats["task"] == "cloud" and stats.get("dates"):
+if stats.get("cloud_model_id"):
+    st.caption(
+        f"Date chosen and clouds masked by {stats['cloud_model_id']}: "
+        f"{stats.get('cloud_masked_pixels', 0):,} cloud or shadow pixels are no data in the map."
+    )
+if stats.get("dates"):
     st.subheader("Cloud fractions per date")
     rows = [
         {"date": d["date"], "valid (%)": round(100 * d["valid_fraction"], 1)}

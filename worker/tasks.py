@@ -22,7 +22,7 @@ from core.jobs import JobSpec
 from core.jobstore import file_lock
 from core.preflight import find_scenes
 from core.progress import ProgressFn, span
-from core.types import Scene
+from core.types import ModelCard, Scene
 from models import registry
 
 log = logging.getLogger(__name__)
@@ -36,6 +36,18 @@ class JobResult:
     outputs: list[Path]
     selected_date: str
     stats: dict[str, object]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What planning, search and model loading decided: the area, its grid, the models, the dates."""
+
+    aoi: AOI
+    grid: Grid
+    aoi_grid: BaseGeometry  # the AOI in the grid's CRS
+    model: registry.LoadedModel
+    cloud_model: registry.LoadedModel | None  # for tasks other than cloud: date choice and masking
+    groups: dict[date, list[Scene]]
 
 
 class StageTimer:
@@ -78,31 +90,23 @@ def run_job(
         scenes = find_scenes(spec.sources, aoi.geometry, spec.start, spec.end, spec.max_cloud_pct)
     span(progress, 0.05, 0.1, "Searching")(1.0, f"{len(scenes)} scenes")
     with timer.stage("load_model"):
-        model = registry.load(
-            spec.model_id,
-            processing_level=scenes[0].processing_level,
-            available_bands=set.intersection(*(set(s.bands) for s in scenes)),
-            device=settings.device,
-            threads=settings.torch_threads,
-        )
+        load_options = {
+            "processing_level": scenes[0].processing_level,
+            "available_bands": set.intersection(*(set(s.bands) for s in scenes)),
+            "device": settings.device,
+            "threads": settings.torch_threads,
+        }
+        model = registry.load(spec.model_id, **load_options)  # type: ignore[arg-type]
+        # Other tasks use the cloud model to choose the clearest date and to mask its clouds and shadows.
+        cloud_model = None
+        if spec.task != "cloud":
+            cloud_model = registry.load(registry.default_model("cloud"), **load_options)  # type: ignore[arg-type]
         groups = analysis.group_by_date(analysis.usable_scenes(scenes, model.card))
+    plan = Plan(aoi, grid, aoi_grid, model, cloud_model, groups)
     work_dir = work_dir or settings.cache_dir / "work" / spec.spec_hash(model.card.version)
     work_dir.mkdir(parents=True, exist_ok=True)
     with hold_work_dir(work_dir, progress, should_stop):
-        return _predict_and_export(
-            spec,
-            out_dir,
-            settings,
-            progress,
-            should_stop,
-            work_dir,
-            timer,
-            aoi,
-            grid,
-            aoi_grid,
-            model,
-            groups,
-        )
+        return _predict_and_export(spec, out_dir, settings, progress, should_stop, work_dir, timer, plan)
 
 
 @contextmanager
@@ -130,29 +134,14 @@ def _predict_and_export(
     should_stop: Callable[[], bool] | None,
     work_dir: Path,
     timer: StageTimer,
-    aoi: AOI,
-    grid: Grid,
-    aoi_grid: BaseGeometry,
-    model: registry.LoadedModel,
-    groups: dict[date, list[Scene]],
+    plan: Plan,
 ) -> JobResult:
     """The stages after planning, while holding the work folder."""
+    model, grid, aoi = plan.model, plan.grid, plan.aoi
     staging = export.make_staging_dir(out_dir)
     try:
         with timer.stage("predict"):
-            results = analysis.predict_dates(
-                groups,
-                model.predict,
-                model.card,
-                grid,
-                aoi_grid,
-                work_dir,
-                batch_size=settings.batch_size,
-                overlap_px=settings.tile_overlap_px,
-                progress=span(progress, 0.1, 0.9, "Predicting"),
-                should_stop=should_stop,
-            )
-            selected = analysis.select_date(results, spec.selected_date)
+            results, selected, date_card = _predict(spec, settings, progress, should_stop, work_dir, plan)
         span(progress, 0.9, 1.0, "Exporting")(0.0, "writing COGs")
         with timer.stage("export"):
             title = f"{model.card.id} {selected.date}"
@@ -183,8 +172,14 @@ def _predict_and_export(
                 "classes": analysis.class_stats(
                     selected.inference.class_counts, model.card, grid.pixel_area_m2
                 ),
-                "dates": analysis.date_fractions(results, model.card),
+                "dates": analysis.date_fractions(results, date_card),
             }
+            if plan.cloud_model is not None:
+                stats["cloud_model_id"] = plan.cloud_model.card.id
+                stats["cloud_masked_pixels"] = int(
+                    sum(r.inference.class_counts.sum() for r in results if r.date == selected.date)
+                    - selected.inference.class_counts.sum()
+                )
             export.write_json(staging / "stats.json", stats)
             (staging / "stats.csv").write_text(export.stats_csv(stats))
         export.write_json(
@@ -199,6 +194,7 @@ def _predict_and_export(
                 model,
                 settings,
                 timer.seconds,
+                plan.cloud_model,
             ),
         )
         outputs = export.publish(staging, out_dir)
@@ -211,6 +207,54 @@ def _predict_and_export(
     return JobResult(out_dir, outputs, selected.date.isoformat(), stats)
 
 
+def _predict(
+    spec: JobSpec,
+    settings: Settings,
+    progress: ProgressFn | None,
+    should_stop: Callable[[], bool] | None,
+    work_dir: Path,
+    plan: Plan,
+) -> tuple[list[analysis.DateResult], analysis.DateResult, ModelCard]:
+    """Run the models; returns every date's result (of the model that judged the dates), the published one,
+    and the card of the model whose classes the per-date fractions count.
+
+    The cloud task runs its model on every date and publishes the clearest. Other tasks run the cloud model on
+    every date, their own model on the clearest date only, and mask what the cloud model did not call clear.
+    """
+    options = {
+        "batch_size": settings.batch_size,
+        "overlap_px": settings.tile_overlap_px,
+        "should_stop": should_stop,
+    }
+    cloud = plan.cloud_model or plan.model
+    results = analysis.predict_dates(
+        plan.groups,
+        cloud.predict,
+        cloud.card,
+        plan.grid,
+        plan.aoi_grid,
+        work_dir if plan.cloud_model is None else work_dir / "cloud",
+        progress=span(progress, 0.1, 0.9 if plan.cloud_model is None else 0.5, "Predicting"),
+        **options,  # type: ignore[arg-type]
+    )
+    clearest = analysis.select_date(results, spec.selected_date)
+    if plan.cloud_model is None:
+        return results, clearest, plan.model.card
+    [unmasked] = analysis.predict_dates(
+        {clearest.date: list(clearest.scenes)},
+        plan.model.predict,
+        plan.model.card,
+        plan.grid,
+        plan.aoi_grid,
+        work_dir / "model",
+        progress=span(progress, 0.5, 0.88, f"Predicting {plan.model.card.task} on {clearest.date}"),
+        **options,  # type: ignore[arg-type]
+    )
+    span(progress, 0.88, 0.9, "Masking")(0.0, "clouds and shadows")
+    masked = analysis.mask_clouds(unmasked, clearest, plan.model.card, plan.grid, work_dir / "masked")
+    return results, masked, plan.cloud_model.card
+
+
 def run_record(
     spec: JobSpec,
     aoi_geojson: dict[str, object],
@@ -221,6 +265,7 @@ def run_record(
     model: registry.LoadedModel,
     settings: Settings,
     timings_s: dict[str, float],
+    cloud_model: registry.LoadedModel | None = None,
 ) -> dict[str, object]:
     """Provenance of a run: inputs, model and weights, grid, timings and software versions."""
     import lightgbm
@@ -266,6 +311,15 @@ def run_record(
             "resolution_m": model.card.resolution_m,
             "licence": model.card.licence,
             "provenance": model.card.provenance,
+        },
+        "cloud_model": None
+        if cloud_model is None
+        else {
+            "id": cloud_model.card.id,
+            "version": cloud_model.card.version,
+            "weights_file": cloud_model.weights_file,
+            "weights_sha256": cloud_model.weights_sha256,
+            "use": "chose the clearest date; its clouds and shadows are no data in the class map",
         },
         "settings": {
             "device": settings.device,

@@ -363,3 +363,19 @@ def test_every_page_says_plainly_when_redis_is_down(app_env, redis_server: Redis
         assert any("unreachable" in t for t in texts(at.sidebar.markdown)), page
     jobs = open_page("pages/jobs.py", None, monkeypatch)
     assert any("· queued ·" in t for t in texts(jobs.markdown))  # the job list still comes from disk
+
+
+def test_choosing_the_landcover_task_offers_dynamic_world_and_submits_it(app_env, client, monkeypatch):
+    drawn = {"type": "Feature", "properties": {}, "geometry": json.loads(SAMPLE_AOI_TEXT)}
+    at = open_page("pages/new_job.py", drawn, monkeypatch)
+    next(s for s in at.selectbox if s.label == "Task").set_value("landcover").run()
+    model_box = next(s for s in at.selectbox if s.label == "Model")
+    assert model_box.options == ["landcover-dynamic-world"] and model_box.value == "landcover-dynamic-world"
+    assert any("Classes: water, trees, grass" in t for t in texts(at.caption))
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Scenes found"] == "5" and metrics["Expected run time"].endswith("s")
+    submit_button(at).click()
+    at.run()
+    [job] = client.list_jobs()
+    spec = client.spec(job.job_id)
+    assert (spec.task, spec.model_id) == ("landcover", "landcover-dynamic-world")

@@ -1,0 +1,49 @@
+"""The pre-flight estimate: counts from a real search of the embedded sample, sizes and times from the cards."""
+
+import dataclasses
+from datetime import date
+
+import pytest
+
+from core.aoi import parse_aoi
+from core.preflight import estimate_job, find_scenes, format_duration
+from core.sources import SAMPLE_DIR
+from models.registry import get_card
+
+SAMPLE_AOI = parse_aoi(SAMPLE_DIR / "aoi.geojson")
+
+
+def sample_scenes(max_cloud_pct: float | None = None):  # noqa: ANN201
+    return find_scenes(("sample",), SAMPLE_AOI.geometry, date(2015, 7, 1), date(2015, 9, 30), max_cloud_pct)
+
+
+def test_the_estimate_counts_the_sample_and_adds_the_cloud_pass_for_landcover():
+    scenes = sample_scenes()
+    cloud = estimate_job(SAMPLE_AOI, scenes, get_card("cloud-csmask"))
+    assert (cloud.scenes, cloud.dates, cloud.download_mb) == (5, 5, 0.0)
+    assert cloud.pixels == 97 * 98  # the sample AOI's 10 m grid
+    assert cloud.read_mb == pytest.approx(97 * 98 * 6 * 2 * 5 / 1e6)  # 6 bands, uint16, 5 dates
+    landcover = estimate_job(
+        SAMPLE_AOI, scenes, get_card("landcover-dynamic-world"), get_card("cloud-csmask")
+    )
+    assert landcover.read_mb == pytest.approx(cloud.read_mb + 97 * 98 * 9 * 2 / 1e6)  # + 9 bands, one date
+    assert cloud.run_s is not None and landcover.run_s is not None and landcover.run_s > cloud.run_s
+    assert "5 scenes on 5 dates" in cloud.summary() and "run time about" in cloud.summary()
+
+
+def test_a_model_without_a_throughput_figure_gets_no_run_time():
+    card = dataclasses.replace(get_card("cloud-csmask"), cpu_s_per_mpx=None)
+    estimate = estimate_job(SAMPLE_AOI, sample_scenes(), card)
+    assert estimate.run_s is None and "run time unknown" in estimate.summary()
+
+
+def test_scenes_over_the_cloud_limit_are_not_counted():
+    # The sample's scenes carry no cloud-cover metadata, so a limit keeps them all (as the worker does).
+    assert len(sample_scenes(max_cloud_pct=10)) == 5
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(None, "-"), (0.2, "1 s"), (89.1, "90 s"), (150, "3 min"), (7300, "2.0 h")]
+)
+def test_durations_read_naturally(seconds, text):
+    assert format_duration(seconds) == text
