@@ -66,7 +66,15 @@ def normalise(reflectance: np.ndarray, normalisation: dict[str, object]) -> np.n
         scaled = (np.log1p(float(normalisation["log_factor"]) * dn) - low) / spread  # type: ignore[arg-type]
         logit = float(normalisation["slope"]) * scaled - float(normalisation["shift"])  # type: ignore[arg-type]
         return (1.0 / (1.0 + np.exp(-logit))).astype(np.float32)
-    raise ValueError(f"unknown normalisation kind {kind!r}; expected 'none', 'standard' or 'log-sigmoid'")
+    if kind == "scale-clip":
+        # Per band x * scale[i] + offset[i], clipped to [low, high] (DFC2020: S2 reflectance to 0..1, S1 dB / 25 + 1).
+        scale = np.asarray(normalisation["scale"], np.float32)[:, None, None]
+        offset = np.asarray(normalisation["offset"], np.float32)[:, None, None]
+        floor, ceiling = float(normalisation["low"]), float(normalisation["high"])  # type: ignore[arg-type]
+        return np.clip(reflectance * scale + offset, floor, ceiling).astype(np.float32, copy=False)
+    raise ValueError(
+        f"unknown normalisation kind {kind!r}; expected 'none', 'standard', 'log-sigmoid' or 'scale-clip'"
+    )
 
 
 def model_scale_factor(card: ModelCard, grid: Grid) -> int:

@@ -98,6 +98,11 @@ class ModelCard:
     weights: tuple[str, ...] = ()  # file names, for the record
     # Model-forward seconds per million 10 m pixels on a 2-vCPU CPU worker, for the pre-flight estimate.
     cpu_s_per_mpx: float | None = None
+    # {"mode": "single"} or {"mode": "series", "max_dates": T, "date_choice": "..."}.
+    temporal: dict[str, object] = field(default_factory=lambda: {"mode": "single"})
+    metrics: dict[str, object] = field(
+        default_factory=dict
+    )  # reported by the model's authors or measured here
 
     @property
     def n_classes(self) -> int:

@@ -23,6 +23,69 @@ LANDCOVER_CLASSES = tuple(
     )
 )
 
+def _untrained_seed_cards() -> tuple[ModelCard, ...]:
+    """Architectures of the projects TerraSeg replaces: ready to import published weights or to be trained."""
+    from models import cloud_unet, dfc2020
+
+    dfc_bands = dfc2020.input_bands(use_s2hr=True, use_s2mr=True, use_s2lr=False, use_s1=True)
+    # The baseline's input scaling: S2 reflectance clipped to 0..1, S1 dB clipped to -25..0 then / 25 + 1.
+    dfc_normalisation: dict[str, object] = {
+        "kind": "scale-clip",
+        "scale": [1.0 if b.startswith("B") else 1 / 25 for b in dfc_bands],
+        "offset": [0.0 if b.startswith("B") else 1.0 for b in dfc_bands],
+        "low": 0.0,
+        "high": 1.0,
+    }
+    dfc_common = {
+        "version": "0.1.0",
+        "task": "landcover",
+        "sensor": "S1+S2",
+        "bands": dfc_bands,
+        "processing_levels": ("L1C", "L2A"),
+        "resolution_m": 10.0,
+        "tile_px": 256,
+        "normalisation": dfc_normalisation,
+        "classes": dfc2020.dfc2020_classes(no_savanna=True),
+        "status": "untrained",
+        "licence": "weights: as published by their authors (none shipped)",
+    }
+    return (
+        ModelCard(
+            id="landcover-dfc2020-unet",
+            description="DFC2020 land cover (9 classes, Savanna ignored) from Sentinel-1 + Sentinel-2, UNet; "
+            "import the DFC2020 baseline's args.pkl + checkpoint, or train it.",
+            architecture="unet 64-128-256-512-512, bilinear decoder (DFC2020 baseline / milesial layout)",
+            provenance="architecture of lukasliebel/dfc2020_baseline (Schmitt et al., SEN12MS); no weights here",
+            **dfc_common,  # type: ignore[arg-type]
+        ),
+        ModelCard(
+            id="landcover-dfc2020-deeplab",
+            description="DFC2020 land cover (9 classes, Savanna ignored) from Sentinel-1 + Sentinel-2, "
+            "DeepLabv3+ with a ResNet-101; import the DFC2020 baseline's args.pkl + checkpoint, or train it.",
+            architecture="deeplabv3+ resnet-101 (multi-grid 1-2-4), output stride 16, ASPP rates 6-12-18",
+            provenance="architecture of lukasliebel/dfc2020_baseline (jfzhang95 DeepLab layout); no weights here",
+            **dfc_common,  # type: ignore[arg-type]
+        ),
+        ModelCard(
+            id="cloud-unet",
+            version="0.1.0",
+            task="cloud",
+            description="A trainable cloud UNet on 10 m RGB + NIR with a soft F1/F2 loss, for your own labels.",
+            architecture="unet base 32, 4 levels, transposed-conv decoder; soft F-beta + 0.1 cross-entropy loss",
+            sensor="S2",
+            bands=cloud_unet.BANDS,
+            processing_levels=("L1C", "L2A"),
+            resolution_m=10.0,
+            tile_px=256,
+            normalisation={"kind": "none"},
+            classes=CLOUD_CLASSES[:2],
+            status="untrained",
+            licence="GPL-3.0-or-later (TerraSeg)",
+            provenance="the cloud_detection seed's approach (UNet, F-beta loss); train it on your labels",
+        ),
+    )
+
+
 CARDS: dict[str, ModelCard] = {
     card.id: card
     for card in (
@@ -91,9 +154,14 @@ CARDS: dict[str, ModelCard] = {
             "Scientific Data 9:251.",
             weights=(dynamic_world.WEIGHTS_FILE.name,),
             cpu_s_per_mpx=5.6,  # 4 x 256^2 tiles, torch fp32 channels_last, 2 vCPU (2026-11-26)
+            temporal={"mode": "single", "date_choice": "the clearest date by the cloud model; clouds masked"},
+            metrics={"port_vs_tensorflow": {"mean_abs_prob_diff": 4.8e-8, "argmax_agreement": 1.0}},
         ),
+        *_untrained_seed_cards(),
     )
 }
+
+
 DEFAULT_MODEL_BY_TASK = {"cloud": "cloud-csmask", "landcover": "landcover-dynamic-world"}
 # s2cloudless says "cloud" above this probability; argmax over [1-p, p] would use 0.5.
 S2CLOUDLESS_THRESHOLD = 0.4

@@ -15,7 +15,7 @@ from core.errors import AppError
 from core.jobs import make_spec
 from core.preflight import Estimate, estimate_job, find_scenes, format_duration
 from core.sources import SOURCE_HELP, parse_source
-from models.registry import default_model, get_card, list_cards
+from models.registry import DEFAULT_MODEL_BY_TASK, default_model, get_card, list_cards
 from pages import ui
 
 SAMPLE_CENTER = (45.8705, 14.5579)  # the embedded sample, near Ljubljana
@@ -137,7 +137,7 @@ with right:
     model_id = st.selectbox(
         "Model",
         model_ids,
-        index=model_ids.index(default_model(task)),
+        index=model_ids.index(DEFAULT_MODEL_BY_TASK.get(task, model_ids[0])),
         format_func=lambda m: m + ("" if get_card(m).status != "untrained" else " (no trained weights)"),
     )
     card = get_card(model_id)

@@ -193,7 +193,7 @@ def command_models() -> int:
         default = " (default)" if DEFAULT_MODEL_BY_TASK.get(card.task) == card.id else ""
         classes = ", ".join(c.name for c in card.classes)
         print(
-            f"{card.id:24s} {card.task:10s} {card.status:11s} v{card.version}{default}: {card.description} "
+            f"{card.id:26s} {card.task:10s} {card.status:11s} v{card.version}{default}: {card.description} "
             f"Classes: {classes}."
         )
     return 0

@@ -215,7 +215,10 @@ def test_the_task_and_model_lists_come_from_the_registry(app_env, monkeypatch):
     task_box = next(s for s in at.selectbox if s.label == "Task")
     model_box = next(s for s in at.selectbox if s.label == "Model")
     assert set(task_box.options) == {c.task for c in list_cards()}
-    assert set(model_box.options) == {c.id for c in list_cards() if c.task == task_box.value}
+    labels = {c.id + (" (no trained weights)" if c.status == "untrained" else "") for c in list_cards()}
+    assert set(model_box.options) == {
+        label for label in labels if label.split()[0].startswith(task_box.value)
+    }
     assert model_box.value == "cloud-csmask"
     assert any("Classes: clear, cloud, cloud shadow" in t for t in texts(at.caption))
 
@@ -370,7 +373,8 @@ def test_choosing_the_landcover_task_offers_dynamic_world_and_submits_it(app_env
     at = open_page("pages/new_job.py", drawn, monkeypatch)
     next(s for s in at.selectbox if s.label == "Task").set_value("landcover").run()
     model_box = next(s for s in at.selectbox if s.label == "Model")
-    assert model_box.options == ["landcover-dynamic-world"] and model_box.value == "landcover-dynamic-world"
+    assert "landcover-dynamic-world" in model_box.options and model_box.value == "landcover-dynamic-world"
+    assert "landcover-dfc2020-unet (no trained weights)" in model_box.options
     assert any("Classes: water, trees, grass" in t for t in texts(at.caption))
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Scenes found"] == "5" and metrics["Expected run time"].endswith("s")
@@ -379,3 +383,15 @@ def test_choosing_the_landcover_task_offers_dynamic_world_and_submits_it(app_env
     [job] = client.list_jobs()
     spec = client.spec(job.job_id)
     assert (spec.task, spec.model_id) == ("landcover", "landcover-dynamic-world")
+
+
+def test_an_untrained_model_is_explained_and_cannot_be_submitted(app_env, monkeypatch):
+    drawn = {"type": "Feature", "properties": {}, "geometry": json.loads(SAMPLE_AOI_TEXT)}
+    at = open_page("pages/new_job.py", drawn, monkeypatch)
+    next(s for s in at.selectbox if s.label == "Task").set_value("landcover").run()
+    next(s for s in at.selectbox if s.label == "Model").set_value("landcover-dfc2020-unet").run()
+    assert_no_crash(at)
+    assert any(
+        "has no trained weights yet; import published weights or train it" in t for t in texts(at.error)
+    )
+    assert submit_button(at).disabled
