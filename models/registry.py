@@ -23,6 +23,7 @@ LANDCOVER_CLASSES = tuple(
     )
 )
 
+
 def _untrained_seed_cards() -> tuple[ModelCard, ...]:
     """Architectures of the projects TerraSeg replaces: ready to import published weights or to be trained."""
     from models import cloud_unet, dfc2020
@@ -49,7 +50,71 @@ def _untrained_seed_cards() -> tuple[ModelCard, ...]:
         "status": "untrained",
         "licence": "weights: as published by their authors (none shipped)",
     }
+    from models import bigearthnet, convrnn
+
+    # No official colours exist for MTLCC's classes; these are distinct hues chosen here.
+    mtlcc_colors = (
+        "#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4", "#46f0f0", "#f032e6", "#bcf60c",
+        "#fabebe", "#008080", "#e6beff", "#9a6324", "#fffac8", "#800000", "#aaffc3", "#808000",
+    )  # fmt: skip
+    mtlcc_classes = tuple(
+        ClassInfo(i, name, color)
+        for i, (name, color) in enumerate(zip(convrnn.CLASS_NAMES, mtlcc_colors, strict=True))
+    )
+    mtlcc_cards = tuple(
+        ModelCard(
+            id=f"landcover-mtlcc-conv{cell}",
+            version="0.1.0",
+            task="landcover",
+            description=f"Crop and land cover in 17 MTLCC classes from a Sentinel-2 series of up to 30 dates, "
+            f"bidirectional Conv{cell.upper()} encoder; train it (MTLCC's published weights are TensorFlow).",
+            architecture=f"bidirectional conv{cell} 3x3, layer norm, hidden 64; final state -> conv3x3-BN-"
+            "leakyReLU-conv1x1",
+            sensor="S2",
+            bands=convrnn.BANDS,
+            processing_levels=("L1C",),
+            resolution_m=convrnn.RESOLUTION_M,
+            tile_px=convrnn.TILE_PX,
+            normalisation={"kind": "none"},
+            classes=mtlcc_classes,
+            status="untrained",
+            licence="weights: none shipped",
+            provenance="Russwurm & Koerner 2018, ISPRS IJGI 7(4):129 (MTLCC). Class names/order and band order "
+            "within resolution groups come from a third-party reader and are unconfirmed offline.",
+            temporal={
+                "mode": "series",
+                "max_dates": convrnn.MAX_DATES,
+                "date_choice": "all dates, empty ones padded",
+            },
+        )
+        for cell in ("lstm", "gru")
+    )
+    tag_colors = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666")
+    tags_card = ModelCard(
+        id="scene-tags-bigearthnet-resnet50",
+        version="0.1.0",
+        task="scene-tags",
+        description="Multi-label BigEarthNet-19 tags per 1.2 km patch (a coarse 'scene tags' layer and a JSON "
+        "list for the AOI), ResNet-50; import published BigEarthNet weights or train it.",
+        architecture="resnet-50 (torchvision layout), 12 input bands, 19 sigmoid outputs, 120 px patches",
+        sensor="S2",
+        bands=bigearthnet.BANDS_12,
+        processing_levels=("L2A",),
+        resolution_m=bigearthnet.RESOLUTION_M,
+        tile_px=bigearthnet.PATCH_PX,
+        normalisation=bigearthnet.NORMALISATION_12,
+        classes=tuple(
+            ClassInfo(i, name, tag_colors[i % len(tag_colors)])
+            for i, name in enumerate(bigearthnet.CLASS_NAMES)
+        ),
+        status="untrained",
+        licence="weights: none shipped",
+        provenance="Sumbul et al. 2019 (BigEarthNet), 19-class nomenclature of Sumbul et al. 2021; band order of "
+        "the authors' PyTorch code (other ports differ: check a checkpoint's conventions).",
+    )
     return (
+        *mtlcc_cards,
+        tags_card,
         ModelCard(
             id="landcover-dfc2020-unet",
             description="DFC2020 land cover (9 classes, Savanna ignored) from Sentinel-1 + Sentinel-2, UNet; "

@@ -189,12 +189,14 @@ def command_models() -> int:
     """Print one line per model card."""
     from models.registry import DEFAULT_MODEL_BY_TASK, list_cards
 
-    for card in list_cards():
+    cards = list_cards()
+    id_width, task_width = max(len(c.id) for c in cards), max(len(c.task) for c in cards)
+    for card in cards:
         default = " (default)" if DEFAULT_MODEL_BY_TASK.get(card.task) == card.id else ""
         classes = ", ".join(c.name for c in card.classes)
         print(
-            f"{card.id:26s} {card.task:10s} {card.status:11s} v{card.version}{default}: {card.description} "
-            f"Classes: {classes}."
+            f"{card.id:{id_width}s} {card.task:{task_width}s} {card.status:11s} v{card.version}{default}: "
+            f"{card.description} Classes: {classes}."
         )
     return 0
 
