@@ -50,7 +50,7 @@ def _untrained_seed_cards() -> tuple[ModelCard, ...]:
         "status": "untrained",
         "licence": "weights: as published by their authors (none shipped)",
     }
-    from models import bigearthnet, convrnn
+    from models import bigearthnet, convrnn, utae
 
     # No official colours exist for MTLCC's classes; these are distinct hues chosen here.
     mtlcc_colors = (
@@ -112,7 +112,40 @@ def _untrained_seed_cards() -> tuple[ModelCard, ...]:
         provenance="Sumbul et al. 2019 (BigEarthNet), 19-class nomenclature of Sumbul et al. 2021; band order of "
         "the authors' PyTorch code (other ports differ: check a checkpoint's conventions).",
     )
+    utae_card = ModelCard(
+        id="crop-utae-pastis",
+        version="0.1.0",
+        task="crop",
+        description="Crop types in the 20 PASTIS classes from a Sentinel-2 series, U-TAE (U-Net with temporal "
+        "attention); import the published PASTIS checkpoint (model.pth.tar) or train it.",
+        architecture="u-tae: encoder 64-64-64-128 (GroupNorm 4), decoder 32-32-64-128, L-TAE 16 heads, d_model "
+        "256, d_k 4, sinusoidal date encoding T=1000, att_group skips; 1.09 M parameters",
+        sensor="S2",
+        bands=utae.BANDS,
+        processing_levels=("L2A",),
+        resolution_m=10.0,
+        tile_px=128,
+        # PASTIS standardises DN per band with NORM_S2_patch.json, which ships with the dataset, not the code.
+        normalisation={
+            "kind": "unknown",
+            "note": "PASTIS per-band mean/std (NORM_S2_patch.json), not known offline",
+        },
+        classes=tuple(
+            ClassInfo(i, name, color)
+            for i, (name, color) in enumerate(zip(utae.CLASS_NAMES, utae.CLASS_COLORS, strict=True))
+        ),
+        status="untrained",
+        licence="weights: none shipped (the published PASTIS weights are MIT, utae-paps)",
+        provenance="Garnot & Landrieu 2021 (ICCV), VSainteuf/utae-paps layout (158 keys); dates as days since "
+        "2018-09-01 for the published weights; class 19 'void label' is ignored in training.",
+        temporal={
+            "mode": "series",
+            "max_dates": 61,
+            "date_choice": "every date, padded to the longest series",
+        },
+    )
     return (
+        utae_card,
         *mtlcc_cards,
         tags_card,
         ModelCard(
