@@ -100,9 +100,9 @@ class ModelCard:
     cpu_s_per_mpx: float | None = None
     # {"mode": "single"} or {"mode": "series", "max_dates": T, "date_choice": "..."}.
     temporal: dict[str, object] = field(default_factory=lambda: {"mode": "single"})
-    metrics: dict[str, object] = field(
-        default_factory=dict
-    )  # reported by the model's authors or measured here
+    # Reported by the model's authors or measured here.
+    metrics: dict[str, object] = field(default_factory=dict)
+    weights_sha256: dict[str, str] = field(default_factory=dict)  # weights file name -> pinned sha256
 
     @property
     def n_classes(self) -> int:

@@ -13,12 +13,6 @@ PACKAGE_DIR = Path(ukis_csmask.__file__).parent
 # Our band names for the package's "blue, green, red, nir, swir16, swir22".
 CSMASK_BANDS_6 = ("B02", "B03", "B04", "B08", "B11", "B12")
 CSMASK_BANDS_4 = ("B02", "B03", "B04", "B08")
-WEIGHTS_SHA256 = {
-    "model_4b_l1c.onnx": "81611f290adc315b86bb7e7c69b0f2496b3abe0390c2a5c8e9e9da9622e8a0c8",
-    "model_4b_l2a.onnx": "3884d75ca497ec59d8335973477bd31eb038857007bbb36fb2aba1ad375ee043",
-    "model_6b_l1c.onnx": "aa79e9a0f02ff8e0243d93771d1daf6a8d1166b7ac06c3771560b83367c6c573",
-    "model_6b_l2a.onnx": "d11c530978637ca420eedc40791c62bf78997dd39e1201777e2527e4bd94904e",
-}
 
 
 def variant_file(n_bands: int, processing_level: str) -> Path:
@@ -43,10 +37,18 @@ def onnx_providers(device: str) -> list[str]:
 class CSMaskPredictor:
     """`predict` maps (B, C, 256, 256) standardised TOA reflectance to (B, 3, 256, 256) [clear, cloud, shadow]."""
 
-    def __init__(self, n_bands: int, processing_level: str, device: str = "auto", threads: int = 0) -> None:
+    def __init__(
+        self,
+        n_bands: int,
+        processing_level: str,
+        sha256_by_file: dict[str, str],
+        device: str = "auto",
+        threads: int = 0,
+    ) -> None:
         self.weights_file = variant_file(n_bands, processing_level)
+        # The pinned hashes live in the model card (models/cards/cloud-csmask.json).
         self.sha256 = verify_weights(
-            self.weights_file, WEIGHTS_SHA256[self.weights_file.name], "cloud-csmask"
+            self.weights_file, sha256_by_file[self.weights_file.name], "cloud-csmask"
         )
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads

@@ -165,14 +165,11 @@ def tf_layer_map() -> dict[str, tuple[str, str]]:
 
 
 WEIGHTS_FILE = Path(__file__).resolve().parent / "weights" / "dynamic_world" / "dynamic_world_forward.pt"
-# Pinned: the file models/conversion/dynamic_world.py wrote from the SavedModel (see the card's provenance).
-WEIGHTS_SHA256 = "b3845c178f524c6646f002164d1ca496f3fe3221074d6ea7f8abcd27d717811c"
 
 
-def load_network(
-    weights: Path = WEIGHTS_FILE, expected_sha256: str = WEIGHTS_SHA256
-) -> tuple[DynamicWorldNet, str]:
-    """The network with its converted weights, after checking the file's sha256 and every key and shape."""
+def load_network(expected_sha256: str, weights: Path = WEIGHTS_FILE) -> tuple[DynamicWorldNet, str]:
+    """The network with its converted weights, after checking the file's sha256 (pinned in the card,
+    models/weights/dynamic_world/card.json) and every key and shape."""
     sha256 = verify_weights(weights, expected_sha256, "landcover-dynamic-world")
     state = torch.load(weights, map_location="cpu", weights_only=True)
     net = DynamicWorldNet()

@@ -11,14 +11,14 @@ from models.weights import verify_weights
 # The order of the 10 bands the booster was trained on (s2cloudless.utils.MODEL_BANDS).
 S2CLOUDLESS_BANDS = ("B01", "B02", "B04", "B05", "B08", "B8A", "B09", "B10", "B11", "B12")
 WEIGHTS_FILE = Path(s2cloudless.__file__).parent / "models" / "pixel_s2_cloud_detector_lightGBM_v0.1.txt"
-WEIGHTS_SHA256 = "0f92b6822cc0ad42982f55bab9b1688329e119451ad9a9e0a56384b9f37bc61d"
 
 
 class S2CloudlessPredictor:
     """Cloud probability per pixel; `predict` maps (B, 10, h, w) TOA reflectance to (B, 2, h, w) [clear, cloud]."""
 
-    def __init__(self, threads: int = 0) -> None:
-        self.sha256 = verify_weights(WEIGHTS_FILE, WEIGHTS_SHA256, "cloud-s2cloudless")
+    def __init__(self, expected_sha256: str, threads: int = 0) -> None:
+        """`expected_sha256`: the hash the model card (models/cards/cloud-s2cloudless.json) pins."""
+        self.sha256 = verify_weights(WEIGHTS_FILE, expected_sha256, "cloud-s2cloudless")
         self.booster = lightgbm.Booster(model_file=str(WEIGHTS_FILE))
         self.threads = threads
 

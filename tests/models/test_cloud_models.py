@@ -18,6 +18,9 @@ from models import registry
 from tests.conftest import SHARED_DATA
 
 SLOVENIA = SHARED_DATA / "s2_slovenia_eolearn"
+S2C_SHA256 = registry.get_card("cloud-s2cloudless").weights_sha256[
+    "pixel_s2_cloud_detector_lightGBM_v0.1.txt"
+]
 # REFERENCE_SCENES frames 0..4 are these indices of the 68-date CLP_S2C stack (data README).
 FRAME_TO_CLP_INDEX = {"2015-08-20": 2, "2015-07-31": 1, "2015-09-09": 4, "2015-08-30": 3, "2015-07-11": 0}
 
@@ -44,7 +47,9 @@ def test_s2cloudless_on_the_embedded_sample_reproduces_the_reference_probabiliti
 
     with SceneReader([scene], model.card.bands, grid) as reader:
         reflectance, valid = reader.read(Window(0, 0, grid.width, grid.height))
-    cloud = S2CloudlessPredictor().predict(normalise(reflectance, model.card.normalisation)[None])[0, 1]
+    cloud = S2CloudlessPredictor(S2C_SHA256).predict(normalise(reflectance, model.card.normalisation)[None])[
+        0, 1
+    ]
     reference = np.load(SLOVENIA / "CLP_S2C.npy")[FRAME_TO_CLP_INDEX[scene.date_iso], ..., 0]
     assert valid.all()
     assert np.corrcoef(cloud.ravel(), reference.ravel())[0, 1] >= 0.999
@@ -61,7 +66,7 @@ def test_s2cloudless_class_decision_follows_the_package_threshold():
 
     scenes = np.load(SLOVENIA / "REFERENCE_SCENES.npy")[:, :, :, [0, 1, 3, 4, 7, 8, 9, 10, 11, 12]]
     batch = scenes.transpose(0, 3, 1, 2).astype(np.float32)
-    raw = S2CloudlessPredictor().predict(batch)[:, 1]
+    raw = S2CloudlessPredictor(S2C_SHA256).predict(batch)[:, 1]
     probs = model.predict(batch)
     np.testing.assert_array_equal(probs.argmax(axis=1) == 1, raw > registry.S2CLOUDLESS_THRESHOLD)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)

@@ -19,13 +19,14 @@ from models.registry import get_card, load
 from models.weights import check_state_dict
 from tests.conftest import SHARED_DATA
 
+DW_SHA256 = get_card("landcover-dynamic-world").weights_sha256[dynamic_world.WEIGHTS_FILE.name]
 REFERENCE = Path(__file__).parent / "data" / "dynamic_world_tf_reference.npz"
 SLOVENIA = SHARED_DATA / "s2_slovenia_eolearn"
 
 
 @pytest.fixture(scope="module")
 def network() -> dynamic_world.DynamicWorldNet:
-    net, _ = dynamic_world.load_network()
+    net, _ = dynamic_world.load_network(DW_SHA256)
     return net
 
 
@@ -80,7 +81,7 @@ def test_changed_weights_are_refused_with_the_reason(tmp_path):
         handle.seek(-100, 2)
         handle.write(b"\0" * 10)
     with pytest.raises(ModelError, match="have sha256 .* but its card expects"):
-        dynamic_world.load_network(changed)
+        dynamic_world.load_network(DW_SHA256, changed)
 
 
 def test_a_state_dict_that_does_not_fit_names_the_keys_and_shapes():
