@@ -85,12 +85,22 @@ def model_scale_factor(card: ModelCard, grid: Grid) -> int:
 def _prepare(
     read: ReadWindow, window: Window, card: ModelCard, size: int, factor: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Read, normalise, blank invalid pixels (to 0, the normalised mean) and pad one tile to `size`."""
+    """Read, normalise, blank invalid pixels (to 0, the normalised mean) and pad one tile to `size`.
+
+    A single-date read gives (C, h, w) values and (h, w) validity; a series read (core.series) gives
+    (T, C, h, w) and (T, h, w). The tile's output validity is (h, w): valid on at least one date.
+    """
     reflectance, valid = read(window)
     tile = normalise(reflectance, card.normalisation)
-    tile[:, ~valid] = 0.0
+    if valid.ndim == 3:  # a series: blank each date's invalid observations, keep pixels seen at least once
+        tile[~np.broadcast_to(valid[:, None], tile.shape)] = 0.0
+        valid = np.asarray(valid.any(axis=0))
+    else:
+        tile[:, ~valid] = 0.0
     tile = pad_tile(tile, size)
     if factor > 1:  # average down to the model's resolution
+        if tile.ndim != 3:
+            raise ValueError("series models must run at the grid's resolution")
         c, s = tile.shape[0], size // factor
         tile = tile.reshape(c, s, factor, s, factor).mean(axis=(2, 4))
     return tile, valid
@@ -126,7 +136,8 @@ def predict_grid(
     finds strips there from an interrupted run resumes after them and gives the same pixels.
 
     Args:
-        read: window of the grid -> reflectance (C, h, w) float32 in `card.bands` order, valid (h, w) bool.
+        read: window of the grid -> reflectance (C, h, w) float32 in `card.bands` order, valid (h, w) bool;
+            or, for series models, (T, C, h, w) and (T, h, w) (see core.series.SeriesReader).
         predict: the model (see module docstring).
         aoi: the area of interest in the grid's CRS; pixels whose centre lies outside get the nodata class.
         classes_path, confidence_path: uncompressed tiled GeoTIFFs to create (uint8; confidence is

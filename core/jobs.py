@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 import core
 from core.errors import DateRangeError, SpecError
 
-TASKS = ("cloud", "landcover")
+TASKS = ("cloud", "landcover", "crop")
 
 
 class JobSpec(BaseModel):

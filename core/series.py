@@ -7,11 +7,23 @@ before the model sees them, so what lies under a cloud or outside the swath cann
 """
 
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 
 import numpy as np
+import rasterio
 from rasterio.windows import Window
+from shapely.geometry.base import BaseGeometry
+
+from core.analysis import DateResult, load_done, save_done
+from core.errors import NoScenesFound
+from core.grid import Grid
+from core.inference import Predict, predict_grid
+from core.progress import ProgressFn
+from core.reading import SceneReader
+from core.types import ModelCard
 
 ReadWindow = Callable[[Window], tuple[np.ndarray, np.ndarray]]  # -> (C, h, w) values, (h, w) valid
 ReadMask = Callable[[Window], np.ndarray]  # -> (h, w) bool, True where the pixel is clear
@@ -91,3 +103,97 @@ def read_series_tile(
         positions=np.array([d.toordinal() - origin for d in dates], np.float32),
         dates=tuple(dates),
     )
+
+
+class SeriesReader:
+    """`read(window)` -> (T, C, h, w) values (0 where invalid) and (T, h, w) validity, for core.inference.
+
+    Wraps one reader and one clear-mask reader (or None) per chosen date; the caller keeps the date readers
+    open (SceneReader is a context manager) while this one is used.
+    """
+
+    def __init__(
+        self, readers: Sequence[ReadWindow], clear_masks: Sequence[ReadMask | None], dates: Sequence[date]
+    ):
+        self.readers, self.clear_masks, self.dates = list(readers), list(clear_masks), list(dates)
+
+    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        tile = read_series_tile(self.readers, self.clear_masks, self.dates, window)
+        return tile.values, tile.valid
+
+
+def clear_mask_reader(classes_path: Path, clear_class: int = 0) -> ReadMask:
+    """A reader of the cloud model's class raster as a clear mask (True where `clear_class`)."""
+
+    def read(window: Window) -> np.ndarray:
+        with rasterio.open(classes_path) as dataset:
+            return np.asarray(dataset.read(1, window=window) == clear_class)
+
+    return read
+
+
+def clear_fraction(result: DateResult, clear_class: int = 0) -> float:
+    """Share of the AOI the cloud model saw clear on this date (0 when the date has no pixel in the AOI)."""
+    aoi_px = result.inference.aoi_px
+    return float(result.inference.class_counts[clear_class]) / aoi_px if aoi_px else 0.0
+
+
+def predict_series(
+    cloud_results: list[DateResult],
+    max_dates: int,
+    predict_for: Callable[[list[date]], Predict],
+    card: ModelCard,
+    grid: Grid,
+    aoi_grid: BaseGeometry,
+    out_dir: Path,
+    *,
+    batch_size: int,
+    overlap_px: int,
+    progress: ProgressFn | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> DateResult:
+    """Choose up to `max_dates` dates by the cloud model's clear fractions, and run a series model over the grid.
+
+    Each tile stacks the chosen dates' bands with their clouds and missing data blanked; the model's dates come
+    from `predict_for(chosen dates)`. The result's `date` is the last chosen date and its `scenes` every chosen
+    date's scenes, in time order. Like predict_dates, a finished run is reused and an interrupted one resumes.
+    """
+    chosen = [
+        cloud_results[i]
+        for i in choose_dates(
+            [r.date for r in cloud_results], [clear_fraction(r) for r in cloud_results], max_dates
+        )
+    ]
+    if not chosen:
+        raise NoScenesFound(
+            "No date in the range has a clear pixel in the area of interest; widen the dates."
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dates = [r.date for r in chosen]
+    classes_path, confidence_path = out_dir / "classes.tif", out_dir / "confidence.tif"
+    inference = load_done(out_dir)
+    if inference is None:
+        with ExitStack() as stack:
+            readers = [
+                stack.enter_context(SceneReader(list(r.scenes), card.bands, grid)).read for r in chosen
+            ]
+            masks: list[ReadMask | None] = [clear_mask_reader(r.classes_path) for r in chosen]
+            series = SeriesReader(readers, masks, dates)
+            inference = predict_grid(
+                series.read,
+                predict_for(dates),
+                card,
+                grid,
+                aoi_grid,
+                classes_path,
+                confidence_path,
+                batch_size=batch_size,
+                overlap_px=overlap_px,
+                progress=progress,
+                should_stop=should_stop,
+            )
+        save_done(out_dir, inference)
+    elif progress is not None:
+        progress(1.0, "reused from an earlier run")
+    scenes = tuple(s for r in chosen for s in r.scenes)
+    return DateResult(dates[-1], scenes, classes_path, confidence_path, inference)

@@ -103,6 +103,10 @@ class ModelCard:
     # Reported by the model's authors or measured here.
     metrics: dict[str, object] = field(default_factory=dict)
     weights_sha256: dict[str, str] = field(default_factory=dict)  # weights file name -> pinned sha256
+    # For PyTorch models whose weights sit next to the card (e.g. trained here): which architecture to build
+    # (models.registry.BUILDERS) and its constructor arguments.
+    builder: str = ""
+    builder_args: dict[str, object] = field(default_factory=dict)
 
     @property
     def n_classes(self) -> int:

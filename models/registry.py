@@ -9,10 +9,15 @@ import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
+from torch import nn
 
+from core.config import get_settings
 from core.errors import ModelError
 from core.types import ClassInfo, ModelCard
 
@@ -21,9 +26,13 @@ STATUSES = ("pretrained", "trained-here", "untrained")
 
 
 def card_files() -> list[Path]:
-    """Every model card: `models/cards/<id>.json`, or `models/weights/<folder>/card.json` beside shipped weights."""
-    return sorted((MODELS_DIR / "cards").glob("*.json")) + sorted(
-        (MODELS_DIR / "weights").glob("*/card.json")
+    """Every model card: `models/cards/<id>.json`, `models/weights/<folder>/card.json` beside shipped weights,
+    and `<cache>/models/<folder>/card.json` beside weights trained or imported on this installation."""
+    trained_here = get_settings().cache_dir / "models"
+    return (
+        sorted((MODELS_DIR / "cards").glob("*.json"))
+        + sorted((MODELS_DIR / "weights").glob("*/card.json"))
+        + sorted(trained_here.glob("*/card.json"))
     )
 
 
@@ -65,17 +74,58 @@ def read_card(path: Path) -> ModelCard:
     return card
 
 
-def _load_cards() -> dict[str, ModelCard]:
+def _load_cards() -> tuple[dict[str, ModelCard], dict[str, Path]]:
     cards: dict[str, ModelCard] = {}
+    paths: dict[str, Path] = {}
     for path in card_files():
         card = read_card(path)
         if card.id in cards:
             raise ModelError(f"Two model cards use the id {card.id!r}; the second is {path}.")
-        cards[card.id] = card
-    return cards
+        cards[card.id], paths[card.id] = card, path
+    return cards, paths
 
 
-CARDS: dict[str, ModelCard] = _load_cards()
+CARDS, CARD_PATHS = _load_cards()
+
+
+def _build_utae(args: dict[str, Any]) -> nn.Module:
+    from models.utae import UTAE
+
+    return UTAE(**args)
+
+
+def _build_convrnn(args: dict[str, Any]) -> nn.Module:
+    from models.convrnn import ConvRNNSegmenter
+
+    return ConvRNNSegmenter(**args)
+
+
+def _build_dfc2020_unet(args: dict[str, Any]) -> nn.Module:
+    from models.dfc2020 import DFCUNet
+
+    return DFCUNet(**args)
+
+
+def _build_dfc2020_deeplab(args: dict[str, Any]) -> nn.Module:
+    from models.dfc2020 import DeepLabV3Plus
+
+    return DeepLabV3Plus(**args)
+
+
+def _build_cloud_unet(args: dict[str, Any]) -> nn.Module:
+    from models.cloud_unet import build_cloud_unet
+
+    return build_cloud_unet(**args)
+
+
+# builder name -> (constructor from builder_args, how the network is called: "image", "series-dates", "series")
+BUILDERS: dict[str, tuple[Callable[[dict[str, Any]], nn.Module], str]] = {
+    "utae": (_build_utae, "series-dates"),
+    "convrnn": (_build_convrnn, "series"),
+    "dfc2020-unet": (_build_dfc2020_unet, "image"),
+    "dfc2020-deeplab": (_build_dfc2020_deeplab, "image"),
+    "cloud-unet": (_build_cloud_unet, "image"),
+}
 DEFAULT_MODEL_BY_TASK = {"cloud": "cloud-csmask", "landcover": "landcover-dynamic-world"}
 # s2cloudless says "cloud" above this probability; argmax over [1-p, p] would use 0.5.
 S2CLOUDLESS_THRESHOLD = 0.4
@@ -83,12 +133,17 @@ S2CLOUDLESS_THRESHOLD = 0.4
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A ready model: the card as it applies to this input, the predict callable, and what to record."""
+    """A ready model: the card as it applies to this input, the predict callable, and what to record.
+
+    Series models predict (B, T, C, S, S) batches and need the dates first: `for_dates(dates)` gives their
+    predict callable (`predict` itself refuses to run for them).
+    """
 
     card: ModelCard
     predict: Callable[[np.ndarray], np.ndarray]
     weights_file: str
     weights_sha256: str
+    for_dates: Callable[[list[date]], Callable[[np.ndarray], np.ndarray]] | None = None
 
 
 def list_cards() -> list[ModelCard]:
@@ -114,15 +169,21 @@ def default_model(task: str) -> str:
     return DEFAULT_MODEL_BY_TASK[task]
 
 
-def load(
-    model_id: str, *, processing_level: str, available_bands: set[str], device: str = "auto", threads: int = 0
-) -> LoadedModel:
-    """Load `model_id` for input of `processing_level` with `available_bands`; weights are sha256-checked."""
+def require_weights(model_id: str) -> ModelCard:
+    """The card of a model that has weights; an untrained one is refused with how to get them."""
     card = get_card(model_id)
     if card.status == "untrained":
         raise ModelError(
             f"Model {model_id} has no trained weights yet; import published weights or train it first."
         )
+    return card
+
+
+def load(
+    model_id: str, *, processing_level: str, available_bands: set[str], device: str = "auto", threads: int = 0
+) -> LoadedModel:
+    """Load `model_id` for input of `processing_level` with `available_bands`; weights are sha256-checked."""
+    card = require_weights(model_id)
     if processing_level not in card.processing_levels:
         raise ModelError(
             f"Model {model_id} works on {'/'.join(card.processing_levels)} data, but the scenes "
@@ -170,7 +231,52 @@ def load(
         return LoadedModel(
             card, TorchPredictor(net, device=device).predict, dynamic_world.WEIGHTS_FILE.name, sha256
         )
+    if card.builder:
+        return _load_built(card, device, threads)
     raise ModelError(f"Model {model_id} has a card but no loader.")
+
+
+def _load_built(card: ModelCard, device: str, threads: int) -> LoadedModel:
+    """A PyTorch model from its card's builder and the weights file next to the card (sha256 and keys checked)."""
+    from models.torch_predictor import SeriesTorchPredictor, TorchPredictor
+    from models.weights import check_state_dict, verify_weights
+
+    if card.builder not in BUILDERS:
+        raise ModelError(
+            f"Model {card.id}: unknown builder {card.builder!r}; known: {', '.join(sorted(BUILDERS))}."
+        )
+    if len(card.weights) != 1:
+        raise ModelError(f"Model {card.id}: its card must name exactly one weights file.")
+    build, calling = BUILDERS[card.builder]
+    path = CARD_PATHS[card.id].parent / card.weights[0]
+    sha256 = verify_weights(path, card.weights_sha256.get(card.weights[0], ""), card.id)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, EOFError, ValueError) as err:
+        raise ModelError(
+            f"Model {card.id}: {path.name} is not a readable PyTorch state dict ({err})."
+        ) from err
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    net = build(dict(card.builder_args))
+    check_state_dict(net, state, path.name)
+    net.load_state_dict(state)
+    if threads:
+        torch.set_num_threads(threads)
+    if calling == "image":
+        return LoadedModel(card, TorchPredictor(net, device=device).predict, path.name, sha256)
+    origin = card.temporal.get("position_origin")
+
+    def for_dates(dates: list[date]) -> Callable[[np.ndarray], np.ndarray]:
+        reference = date.fromisoformat(str(origin)) if origin else dates[0]
+        positions = np.array([d.toordinal() - reference.toordinal() for d in dates], np.float32)
+        series = SeriesTorchPredictor(net, positions if calling == "series-dates" else None, device=device)
+        return series.predict
+
+    def refuse(batch: np.ndarray) -> np.ndarray:
+        raise ModelError(f"Model {card.id} is a series model; call for_dates(dates) first.")
+
+    return LoadedModel(card, refuse, path.name, sha256, for_dates)
 
 
 def _require_bands(model_id: str, bands: tuple[str, ...], available: set[str]) -> None:

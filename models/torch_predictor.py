@@ -41,3 +41,37 @@ class TorchPredictor:
         ):
             logits = self.module(x)
         return torch.softmax(logits.float(), dim=1).cpu().numpy()
+
+
+class SeriesTorchPredictor:
+    """`predict` maps a (B, T, C, S, S) normalised series batch to (B, K, S, S) probabilities.
+
+    A date whose whole tile is 0 (no valid observation: the pipeline blanks invalid ones) is padding for that
+    tile; `positions` (T,) are the dates as day numbers for models with a date encoding (None: the model takes
+    only the padding mask).
+    """
+
+    def __init__(self, module: nn.Module, positions: np.ndarray | None, device: str = "auto") -> None:
+        self.device = resolve_device(device)
+        self.module = module.eval().to(self.device)
+        self.positions = None if positions is None else torch.from_numpy(np.asarray(positions, np.float32))
+        self.autocast_dtype = torch.float16 if self.device.type == "cuda" else None
+
+    @torch.inference_mode()
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(batch, np.float32)).to(self.device)
+        pad_mask = (x == 0).flatten(2).all(dim=2)  # (B, T)
+        # A tile with no observation at all (outside the data) still needs one date to run; its pixels are
+        # invalid everywhere, so the pipeline writes no data there whatever the model says.
+        pad_mask[pad_mask.all(dim=1), 0] = False
+        with torch.autocast(
+            self.device.type,
+            dtype=self.autocast_dtype or torch.float32,
+            enabled=self.autocast_dtype is not None,
+        ):
+            if self.positions is None:
+                logits = self.module(x, pad_mask=pad_mask)
+            else:
+                positions = self.positions.to(self.device).expand(x.shape[0], -1)
+                logits = self.module(x, positions, pad_mask=pad_mask)
+        return torch.softmax(logits.float(), dim=1).cpu().numpy()

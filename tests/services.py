@@ -21,7 +21,7 @@ from rasterio.warp import transform_bounds
 from core.config import Settings
 from core.jobs import JobSpec, make_spec
 from core.sources import SAMPLE_DIR
-from tests.conftest import write_scene
+from tests.conftest import SHARED_DATA, write_scene
 from worker.client import JobClient
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -228,3 +228,33 @@ def large_spec(large_source: tuple[Path, dict[str, object]], **changes: object) 
         "sources": (f"local:{folder}",),
     } | changes
     return make_spec(**fields)
+
+
+TANZANIA = SHARED_DATA / "s2_tanzania_timeseries_rsgislib" / "timeseries_T37MEM_stack.npz"
+
+
+@pytest.fixture(scope="session")
+def tanzania_source(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    """The real series as 21 scene GeoTIFFs in TerraSeg's local-source format (L2A, reflectance x 1000).
+
+    Masked pixels are 0 in every band (the file's `nodata` of 1 is a real low reflectance, never a whole pixel).
+    """
+    series = np.load(TANZANIA)
+    folder = tmp_path_factory.mktemp("tanzania")
+    transform = series["transform"]
+    bands = tuple(b if len(b) == 3 else f"B0{b[1:]}" for b in (str(b) for b in series["bands"]))
+    for index, stamp in enumerate(series["dates"]):
+        acquired = f"{stamp[:4]}-{stamp[4:6]}-{stamp[6:]}T07:30:00Z"
+        write_scene(
+            folder / f"T37MEM_{stamp}.tif",
+            series["data"][index],
+            bands=bands,
+            crs=str(series["crs_wkt"]),
+            origin=(float(transform[2]), float(transform[5])),
+            resolution_m=20.0,
+            acquired=acquired,
+            level="L2A",
+            scale=1e-3,
+            nodata=0,
+        )
+    return folder, series

@@ -22,6 +22,7 @@ from core.jobs import JobSpec
 from core.jobstore import file_lock
 from core.preflight import find_scenes
 from core.progress import ProgressFn, span
+from core.series import predict_series
 from core.types import ModelCard, Scene
 from models import registry
 
@@ -82,6 +83,7 @@ def run_job(
     report = span(progress, 0.0, 0.05, "Planning")
     with timer.stage("plan"):
         export.check_writable(out_dir)
+        registry.require_weights(spec.model_id)  # before any search: an untrained model cannot run anyway
         aoi = parse_aoi(spec.aoi, max_area_km2=settings.max_aoi_km2, max_vertices=settings.max_aoi_vertices)
         grid = grid_for_aoi(aoi.geometry)
         aoi_grid = project_geometry(aoi.geometry, "EPSG:4326", grid.crs)
@@ -174,7 +176,11 @@ def _predict_and_export(
                 ),
                 "dates": analysis.date_fractions(results, date_card),
             }
-            if plan.cloud_model is not None:
+            series_dates = sorted({s.date_iso for s in selected.scenes}) if model.for_dates else []
+            if series_dates:  # a series model: the dates it used, chosen by clear fraction and spacing
+                stats["series_dates"] = series_dates
+                stats["selected_date"] = f"{series_dates[0]}..{series_dates[-1]} ({len(series_dates)} dates)"
+            if plan.cloud_model is not None and not series_dates:
                 stats["cloud_model_id"] = plan.cloud_model.card.id
                 stats["cloud_masked_pixels"] = int(
                     sum(r.inference.class_counts.sum() for r in results if r.date == selected.date)
@@ -190,11 +196,12 @@ def _predict_and_export(
                 aoi.area_km2,
                 grid.to_dict(),
                 results,
-                selected.date.isoformat(),
+                str(stats["selected_date"]),
                 model,
                 settings,
                 timer.seconds,
                 plan.cloud_model,
+                series_dates,
             ),
         )
         outputs = export.publish(staging, out_dir)
@@ -237,6 +244,20 @@ def _predict(
         progress=span(progress, 0.1, 0.9 if plan.cloud_model is None else 0.5, "Predicting"),
         **options,  # type: ignore[arg-type]
     )
+    if plan.model.for_dates is not None and plan.cloud_model is not None:  # a series model
+        max_dates = int(plan.model.card.temporal.get("max_dates", 30))  # type: ignore[call-overload]
+        series = predict_series(
+            results,
+            max_dates,
+            plan.model.for_dates,
+            plan.model.card,
+            plan.grid,
+            plan.aoi_grid,
+            work_dir / "series",
+            progress=span(progress, 0.5, 0.9, f"Predicting {plan.model.card.task} over the series"),
+            **options,  # type: ignore[arg-type]
+        )
+        return results, series, plan.cloud_model.card
     clearest = analysis.select_date(results, spec.selected_date)
     if plan.cloud_model is None:
         return results, clearest, plan.model.card
@@ -266,6 +287,7 @@ def run_record(
     settings: Settings,
     timings_s: dict[str, float],
     cloud_model: registry.LoadedModel | None = None,
+    series_dates: list[str] | None = None,
 ) -> dict[str, object]:
     """Provenance of a run: inputs, model and weights, grid, timings and software versions."""
     import lightgbm
@@ -282,6 +304,7 @@ def run_record(
         "aoi": {"geometry": aoi_geojson, "area_km2": round(area_km2, 6)},
         "grid": grid,
         "selected_date": selected_date,
+        "series_dates": series_dates or None,  # the dates a series model used (None: a single-date model)
         "inputs": [
             {
                 "id": s.id,

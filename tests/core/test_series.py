@@ -17,9 +17,6 @@ from core.series import choose_dates, read_series_tile
 from core.sources.local import LocalSource
 from models import utae
 from models.registry import get_card, load
-from tests.conftest import SHARED_DATA, write_scene
-
-TANZANIA = SHARED_DATA / "s2_tanzania_timeseries_rsgislib" / "timeseries_T37MEM_stack.npz"
 
 
 def test_few_dates_are_all_kept_and_cloudy_ones_dropped():
@@ -47,33 +44,6 @@ def test_the_same_input_gives_the_same_choice_whatever_the_order():
     permutation = list(np.random.default_rng(1).permutation(30))
     shuffled = choose_dates([dates[i] for i in permutation], [clear[i] for i in permutation], max_dates=8)
     assert [dates[i] for i in chosen] == [dates[permutation[i]] for i in shuffled]
-
-
-@pytest.fixture(scope="module")
-def tanzania_source(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
-    """The real series as 21 scene GeoTIFFs in TerraSeg's local-source format (L2A, reflectance x 1000).
-
-    Masked pixels are 0 in every band (the file's `nodata` of 1 is a real low reflectance, never a whole pixel).
-    """
-    series = np.load(TANZANIA)
-    folder = tmp_path_factory.mktemp("tanzania")
-    transform = series["transform"]
-    bands = tuple(b if len(b) == 3 else f"B0{b[1:]}" for b in (str(b) for b in series["bands"]))
-    for index, stamp in enumerate(series["dates"]):
-        acquired = f"{stamp[:4]}-{stamp[4:6]}-{stamp[6:]}T07:30:00Z"
-        write_scene(
-            folder / f"T37MEM_{stamp}.tif",
-            series["data"][index],
-            bands=bands,
-            crs=str(series["crs_wkt"]),
-            origin=(float(transform[2]), float(transform[5])),
-            resolution_m=20.0,
-            acquired=acquired,
-            level="L2A",
-            scale=1e-3,
-            nodata=0,
-        )
-    return folder, series
 
 
 def test_a_series_tile_from_real_masked_dates_feeds_utae_and_masked_observations_do_not_matter(
