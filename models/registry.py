@@ -263,6 +263,12 @@ def _load_built(card: ModelCard, device: str, threads: int) -> LoadedModel:
     net.load_state_dict(state)
     if threads:
         torch.set_num_threads(threads)
+    series_card = card.temporal.get("mode") == "series"
+    if series_card != (calling != "image"):
+        raise ModelError(
+            f"Model {card.id}: its card says temporal mode {card.temporal.get('mode')!r}, but builder "
+            f"{card.builder!r} takes {'a series' if calling != 'image' else 'single images'}."
+        )
     if calling == "image":
         return LoadedModel(card, TorchPredictor(net, device=device).predict, path.name, sha256)
     origin = card.temporal.get("position_origin")

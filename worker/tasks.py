@@ -244,7 +244,8 @@ def _predict(
         progress=span(progress, 0.1, 0.9 if plan.cloud_model is None else 0.5, "Predicting"),
         **options,  # type: ignore[arg-type]
     )
-    if plan.model.for_dates is not None and plan.cloud_model is not None:  # a series model
+    # The card decides: a series model gets every chosen date at once (its loader provides for_dates).
+    if plan.model.card.temporal.get("mode") == "series" and plan.model.for_dates and plan.cloud_model:
         max_dates = int(plan.model.card.temporal.get("max_dates", 30))  # type: ignore[call-overload]
         series = predict_series(
             results,

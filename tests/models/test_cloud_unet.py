@@ -58,3 +58,19 @@ def test_a_few_steps_learn_the_synthetic_clouds():
     tp = ((predicted == 1) & (test_target == 1) & labelled).sum().item()
     f1 = 2 * tp / (((predicted == 1) & labelled).sum().item() + ((test_target == 1) & labelled).sum().item())
     assert f1 > 0.9, f1
+
+
+def test_a_checkpoint_round_trip_gives_the_same_predictions(tmp_path):
+    from models.weights import check_state_dict
+
+    torch.manual_seed(1)
+    model = build_cloud_unet(base_width=8, levels=2).eval()
+    path = tmp_path / "cloud_unet.pt"
+    torch.save(model.state_dict(), path)
+    restored = build_cloud_unet(base_width=8, levels=2)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    check_state_dict(restored, state, path.name)
+    restored.load_state_dict(state)
+    images, _ = synthetic_batch(4)
+    with torch.inference_mode():
+        torch.testing.assert_close(restored.eval()(images), model(images))
