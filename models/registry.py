@@ -174,7 +174,8 @@ def require_weights(model_id: str) -> ModelCard:
     card = get_card(model_id)
     if card.status == "untrained":
         raise ModelError(
-            f"Model {model_id} has no trained weights yet; import published weights or train it first."
+            f"Model {model_id} has no trained weights yet; import published weights ('terraseg import "
+            f"{model_id} FILE...') or train it first."
         )
     return card
 

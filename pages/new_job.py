@@ -15,7 +15,7 @@ from core.errors import AppError
 from core.jobs import make_spec
 from core.preflight import Estimate, estimate_job, find_scenes, format_duration
 from core.sources import SOURCE_HELP, parse_source
-from models.registry import DEFAULT_MODEL_BY_TASK, default_model, get_card, list_cards
+from models.registry import DEFAULT_MODEL_BY_TASK, default_model, get_card, list_cards, require_weights
 from pages import ui
 
 SAMPLE_CENTER = (45.8705, 14.5579)  # the embedded sample, near Ljubljana
@@ -146,10 +146,10 @@ with right:
         f"Weights: {card.status}; licence {card.licence}."
     )
     model_error = ""
-    if card.status == "untrained":
-        model_error = (
-            f"Model {model_id} has no trained weights yet; import published weights or train it first."
-        )
+    try:
+        require_weights(model_id)
+    except AppError as err:
+        model_error = str(err)
         st.error(model_error)
     sources_text = st.text_input(
         "Sources, in priority order (comma-separated)",

@@ -66,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verbs.add_parser("sources", help="list the kinds of data source")
     verbs.add_parser("models", help="list the models and their status")
+    importing = verbs.add_parser("import", help="install published weights for an untrained architecture")
+    importing.add_argument("model", help="the untrained model id, e.g. landcover-dfc2020-unet")
+    importing.add_argument(
+        "files", nargs="+", type=Path, help="its checkpoint file(s), e.g. args.pkl checkpoint.pth"
+    )
+    importing.add_argument("--as", dest="new_id", help="id of the installed model (default: MODEL-imported)")
     worker = verbs.add_parser("worker", help="serve jobs from Redis (default: every queue)")
     worker.add_argument("--queues", nargs="+", metavar="QUEUE", help="download, inference and/or training")
     worker.add_argument("--burst", action="store_true", help="stop when the queues are empty")
@@ -201,6 +207,19 @@ def command_models() -> int:
     return 0
 
 
+def command_import(args: argparse.Namespace, settings: Settings) -> int:
+    """Check and install weights; prints the new model id as the last stdout line."""
+    from models.importing import import_weights
+    from models.registry import get_card, read_card
+
+    card_path = import_weights(get_card(args.model), args.files, settings.cache_dir / "models", args.new_id)
+    installed = read_card(card_path)  # the card the registry will read, checked now rather than at next start
+    sources = ", ".join(f.name for f in args.files)
+    print(f"Installed {installed.id} ({installed.status}) from {sources} in {card_path.parent}")
+    print(installed.id)
+    return 0
+
+
 def log_internal_error(settings: Settings) -> Path | None:
     """Write the current traceback to a log file under the cache folder; return its path (None if impossible)."""
     try:
@@ -237,6 +256,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return command_sources()
         if args.verb == "models":
             return command_models()
+        if args.verb == "import":
+            return command_import(args, settings)
         return command_jobs(args, settings)
     except AppError as err:
         print(f"terraseg: {err}", file=sys.stderr)

@@ -143,7 +143,10 @@ def test_an_untrained_seed_model_is_refused_with_how_to_get_weights(model_id):
 
     card = get_card(model_id)
     assert card.status == "untrained" and card.weights == ()
-    with pytest.raises(ModelError, match="has no trained weights yet; import published weights or train it"):
+    with pytest.raises(
+        ModelError,
+        match=r"has no trained weights yet; import published weights \('terraseg import .* FILE...'\) or train it",
+    ):
         load(model_id, processing_level="L1C", available_bands=set(card.bands))
 
 

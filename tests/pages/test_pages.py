@@ -392,6 +392,8 @@ def test_an_untrained_model_is_explained_and_cannot_be_submitted(app_env, monkey
     next(s for s in at.selectbox if s.label == "Model").set_value("landcover-dfc2020-unet").run()
     assert_no_crash(at)
     assert any(
-        "has no trained weights yet; import published weights or train it" in t for t in texts(at.error)
+        "has no trained weights yet; import published weights ('terraseg import landcover-dfc2020-unet FILE...')"
+        in t
+        for t in texts(at.error)
     )
     assert submit_button(at).disabled

@@ -90,4 +90,7 @@ def test_an_untrained_series_model_is_refused_with_how_to_get_weights(tanzania_s
         "--start", "2016-01-01", "--end", "2020-12-31", "--source", f"local:{folder}", "--out", "out", cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 2
-    assert "has no trained weights yet; import published weights or train it first" in result.stderr
+    assert (
+        "has no trained weights yet; import published weights ('terraseg import crop-utae-pastis"
+        in result.stderr
+    )
