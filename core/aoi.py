@@ -97,6 +97,18 @@ def parse_aoi_upload(
         )
 
 
+def parse_bbox(text: str, *, max_area_km2: float = 2500.0, max_vertices: int = 10_000) -> AOI:
+    """'west,south,east,north' in degrees (commas and/or spaces) -> a validated AOI; never reads a file."""
+    numbers = _numbers(text.strip())
+    if not numbers:
+        raise AOIError(
+            f"{text.strip()!r} is not a bounding box; type four numbers: west, south, east, north in degrees."
+        )
+    return validate_aoi(
+        [_bbox_polygon(numbers, text)], "bbox", max_area_km2=max_area_km2, max_vertices=max_vertices
+    )
+
+
 def read_aoi(value: AOILike) -> tuple[list[BaseGeometry], str]:
     """Any accepted input -> (its geometries in EPSG:4326, not yet unioned or checked; a label)."""
     if isinstance(value, BaseGeometry):

@@ -48,6 +48,9 @@ class InferenceResult:
     total_s: float
 
 
+NORMALISATION_KINDS = ("none", "standard", "log-sigmoid", "scale-clip")
+
+
 def normalise(reflectance: np.ndarray, normalisation: dict[str, object]) -> np.ndarray:
     """Apply a model card's normalisation to (..., C, h, w) reflectance; returns float32."""
     kind = normalisation.get("kind", "none")

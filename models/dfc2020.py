@@ -346,9 +346,15 @@ def config_from_args(values: dict[str, Any]) -> DFC2020Config:
             f"args.pkl names the model {model!r}; the DFC2020 baseline has 'unet' and 'deeplab'."
         )
     no_savanna = bool(values.get("no_savanna", False))
-    return DFC2020Config(
-        model, bands, dfc2020_classes(no_savanna), no_savanna, int(values.get("out_stride", 16))
-    )
+    try:
+        output_stride = int(values.get("out_stride", 16))
+    except (TypeError, ValueError) as err:
+        raise ModelError(
+            f"args.pkl has out_stride {values.get('out_stride')!r}; the baseline uses 8 or 16."
+        ) from err
+    if output_stride not in (8, 16):
+        raise ModelError(f"args.pkl has out_stride {output_stride}; the baseline uses 8 or 16.")
+    return DFC2020Config(model, bands, dfc2020_classes(no_savanna), no_savanna, output_stride)
 
 
 def build_model(config: DFC2020Config) -> nn.Module:

@@ -9,6 +9,8 @@ app), and jobs can name the new id.
 import dataclasses
 import hashlib
 import json
+import re
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from core.types import ModelCard
 from models.weights import sha256_of
 
 WEIGHTS_NAME = "weights.pt"
+MODEL_ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
 
 def _import_dfc2020(card: ModelCard, files: list[Path]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -101,15 +104,20 @@ def import_weights(card: ModelCard, files: list[Path], models_dir: Path, new_id:
         raise ModelError(
             f"Model {card.id} has no importer; its weights come with TerraSeg or are trained here."
         )
-    state, changes = IMPORTERS[card.builder](card, files)
+    from models.registry import CARDS
+
     model_id = new_id or f"{card.id}-imported"
-    folder = models_dir / model_id
-    if folder.exists():
+    if not MODEL_ID_PATTERN.fullmatch(model_id):
         raise ModelError(
-            f"A model {model_id!r} is already installed in {folder}; choose another id with --as."
+            f"{model_id!r} is not a usable model id: use lower-case letters, digits, '.', '-' or '_'."
         )
+    folder = models_dir / model_id
+    if folder.exists() or model_id in CARDS:
+        raise ModelError(f"A model {model_id!r} is already installed; choose another id with --as.")
+    state, changes = IMPORTERS[card.builder](card, files)
     staging = models_dir / f".{model_id}.staging"
-    staging.mkdir(parents=True, exist_ok=False)
+    shutil.rmtree(staging, ignore_errors=True)  # left by an import that was interrupted
+    staging.mkdir(parents=True)
     torch.save(state, staging / WEIGHTS_NAME)
     sources = ", ".join(f"{f.name} (sha256 {sha256_of(f)[:16]}...)" for f in files)
     imported = dataclasses.replace(

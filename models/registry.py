@@ -7,6 +7,7 @@ state-dict key and shape against the architecture.
 
 import dataclasses
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
@@ -19,8 +20,10 @@ from torch import nn
 
 from core.config import get_settings
 from core.errors import ModelError
+from core.inference import NORMALISATION_KINDS
 from core.types import ClassInfo, ModelCard
 
+log = logging.getLogger(__name__)
 MODELS_DIR = Path(__file__).resolve().parent
 STATUSES = ("pretrained", "trained-here", "untrained")
 
@@ -78,9 +81,18 @@ def _load_cards() -> tuple[dict[str, ModelCard], dict[str, Path]]:
     cards: dict[str, ModelCard] = {}
     paths: dict[str, Path] = {}
     for path in card_files():
-        card = read_card(path)
+        try:
+            card = read_card(path)
+        except ModelError as err:
+            if path.is_relative_to(MODELS_DIR):
+                raise  # a card shipped with TerraSeg must be right
+            log.warning("Skipping an installed model: %s", err)  # one bad import must not stop the app
+            continue
         if card.id in cards:
-            raise ModelError(f"Two model cards use the id {card.id!r}; the second is {path}.")
+            if path.is_relative_to(MODELS_DIR):
+                raise ModelError(f"Two model cards use the id {card.id!r}; the second is {path}.")
+            log.warning("Skipping %s: the id %r is taken by %s", path, card.id, paths[card.id])
+            continue
         cards[card.id], paths[card.id] = card, path
     return cards, paths
 
@@ -176,6 +188,12 @@ def require_weights(model_id: str) -> ModelCard:
         raise ModelError(
             f"Model {model_id} has no trained weights yet; import published weights ('terraseg import "
             f"{model_id} FILE...') or train it first."
+        )
+    kind = card.normalisation.get("kind")
+    if kind not in NORMALISATION_KINDS:
+        raise ModelError(
+            f"Model {model_id}'s card does not say how to normalise its input (normalisation {kind!r}); set "
+            f"the statistics its weights were trained with in {CARD_PATHS[model_id]}."
         )
     return card
 

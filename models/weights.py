@@ -39,6 +39,9 @@ def verify_weights(path: Path, expected_sha256: str, model_id: str) -> str:
 def check_state_dict(module: "torch.nn.Module", state: dict[str, "torch.Tensor"], file_name: str) -> None:
     """Raise ModelError naming the missing, unexpected and mis-shaped keys when `state` does not fit `module`."""
     expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    not_tensors = sorted(k for k, v in state.items() if not hasattr(v, "shape"))
+    if not_tensors:
+        raise ModelError(f"{file_name} is not a state dict: {', '.join(not_tensors[:3])} hold no tensors.")
     found = {k: tuple(v.shape) for k, v in state.items()}
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(set(found) - set(expected))

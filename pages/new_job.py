@@ -10,7 +10,7 @@ import streamlit as st
 from folium.plugins import Draw
 from streamlit_folium import st_folium
 
-from core.aoi import AOI, MAX_UPLOAD_BYTES, parse_aoi, parse_aoi_upload, read_aoi, validate_aoi
+from core.aoi import AOI, MAX_UPLOAD_BYTES, parse_aoi, parse_aoi_upload, parse_bbox, read_aoi, validate_aoi
 from core.errors import AppError
 from core.jobs import make_spec
 from core.preflight import Estimate, estimate_job, find_scenes, format_duration
@@ -31,13 +31,10 @@ def preflight(
     end: date,
     max_cloud_pct: float | None,
     model_id: str,
-) -> Estimate | str:
-    """A real search and the estimate, or the sentence saying why there is nothing to run on."""
+) -> Estimate:
+    """A real search and the estimate. Errors are raised, so Streamlit caches only successful answers."""
     aoi = parse_aoi(aoi_json, max_area_km2=math.inf, max_vertices=2**31)  # validated already, with the limits
-    try:
-        scenes = find_scenes(sources, aoi.geometry, start, end, max_cloud_pct)
-    except AppError as err:
-        return str(err)
+    scenes = find_scenes(sources, aoi.geometry, start, end, max_cloud_pct)
     card = get_card(model_id)
     # Other tasks run the cloud model on every date to choose one (see worker/tasks.py).
     cloud_card = None if card.task == "cloud" else get_card(default_model("cloud"))
@@ -87,7 +84,7 @@ elif mode == "Type a bbox":
     )
     if bbox_text.strip():
         try:
-            aoi = parse_aoi(bbox_text, **limits)
+            aoi = parse_bbox(bbox_text, **limits)
         except AppError as err:
             aoi_error = str(err)
 else:
@@ -174,9 +171,13 @@ preflight_error = ""
 if aoi is None or not ready:
     st.caption("The estimate appears once the area, dates, model and sources are valid.")
 else:
-    answer = preflight(sources, json.dumps(aoi.to_geojson()), start, end, max_cloud, model_id)
-    if isinstance(answer, str):
-        preflight_error = answer
+    try:
+        answer = preflight(sources, json.dumps(aoi.to_geojson()), start, end, max_cloud, model_id)
+    except AppError as err:
+        preflight_error = str(err)
+    except OSError as err:  # e.g. a local folder that cannot be read
+        preflight_error = f"The sources cannot be searched: {err.strerror or err}."
+    if preflight_error:
         st.error(preflight_error)
     else:
         cols = st.columns(4)

@@ -14,8 +14,9 @@ from streamlit_folium import st_folium
 from core.overlay import Overlay, read_classes, render_overlay
 from pages import ui
 
-# Larger files are read only when the user clicks (Streamlit's deferred download), not on every rerun.
-INLINE_DOWNLOAD_MAX_BYTES = 64 * 2**20
+# Larger files are read only when the user clicks (Streamlit's deferred download), not on every rerun: inline
+# data stays in the session's memory and is re-sent whenever the page reruns (every slider move).
+INLINE_DOWNLOAD_MAX_BYTES = 2**20
 DOWNLOADS = (
     ("classes.tif", "Classes (COG)", "image/tiff"),
     ("confidence.tif", "Confidence (COG)", "image/tiff"),
@@ -35,6 +36,11 @@ def overlay(path: str, mtime_ns: int) -> Overlay:
 
 def overlay_of(path: Path) -> Overlay:
     return overlay(str(path), path.stat().st_mtime_ns)
+
+
+def percent(fraction: float | None) -> float | None:
+    """A 0-1 fraction as a percentage; None (a date without valid pixels in the AOI) stays empty."""
+    return None if fraction is None else round(100 * fraction, 1)
 
 
 def data_url(png: bytes) -> str:
@@ -130,8 +136,8 @@ if stats.get("cloud_model_id"):
 if stats.get("dates"):
     st.subheader("Cloud fractions per date")
     rows = [
-        {"date": d["date"], "valid (%)": round(100 * d["valid_fraction"], 1)}
-        | {f"{name} (%)": round(100 * value, 1) for name, value in d["fractions"].items()}
+        {"date": d["date"], "valid (%)": percent(d["valid_fraction"])}
+        | {f"{name} (%)": percent(value) for name, value in d["fractions"].items()}
         for d in stats["dates"]
     ]
     st.dataframe(pd.DataFrame(rows), hide_index=True)

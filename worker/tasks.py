@@ -155,7 +155,9 @@ def _predict_and_export(
                 title,
             )
             export.write_confidence_cog(selected.confidence_path, staging / "confidence.tif")
-            export.write_true_colour_cog(list(selected.scenes), grid, staging / "scene.tif")
+            # The published date's own image (for a series: its last date), not a mix of dates.
+            same_day = [s for s in selected.scenes if s.acquired.date() == selected.date]
+            export.write_true_colour_cog(same_day, grid, staging / "scene.tif")
             export.write_preview_png(
                 staging / "classes.tif",
                 staging / "preview.png",

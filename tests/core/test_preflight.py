@@ -4,6 +4,7 @@ import dataclasses
 from datetime import date
 
 import pytest
+from shapely.geometry import box
 
 from core.aoi import parse_aoi
 from core.preflight import estimate_job, find_scenes, format_duration
@@ -37,9 +38,27 @@ def test_a_model_without_a_throughput_figure_gets_no_run_time():
     assert estimate.run_s is None and "run time unknown" in estimate.summary()
 
 
-def test_scenes_over_the_cloud_limit_are_not_counted():
-    # The sample's scenes carry no cloud-cover metadata, so a limit keeps them all (as the worker does).
-    assert len(sample_scenes(max_cloud_pct=10)) == 5
+def test_scenes_over_the_cloud_limit_are_not_counted(make_scene):
+    import rasterio
+
+    from core.errors import NoScenesFound
+
+    for name, cloud_pct in (("clear.tif", 5), ("cloudy.tif", 80)):
+        path = make_scene(
+            name, size=32, acquired="2020-06-01T10:00:00Z" if name == "clear.tif" else "2020-06-11T10:00:00Z"
+        )
+        with rasterio.open(path, "r+") as dataset:
+            dataset.update_tags(CLOUD_COVER=str(cloud_pct))
+    folder = f"local:{path.parent}"
+    with rasterio.open(path) as dataset:
+        from rasterio.warp import transform_bounds
+
+        area = box(*transform_bounds(dataset.crs, "EPSG:4326", *dataset.bounds))
+    assert len(find_scenes((folder,), area, date(2020, 5, 1), date(2020, 7, 1), None)) == 2
+    [kept] = find_scenes((folder,), area, date(2020, 5, 1), date(2020, 7, 1), 10)
+    assert kept.cloud_cover_pct == 5
+    with pytest.raises(NoScenesFound, match="All 2 scenes have more than 1 % cloud cover"):
+        find_scenes((folder,), area, date(2020, 5, 1), date(2020, 7, 1), 1)
 
 
 @pytest.mark.parametrize(

@@ -173,6 +173,7 @@ def test_a_zipped_shapefile_with_its_prj_is_accepted(app_env, monkeypatch):
     [
         ("10,40,12,42", "the limit is 2,500 km²"),  # about 37,000 km2
         ("14.55,45.86,14.56", "west,south,east,north"),
+        ("/etc/hostname", "is not a bounding box"),  # never read as a file on the server
     ],
 )
 def test_a_bad_bbox_gets_its_message(app_env, monkeypatch, bbox, message):
@@ -203,7 +204,10 @@ def test_reversed_dates_an_unknown_source_and_no_scenes_each_block_submit(app_en
     source_box.set_value("sample").run()
     at.date_input[0].set_value("2019-01-01").run()
     at.date_input[1].set_value("2019-02-01").run()
-    assert any("no" in t.lower() and "scene" in t.lower() for t in texts(at.error)), texts(at.error)
+    assert any(
+        "No S2 scene of sample over the area falls between 2019-01-01 and 2019-02-01" in t
+        for t in texts(at.error)
+    )
     assert submit_button(at).disabled
     assert_no_crash(at)
 
@@ -397,3 +401,18 @@ def test_an_untrained_model_is_explained_and_cannot_be_submitted(app_env, monkey
         for t in texts(at.error)
     )
     assert submit_button(at).disabled
+
+
+def test_results_show_a_date_without_valid_pixels_as_empty(app_env, client, start_worker, monkeypatch):
+    start_worker()
+    job_id = client.submit(sample_spec())
+    wait_for(client, job_id, ("finished",))
+    stats_path = client.store.outputs_dir(job_id) / "stats.json"
+    stats = json.loads(stats_path.read_text())
+    stats["dates"][0]["valid_fraction"] = 0.0  # as date_fractions writes a date with no data in the AOI
+    stats["dates"][0]["fractions"] = {name: None for name in stats["dates"][0]["fractions"]}
+    stats_path.write_text(json.dumps(stats))
+    at = open_page("pages/results.py", None, monkeypatch)
+    assert_no_crash(at)
+    dates = at.dataframe[1].value
+    assert dates.iloc[0]["valid (%)"] == 0 and dates.iloc[0].isna()["cloud (%)"]

@@ -67,3 +67,26 @@ def test_weights_of_another_architecture_are_refused_and_nothing_is_installed(tm
     # A DFC2020 file is no U-TAE checkpoint; and nothing was half-installed by either refusal.
     assert wrong.returncode == 2 and "holds no state dict" in wrong.stderr
     assert not list((tmp_path / "cache").glob("models/*/card.json"))
+
+
+def test_bad_or_taken_ids_are_refused(tmp_path):
+    files = write_baseline_unet(tmp_path)
+    for new_id, message in (("../outside", "not a usable model id"), ("cloud-csmask", "already installed")):
+        result = terraseg("import", "landcover-dfc2020-unet", *map(str, files), "--as", new_id, cwd=tmp_path)
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert not (tmp_path / "cache" / "outside").exists()
+
+
+def test_an_imported_utae_without_normalisation_statistics_is_refused_before_any_work(tmp_path):
+    from models.utae import UTAE
+
+    checkpoint = tmp_path / "model.pth.tar"
+    torch.save({"epoch": 1, "state_dict": UTAE().state_dict()}, checkpoint)
+    imported = terraseg("import", "crop-utae-pastis", str(checkpoint), cwd=tmp_path)
+    assert imported.returncode == 0, imported.stderr
+    run = terraseg(
+        "run", "--task", "crop", "--model", imported.stdout.split()[-1], "--aoi", SAMPLE_AOI, *SAMPLE_DATES,
+        "--source", "sample", "--out", "out", cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 2
+    assert "does not say how to normalise its input (normalisation 'unknown')" in run.stderr
