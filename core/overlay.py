@@ -45,7 +45,7 @@ def render_overlay(cog: Path, max_px: int = OVERLAY_MAX_PX) -> Overlay:
         # Shrink big rasters to max_px on the long side; never enlarge (Leaflet scales the image itself).
         factor = max(1.0, max(width, height) / max_px)
         width, height = max(1, round(width / factor)), max(1, round(height / factor))
-        transform = transform * transform.scale(factor, factor)
+        transform = transform @ transform.scale(factor, factor)
         resampling = Resampling.nearest if paletted else Resampling.bilinear
         with WarpedVRT(
             src, crs=WEB_MERCATOR, transform=transform, width=width, height=height, resampling=resampling

@@ -41,6 +41,12 @@ def preflight(
     return estimate_job(aoi, scenes, card, cloud_card)
 
 
+@st.cache_data(max_entries=4, show_spinner=False)
+def parsed_upload(name: str, data: bytes, max_area_km2: float, max_vertices: int) -> AOI:
+    """The uploaded file's AOI, parsed once per file rather than on every rerun (errors are raised, not cached)."""
+    return parse_aoi_upload(name, data, max_area_km2=max_area_km2, max_vertices=max_vertices)
+
+
 def aoi_map(aoi: AOI | None) -> dict[str, Any] | None:
     """The map with the Draw tools (rectangle, polygon) and the current AOI; returns the last drawn feature."""
     fmap = folium.Map(location=SAMPLE_CENTER, zoom_start=13, control_scale=True)
@@ -75,7 +81,7 @@ if mode == "Upload a file":
     )
     if upload is not None:
         try:
-            aoi = parse_aoi_upload(upload.name, upload.getvalue(), **limits)
+            aoi = parsed_upload(upload.name, upload.getvalue(), **limits)
         except AppError as err:
             aoi_error = str(err)
 elif mode == "Type a bbox":

@@ -84,6 +84,7 @@ if not finished:
 job_ids = [s.job_id for s in finished]
 wanted = st.query_params.get("job")
 job_id = st.selectbox("Job", job_ids, index=job_ids.index(wanted) if wanted in job_ids else 0)
+st.query_params["job"] = job_id  # the choice survives other jobs finishing, and the URL can be shared
 status = next(s for s in finished if s.job_id == job_id)
 outputs = {Path(p).name: Path(p) for p in status.outputs if Path(p).exists()}
 if "classes.tif" not in outputs or "stats.json" not in outputs:
