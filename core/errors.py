@@ -31,3 +31,11 @@ class OutputError(AppError):
 
 class SpecError(AppError):
     """A job request has a field of the wrong kind or out of range."""
+
+
+class SourceUnavailable(ConnectionError):
+    """Every source that could serve the job is down, overloaded or unreachable right now.
+
+    Not an AppError on purpose: the job system retries it later with backoff (a ConnectionError is transient),
+    while the user still reads `str(err)` as the reason.
+    """

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from core.aoi import parse_aoi
 from core.config import Settings, get_settings
-from core.errors import AppError
+from core.errors import AppError, SourceUnavailable
 from core.jobs import TASKS, make_spec, parse_date
 from core.sources import SOURCE_HELP
 
@@ -259,7 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verb == "import":
             return command_import(args, settings)
         return command_jobs(args, settings)
-    except AppError as err:
+    except (AppError, SourceUnavailable) as err:
         print(f"terraseg: {err}", file=sys.stderr)
         return 2
     except redis.exceptions.RedisError as err:

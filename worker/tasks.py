@@ -16,6 +16,7 @@ import core
 from core import analysis, export
 from core.aoi import AOI, parse_aoi
 from core.config import Settings
+from core.download import fetch_windows
 from core.grid import Grid, grid_for_aoi, project_geometry
 from core.inference import JobCancelled
 from core.jobs import JobSpec
@@ -103,7 +104,21 @@ def run_job(
         cloud_model = None
         if spec.task != "cloud":
             cloud_model = registry.load(registry.default_model("cloud"), **load_options)  # type: ignore[arg-type]
-        groups = analysis.group_by_date(analysis.usable_scenes(scenes, model.card))
+        usable = analysis.usable_scenes(scenes, model.card)
+    with timer.stage("download"):
+        # Remote scenes (STAC COGs): only the AOI window of the bands the models and the true-colour image read.
+        needed = set(model.card.bands) | set(export.TRUE_COLOUR_BANDS)
+        if cloud_model is not None:
+            needed |= set(cloud_model.card.bands)
+        usable = fetch_windows(
+            usable,
+            needed,
+            aoi.geometry,
+            settings.cache_dir,
+            span(progress, 0.1, 0.15, "Downloading"),
+            should_stop,
+        )
+        groups = analysis.group_by_date(usable)
     plan = Plan(aoi, grid, aoi_grid, model, cloud_model, groups)
     work_dir = work_dir or settings.cache_dir / "work" / spec.spec_hash(model.card.version)
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -243,7 +258,7 @@ def _predict(
         plan.grid,
         plan.aoi_grid,
         work_dir if plan.cloud_model is None else work_dir / "cloud",
-        progress=span(progress, 0.1, 0.9 if plan.cloud_model is None else 0.5, "Predicting"),
+        progress=span(progress, 0.15, 0.9 if plan.cloud_model is None else 0.5, "Predicting"),
         **options,  # type: ignore[arg-type]
     )
     # The card decides: a series model gets every chosen date at once (its loader provides for_dates).

@@ -1,4 +1,4 @@
-"""Where imagery comes from. A source is named `sample` (the embedded demo) or `local:DIR`."""
+"""Where imagery comes from: `sample` (the embedded demo), `local:DIR`, a STAC preset or `stac:URL`."""
 
 import logging
 from datetime import date
@@ -6,8 +6,9 @@ from pathlib import Path
 
 from shapely.geometry.base import BaseGeometry
 
-from core.errors import AppError, NoScenesFound, SourceError
+from core.errors import AppError, NoScenesFound, SourceError, SourceUnavailable
 from core.sources.local import LocalSource
+from core.sources.stac import PRESETS, StacSource
 from core.types import Scene
 
 log = logging.getLogger(__name__)
@@ -16,16 +17,27 @@ SAMPLE_DIR = Path(__file__).resolve().parent.parent / "sample"
 SOURCE_HELP = {
     "sample": "the embedded offline demo: 5 Sentinel-2 L1C dates over 1 km2 in Slovenia (2015-07-11..09-09)",
     "local:DIR": "a folder of Sentinel-2 SAFE products (zipped or not) and GeoTIFF/COG scenes (see README)",
+    "earth-search": "Element 84's Earth Search STAC (Sentinel-2 L2A and L1C COGs on AWS; no account)",
+    "cdse": "Copernicus Data Space Ecosystem STAC",
+    "planetary-computer": "Microsoft Planetary Computer STAC (Sentinel-2 L2A)",
+    "stac:URL": "any STAC API whose items carry eo:bands (and raster:bands) metadata",
 }
 
 
-def parse_source(name: str) -> LocalSource:
+def parse_source(name: str) -> LocalSource | StacSource:
     """A source name from the CLI or a job spec -> a source object."""
     if name == "sample":
         return LocalSource(SAMPLE_DIR, "sample")
     if name.startswith("local:") and len(name) > len("local:"):
         return LocalSource(Path(name.removeprefix("local:")).expanduser(), name)
-    raise SourceError(f"Unknown source {name!r}. Use 'sample' or 'local:DIR' (run 'terraseg sources').")
+    if name in PRESETS:
+        return StacSource(PRESETS[name].url, name, PRESETS[name].collections)
+    if name.startswith(("stac:http://", "stac:https://")):
+        return StacSource(name.removeprefix("stac:"), name)
+    raise SourceError(
+        f"Unknown source {name!r}. Use 'sample', 'local:DIR', a STAC preset ({', '.join(PRESETS)}) or "
+        "'stac:https://...' (run 'terraseg sources')."
+    )
 
 
 def search_scenes(
@@ -36,16 +48,19 @@ def search_scenes(
     A source that fails (missing folder, no scenes) is logged and the next one is tried; if all fail, the
     error says what each one answered.
     """
-    answers = []
+    answers, unavailable = [], 0
     for name in source_names:
         try:
             scenes = parse_source(name).search(aoi, start, end, sensor)
-        except AppError as err:
+        except (AppError, SourceUnavailable) as err:
             log.warning("Source %s: %s", name, err)
             answers.append(str(err))
+            unavailable += isinstance(err, SourceUnavailable)
             continue
         log.info("Source %s: %d scenes", name, len(scenes))
         return scenes
+    if unavailable == len(answers):  # nothing answered "no scenes": worth trying again later
+        raise SourceUnavailable(" | ".join(answers))
     if len(answers) == 1:
         raise NoScenesFound(answers[0])
     raise NoScenesFound("No source has matching scenes: " + " | ".join(answers))

@@ -138,6 +138,66 @@ def test_cancel_during_inference_stops_within_2_s_and_a_retry_resumes(
     assert not [p for p in work.iterdir() if p.is_dir()], "the work folder goes once outputs are published"
 
 
+def test_cancel_during_download_stops_within_2_s_and_leaves_the_cache_sound(
+    client: JobClient, start_worker, tmp_path
+):
+    from tests.core.sources.stac_server import StacServerProcess
+
+    stac = StacServerProcess(tmp_path / "stac")
+    try:
+        stac.set_slow(0.4)  # a slow mirror: each band window takes a while
+        start_worker()
+        job_id = client.submit(sample_spec(sources=(f"stac:{stac.url}",)))
+        wait_for(client, job_id, ("running",), min_fraction=0.11, timeout_s=60)
+        seen = client.status(job_id)
+        assert seen.stage == "Downloading" and "downloading" in seen.message and "MB" in seen.message
+        asked = time.monotonic()
+        client.cancel(job_id)
+        wait_for(client, job_id, ("cancelled",), timeout_s=10)
+        assert time.monotonic() - asked < 2.0
+        assert not client.store.outputs_dir(job_id).exists()
+        products = client.settings.cache_dir / "products"
+        cached = list(products.rglob("*.tif"))
+        assert cached and not list(products.rglob("*.part"))  # whole windows only, no partial files
+        for path in cached:
+            with rasterio.open(path) as dataset:
+                assert dataset.read(1).size > 0
+        stac.set_slow(None)
+        before = {path: path.stat().st_mtime_ns for path in cached}
+        client.retry(job_id)
+        wait_for(client, job_id, ("finished",), timeout_s=120)
+        # The retry reused every window the cancelled run had finished, and fetched the rest.
+        assert {path: path.stat().st_mtime_ns for path in cached} == before
+        assert len(list(products.rglob("*.tif"))) > len(cached)
+    finally:
+        stac.stop()
+
+
+def test_a_source_that_is_down_is_retried_with_backoff_through_rq_and_the_job_then_finishes(
+    client: JobClient, start_worker, tmp_path
+):
+    from tests.core.sources.stac_server import StacServerProcess
+
+    stac = StacServerProcess(tmp_path / "stac")
+    try:
+        stac.set_down(True)  # every request gets 503
+        start_worker()
+        job_id = client.submit(sample_spec(sources=(f"stac:{stac.url}",)))
+        wait_for(client, job_id, ("queued",), min_fraction=0.0, timeout_s=60)
+        deadline = time.monotonic() + 30
+        while "retrying in 5 s after a transient error" not in client.status(job_id).message:
+            assert time.monotonic() < deadline, client.logs(job_id)
+            time.sleep(0.1)
+        stac.set_down(False)
+        wait_for(client, job_id, ("finished",), timeout_s=120)
+    finally:
+        stac.stop()
+    status = client.status(job_id)
+    assert status.attempts == 2 and status.error is None
+    log = client.logs(job_id)
+    assert "unavailable (HTTP 503)" in log and "transient error; retry in 5 s (3 left)" in log
+
+
 def test_a_worker_killed_mid_inference_is_replaced_and_the_outputs_are_identical(
     client: JobClient, start_worker, large_source, large_reference
 ):

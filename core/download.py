@@ -1,0 +1,141 @@
+"""Fetch what a job reads from remote COGs into the cache: only the AOI window of each needed band.
+
+Each window is read over HTTP range requests (GDAL /vsicurl), written to a temporary file next to its place in
+`<cache>/products/<source>/<item>/`, re-opened to validate it, and renamed into place, so the cache never holds a
+half-written file. A cached window is reused when it opens; one that does not is moved aside (quarantined) and
+fetched again. Two jobs fetching the same window at once both succeed: the rename is atomic and the content is
+the same. Cancellation is checked between bands.
+"""
+
+import dataclasses
+import hashlib
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import rasterio
+from rasterio.errors import RasterioError
+from rasterio.warp import transform_bounds
+from rasterio.windows import Window, from_bounds
+from shapely.geometry.base import BaseGeometry
+
+from core.errors import SourceError
+from core.inference import JobCancelled
+from core.progress import ProgressFn
+from core.types import BandAsset, Scene
+
+log = logging.getLogger(__name__)
+
+REMOTE_PREFIX = "/vsicurl/"
+MARGIN_PX = 3  # source pixels kept around the AOI, so bilinear resampling at its edge has neighbours
+
+
+def is_remote(asset: BandAsset) -> bool:
+    return asset.path.startswith(REMOTE_PREFIX)
+
+
+def aoi_window(dataset: rasterio.DatasetReader, aoi_4326: BaseGeometry) -> Window:
+    """The window of `dataset` covering the AOI's bounds plus a margin, snapped to whole pixels and clipped."""
+    left, bottom, right, top = transform_bounds("EPSG:4326", dataset.crs, *aoi_4326.bounds, densify_pts=21)
+    window = from_bounds(left, bottom, right, top, transform=dataset.transform)
+    col0 = max(0, math.floor(window.col_off) - MARGIN_PX)
+    row0 = max(0, math.floor(window.row_off) - MARGIN_PX)
+    col1 = min(dataset.width, math.ceil(window.col_off + window.width) + MARGIN_PX)
+    row1 = min(dataset.height, math.ceil(window.row_off + window.height) + MARGIN_PX)
+    if col1 <= col0 or row1 <= row0:
+        raise SourceError(f"{dataset.name} does not overlap the area of interest.")
+    return Window(col0, row0, col1 - col0, row1 - row0)
+
+
+def _cache_path(cache_dir: Path, scene: Scene, band: str, asset: BandAsset, window: Window) -> Path:
+    key = hashlib.sha256(
+        f"{asset.path}|{window.col_off},{window.row_off},{window.width},{window.height}".encode()
+    )
+    source = "".join(c if c.isalnum() or c in "-_." else "_" for c in scene.source)[:60]
+    return cache_dir / "products" / source / scene.id / f"{band}-{key.hexdigest()[:16]}.tif"
+
+
+def _valid_copy(path: Path, window: Window) -> bool:
+    try:
+        with rasterio.open(path) as dataset:
+            dataset.read(1, window=Window(0, 0, 1, 1))
+            return (dataset.width, dataset.height) == (int(window.width), int(window.height))
+    except (RasterioError, OSError):
+        return False
+
+
+def fetch_band_window(
+    asset: BandAsset, aoi_4326: BaseGeometry, target: Callable[[Window], Path]
+) -> tuple[Path, int]:
+    """Copy the AOI window of one remote band into the cache (or reuse it); returns (local file, bytes written)."""
+    try:
+        with rasterio.open(asset.path) as remote:
+            window = aoi_window(remote, aoi_4326)
+            path = target(window)
+            if path.exists():
+                if _valid_copy(path, window):
+                    return path, 0
+                quarantined = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+                os.replace(path, quarantined)
+                log.warning(
+                    "Cached window %s was unreadable; moved to %s and fetched again", path, quarantined.name
+                )
+            data = remote.read(asset.band_index, window=window)
+            profile = {
+                "driver": "GTiff", "count": 1, "dtype": data.dtype, "width": int(window.width),
+                "height": int(window.height), "crs": remote.crs, "transform": remote.window_transform(window),
+                "nodata": remote.nodata if remote.nodata is not None else asset.nodata, "compress": "deflate",
+                "tiled": window.width >= 256 and window.height >= 256,
+            }  # fmt: skip
+    except RasterioError as err:
+        raise SourceError(f"Fetching {asset.path.removeprefix(REMOTE_PREFIX)} failed ({err}).") from err
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.part")
+    with rasterio.open(partial, "w", **profile) as out:
+        out.write(data, 1)
+    if not _valid_copy(partial, window):
+        partial.unlink(missing_ok=True)
+        raise SourceError(f"The window fetched from {asset.path} could not be read back; try again.")
+    os.replace(partial, path)
+    return path, path.stat().st_size
+
+
+def fetch_windows(
+    scenes: list[Scene],
+    bands: set[str],
+    aoi_4326: BaseGeometry,
+    cache_dir: Path,
+    progress: ProgressFn | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> list[Scene]:
+    """The scenes with every needed remote band replaced by its cached AOI window (local scenes pass as they are)."""
+    jobs = [(s, b) for s in scenes for b in sorted(bands & set(s.bands)) if is_remote(s.bands[b])]
+    if not jobs:
+        return scenes
+    replaced: dict[str, dict[str, BandAsset]] = {}
+    fetched_bytes = 0
+    for index, (scene, band) in enumerate(jobs):
+        if should_stop is not None and should_stop():
+            raise JobCancelled("The job was cancelled.")
+        asset = scene.bands[band]
+
+        def target(window: Window, scene: Scene = scene, band: str = band, asset: BandAsset = asset) -> Path:
+            return _cache_path(cache_dir, scene, band, asset, window)
+
+        path, written = fetch_band_window(asset, aoi_4326, target)
+        fetched_bytes += written
+        replaced.setdefault(scene.id, {})[band] = dataclasses.replace(asset, path=str(path), band_index=1)
+        if progress is not None:
+            done_scenes = len({s.id for s, _ in jobs[: index + 1]})
+            progress(
+                (index + 1) / len(jobs),
+                f"downloading {done_scenes}/{len({s.id for s, _ in jobs})} scenes, band {index + 1}/{len(jobs)}, "
+                f"{fetched_bytes / 1e6:.1f} MB",
+            )
+    log.info("Fetched %d band windows (%d bytes) into %s", len(jobs), fetched_bytes, cache_dir)
+    return [
+        dataclasses.replace(s, bands={**s.bands, **replaced[s.id]}) if s.id in replaced else s for s in scenes
+    ]

@@ -1,0 +1,151 @@
+"""The STAC source against a local STAC API replaying recorded Earth Search metadata, and the window fetch."""
+
+import json
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.windows import Window
+
+from core.aoi import parse_aoi
+from core.download import fetch_windows
+from core.errors import NoScenesFound, SourceUnavailable
+from core.grid import grid_for_aoi
+from core.reading import SceneReader
+from core.sources import SAMPLE_DIR, parse_source, search_scenes
+from core.sources.stac import item_to_scene, radiometry
+from tests.core.sources.stac_server import StacServerProcess, recorded_responses
+
+AOI = parse_aoi(SAMPLE_DIR / "aoi.geojson")
+SUMMER = (date(2015, 7, 1), date(2015, 9, 30))
+
+
+@pytest.fixture(scope="module")
+def stac(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    server = StacServerProcess(tmp_path_factory.mktemp("stac") / "server")
+    yield server
+    server.stop()
+
+
+def test_pystac_client_finds_the_items_with_their_recorded_metadata(stac):
+    scenes = parse_source(f"stac:{stac.url}").search(AOI.geometry, *SUMMER)
+    assert [s.date_iso for s in scenes] == [
+        "2015-07-11",
+        "2015-07-31",
+        "2015-08-20",
+        "2015-08-30",
+        "2015-09-09",
+    ]
+    scene = scenes[0]
+    assert (scene.processing_level, scene.processing_baseline, scene.sensor) == ("L1C", "05.11", "S2")
+    assert set(scene.bands) == {
+        "B01",
+        "B02",
+        "B03",
+        "B04",
+        "B05",
+        "B06",
+        "B07",
+        "B08",
+        "B8A",
+        "B09",
+        "B10",
+        "B11",
+        "B12",
+    }
+    assert scene.bands["B04"].path.startswith("/vsicurl/http://127.0.0.1")
+    # raster:bands (scale 1e-4, offset -0.1) -> reflectance = (DN - 1000) x 1e-4
+    assert (scene.bands["B04"].scale, scene.bands["B04"].add_offset) == (1e-4, pytest.approx(-1000.0))
+    methods = {(m, p) for m, p, _, _ in stac.requests()}
+    assert ("POST", "/v1/search") in methods  # pystac-client searched, unmodified
+
+
+def test_remote_cogs_read_back_the_samples_reflectance_exactly(stac):
+    grid = grid_for_aoi(AOI.geometry)
+    window = Window(0, 0, grid.width, grid.height)
+    remote = parse_source(f"stac:{stac.url}").search(AOI.geometry, date(2015, 7, 11), date(2015, 7, 11))
+    local = parse_source("sample").search(AOI.geometry, date(2015, 7, 11), date(2015, 7, 11))
+    bands = ("B02", "B04", "B8A", "B11")
+    with SceneReader(remote, bands, grid) as reader:
+        remote_values, remote_valid = reader.read(window)
+    with SceneReader(local, bands, grid) as reader:
+        local_values, local_valid = reader.read(window)
+    np.testing.assert_array_equal(remote_valid, local_valid)
+    np.testing.assert_allclose(remote_values, local_values, atol=1e-7)
+
+
+def test_the_baseline_rule_applies_the_offset_only_where_the_metadata_does_not_give_one():
+    assert radiometry({"raster:bands": [{"scale": 1e-4, "offset": -0.1}]}, "02.09") == (
+        1e-4,
+        pytest.approx(-1000),
+        0,
+    )
+    assert radiometry({"raster:bands": [{"nodata": 0}]}, "04.00") == (1e-4, -1000.0, 0)
+    assert radiometry({}, "03.01") == (1e-4, 0.0, 0)
+    # Recorded Earth Search L2A item: "earthsearch:boa_offset_applied": true and raster:bands offset -0.1.
+    _, items = recorded_responses()
+    flagged = next(i for i in items if i["properties"].get("earthsearch:boa_offset_applied") is True)
+    scene = item_to_scene(flagged, "earth-search")
+    assert scene is not None and scene.processing_level == "L2A"
+    assert scene.bands["B04"].add_offset == pytest.approx(-1000.0)  # the numbers decide, not the flag
+
+
+def test_window_fetch_caches_and_reuses_and_replaces_a_corrupt_copy(stac, tmp_path):
+    scenes = parse_source(f"stac:{stac.url}").search(AOI.geometry, *SUMMER)[:2]
+    before = stac.bytes_served()
+    fetched = fetch_windows(scenes, {"B04", "B11"}, AOI.geometry, tmp_path)
+    first = stac.bytes_served() - before
+    paths = [Path(s.bands[b].path) for s in fetched for b in ("B04", "B11")]
+    assert all(p.is_file() and tmp_path in p.parents for p in paths) and first > 0
+    assert fetched[0].bands["B02"].path.startswith("/vsicurl/")  # bands not asked for stay remote
+    again = fetch_windows(scenes, {"B04", "B11"}, AOI.geometry, tmp_path)
+    assert [s.bands["B04"].path for s in again] == [s.bands["B04"].path for s in fetched]
+    paths[0].write_bytes(b"not a tiff")  # a corrupt cached file
+    repaired = fetch_windows(scenes, {"B04"}, AOI.geometry, tmp_path)
+    with rasterio.open(repaired[0].bands["B04"].path) as dataset:
+        assert dataset.read(1).mean() > 1000
+    assert list(paths[0].parent.glob("*.corrupt-*"))  # quarantined, not silently overwritten
+
+
+def test_a_source_that_is_down_is_reported_and_the_next_one_serves(stac, caplog):
+    stac.set_down(True)
+    try:
+        with pytest.raises(SourceUnavailable, match=r"is unavailable \(HTTP 503\)"):
+            parse_source(f"stac:{stac.url}").search(AOI.geometry, *SUMMER)
+        scenes = search_scenes((f"stac:{stac.url}", "sample"), AOI.geometry, *SUMMER)
+        with pytest.raises(SourceUnavailable):  # every source down: a transient error, retried later
+            search_scenes((f"stac:{stac.url}",), AOI.geometry, *SUMMER)
+    finally:
+        stac.set_down(False)
+    assert {s.source for s in scenes} == {"sample"}
+    assert any(f"stac:{stac.url}" in r.getMessage() for r in caplog.records)
+
+
+def test_an_unreachable_catalogue_is_unavailable_not_an_internal_error():
+    with pytest.raises(SourceUnavailable, match="cannot be reached"):
+        parse_source("stac:http://127.0.0.1:9/v1").search(AOI.geometry, *SUMMER)
+
+
+def test_no_items_for_the_dates_says_what_to_do(stac):
+    with pytest.raises(NoScenesFound, match="widen the dates or raise the cloud limit"):
+        parse_source(f"stac:{stac.url}").search(AOI.geometry, date(2019, 1, 1), date(2019, 2, 1))
+
+
+def test_a_job_on_the_stac_source_gives_the_same_map_as_on_the_sample(stac, tmp_path):
+    from tests.worker.test_cli import SAMPLE_AOI, SAMPLE_DATES, terraseg
+
+    runs = {}
+    for name, source in (("stac", f"stac:{stac.url}"), ("sample", "sample")):
+        result = terraseg("run", "--task", "cloud", "--aoi", SAMPLE_AOI, *SAMPLE_DATES, "--source", source,
+                          "--out", name, cwd=tmp_path)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        with rasterio.open(tmp_path / name / "classes.tif") as cog:
+            runs[name] = cog.read(1)
+    np.testing.assert_array_equal(runs["stac"], runs["sample"])
+    record = json.loads((tmp_path / "stac" / "run.json").read_text())
+    assert {i["source"] for i in record["inputs"]} == {f"stac:{stac.url}"}
+    assert all(i["processing_baseline"] == "05.11" for i in record["inputs"])
+    cached = list((tmp_path / "cache" / "products").rglob("*.tif"))
+    assert cached and not list((tmp_path / "cache" / "products").rglob("*.part"))
