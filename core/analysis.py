@@ -22,7 +22,7 @@ from shapely.geometry.base import BaseGeometry
 from core.errors import DateRangeError, NoScenesFound
 from core.export import open_intermediate
 from core.grid import Grid
-from core.inference import InferenceResult, Predict, predict_grid
+from core.inference import InferenceResult, JobCancelled, Predict, predict_grid
 from core.progress import ProgressFn, span
 from core.reading import SceneReader
 from core.types import ModelCard, Scene
@@ -106,6 +106,8 @@ def predict_dates(
             f"date {index + 1}/{len(groups)} ({day})",
         )
         inference = load_done(date_dir)
+        if inference is None and should_stop is not None and should_stop():
+            raise JobCancelled("The job was cancelled.")
         if inference is None:
             with SceneReader(scenes, card.bands, grid) as reader:
                 inference = predict_grid(

@@ -229,6 +229,10 @@ def predict_grid(
                 if progress is not None:
                     progress(done / len(windows), f"tiles {done}/{len(windows)}")
         flush(stitcher, grid.height)
+    # Writing the rasters out takes a while on big grids; a cancel that came during the last batch stops here
+    # (the saved strips stay, so a retry resumes from them).
+    if should_stop is not None and should_stop():
+        raise JobCancelled("The job was cancelled.")
     with (
         open_intermediate(classes_path, grid, card.nodata_value) as classes_out,
         open_intermediate(confidence_path, grid, 0) as confidence_out,
