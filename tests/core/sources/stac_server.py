@@ -210,14 +210,14 @@ class StacServer:
                 slow = server.folder / "slow"
                 if slow.exists():  # a slow mirror: seconds to wait before each file response
                     time.sleep(float(slow.read_text() or 0.5))
-                data = server.files[path].read_bytes()
-                start, end = 0, len(data) - 1
+                size = server.files[path].stat().st_size
+                start, end = 0, size - 1
                 ranged = self.headers.get("Range")
                 if ranged and (m := re.fullmatch(r"bytes=(\d+)-(\d*)", ranged.strip())):
                     start = int(m.group(1))
-                    end = min(int(m.group(2)) if m.group(2) else end, len(data) - 1)
+                    end = min(int(m.group(2)) if m.group(2) else end, size - 1)
                     self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
+                    self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
                 else:
                     self.send_response(200)
                 self.send_header("Accept-Ranges", "bytes")
@@ -226,8 +226,16 @@ class StacServer:
                 self.end_headers()
                 sent = end - start + 1 if method == "GET" else 0
                 server.log(method, path, ranged, sent)
-                if method == "GET":
-                    self.wfile.write(data[start : end + 1])
+                if method == "GET":  # only the asked range is read: the files may be whole Sentinel-2 tiles
+                    with server.files[path].open("rb") as handle:
+                        handle.seek(start)
+                        remaining = end - start + 1
+                        while remaining > 0:
+                            chunk = handle.read(min(remaining, 1 << 20))
+                            if not chunk:
+                                break
+                            self.wfile.write(chunk)
+                            remaining -= len(chunk)
 
             def do_GET(self) -> None:  # noqa: N802
                 self._route("GET")
@@ -252,7 +260,7 @@ class StacServer:
 class StacServerProcess:
     """The test-side handle: starts `python -m tests.core.sources.stac_server FOLDER` and reads its log."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, extra_files: tuple[Path, ...] = ()) -> None:
         import subprocess
         import sys
 
@@ -260,7 +268,7 @@ class StacServerProcess:
         folder.mkdir(parents=True, exist_ok=True)
         root = Path(__file__).resolve().parents[3]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.core.sources.stac_server", str(folder)],
+            [sys.executable, "-m", "tests.core.sources.stac_server", str(folder), *map(str, extra_files)],
             cwd=root,
             stdout=subprocess.PIPE,
             text=True,
@@ -301,5 +309,7 @@ if __name__ == "__main__":
     import sys
 
     server = StacServer(Path(sys.argv[1]))
+    for extra in sys.argv[2:]:  # more files to serve (benchmarks): /v1/data/extra/<name>
+        server.files[f"/v1/data/extra/{Path(extra).name}"] = Path(extra)
     print(server.url, flush=True)
     server.httpd.serve_forever()
