@@ -31,6 +31,13 @@ log = logging.getLogger(__name__)
 
 REMOTE_PREFIX = "/vsicurl/"
 MARGIN_PX = 3  # source pixels kept around the AOI, so bilinear resampling at its edge has neighbours
+# GDAL retries 429 and 5xx answers itself (honouring Retry-After), and is told not to list the remote "folder".
+GDAL_HTTP_OPTIONS = {
+    "GDAL_HTTP_MAX_RETRY": "4",
+    "GDAL_HTTP_RETRY_DELAY": "1",
+    "GDAL_HTTP_TIMEOUT": "60",
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+}
 
 
 def is_remote(asset: BandAsset) -> bool:
@@ -72,7 +79,7 @@ def fetch_band_window(
 ) -> tuple[Path, int]:
     """Copy the AOI window of one remote band into the cache (or reuse it); returns (local file, bytes written)."""
     try:
-        with rasterio.open(asset.path) as remote:
+        with rasterio.Env(**GDAL_HTTP_OPTIONS), rasterio.open(asset.path) as remote:
             window = aoi_window(remote, aoi_4326)
             path = target(window)
             if path.exists():

@@ -207,6 +207,17 @@ class StacServer:
                     server.log(method, path, None, 0)
                     self.send_error(404)
                     return
+                failing = server.folder / "fail_next"  # "STATUS COUNT": the next COUNT file requests fail so
+                if failing.exists():
+                    status, count = (int(v) for v in failing.read_text().split())
+                    if count > 0:
+                        failing.write_text(f"{status} {count - 1}")
+                        server.log(method, path, self.headers.get("Range"), 0)
+                        self.send_response(status)
+                        self.send_header("Retry-After", "1")
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
                 slow = server.folder / "slow"
                 if slow.exists():  # a slow mirror: seconds to wait before each file response
                     time.sleep(float(slow.read_text() or 0.5))
@@ -285,6 +296,10 @@ class StacServerProcess:
 
     def bytes_served(self, prefix: str = "/v1/data/") -> int:
         return sum(sent for _, path, _, sent in self.requests() if path.startswith(prefix))
+
+    def fail_next(self, status: int, count: int) -> None:
+        """The next `count` file requests get `status` (with Retry-After: 1)."""
+        (self.folder / "fail_next").write_text(f"{status} {count}")
 
     def set_slow(self, seconds: float | None) -> None:
         flag = self.folder / "slow"

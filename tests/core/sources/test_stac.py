@@ -109,6 +109,17 @@ def test_window_fetch_caches_and_reuses_and_replaces_a_corrupt_copy(stac, tmp_pa
     assert list(paths[0].parent.glob("*.corrupt-*"))  # quarantined, not silently overwritten
 
 
+@pytest.mark.parametrize("status", [429, 503])
+def test_a_window_fetch_rides_out_rate_limits_and_server_errors(stac, tmp_path, status):
+    [scene] = parse_source(f"stac:{stac.url}").search(AOI.geometry, date(2015, 8, 20), date(2015, 8, 20))
+    stac.fail_next(status, 2)
+    [fetched] = fetch_windows([scene], {"B04"}, AOI.geometry, tmp_path)
+    with rasterio.open(fetched.bands["B04"].path) as dataset:
+        assert dataset.read(1).mean() > 1000
+    answers = [r for r in stac.requests() if r[1].endswith("/B04.tif") and "20150820" in r[1]]
+    assert [r[3] for r in answers[:2]] == [0, 0] and answers[-1][3] > 0  # two refusals, then data
+
+
 def test_a_source_that_is_down_is_reported_and_the_next_one_serves(stac, caplog):
     stac.set_down(True)
     try:
