@@ -58,9 +58,9 @@ def aoi_window(dataset: rasterio.DatasetReader, aoi_4326: BaseGeometry) -> Windo
 
 
 def _cache_path(cache_dir: Path, scene: Scene, band: str, asset: BandAsset, window: Window) -> Path:
-    key = hashlib.sha256(
-        f"{asset.path}|{window.col_off},{window.row_off},{window.width},{window.height}".encode()
-    )
+    # Without the query string: signed links (SAS tokens) change every hour, the data behind them does not.
+    href = asset.path.split("?", 1)[0]
+    key = hashlib.sha256(f"{href}|{window.col_off},{window.row_off},{window.width},{window.height}".encode())
     source = "".join(c if c.isalnum() or c in "-_." else "_" for c in scene.source)[:60]
     return cache_dir / "products" / source / scene.id / f"{band}-{key.hexdigest()[:16]}.tif"
 

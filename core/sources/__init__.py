@@ -31,7 +31,8 @@ def parse_source(name: str) -> LocalSource | StacSource:
     if name.startswith("local:") and len(name) > len("local:"):
         return LocalSource(Path(name.removeprefix("local:")).expanduser(), name)
     if name in PRESETS:
-        return StacSource(PRESETS[name].url, name, PRESETS[name].collections)
+        preset = PRESETS[name]
+        return StacSource(preset.url, name, preset.collections, sign_url=preset.sign_url)
     if name.startswith(("stac:http://", "stac:https://")):
         return StacSource(name.removeprefix("stac:"), name)
     raise SourceError(

@@ -48,6 +48,7 @@ DN_SCALE = 1e-4
 class StacPreset:
     url: str
     collections: dict[str, str]  # processing level -> collection id
+    sign_url: str | None = None  # SAS token service: GET <sign_url>/<collection> -> {"token": "..."}
 
 
 PRESETS = {
@@ -140,10 +141,46 @@ def item_to_scene(item: dict[str, Any], source: str) -> Scene | None:
 class StacSource:
     """A STAC API: search by AOI, dates and collection; Sentinel-2 items become Scenes."""
 
-    def __init__(self, url: str, name: str, collections: dict[str, str] | None = None, max_items: int = 500):
+    def __init__(
+        self,
+        url: str,
+        name: str,
+        collections: dict[str, str] | None = None,
+        max_items: int = 500,
+        sign_url: str | None = None,
+    ):
         self.url, self.name = url.rstrip("/"), name
         self.collections = collections or DEFAULT_COLLECTIONS
         self.max_items = max_items
+        self.sign_url = sign_url.rstrip("/") if sign_url else None
+
+    def sign(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Append the catalogue's SAS token (one per collection, asked once per search) to every asset href.
+
+        Planetary Computer serves its blobs only with a token from its SAS service; the token is short-lived
+        (about an hour), which is why a job fetches its windows right after the search.
+        """
+        if self.sign_url is None:
+            return items
+        import requests
+
+        tokens: dict[str, str] = {}
+        for item in items:
+            collection = str(item.get("collection", ""))
+            if collection not in tokens:
+                try:
+                    answer = requests.get(f"{self.sign_url}/{collection}", timeout=30)
+                    answer.raise_for_status()
+                    tokens[collection] = str(answer.json()["token"])
+                except (requests.RequestException, KeyError, ValueError) as err:
+                    raise SourceUnavailable(
+                        f"{self.name}: no access token for {collection} ({err})."
+                    ) from err
+            for asset in item.get("assets", {}).values():
+                href = str(asset.get("href", ""))
+                if href.startswith("http"):
+                    asset["href"] = f"{href}{'&' if '?' in href else '?'}{tokens[collection]}"
+        return items
 
     def search(self, aoi: BaseGeometry, start: date, end: date, sensor: str = "S2") -> list[Scene]:
         """Sentinel-2 scenes over `aoi` between `start` and `end` (inclusive), oldest first."""
@@ -176,7 +213,7 @@ class StacSource:
             raise SourceError(f"{self.name} answered with an error: {str(err)[:200]}") from err
         except OSError as err:  # requests' connection errors and timeouts are OSErrors
             raise SourceUnavailable(f"{self.name} cannot be reached ({type(err).__name__}).") from err
-        scenes = [s for s in (item_to_scene(item, self.name) for item in items) if s is not None]
+        scenes = [s for s in (item_to_scene(item, self.name) for item in self.sign(items)) if s is not None]
         if not scenes:
             raise NoScenesFound(
                 f"{self.name} has no Sentinel-2 scenes for this AOI and dates; widen the dates or raise the cloud "

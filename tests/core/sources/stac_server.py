@@ -172,7 +172,15 @@ class StacServer:
                     server.log(method, parsed.path, self.headers.get("Range"), 0)
                     self.send_error(503, "Service Unavailable")
                     return
-                if parsed.path.startswith("/v1/data/"):
+                if m := re.fullmatch(r"/api/sas/v1/token/([^/]+)", parsed.path):  # Planetary Computer's SAS
+                    self._json(
+                        {"msft:expiry": "2099-01-01T00:00:00Z", "token": f"st=now&sig=test-{m.group(1)}"}
+                    )
+                elif parsed.path.startswith("/v1/data/"):
+                    if (server.folder / "require_token").exists() and "sig=test-" not in parsed.query:
+                        server.log(method, parsed.path, None, 0)
+                        self.send_error(403, "Server failed to authenticate the request")
+                        return
                     self._file(parsed.path, method)
                 elif parsed.path in ("/v1", "/v1/"):
                     self._json(server.landing)
@@ -300,6 +308,14 @@ class StacServerProcess:
     def fail_next(self, status: int, count: int) -> None:
         """The next `count` file requests get `status` (with Retry-After: 1)."""
         (self.folder / "fail_next").write_text(f"{status} {count}")
+
+    def require_token(self, required: bool) -> None:
+        """Data requests without the SAS token get 403, as Planetary Computer's blob storage answers."""
+        flag = self.folder / "require_token"
+        if required:
+            flag.touch()
+        else:
+            flag.unlink(missing_ok=True)
 
     def set_slow(self, seconds: float | None) -> None:
         flag = self.folder / "slow"

@@ -1,5 +1,6 @@
 """The STAC source against a local STAC API replaying recorded Earth Search metadata, and the window fetch."""
 
+import dataclasses
 import json
 from datetime import date
 from pathlib import Path
@@ -11,7 +12,7 @@ from rasterio.windows import Window
 
 from core.aoi import parse_aoi
 from core.download import fetch_windows
-from core.errors import NoScenesFound, SourceUnavailable
+from core.errors import NoScenesFound, SourceError, SourceUnavailable
 from core.grid import grid_for_aoi
 from core.reading import SceneReader
 from core.sources import SAMPLE_DIR, parse_source, search_scenes
@@ -137,6 +138,32 @@ def test_a_source_that_is_down_is_reported_and_the_next_one_serves(stac, caplog)
 def test_an_unreachable_catalogue_is_unavailable_not_an_internal_error():
     with pytest.raises(SourceUnavailable, match="cannot be reached"):
         parse_source("stac:http://127.0.0.1:9/v1").search(AOI.geometry, *SUMMER)
+
+
+def test_a_catalogue_with_sas_signing_gets_tokens_and_unsigned_links_are_refused(stac, tmp_path):
+    from core.sources.stac import StacSource
+
+    signing = StacSource(stac.url, "signed", sign_url=stac.url.replace("/v1", "/api/sas/v1/token"))
+    plain = StacSource(stac.url, "plain")
+    stac.require_token(True)
+    try:
+        [signed] = signing.search(AOI.geometry, date(2015, 8, 30), date(2015, 8, 30))
+        assert "?st=now&sig=test-sentinel-2-l1c" in signed.bands["B04"].path
+        [fetched] = fetch_windows([signed], {"B04"}, AOI.geometry, tmp_path / "signed")
+        assert Path(fetched.bands["B04"].path).is_file()
+        # An hour later the token differs; the cached window is still the same data and is reused.
+        resigned = dataclasses.replace(
+            signed,
+            bands={"B04": dataclasses.replace(signed.bands["B04"], path=signed.bands["B04"].path + "x")},
+        )
+        served = stac.bytes_served()
+        [again] = fetch_windows([resigned], {"B04"}, AOI.geometry, tmp_path / "signed")
+        assert again.bands["B04"].path == fetched.bands["B04"].path and stac.bytes_served() - served < 20_000
+        [unsigned] = plain.search(AOI.geometry, date(2015, 8, 30), date(2015, 8, 30))
+        with pytest.raises(SourceError, match="Fetching .* failed"):
+            fetch_windows([unsigned], {"B04"}, AOI.geometry, tmp_path / "plain")
+    finally:
+        stac.require_token(False)
 
 
 def test_no_items_for_the_dates_says_what_to_do(stac):
