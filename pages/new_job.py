@@ -14,7 +14,7 @@ from core.aoi import AOI, MAX_UPLOAD_BYTES, parse_aoi, parse_aoi_upload, parse_b
 from core.errors import AppError
 from core.jobs import make_spec
 from core.preflight import Estimate, estimate_job, find_scenes, format_duration
-from core.sources import SOURCE_HELP, parse_source
+from core.sources import SOURCE_HELP, check_local_roots, parse_source
 from models.registry import DEFAULT_MODEL_BY_TASK, default_model, get_card, list_cards, require_weights
 from pages import ui
 
@@ -164,6 +164,7 @@ with right:
     for name in sources:
         try:
             parse_source(name)
+            check_local_roots(name, settings.app_local_roots)
         except AppError as err:
             source_error = str(err)
     if source_error:

@@ -41,6 +41,16 @@ def parse_source(name: str) -> LocalSource | StacSource:
     )
 
 
+def check_local_roots(name: str, roots: tuple[Path, ...] | list[Path]) -> None:
+    """Refuse a `local:DIR` source outside `roots` (no roots: any folder); other sources pass."""
+    if not roots or not name.startswith("local:"):
+        return
+    folder = Path(name.removeprefix("local:")).expanduser().resolve()
+    if not any(folder.is_relative_to(Path(root).expanduser().resolve()) for root in roots):
+        allowed = ", ".join(str(r) for r in roots)
+        raise SourceError(f"On this server, local folders must be inside {allowed}; {folder} is not.")
+
+
 def search_scenes(
     source_names: tuple[str, ...] | list[str], aoi: BaseGeometry, start: date, end: date, sensor: str = "S2"
 ) -> list[Scene]:

@@ -416,3 +416,17 @@ def test_results_show_a_date_without_valid_pixels_as_empty(app_env, client, star
     assert_no_crash(at)
     dates = at.dataframe[1].value
     assert dates.iloc[0]["valid (%)"] == 0 and dates.iloc[0].isna()["cloud (%)"]
+
+
+def test_a_shared_server_limits_local_folders_to_its_roots(app_env, monkeypatch, tmp_path):
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    monkeypatch.setenv("TERRASEG_APP_LOCAL_ROOTS", json.dumps([str(allowed)]))
+    get_settings.cache_clear()
+    at = open_page("pages/new_job.py", None, monkeypatch)
+    source_box = next(t for t in at.text_input if t.label.startswith("Sources"))
+    source_box.set_value("local:/etc").run()
+    assert any("local folders must be inside" in t and "/etc is not" in t for t in texts(at.error))
+    assert submit_button(at).disabled
+    source_box.set_value(f"local:{allowed}").run()
+    assert not any("local folders must be inside" in t for t in texts(at.error))
