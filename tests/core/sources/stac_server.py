@@ -307,29 +307,25 @@ class StacServerProcess:
 
     def fail_next(self, status: int, count: int) -> None:
         """The next `count` file requests get `status` (with Retry-After: 1)."""
-        (self.folder / "fail_next").write_text(f"{status} {count}")
+        self._flag("fail_next", f"{status} {count}")
+
+    def _flag(self, name: str, content: str | None) -> None:
+        """Create the control file `name` (None: remove it); the server process reads it on each request."""
+        flag = self.folder / name
+        if content is None:
+            flag.unlink(missing_ok=True)
+        else:
+            flag.write_text(content)
 
     def require_token(self, required: bool) -> None:
         """Data requests without the SAS token get 403, as Planetary Computer's blob storage answers."""
-        flag = self.folder / "require_token"
-        if required:
-            flag.touch()
-        else:
-            flag.unlink(missing_ok=True)
+        self._flag("require_token", "" if required else None)
 
     def set_slow(self, seconds: float | None) -> None:
-        flag = self.folder / "slow"
-        if seconds is None:
-            flag.unlink(missing_ok=True)
-        else:
-            flag.write_text(str(seconds))
+        self._flag("slow", None if seconds is None else str(seconds))
 
     def set_down(self, down: bool) -> None:
-        flag = self.folder / "down"
-        if down:
-            flag.touch()
-        else:
-            flag.unlink(missing_ok=True)
+        self._flag("down", "" if down else None)
 
     def stop(self) -> None:
         self.process.terminate()

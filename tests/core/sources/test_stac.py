@@ -17,6 +17,7 @@ from core.grid import grid_for_aoi
 from core.reading import SceneReader
 from core.sources import SAMPLE_DIR, parse_source, search_scenes
 from core.sources.stac import item_to_scene, radiometry
+from core.types import S2_BANDS
 from tests.core.sources.stac_server import StacServerProcess, recorded_responses
 
 AOI = parse_aoi(SAMPLE_DIR / "aoi.geojson")
@@ -41,21 +42,7 @@ def test_pystac_client_finds_the_items_with_their_recorded_metadata(stac):
     ]
     scene = scenes[0]
     assert (scene.processing_level, scene.processing_baseline, scene.sensor) == ("L1C", "05.11", "S2")
-    assert set(scene.bands) == {
-        "B01",
-        "B02",
-        "B03",
-        "B04",
-        "B05",
-        "B06",
-        "B07",
-        "B08",
-        "B8A",
-        "B09",
-        "B10",
-        "B11",
-        "B12",
-    }
+    assert set(scene.bands) == set(S2_BANDS)
     assert scene.bands["B04"].path.startswith("/vsicurl/http://127.0.0.1")
     # raster:bands (scale 1e-4, offset -0.1) -> reflectance = (DN - 1000) x 1e-4
     assert (scene.bands["B04"].scale, scene.bands["B04"].add_offset) == (1e-4, pytest.approx(-1000.0))
