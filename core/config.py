@@ -4,7 +4,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -34,6 +34,40 @@ class Settings(BaseSettings):
     # The web app accepts `local:DIR` sources only inside these folders (a JSON list); empty: any folder, which
     # suits a single-user install but not a shared server, where users must not read each other's files.
     app_local_roots: tuple[Path, ...] = ()
+    # DHuS mirrors (cesnet, dhus:URL): the account; also read from `[dhus]` in .streamlit/secrets.toml.
+    # SecretStr: never shown by repr(), logs or `terraseg` output.
+    dhus_user: str | None = None
+    dhus_password: SecretStr | None = None
+    # Full-product downloads: parallel downloads per source (across the workers of one machine), HTTP tries
+    # per file, and how long to wait for a product from the long-term archive, polling at growing intervals.
+    download_slots: int = Field(2, ge=1)
+    download_attempts: int = Field(6, ge=1)
+    download_backoff_s: float = Field(1.0, ge=0)
+    http_timeout_s: float = Field(60.0, gt=0)
+    lta_poll_s: float = Field(60.0, gt=0)
+    lta_timeout_s: float = Field(6 * 3600.0, gt=0)
+
+
+SECRETS_FILES = (Path(".streamlit/secrets.toml"), Path("~/.streamlit/secrets.toml").expanduser())
+
+
+def dhus_credentials(
+    settings: Settings, secrets_files: tuple[Path, ...] = SECRETS_FILES
+) -> tuple[str, str] | None:
+    """(user, password) for DHuS mirrors: TERRASEG_DHUS_USER/PASSWORD, else `[dhus] user/password` in the first
+    Streamlit secrets file that has them; None when neither is set (searches are then anonymous)."""
+    if settings.dhus_user and settings.dhus_password is not None:
+        return settings.dhus_user, settings.dhus_password.get_secret_value()
+    import tomllib
+
+    for path in secrets_files:
+        try:
+            section = tomllib.loads(path.read_text()).get("dhus", {})
+        except (OSError, tomllib.TOMLDecodeError):
+            continue
+        if section.get("user") and section.get("password"):
+            return str(section["user"]), str(section["password"])
+    return None
 
 
 @lru_cache(maxsize=1)

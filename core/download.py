@@ -1,4 +1,7 @@
-"""Fetch what a job reads from remote COGs into the cache: only the AOI window of each needed band.
+"""Fetch what a job reads into the cache: whole products from DHuS mirrors, and only the AOI window of each
+needed band from remote COGs (`fetch_scenes` does both; local scenes pass unchanged).
+
+Whole products go through `core.transfer` (resumable, MD5-verified, locked, bounded per source).
 
 Each window is read over HTTP range requests (GDAL /vsicurl), written to a temporary file next to its place in
 `<cache>/products/<source>/<item>/`, re-opened to validate it, and renamed into place, so the cache never holds a
@@ -146,3 +149,46 @@ def fetch_windows(
     return [
         dataclasses.replace(s, bands={**s.bands, **replaced[s.id]}) if s.id in replaced else s for s in scenes
     ]
+
+
+def fetch_scenes(
+    scenes: list[Scene],
+    bands: set[str],
+    aoi_4326: BaseGeometry,
+    cache_dir: Path,
+    progress: ProgressFn | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> list[Scene]:
+    """Every scene made readable from the cache: products downloaded first (0-80 % of progress), then windows."""
+    from core.sources import parse_source
+    from core.sources.dhus import DhusSource, needs_fetch
+
+    products = [s for s in scenes if needs_fetch(s)]
+    total_bytes = sum(int(s.extra.get("download_bytes", 0)) for s in products) or None
+    done_bytes, fetched = 0, {}
+    for index, scene in enumerate(products):
+        source = parse_source(scene.source)
+        if not isinstance(source, DhusSource):
+            raise SourceError(f"{scene.source} cannot download {scene.id}.")
+
+        def bytes_progress(have: int, size: int | None, index: int = index, before: int = done_bytes) -> None:
+            if progress is not None:
+                total = total_bytes or size or 1
+                done_mb, total_mb = (before + have) / 1e6, total / 1e6
+                progress(
+                    0.8 * min((before + have) / total, 1.0),
+                    f"downloading {index + 1}/{len(products)} scenes, {done_mb:,.1f}/{total_mb:,.1f} MB",
+                )
+
+        def status(message: str, index: int = index, before: int = done_bytes) -> None:
+            if progress is not None:
+                progress(0.8 * before / (total_bytes or 1), f"{index + 1}/{len(products)} scenes: {message}")
+
+        fetched[scene.id] = source.fetch(scene, cache_dir, bytes_progress, status, should_stop)
+        done_bytes += int(scene.extra.get("download_bytes", 0))
+    ready = [fetched.get(s.id, s) for s in scenes]
+    windows_progress = None if progress is None else (lambda f, m: progress(0.8 + 0.2 * f, m))
+    ready = fetch_windows(ready, bands, aoi_4326, cache_dir, windows_progress, should_stop)
+    if progress is not None:
+        progress(1.0, f"{len(ready)} scenes ready")
+    return ready

@@ -48,7 +48,7 @@ def find_scenes(
     The worker's search stage and the page's pre-flight both call this, so the estimate counts what the job
     will really read.
     """
-    scenes = search_scenes(sources, aoi, start, end)
+    scenes = search_scenes(sources, aoi, start, end, max_cloud_pct=max_cloud_pct)
     return analysis.filter_cloud_cover(analysis.single_level(scenes), max_cloud_pct)
 
 

@@ -170,3 +170,49 @@ def l2a_mtd(l1c: ET.Element) -> bytes:
     ET.register_namespace("n1", ns)
     ET.indent(root)
     return ET.tostring(root, encoding="UTF-8", xml_declaration=True)
+
+
+def build_sample_safe(scene_tif: Path, dest_dir: Path) -> Path:
+    """A zipped L1C SAFE product holding one embedded sample scene (core/sample/*.tif), for the DHuS test server.
+
+    The pixels are the sample's real DNs (one lossless JP2 per band, on the sample's grid); the MTD is the real
+    baseline-02.09 one with the product name, dates, band file names and footprint of the sample scene.
+    SYNTHETIC: the cloud cover written is the share of pixels whose B02 reflectance exceeds 0.2 (bright:
+    cloud or snow), a stand-in for the real assessment, which the sample does not carry.
+    """
+    with rasterio.open(scene_tif) as src:
+        dn, profile = src.read(), {"crs": src.crs, "transform": src.transform}
+        stamp = src.tags()["ACQUISITION_DATETIME"]  # 2015-07-11T10:00:08Z
+        bounds, crs = src.bounds, src.crs
+    day = stamp[:10].replace("-", "")
+    compact = f"{day}T{stamp[11:19].replace(':', '')}"
+    uri = f"S2A_MSIL1C_{compact}_N0209_R122_T33TVM_{compact}"
+    from rasterio.warp import transform_bounds
+
+    west, south, east, north = transform_bounds(crs, "EPSG:4326", *bounds)
+    footprint = f"{north} {west} {north} {east} {south} {east} {south} {west} {north} {west}"
+    cloud_pct = float((dn[BAND_ORDER.index("B02")] > 2000).mean() * 100)
+    mtd = real_mtd_path("N0209").read_text()
+    mtd = re.sub(r"<PRODUCT_URI>[^<]+</PRODUCT_URI>", f"<PRODUCT_URI>{uri}.SAFE</PRODUCT_URI>", mtd)
+    for tag in ("PRODUCT_START_TIME", "PRODUCT_STOP_TIME", "DATATAKE_SENSING_START"):
+        mtd = re.sub(rf"<{tag}>[^<]+</{tag}>", f"<{tag}>{stamp[:19]}.000Z</{tag}>", mtd)
+    mtd = mtd.replace("L1C_T32UPC_A016107_20200406T101807", f"L1C_T33TVM_A000000_{compact}")
+    mtd = mtd.replace("T32UPC_20200406T101559", f"T33TVM_{compact}")
+    mtd = re.sub(r"<EXT_POS_LIST>[^<]+</EXT_POS_LIST>", f"<EXT_POS_LIST>{footprint}</EXT_POS_LIST>", mtd)
+    mtd = re.sub(
+        r"<Cloud_Coverage_Assessment>[^<]+</Cloud_Coverage_Assessment>",
+        f"<Cloud_Coverage_Assessment>{cloud_pct:.4f}</Cloud_Coverage_Assessment>",
+        mtd,
+    )
+    safe = dest_dir / f"{uri}.SAFE"
+    safe.mkdir(parents=True)
+    (safe / "MTD_MSIL1C.xml").write_text(mtd)
+    root = ET.fromstring(mtd.encode())
+    for image_file in (e.text or "" for e in root.iter() if e.tag.rpartition("}")[2] == "IMAGE_FILE"):
+        write_lossless_jp2(safe / f"{image_file}.jp2", _pixels_for(image_file, dn), **profile)
+    archive = dest_dir / f"{uri}.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
+        for file in sorted(safe.rglob("*")):
+            zf.write(file, file.relative_to(dest_dir).as_posix())
+    shutil.rmtree(safe)
+    return archive

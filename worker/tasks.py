@@ -16,7 +16,7 @@ import core
 from core import analysis, export
 from core.aoi import AOI, parse_aoi
 from core.config import Settings
-from core.download import fetch_windows
+from core.download import fetch_scenes
 from core.grid import Grid, grid_for_aoi, project_geometry
 from core.inference import JobCancelled
 from core.jobs import JobSpec
@@ -106,11 +106,12 @@ def run_job(
             cloud_model = registry.load(registry.default_model("cloud"), **load_options)  # type: ignore[arg-type]
         usable = analysis.usable_scenes(scenes, model.card)
     with timer.stage("download"):
-        # Remote scenes (STAC COGs): only the AOI window of the bands the models and the true-colour image read.
+        # DHuS products are downloaded whole (verified); from STAC COGs only the AOI window of the bands the
+        # models and the true-colour image read.
         needed = set(model.card.bands) | set(export.TRUE_COLOUR_BANDS)
         if cloud_model is not None:
             needed |= set(cloud_model.card.bands)
-        usable = fetch_windows(
+        usable = fetch_scenes(
             usable,
             needed,
             aoi.geometry,

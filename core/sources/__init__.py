@@ -1,4 +1,4 @@
-"""Where imagery comes from: `sample` (the embedded demo), `local:DIR`, a STAC preset or `stac:URL`."""
+"""Where imagery comes from: the embedded `sample`, `local:DIR`, STAC and DHuS presets, `stac:URL`, `dhus:URL`."""
 
 import logging
 from datetime import date
@@ -7,6 +7,8 @@ from pathlib import Path
 from shapely.geometry.base import BaseGeometry
 
 from core.errors import AppError, NoScenesFound, SourceError, SourceUnavailable
+from core.sources.dhus import PRESETS as DHUS_PRESETS
+from core.sources.dhus import DhusSource
 from core.sources.local import LocalSource
 from core.sources.stac import PRESETS, StacSource
 from core.types import Scene
@@ -21,10 +23,13 @@ SOURCE_HELP = {
     "cdse": "Copernicus Data Space Ecosystem STAC",
     "planetary-computer": "Microsoft Planetary Computer STAC (Sentinel-2 L2A)",
     "stac:URL": "any STAC API whose items carry eo:bands (and raster:bands) metadata",
+    "cesnet": "CESNET's DHuS mirror (Sentinel-1 GRD, Sentinel-2 L1C/L2A SAFE products; account needed)",
+    "dhus:URL": "any Copernicus DHuS API (OpenSearch + OData), e.g. dhus:https://dhr1.cesnet.cz/",
 }
+Source = LocalSource | StacSource | DhusSource
 
 
-def parse_source(name: str) -> LocalSource | StacSource:
+def parse_source(name: str) -> Source:
     """A source name from the CLI or a job spec -> a source object."""
     if name == "sample":
         return LocalSource(SAMPLE_DIR, "sample")
@@ -35,9 +40,14 @@ def parse_source(name: str) -> LocalSource | StacSource:
         return StacSource(preset.url, name, preset.collections, sign_url=preset.sign_url)
     if name.startswith(("stac:http://", "stac:https://")):
         return StacSource(name.removeprefix("stac:"), name)
+    if name in DHUS_PRESETS:
+        return DhusSource(DHUS_PRESETS[name], name)
+    if name.startswith(("dhus:http://", "dhus:https://")):
+        return DhusSource(name.removeprefix("dhus:"), name)
     raise SourceError(
-        f"Unknown source {name!r}. Use 'sample', 'local:DIR', a STAC preset ({', '.join(PRESETS)}) or "
-        "'stac:https://...' (run 'terraseg sources')."
+        f"Unknown source {name!r}. Use 'sample', 'local:DIR', a STAC preset ({', '.join(PRESETS)}), "
+        f"a DHuS preset ({', '.join(DHUS_PRESETS)}), 'stac:https://...' or 'dhus:https://...' "
+        "(run 'terraseg sources')."
     )
 
 
@@ -52,7 +62,12 @@ def check_local_roots(name: str, roots: tuple[Path, ...] | list[Path]) -> None:
 
 
 def search_scenes(
-    source_names: tuple[str, ...] | list[str], aoi: BaseGeometry, start: date, end: date, sensor: str = "S2"
+    source_names: tuple[str, ...] | list[str],
+    aoi: BaseGeometry,
+    start: date,
+    end: date,
+    sensor: str = "S2",
+    max_cloud_pct: float | None = None,
 ) -> list[Scene]:
     """Search the sources in priority order; the first one with matching scenes serves the job.
 
@@ -62,7 +77,7 @@ def search_scenes(
     answers, unavailable = [], 0
     for name in source_names:
         try:
-            scenes = parse_source(name).search(aoi, start, end, sensor)
+            scenes = parse_source(name).search(aoi, start, end, sensor, max_cloud_pct)
         except (AppError, SourceUnavailable) as err:
             log.warning("Source %s: %s", name, err)
             answers.append(str(err))

@@ -51,8 +51,18 @@ class LocalSource:
             raise SourceError(f"The source folder {self.directory} holds no usable scene.{detail}")
         return scenes
 
-    def search(self, aoi: BaseGeometry, start: date, end: date, sensor: str = "S2") -> list[Scene]:
-        """Scenes of `sensor` whose footprint intersects the AOI (EPSG:4326) and whose date is in [start, end]."""
+    def search(
+        self,
+        aoi: BaseGeometry,
+        start: date,
+        end: date,
+        sensor: str = "S2",
+        max_cloud_pct: float | None = None,
+    ) -> list[Scene]:
+        """Scenes of `sensor` whose footprint intersects the AOI (EPSG:4326) and whose date is in [start, end].
+
+        `max_cloud_pct` is applied by the caller (`core.preflight.find_scenes`), as for every source.
+        """
         scenes = [s for s in self.scan() if s.sensor == sensor]
         overlapping = [s for s in scenes if s.footprint.intersects(aoi)]
         found = sorted(

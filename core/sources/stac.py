@@ -182,11 +182,23 @@ class StacSource:
                     asset["href"] = f"{href}{'&' if '?' in href else '?'}{tokens[collection]}"
         return items
 
-    def search(self, aoi: BaseGeometry, start: date, end: date, sensor: str = "S2") -> list[Scene]:
-        """Sentinel-2 scenes over `aoi` between `start` and `end` (inclusive), oldest first."""
+    def search(
+        self,
+        aoi: BaseGeometry,
+        start: date,
+        end: date,
+        sensor: str = "S2",
+        max_cloud_pct: float | None = None,
+    ) -> list[Scene]:
+        """Sentinel-2 scenes over `aoi` between `start` and `end` (inclusive), oldest first.
+
+        `max_cloud_pct` goes to the API as an `eo:cloud_cover` query where it conforms to the query extension;
+        the caller filters again either way (`core.preflight.find_scenes`).
+        """
         if sensor != "S2":
             raise SourceError(f"{self.name}: only Sentinel-2 is searched in STAC catalogues so far.")
         import pystac_client
+        from pystac_client.conformance import ConformanceClasses
         from pystac_client.exceptions import APIError
 
         try:
@@ -197,11 +209,15 @@ class StacSource:
                 raise SourceError(
                     f"{self.name} has none of the collections {', '.join(self.collections.values())}."
                 )
+            query = None
+            if max_cloud_pct is not None and client.conforms_to(ConformanceClasses.QUERY):
+                query = {"eo:cloud_cover": {"lte": max_cloud_pct}}
             search = client.search(
                 collections=wanted,
                 intersects=mapping(aoi),
                 datetime=f"{start.isoformat()}T00:00:00Z/{end.isoformat()}T23:59:59Z",
                 max_items=self.max_items,
+                query=query,
             )
             items = list(search.items_as_dicts())
         except APIError as err:
