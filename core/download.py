@@ -160,8 +160,10 @@ def fetch_scenes(
     should_stop: Callable[[], bool] | None = None,
 ) -> list[Scene]:
     """Every scene made readable from the cache: products downloaded first (0-80 % of progress), then windows."""
+    from core.grid import grid_for_aoi
     from core.sources import parse_source
     from core.sources.dhus import DhusSource, needs_fetch
+    from core.sources.sentinel1 import calibrate_to_grid, needs_calibration
 
     products = [s for s in scenes if needs_fetch(s)]
     total_bytes = sum(int(s.extra.get("download_bytes", 0)) for s in products) or None
@@ -187,6 +189,9 @@ def fetch_scenes(
         fetched[scene.id] = source.fetch(scene, cache_dir, bytes_progress, status, should_stop)
         done_bytes += int(scene.extra.get("download_bytes", 0))
     ready = [fetched.get(s.id, s) for s in scenes]
+    if any(needs_calibration(s) for s in ready):  # Sentinel-1 SAFE: sigma0 dB of the AOI, on the job's grid
+        grid = grid_for_aoi(aoi_4326)
+        ready = [calibrate_to_grid(s, grid, cache_dir) if needs_calibration(s) else s for s in ready]
     windows_progress = None if progress is None else (lambda f, m: progress(0.8 + 0.2 * f, m))
     ready = fetch_windows(ready, bands, aoi_4326, cache_dir, windows_progress, should_stop)
     if progress is not None:

@@ -7,10 +7,12 @@ Every band is written at the crop's own resolution (10 m for N0400, 60 m for N02
 write 20 m and 60 m bands on coarser grids, which the reader does not depend on.
 """
 
+import copy
 import re
 import shutil
 import xml.etree.ElementTree as ET
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -215,4 +217,51 @@ def build_sample_safe(scene_tif: Path, dest_dir: Path) -> Path:
         for file in sorted(safe.rglob("*")):
             zf.write(file, file.relative_to(dest_dir).as_posix())
     shutil.rmtree(safe)
+    return archive
+
+
+S1_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "s1_pyrosar"
+S1_PRODUCT = "S1A_IW_GRDH_1SDV_20210119T031653_20210119T031718_036201_043ED0_8255"
+S1_DB_FILE = S1_DIR / "S1A__IW___A_20150309T173017_VV_grd_mli_geo_norm_db.tif"
+
+
+def build_s1_grd(
+    dest_dir: Path,
+    window: tuple[int, int, int, int],
+    sigma0_db: "Callable[[np.ndarray, np.ndarray, str], np.ndarray]",
+) -> Path:
+    """The real S1 GRDH SAFE zip of shared/data/s1_pyrosar (MIT, pyroSAR) with measurement TIFFs added.
+
+    The real product's measurement folder is empty; each polarisation gets a TIFF of the real size
+    (annotation numberOfSamples x numberOfLines, uint16, tiled, sparse) in which only `window` (row0, col0,
+    height, width) holds data: the amplitude DN that gives `sigma0_db(rows, cols, polarisation)` (dB) through
+    the product's real sigmaNought LUT, rounded as the processor rounds. SYNTHETIC pixels; the metadata,
+    geolocation grid and calibration tables are the real ones.
+    """
+    from core.sources.sentinel1 import parse_annotation, parse_calibration
+
+    real = S1_DIR / f"{S1_PRODUCT}.zip"
+    archive = dest_dir / real.name
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    row0, col0, height, width = window
+    rows, cols = np.arange(row0, row0 + height), np.arange(col0, col0 + width)
+    with zipfile.ZipFile(real) as src, zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as out:
+        for info in src.infolist():
+            out.writestr(copy.copy(info), src.read(info))  # a copy: writestr rewrites the info's offsets
+        for polarisation, number in (("vh", "002"), ("vv", "001")):
+            stem = f"s1a-iw-grd-{polarisation}-20210119t031653-20210119t031718-036201-043ed0-{number}"
+            safe = f"{S1_PRODUCT}.SAFE"
+            geolocation = parse_annotation(src.read(f"{safe}/annotation/{stem}.xml"))
+            lut = parse_calibration(src.read(f"{safe}/annotation/calibration/calibration-{stem}.xml"))
+            power = 10.0 ** (sigma0_db(rows[:, None], cols[None, :], polarisation.upper()) / 10.0)
+            dn = np.clip(np.round(np.sqrt(power) * lut.interpolate(rows, cols)), 1, 65535).astype(np.uint16)
+            tiff = dest_dir / f"{stem}.tiff"
+            with rasterio.open(
+                tiff, "w", driver="GTiff", width=geolocation.samples, height=geolocation.lines, count=1,
+                dtype="uint16", tiled=True, blockxsize=512, blockysize=512, compress="deflate", sparse_ok=True,
+                gcps=geolocation.gcps(), crs="EPSG:4326",
+            ) as measurement:  # fmt: skip
+                measurement.write(dn, 1, window=rasterio.windows.Window(col0, row0, width, height))
+            out.write(tiff, f"{safe}/measurement/{stem}.tiff", compress_type=zipfile.ZIP_STORED)
+            tiff.unlink()
     return archive

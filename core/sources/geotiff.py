@@ -5,6 +5,8 @@ Sentinel-2; `VV`, `VH` for Sentinel-1); dataset tags `ACQUISITION_DATETIME` (ISO
 `PROCESSING_LEVEL` (`L1C`, `L2A` or `GRD`); values become physical units through each band's GDAL scale and
 offset (reflectance = DN * scale + offset). Integer Sentinel-2 bands without a scale are taken as DN with the
 usual quantification of 10000 (a WARNING says so); float bands without a scale are taken as reflectance.
+Sentinel-1 bands hold backscatter in dB. A single-band file named as pyroSAR names its dB products
+(`S1A__IW___A_20150309T173017_VV_grd_mli_geo_norm_db.tif`) needs no tags: the name gives date and polarisation.
 """
 
 import logging
@@ -19,6 +21,7 @@ from rasterio.windows import Window
 from shapely.geometry import box, shape
 
 from core.errors import SourceError
+from core.sources.sentinel1 import pyrosar_name
 from core.types import S1_BANDS, S2_BANDS, BandAsset, Scene
 
 log = logging.getLogger(__name__)
@@ -61,6 +64,11 @@ def read_geotiff_scene(path: Path, source: str = "local") -> Scene:
         ) from err
     if crs is None:
         raise SourceError(f"{path.name} has no coordinate reference system; georeference it first.")
+    pyrosar = pyrosar_name(path.name) if not any(names) and len(names) == 1 else None
+    if pyrosar is not None:  # pyroSAR's dB product: the file name says what the tags would
+        names = [pyrosar[2]]
+        tags.setdefault("PROCESSING_LEVEL", "GRD")
+        tags.setdefault("ACQUISITION_DATETIME", pyrosar[1].isoformat())
     unknown = [n for n in names if n not in S2_BANDS + S1_BANDS]
     if not names or unknown:
         raise SourceError(

@@ -1,4 +1,4 @@
-"""The local source: a folder of Sentinel-2 SAFE products (zipped or not) and GeoTIFF/COG scenes."""
+"""The local source: a folder of Sentinel-1 GRD and Sentinel-2 SAFE products (zipped or not) and GeoTIFF/COG scenes."""
 
 import logging
 from dataclasses import dataclass, field
@@ -10,11 +10,18 @@ from shapely.geometry.base import BaseGeometry
 from core.errors import NoScenesFound, SourceError
 from core.sources.geotiff import read_geotiff_scene
 from core.sources.safe import read_s2_safe
+from core.sources.sentinel1 import merge_polarisations, read_s1_safe
 from core.types import Scene
 
 log = logging.getLogger(__name__)
 
 GEOTIFF_SUFFIXES = (".tif", ".tiff")
+S1_PRODUCT_PREFIXES = (
+    "S1A_",
+    "S1B_",
+    "S1C_",
+    "S1D_",
+)  # Sentinel-1 SAFE product names; the rest is Sentinel-2
 
 
 def is_safe_entry(path: Path) -> bool:
@@ -40,12 +47,16 @@ class LocalSource:
             if not (is_geotiff or is_safe_entry(entry)):
                 continue
             try:
-                scenes.append(
-                    read_geotiff_scene(entry, self.name) if is_geotiff else read_s2_safe(entry, self.name)
-                )
+                if is_geotiff:
+                    scenes.append(read_geotiff_scene(entry, self.name))
+                elif entry.name.upper().startswith(S1_PRODUCT_PREFIXES):
+                    scenes.append(read_s1_safe(entry, self.name))
+                else:
+                    scenes.append(read_s2_safe(entry, self.name))
             except SourceError as err:
                 log.warning("Skipping %s: %s", entry, err)
                 self.skipped.append(f"{entry.name}: {err}")
+        scenes = merge_polarisations(scenes)
         if not scenes:
             detail = f" Skipped: {'; '.join(self.skipped)}" if self.skipped else ""
             raise SourceError(f"The source folder {self.directory} holds no usable scene.{detail}")

@@ -321,3 +321,26 @@ def test_a_job_on_a_dhus_mirror_gives_the_same_map_as_on_the_sample(dhus, tmp_pa
     assert PASSWORD not in (tmp_path / "dhus" / "run.json").read_text()
     zips = list((tmp_path / "cache" / "products").rglob("*.zip"))
     assert len(zips) == 5 and not list((tmp_path / "cache" / "products").rglob("*.part"))
+
+
+def test_recorded_sentinel1_entries_become_grd_scenes_with_their_polarisations():
+    import yaml
+    from sentinelsat.sentinel import _parse_opensearch_response
+
+    from core.sources.dhus import entry_to_scene
+    from tests.core.sources.dhus_server import CASSETTES
+
+    interaction = yaml.safe_load((CASSETTES / "test_footprints_s1.yaml").read_text())["interactions"][0]
+    entries = json.loads(interaction["response"]["body"]["string"])["feed"]["entry"]
+    parsed = _parse_opensearch_response(entries)
+    scenes = {uuid: entry_to_scene(uuid, properties, "cesnet") for uuid, properties in parsed.items()}
+    modes = {uuid: properties["polarisationmode"] for uuid, properties in parsed.items()}
+    for uuid, scene in scenes.items():
+        wanted = {p for p in modes[uuid].split() if p in ("VV", "VH")}
+        if not wanted:  # HH/HV products (polar and some stripmap modes) are not used
+            assert scene is None
+            continue
+        assert scene is not None and scene.sensor == "S1" and scene.processing_level == "GRD"
+        assert set(scene.bands) == wanted and needs_fetch(scene)
+        assert int(scene.extra["download_bytes"]) > 100e6  # '506 MB' and the like
+    assert any(s is not None for s in scenes.values())
