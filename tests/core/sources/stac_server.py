@@ -245,6 +245,8 @@ class StacServer:
                 self.end_headers()
                 sent = end - start + 1 if method == "GET" else 0
                 server.log(method, path, ranged, sent)
+                rate = server.folder / "rate_mb_s"  # a link of limited bandwidth, as a remote mirror is
+                seconds_per_mb = 1 / float(rate.read_text()) if rate.exists() else 0.0
                 if method == "GET":  # only the asked range is read: the files may be whole Sentinel-2 tiles
                     with server.files[path].open("rb") as handle:
                         handle.seek(start)
@@ -255,6 +257,8 @@ class StacServer:
                                 break
                             self.wfile.write(chunk)
                             remaining -= len(chunk)
+                            if seconds_per_mb:
+                                time.sleep(seconds_per_mb * len(chunk) / 1e6)
 
             def do_GET(self) -> None:  # noqa: N802
                 self._route("GET")
@@ -323,6 +327,10 @@ class StacServerProcess:
 
     def set_slow(self, seconds: float | None) -> None:
         self._flag("slow", None if seconds is None else str(seconds))
+
+    def set_rate(self, mb_s: float | None) -> None:
+        """Serve file bodies at about `mb_s` MB/s (None: as fast as the machine allows)."""
+        self._flag("rate_mb_s", None if mb_s is None else str(mb_s))
 
     def set_down(self, down: bool) -> None:
         self._flag("down", "" if down else None)

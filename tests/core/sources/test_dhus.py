@@ -22,7 +22,7 @@ from core.inference import JobCancelled
 from core.reading import SceneReader
 from core.sources import SAMPLE_DIR, parse_source, search_scenes
 from core.sources.dhus import DhusSource, needs_fetch
-from core.transfer import download_slot
+from core.transfer import NETWORK_CHUNK_BYTES, download_slot
 from core.types import S2_BANDS
 from tests.core.sources.dhus_server import PASSWORD, USER, DhusServerProcess
 
@@ -143,8 +143,12 @@ def test_a_dropped_connection_resumes_where_it_stopped(dhus, tmp_path):
     first, second = dhus.downloads()
     assert first[2] is None and first[4] == size // 2
     resumed_at = int(second[2].removeprefix("bytes=").removesuffix("-"))
-    # what arrived before the drop was kept, up to the last whole 64 KB chunk
-    assert size // 2 - 65536 < resumed_at <= size // 2 and second[3] == 206 and second[4] == size - resumed_at
+    # what arrived before the drop was kept, up to the last whole network chunk
+    assert (
+        size // 2 - NETWORK_CHUNK_BYTES < resumed_at <= size // 2
+        and second[3] == 206
+        and second[4] == size - resumed_at
+    )
 
 
 def test_bytes_corrupted_in_flight_are_downloaded_again_and_never_published(dhus, tmp_path):
