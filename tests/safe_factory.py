@@ -14,11 +14,16 @@ import xml.etree.ElementTree as ET
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import rasterio
 import rasterio.shutil
 from rasterio.io import MemoryFile
+
+if TYPE_CHECKING:
+    from core.grid import Grid
+    from core.sources.sentinel1 import GeolocationGrid
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "s2_l1c_metadata_ukis"
 PRODUCTS = {
@@ -265,3 +270,50 @@ def build_s1_grd(
             out.write(tiff, f"{safe}/measurement/{stem}.tiff", compress_type=zipfile.ZIP_STORED)
             tiff.unlink()
     return archive
+
+
+# The synthetic GRD's data window (row0, col0, height, width) and the backscatter it encodes.
+S1_WINDOW = (8000, 12000, 600, 600)
+
+
+def s1_target_db(rows: np.ndarray, cols: np.ndarray, polarisation: str) -> np.ndarray:
+    """Smooth ramps over the data window, VH 7 dB below VV."""
+    return (
+        -14.0
+        + 6.0 * (cols - 12000) / 600
+        - 4.0 * (rows - 8000) / 600
+        - (7.0 if polarisation == "VH" else 0.0)
+    )
+
+
+def s1_geolocation() -> "GeolocationGrid":
+    """The real VV annotation's geolocation grid (VV and VH share it)."""
+    from core.sources.sentinel1 import parse_annotation
+
+    stem = "s1a-iw-grd-vv-20210119t031653-20210119t031718-036201-043ed0-001"
+    with zipfile.ZipFile(S1_DIR / f"{S1_PRODUCT}.zip") as archive:
+        return parse_annotation(archive.read(f"{S1_PRODUCT}.SAFE/annotation/{stem}.xml"))
+
+
+def s1_aoi_geojson() -> dict[str, object]:
+    """An AOI well inside the synthetic data: the lon/lat outline of radar rows 8150-8450, columns 12150-12450."""
+    corners = [(8150, 12150), (8150, 12450), (8450, 12450), (8450, 12150)]
+    transformer = rasterio.transform.GCPTransformer(s1_geolocation().gcps())
+    lons, lats = transformer.xy([r for r, _ in corners], [c for _, c in corners], offset="ul")
+    ring = [[float(x), float(y)] for x, y in zip(lons, lats, strict=True)]
+    return {"type": "Polygon", "coordinates": [[*ring, ring[0]]]}
+
+
+def s1_expected_db(grid: "Grid", polarisation: str) -> tuple[np.ndarray, np.ndarray]:
+    """(expected dB (H, W), inside mask) on `grid`: the target at each pixel centre's radar (row, col) through the
+    real tie points, and where that lies at least 10 px inside the AOI's radar rectangle."""
+    from rasterio.transform import rowcol
+    from rasterio.warp import transform as transform_points
+
+    cols_px, rows_px = np.meshgrid(np.arange(grid.width) + 0.5, np.arange(grid.height) + 0.5)
+    xs, ys = grid.transform @ (cols_px.ravel(), rows_px.ravel())
+    lon, lat = transform_points(grid.crs, "EPSG:4326", xs, ys)
+    rows, cols = (np.array(v).reshape(grid.height, grid.width) for v in rowcol(s1_geolocation().gcps(), lon, lat,
+                                                                                 op=float))  # fmt: skip
+    inside = (np.abs(rows - 8300) < 140) & (np.abs(cols - 12300) < 140)
+    return s1_target_db(rows - 0.5, cols - 0.5, polarisation), inside

@@ -6,9 +6,10 @@ What is real: the shape of every answer (OpenSearch JSON feed and entry fields, 
 `Checksum` and `Online` flag, `Online/$value` as 'true'/'false', 202 Accepted for an archive retrieval, the
 401 page and its `WWW-Authenticate` header, the 404 'Invalid key' XML, `Accept-Ranges`, `Content-Range` and
 `Content-Disposition` on `$value`), taken from the cassettes. What is adapted: the products are the 5 sample
-dates as L1C SAFE zips (see `tests.safe_factory.build_sample_safe`), with their own uuids, names, footprints
-and MD5s. The query parser understands what sentinelsat sends: beginPosition ranges, platformname,
-producttype, cloudcoverpercentage ranges and `footprint:"Intersects(WKT)"`.
+dates as L1C SAFE zips (see `tests.safe_factory.build_sample_safe`) and one Sentinel-1 GRD zip (the real
+product's metadata with synthetic measurements), with their own uuids, names, footprints and MD5s. The query
+parser understands what sentinelsat sends: beginPosition ranges, platformname, producttype, cloudcoverpercentage
+ranges and `footprint:"Intersects(WKT)"`.
 
 Faults are switched on by control files in the server's folder, read on each request (see DhusServerProcess).
 """
@@ -32,8 +33,9 @@ from shapely.geometry import box
 
 from core.sources import SAMPLE_DIR
 from core.sources.safe import read_s2_safe
+from core.sources.sentinel1 import read_s1_safe
 from tests.conftest import SHARED_DATA
-from tests.safe_factory import build_sample_safe
+from tests.safe_factory import S1_WINDOW, build_s1_grd, build_sample_safe, s1_target_db
 
 CASSETTES = SHARED_DATA / "dhus_cassettes"
 UPSTREAM = "https://apihub.copernicus.eu/apihub"
@@ -55,9 +57,11 @@ def templates() -> dict[str, Any]:
     product = json.loads(recorded("test_download_single.yaml", "?$format=json")["body"]["string"])["d"]
     unauthorized = recorded("test_SentinelAPI_wrong_credentials.yaml", "search?", 401)
     missing = recorded("test_is_online.yaml", "Online", 404)
+    s1_feed = json.loads(recorded("test_footprints_s1.yaml", "search?")["body"]["string"])["feed"]
     return {
         "feed": feed,
         "entry": feed["entry"][0],
+        "s1_entry": s1_feed["entry"][0],
         "product": product,
         "401": (unauthorized["body"]["string"], unauthorized["headers"]["www-authenticate"][0]),
         "404": missing["body"]["string"],
@@ -65,7 +69,9 @@ def templates() -> dict[str, Any]:
 
 
 def build_products(folder: Path) -> list[dict[str, Any]]:
-    """One record per sample date: uuid, names, file, size, MD5, date, footprint, cloud cover."""
+    """One record per product: the 5 sample dates (Sentinel-2 L1C) and one Sentinel-1 GRD (the real product's
+    metadata with synthetic measurements, see `tests.safe_factory.build_s1_grd`): uuid, names, file, size, MD5,
+    platform, product type, date, footprint, cloud cover."""
     products = []
     for index, scene_tif in enumerate(sorted(SAMPLE_DIR.glob("*.tif"))):
         archive = build_sample_safe(scene_tif, folder / "products")
@@ -78,9 +84,26 @@ def build_products(folder: Path) -> list[dict[str, Any]]:
             "size": len(data),
             "md5": hashlib.md5(data, usedforsecurity=False).hexdigest(),
             "acquired": scene.acquired,
+            "platform": "Sentinel-2",
+            "producttype": "S2MSI1C",
             "footprint": box(*scene.footprint.bounds),
             "cloud": scene.cloud_cover_pct or 0.0,
         })  # fmt: skip
+    archive = build_s1_grd(folder / "products", S1_WINDOW, s1_target_db)
+    grd = read_s1_safe(archive)
+    data = archive.read_bytes()
+    products.append({
+        "uuid": str(uuidlib.UUID(int=100, version=4)),
+        "name": grd.id,
+        "file": archive,
+        "size": len(data),
+        "md5": hashlib.md5(data, usedforsecurity=False).hexdigest(),
+        "platform": "Sentinel-1",
+        "producttype": "GRD",
+        "acquired": grd.acquired,
+        "footprint": grd.footprint,
+        "cloud": None,
+    })  # fmt: skip
     return products
 
 
@@ -176,9 +199,9 @@ class DhusServer:
     def search(self, query: dict[str, Any], rows: int, start: int) -> dict[str, Any]:
         found = []
         for product in self.products:
-            if query.get("platformname", "Sentinel-2") != "Sentinel-2" or query.get(
-                "producttype", "S2MSI1C"
-            ) not in ("S2MSI1C",):
+            if query.get("platformname", product["platform"]) != product["platform"]:
+                continue
+            if query.get("producttype", product["producttype"]) != product["producttype"]:
                 continue
             if "footprint" in query and not product["footprint"].intersects(query["footprint"]):
                 continue
@@ -186,7 +209,8 @@ class DhusServer:
                 low, high = (solr_date(v) for v in query["begin"])
                 if not low <= product["acquired"] <= high:
                     continue
-            if "cloud" in query and not query["cloud"][0] <= product["cloud"] <= query["cloud"][1]:
+            cloud = product["cloud"]
+            if "cloud" in query and (cloud is None or not query["cloud"][0] <= cloud <= query["cloud"][1]):
                 continue
             found.append(product)
         feed = copy.deepcopy(self.templates["feed"])
@@ -202,6 +226,8 @@ class DhusServer:
         return {"feed": feed}
 
     def entry(self, product: dict[str, Any]) -> dict[str, Any]:
+        if product["platform"] == "Sentinel-1":
+            return self.s1_entry(product)
         entry = copy.deepcopy(self.templates["entry"])
         old_uuid = entry["id"]
         when = product["acquired"].isoformat().replace("+00:00", ".000Z")
@@ -225,6 +251,31 @@ class DhusServer:
         strings["identifier"]["content"] = product["name"]
         strings["uuid"]["content"] = product["uuid"]
         strings["size"]["content"] = f"{product['size'] / 2**20:.2f} MB"
+        return json.loads(json.dumps(entry).replace(old_uuid, product["uuid"]))
+
+    def s1_entry(self, product: dict[str, Any]) -> dict[str, Any]:
+        """The recorded Sentinel-1 GRD entry (a stripmap HH/HV product) made this IW VV/VH product."""
+        entry = copy.deepcopy(self.templates["s1_entry"])
+        old_uuid = entry["id"]
+        when = product["acquired"].isoformat().replace("+00:00", "Z")
+        entry["title"], entry["id"] = product["name"], product["uuid"]
+        entry["summary"] = (
+            f"Date: {when}, Instrument: SAR-C SAR, Mode: VV VH, Satellite: Sentinel-1, Size: 2 MB"
+        )
+        for item in entry["date"]:
+            if item["name"] in ("beginposition", "endposition"):
+                item["content"] = when
+        strings = {item["name"]: item for item in entry["str"]}
+        for name, value in (
+            ("sensoroperationalmode", "IW"), ("swathidentifier", "IW"), ("polarisationmode", "VV VH"),
+            ("filename", f"{product['name']}.SAFE"), ("identifier", product["name"]), ("uuid", product["uuid"]),
+            ("footprint", product["footprint"].wkt), ("size", f"{product['size'] / 2**20:.2f} MB"),
+            ("status", "ONLINE"),
+        ):  # fmt: skip
+            strings[name]["content"] = value
+        strings["gmlfootprint"]["content"] = re.sub(
+            r"(?<=<gml:coordinates>)[^<]+", gml_box(product["footprint"]), strings["gmlfootprint"]["content"]
+        )
         return json.loads(json.dumps(entry).replace(old_uuid, product["uuid"]))
 
     def odata(self, product: dict[str, Any]) -> dict[str, Any]:

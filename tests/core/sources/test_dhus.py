@@ -348,3 +348,28 @@ def test_recorded_sentinel1_entries_become_grd_scenes_with_their_polarisations()
         assert set(scene.bands) == wanted and needs_fetch(scene)
         assert int(scene.extra["download_bytes"]) > 100e6  # '506 MB' and the like
     assert any(s is not None for s in scenes.values())
+
+
+def test_a_sentinel1_grd_from_the_mirror_is_downloaded_calibrated_and_read_in_db(dhus, dhus_env, tmp_path):
+    from rasterio.windows import Window
+
+    from tests.safe_factory import s1_aoi_geojson, s1_expected_db
+
+    aoi = parse_aoi(s1_aoi_geojson())
+    [scene] = search_scenes(
+        (f"dhus:{dhus.url}",), aoi.geometry, date(2021, 1, 1), date(2021, 1, 31), sensor="S1"
+    )
+    assert scene.sensor == "S1" and set(scene.bands) == {"VV", "VH"} and needs_fetch(scene)
+    assert "producttype%3A%22GRD%22" in dhus.requests()[-1][1]
+    [ready] = fetch_scenes([scene], {"VV", "VH"}, aoi.geometry, tmp_path / "cache")
+    assert Path(ready.extra["product"]).name.endswith(".zip") and ready.extra["s1_calibrated"]
+    grid = grid_for_aoi(aoi.geometry)
+    with SceneReader([ready], ("VV", "VH"), grid) as reader:
+        db, valid = reader.read(Window(0, 0, grid.width, grid.height))
+    expected, inside = s1_expected_db(grid, "VV")
+    inside &= valid
+    assert inside.sum() > 0.5 * valid.size
+    assert np.median(np.abs(db[0][inside] - expected[inside])) < 0.1
+    # Sentinel-2 searches of the same area find nothing: the product type keeps the sensors apart.
+    with pytest.raises(NoScenesFound):
+        search_scenes((f"dhus:{dhus.url}",), aoi.geometry, date(2021, 1, 1), date(2021, 1, 31))

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from rasterio.transform import rowcol
 from rasterio.warp import transform as transform_points
 from rasterio.windows import Window
 from shapely.geometry import Point, Polygon
@@ -28,21 +27,19 @@ from core.sources.sentinel1 import (
     sigma0_linear,
     to_db,
 )
-from tests.safe_factory import S1_DB_FILE, S1_DIR, S1_PRODUCT, build_s1_grd
+from tests.safe_factory import (
+    S1_DB_FILE,
+    S1_DIR,
+    S1_PRODUCT,
+    S1_WINDOW,
+    build_s1_grd,
+    s1_aoi_geojson,
+    s1_expected_db,
+    s1_target_db,
+)
 
 REAL_ZIP = S1_DIR / f"{S1_PRODUCT}.zip"
 STEM = "s1a-iw-grd-vv-20210119t031653-20210119t031718-036201-043ed0-001"
-WINDOW = (8000, 12000, 600, 600)  # row0, col0, height, width of the synthesized measurement data
-
-
-def target_db(rows: np.ndarray, cols: np.ndarray, polarisation: str) -> np.ndarray:
-    """The backscatter the synthetic measurement encodes: smooth ramps, VH 7 dB below VV."""
-    return (
-        -14.0
-        + 6.0 * (cols - 12000) / 600
-        - 4.0 * (rows - 8000) / 600
-        - (7.0 if polarisation == "VH" else 0.0)
-    )
 
 
 def real_xml(name: str) -> bytes:
@@ -52,7 +49,7 @@ def real_xml(name: str) -> bytes:
 
 @pytest.fixture(scope="module")
 def grd(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_s1_grd(tmp_path_factory.mktemp("s1") / "products", WINDOW, target_db)
+    return build_s1_grd(tmp_path_factory.mktemp("s1") / "products", S1_WINDOW, s1_target_db)
 
 
 def test_the_real_calibration_table_parses_and_interpolates_bilinearly():
@@ -96,12 +93,7 @@ def test_a_grd_product_is_calibrated_and_warped_onto_the_job_grid(grd, tmp_path)
     assert scene.sensor == "S1" and scene.processing_level == "GRD" and set(scene.bands) == {"VV", "VH"}
     assert scene.acquired == datetime(2021, 1, 19, 3, 16, 53, 799379, tzinfo=UTC)
     assert scene.extra["pass"] == "DESCENDING"
-    geolocation = parse_annotation(real_xml(f"{STEM}.xml"))
-    # An AOI well inside the synthesized data: the lon/lat of radar rows 8150-8450, columns 12150-12450.
-    corners_rc = [(8150, 12150), (8150, 12450), (8450, 12450), (8450, 12150)]
-    gcp_transformer = rasterio.transform.GCPTransformer(geolocation.gcps())
-    lons, lats = gcp_transformer.xy([r for r, _ in corners_rc], [c for _, c in corners_rc], offset="ul")
-    aoi = parse_aoi({"type": "Polygon", "coordinates": [[*zip(lons, lats, strict=True), (lons[0], lats[0])]]})
+    aoi = parse_aoi(s1_aoi_geojson())
     [found] = LocalSource(grd.parent, "s1-folder").search(
         aoi.geometry, date(2021, 1, 1), date(2021, 1, 31), "S1"
     )
@@ -109,14 +101,8 @@ def test_a_grd_product_is_calibrated_and_warped_onto_the_job_grid(grd, tmp_path)
     grid = grid_for_aoi(aoi.geometry)
     with SceneReader([calibrated], ("VV", "VH"), grid) as reader:
         db, valid = reader.read(Window(0, 0, grid.width, grid.height))
-    # What each grid pixel centre should hold: the target at its radar (row, col), through the same GCPs.
-    cols_px, rows_px = np.meshgrid(np.arange(grid.width) + 0.5, np.arange(grid.height) + 0.5)
-    xs, ys = grid.transform @ (cols_px.ravel(), rows_px.ravel())
-    lon, lat = transform_points(grid.crs, "EPSG:4326", xs, ys)
-    rows, cols = rowcol(geolocation.gcps(), lon, lat, op=float)
-    expected = target_db(np.array(rows) - 0.5, np.array(cols) - 0.5, "VV").reshape(grid.height, grid.width)
-    inside = valid & (np.abs(np.array(rows) - 8300).reshape(valid.shape) < 140)
-    inside &= np.abs(np.array(cols) - 12300).reshape(valid.shape) < 140
+    expected, inside = s1_expected_db(grid, "VV")
+    inside &= valid
     assert inside.sum() > 0.5 * valid.size
     error = np.abs(db[0][inside] - expected[inside])
     assert np.median(error) < 0.1 and np.percentile(error, 99) < 0.3
