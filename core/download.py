@@ -159,13 +159,16 @@ def fetch_scenes(
     progress: ProgressFn | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> list[Scene]:
-    """Every scene made readable from the cache: products downloaded first (0-80 % of progress), then windows."""
+    """Every scene made readable from the cache: products downloaded first (80 % of the progress when windows
+    follow), then Sentinel-1 products calibrated onto the job's grid, then COG windows fetched."""
     from core.grid import grid_for_aoi
     from core.sources import parse_source
     from core.sources.dhus import DhusSource, needs_fetch
     from core.sources.sentinel1 import calibrate_to_grid, needs_calibration
 
     products = [s for s in scenes if needs_fetch(s)]
+    windows = any(is_remote(s.bands[b]) for s in scenes if not needs_fetch(s) for b in bands & set(s.bands))
+    product_share = 0.8 if windows else 1.0  # of this stage's progress
     total_bytes = sum(int(s.extra.get("download_bytes", 0)) for s in products) or None
     done_bytes, fetched = 0, {}
     for index, scene in enumerate(products):
@@ -178,13 +181,16 @@ def fetch_scenes(
                 total = total_bytes or size or 1
                 done_mb, total_mb = (before + have) / 1e6, total / 1e6
                 progress(
-                    0.8 * min((before + have) / total, 1.0),
+                    product_share * min((before + have) / total, 1.0),
                     f"downloading {index + 1}/{len(products)} scenes, {done_mb:,.1f}/{total_mb:,.1f} MB",
                 )
 
         def status(message: str, index: int = index, before: int = done_bytes) -> None:
             if progress is not None:
-                progress(0.8 * before / (total_bytes or 1), f"{index + 1}/{len(products)} scenes: {message}")
+                progress(
+                    product_share * before / (total_bytes or 1),
+                    f"{index + 1}/{len(products)} scenes: {message}",
+                )
 
         fetched[scene.id] = source.fetch(scene, cache_dir, bytes_progress, status, should_stop)
         done_bytes += int(scene.extra.get("download_bytes", 0))
@@ -192,8 +198,7 @@ def fetch_scenes(
     if any(needs_calibration(s) for s in ready):  # Sentinel-1 SAFE: sigma0 dB of the AOI, on the job's grid
         grid = grid_for_aoi(aoi_4326)
         ready = [calibrate_to_grid(s, grid, cache_dir) if needs_calibration(s) else s for s in ready]
-    windows_progress = None if progress is None else (lambda f, m: progress(0.8 + 0.2 * f, m))
-    ready = fetch_windows(ready, bands, aoi_4326, cache_dir, windows_progress, should_stop)
-    if progress is not None:
-        progress(1.0, f"{len(ready)} scenes ready")
-    return ready
+    windows_progress = (
+        None if progress is None else (lambda f, m: progress(product_share + (1 - product_share) * f, m))
+    )
+    return fetch_windows(ready, bands, aoi_4326, cache_dir, windows_progress, should_stop)
