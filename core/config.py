@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     job_timeout_s: int = Field(6 * 3600, gt=0)
     # How often each worker looks for abandoned jobs (and for jobs Redis lost) in the job folders.
     recover_interval_s: float = Field(5.0, gt=0)
+    # Run each job in a forked process (isolated: a crash or leak dies with it) or in the worker itself (warm:
+    # a few hundred ms less per job). See worker/service.py.
+    worker_fork: bool = True
     # The web app accepts `local:DIR` sources only inside these folders (a JSON list); empty: any folder, which
     # suits a single-user install but not a shared server, where users must not read each other's files.
     app_local_roots: tuple[Path, ...] = ()

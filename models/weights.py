@@ -10,13 +10,23 @@ if TYPE_CHECKING:
     import torch
 
 
+# (path, size, mtime) -> sha256, so a process (and the job processes a worker forks) hashes each weights file
+# once; a file that is rewritten gets a new size or mtime and is hashed again.
+_SHA256_SEEN: dict[tuple[str, int, int], str] = {}
+
+
 def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
+    """Hex sha256 of a file, read in 1 MiB chunks (remembered per path, size and mtime)."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key in _SHA256_SEEN:
+        return _SHA256_SEEN[key]
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
-    return digest.hexdigest()
+    _SHA256_SEEN[key] = digest.hexdigest()
+    return _SHA256_SEEN[key]
 
 
 def verify_weights(path: Path, expected_sha256: str, model_id: str) -> str:

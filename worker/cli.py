@@ -75,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     worker = verbs.add_parser("worker", help="serve jobs from Redis (default: every queue)")
     worker.add_argument("--queues", nargs="+", metavar="QUEUE", help="download, inference and/or training")
     worker.add_argument("--burst", action="store_true", help="stop when the queues are empty")
+    worker.add_argument(
+        "--no-fork",
+        dest="fork",
+        action="store_false",
+        default=None,
+        help="run jobs in the worker process (warm, faster start) instead of a forked process per job",
+    )
     status = verbs.add_parser("status", help="show one job's state and progress")
     status.add_argument("job_id")
     status.add_argument("--json", action="store_true", help="print the status as JSON")
@@ -159,7 +166,7 @@ def command_jobs(args: argparse.Namespace, settings: Settings) -> int:
     if args.verb == "worker":
         from worker.service import QUEUES, serve
 
-        return serve(settings, args.queues or QUEUES, burst=args.burst)
+        return serve(settings, args.queues or QUEUES, burst=args.burst, fork=args.fork)
     if args.verb == "status":
         status = client.status(args.job_id)
         print(json.dumps(status.to_dict(), indent=1) if args.json else format_status(status))

@@ -127,3 +127,43 @@ def test_a_changed_weights_file_is_named_in_the_error(tmp_path: Path):
     weights.write_bytes(b"not the model")
     with pytest.raises(ModelError, match="w.onnx.*sha256"):
         verify_weights(weights, "0" * 64, "cloud-csmask")
+
+
+def test_a_weights_file_changed_after_it_was_verified_is_caught(tmp_path: Path):
+    import os
+
+    from core.errors import ModelError
+    from models.weights import sha256_of, verify_weights
+
+    weights = tmp_path / "w.bin"
+    weights.write_bytes(b"the model")
+    good = sha256_of(weights)
+    assert verify_weights(weights, good, "m") == good  # remembered from now on
+    weights.write_bytes(b"the modem")  # same size; a new mtime
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 1_000_000))
+    with pytest.raises(ModelError, match="w.bin"):
+        verify_weights(weights, good, "m")
+
+
+def test_the_optimised_csmask_graph_is_cached_and_gives_identical_probabilities(tmp_path: Path, monkeypatch):
+    from core.config import get_settings
+    from models.csmask_model import cpu_optimised_session, variant_file
+    from models.weights import sha256_of
+
+    monkeypatch.setenv("TERRASEG_CACHE_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    try:
+        onnx_file = variant_file(6, "L1C")
+        sha256 = sha256_of(onnx_file)
+        batch = np.random.default_rng(0).random((1, 6, 256, 256), dtype=np.float32)
+        first = cpu_optimised_session(onnx_file, sha256, ["CPUExecutionProvider"], 1)
+        [cached] = (tmp_path / "models" / "onnx-optimised").glob("*.onnx")
+        second = cpu_optimised_session(onnx_file, sha256, ["CPUExecutionProvider"], 1)
+        name = first.get_inputs()[0].name
+        np.testing.assert_array_equal(first.run(None, {name: batch})[0], second.run(None, {name: batch})[0])
+        cached.write_bytes(b"damaged")  # a broken cache file is rebuilt, not fatal
+        third = cpu_optimised_session(onnx_file, sha256, ["CPUExecutionProvider"], 1)
+        np.testing.assert_array_equal(first.run(None, {name: batch})[0], third.run(None, {name: batch})[0])
+        assert cached.stat().st_size > 1000
+    finally:
+        get_settings.cache_clear()

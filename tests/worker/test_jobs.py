@@ -215,6 +215,27 @@ def test_a_worker_killed_mid_inference_is_replaced_and_the_outputs_are_identical
     assert_same_outputs(client.store.outputs_dir(job_id), large_reference)
 
 
+def test_a_no_fork_worker_killed_mid_job_is_recovered_like_a_forking_one(
+    client: JobClient, start_worker, tmp_path
+):
+    from tests.core.sources.stac_server import StacServerProcess
+
+    stac = StacServerProcess(tmp_path / "stac")
+    try:
+        stac.set_slow(0.4)  # the job stays in its download stage for a few seconds
+        first = start_worker("--no-fork")
+        job_id = client.submit(sample_spec(sources=(f"stac:{stac.url}",)))
+        wait_for(client, job_id, ("running",), min_fraction=0.11, timeout_s=60)
+        first.kill()  # the job ran in the worker's own process: it dies with it
+        stac.set_slow(None)
+        start_worker("--no-fork")
+        wait_for(client, job_id, ("finished",), timeout_s=120)
+    finally:
+        stac.stop()
+    assert client.status(job_id).attempts == 2
+    assert "re-queued by recovery: its worker stopped" in client.logs(job_id)
+
+
 def test_redis_killed_and_restarted_empty_loses_no_job(
     client: JobClient, start_worker, redis_server, large_source, large_reference
 ):
@@ -237,7 +258,7 @@ def test_redis_killed_and_restarted_empty_loses_no_job(
 
 def test_two_workers_run_twenty_jobs_each_exactly_once(client: JobClient, start_worker):
     start_worker()
-    start_worker()
+    start_worker("--no-fork")  # one of each kind: they share queues and locks
     # 20 different requests (a different cloud limit changes the spec hash, not the work).
     job_ids = [
         client.submit(sample_spec(model_id="cloud-s2cloudless", max_cloud_pct=80 + i)) for i in range(20)
