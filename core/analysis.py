@@ -19,10 +19,10 @@ import rasterio
 from rasterio.windows import Window
 from shapely.geometry.base import BaseGeometry
 
-from core.errors import DateRangeError, NoScenesFound
+from core.errors import DateRangeError, JobCancelled, NoScenesFound
 from core.export import open_intermediate
 from core.grid import Grid
-from core.inference import InferenceResult, JobCancelled, Predict, predict_grid
+from core.inference import InferenceResult, Predict, predict_grid
 from core.progress import ProgressFn, span
 from core.reading import SceneReader
 from core.types import ModelCard, Scene

@@ -25,9 +25,9 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window, from_bounds
 from shapely.geometry.base import BaseGeometry
 
-from core.errors import SourceError
-from core.inference import JobCancelled
+from core.errors import JobCancelled, SourceError
 from core.progress import ProgressFn
+from core.transfer import cache_name
 from core.types import BandAsset, Scene
 
 log = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ def _cache_path(cache_dir: Path, scene: Scene, band: str, asset: BandAsset, wind
     # Without the query string: signed links (SAS tokens) change every hour, the data behind them does not.
     href = asset.path.split("?", 1)[0]
     key = hashlib.sha256(f"{href}|{window.col_off},{window.row_off},{window.width},{window.height}".encode())
-    source = "".join(c if c.isalnum() or c in "-_." else "_" for c in scene.source)[:60]
+    source = cache_name(scene.source)
     return cache_dir / "products" / source / scene.id / f"{band}-{key.hexdigest()[:16]}.tif"
 
 

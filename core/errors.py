@@ -33,6 +33,10 @@ class SpecError(AppError):
     """A job request has a field of the wrong kind or out of range."""
 
 
+class JobCancelled(AppError):
+    """The user cancelled the job; partial work is kept in the cache, nothing is published."""
+
+
 class SourceUnavailable(ConnectionError):
     """Every source that could serve the job is down, overloaded or unreachable right now.
 

@@ -19,7 +19,7 @@ from rasterio.windows import Window
 from shapely.geometry.base import BaseGeometry
 
 from core.blocks import BlockStore
-from core.errors import AppError
+from core.errors import JobCancelled
 from core.export import open_intermediate
 from core.grid import Grid
 from core.progress import ProgressFn
@@ -31,10 +31,6 @@ log = logging.getLogger(__name__)
 
 Predict = Callable[[np.ndarray], np.ndarray]
 ReadWindow = Callable[[Window], tuple[np.ndarray, np.ndarray]]
-
-
-class JobCancelled(AppError):
-    """The user cancelled the job; partial work is discarded."""
 
 
 @dataclass(frozen=True)

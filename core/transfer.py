@@ -30,8 +30,7 @@ from pathlib import Path
 
 import requests
 
-from core.errors import SourceError, SourceUnavailable
-from core.inference import JobCancelled
+from core.errors import JobCancelled, SourceError, SourceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +57,11 @@ class RetryPolicy:
     attempts: int = 6
     backoff_s: float = 1.0
     timeout_s: float = 60.0
+
+
+def cache_name(text: str, max_length: int = 60) -> str:
+    """A source name such as 'dhus:https://host/x/' as a folder name: '-', '_', '.' and alphanumerics kept."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)[:max_length]
 
 
 def file_md5(path: Path, already: "hashlib._Hash | None" = None) -> str:

@@ -83,7 +83,9 @@ def cpu_optimised_session(
         optimised.parent.mkdir(parents=True, exist_ok=True)
         partial = optimised.with_name(f".{optimised.name}.{os.getpid()}.part")
         options.optimized_model_filepath = str(partial)
-        options.log_severity_level = 3  # its "hardware-specific graph" warning: machine_key() is why that is fine
+        options.log_severity_level = (
+            3  # its "hardware-specific graph" warning: machine_key() is why that is fine
+        )
     session = onnxruntime.InferenceSession(str(weights_file), sess_options=options, providers=providers)
     if options.optimized_model_filepath and Path(options.optimized_model_filepath).is_file():
         os.replace(

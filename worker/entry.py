@@ -20,8 +20,7 @@ from rq.timeouts import JobTimeoutException
 
 from core import export
 from core.config import Settings, get_settings
-from core.errors import AppError
-from core.inference import JobCancelled
+from core.errors import AppError, JobCancelled
 from core.jobstore import JobStatus, JobStore, utc_now
 
 log = logging.getLogger(__name__)

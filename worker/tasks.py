@@ -17,8 +17,8 @@ from core import analysis, export
 from core.aoi import AOI, parse_aoi
 from core.config import Settings
 from core.download import fetch_scenes
+from core.errors import JobCancelled
 from core.grid import Grid, grid_for_aoi, project_geometry
-from core.inference import JobCancelled
 from core.jobs import JobSpec
 from core.jobstore import file_lock
 from core.preflight import find_scenes

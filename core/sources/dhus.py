@@ -34,6 +34,7 @@ from core.transfer import (
     BytesProgress,
     Expected,
     RetryPolicy,
+    cache_name,
     download_file,
     download_slot,
     sleep_unless_stopped,
@@ -169,7 +170,7 @@ class DhusSource:
 
     def product_path(self, scene: Scene, cache_dir: Path) -> Path:
         """Where the product's zip is cached: `<cache>/products/<source>/<name>.zip`."""
-        slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.name)[:60]
+        slug = cache_name(self.name)
         stem = (scene.extra.get("filename") or scene.id).removesuffix(".SAFE").removesuffix(".zip")
         return cache_dir / "products" / slug / f"{stem}.zip"
 

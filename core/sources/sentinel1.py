@@ -42,6 +42,7 @@ from shapely.geometry.base import BaseGeometry
 
 from core.errors import SourceError
 from core.grid import Grid
+from core.transfer import cache_name
 from core.types import S1_BANDS, BandAsset, Scene
 
 log = logging.getLogger(__name__)
@@ -335,7 +336,7 @@ def calibrate_to_grid(scene: Scene, grid: Grid, cache_dir: Path) -> Scene:
     key = hashlib.sha256(
         f"{grid.crs}|{tuple(grid.transform)}|{grid.width}x{grid.height}".encode()
     ).hexdigest()[:16]
-    source = "".join(c if c.isalnum() or c in "-_." else "_" for c in scene.source)[:60]
+    source = cache_name(scene.source)
     bands = {}
     for polarisation in scene.bands:
         out_path = cache_dir / "products" / source / scene.id / f"{polarisation}-sigma0-db-{key}.tif"

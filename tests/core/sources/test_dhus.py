@@ -16,9 +16,8 @@ import rasterio
 from core.aoi import parse_aoi
 from core.config import Settings, dhus_credentials
 from core.download import fetch_scenes
-from core.errors import NoScenesFound, SourceError, SourceUnavailable
+from core.errors import JobCancelled, NoScenesFound, SourceError, SourceUnavailable
 from core.grid import grid_for_aoi
-from core.inference import JobCancelled
 from core.reading import SceneReader
 from core.sources import SAMPLE_DIR, parse_source, search_scenes
 from core.sources.dhus import DhusSource, needs_fetch
