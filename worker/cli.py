@@ -194,7 +194,7 @@ def command_jobs(args: argparse.Namespace, settings: Settings) -> int:
 def command_sources() -> int:
     """Print the source kinds."""
     for name, text in SOURCE_HELP.items():
-        print(f"{name:12s} {text}")
+        print(f"{name:19s} {text}")
     return 0
 
 

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "sample"
 SOURCE_HELP = {
     "sample": "the embedded offline demo: 5 Sentinel-2 L1C dates over 1 km2 in Slovenia (2015-07-11..09-09)",
-    "local:DIR": "a folder of Sentinel-2 SAFE products (zipped or not) and GeoTIFF/COG scenes (see README)",
+    "local:DIR": "a folder of Sentinel-1/2 SAFE products (zipped or not) and GeoTIFF/COG scenes (see README)",
     "earth-search": "Element 84's Earth Search STAC (Sentinel-2 L2A and L1C COGs on AWS; no account)",
     "cdse": "Copernicus Data Space Ecosystem STAC",
     "planetary-computer": "Microsoft Planetary Computer STAC (Sentinel-2 L2A)",
