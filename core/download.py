@@ -15,9 +15,11 @@ import hashlib
 import logging
 import math
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import rasterio
 from rasterio.errors import RasterioError
@@ -162,38 +164,14 @@ def fetch_scenes(
     """Every scene made readable from the cache: products downloaded first (80 % of the progress when windows
     follow), then Sentinel-1 products calibrated onto the job's grid, then COG windows fetched."""
     from core.grid import grid_for_aoi
-    from core.sources import parse_source
-    from core.sources.dhus import DhusSource, needs_fetch
+    from core.sources.dhus import needs_fetch
     from core.sources.sentinel1 import calibrate_to_grid, needs_calibration
 
     products = [s for s in scenes if needs_fetch(s)]
     windows = any(is_remote(s.bands[b]) for s in scenes if not needs_fetch(s) for b in bands & set(s.bands))
     product_share = 0.8 if windows else 1.0  # of this stage's progress
-    total_bytes = sum(int(s.extra.get("download_bytes", 0)) for s in products) or None
-    done_bytes, fetched = 0, {}
-    for index, scene in enumerate(products):
-        source = parse_source(scene.source)
-        if not isinstance(source, DhusSource):
-            raise SourceError(f"{scene.source} cannot download {scene.id}.")
-
-        def bytes_progress(have: int, size: int | None, index: int = index, before: int = done_bytes) -> None:
-            if progress is not None:
-                total = total_bytes or size or 1
-                done_mb, total_mb = (before + have) / 1e6, total / 1e6
-                progress(
-                    product_share * min((before + have) / total, 1.0),
-                    f"downloading {index + 1}/{len(products)} scenes, {done_mb:,.1f}/{total_mb:,.1f} MB",
-                )
-
-        def status(message: str, index: int = index, before: int = done_bytes) -> None:
-            if progress is not None:
-                progress(
-                    product_share * before / (total_bytes or 1),
-                    f"{index + 1}/{len(products)} scenes: {message}",
-                )
-
-        fetched[scene.id] = source.fetch(scene, cache_dir, bytes_progress, status, should_stop)
-        done_bytes += int(scene.extra.get("download_bytes", 0))
+    product_progress = None if progress is None else (lambda f, m: progress(product_share * f, m))
+    fetched = fetch_products(products, cache_dir, product_progress, should_stop) if products else {}
     ready = [fetched.get(s.id, s) for s in scenes]
     if any(needs_calibration(s) for s in ready):  # Sentinel-1 SAFE: sigma0 dB of the AOI, on the job's grid
         grid = grid_for_aoi(aoi_4326)
@@ -202,3 +180,89 @@ def fetch_scenes(
         None if progress is None else (lambda f, m: progress(product_share + (1 - product_share) * f, m))
     )
     return fetch_windows(ready, bands, aoi_4326, cache_dir, windows_progress, should_stop)
+
+
+class _ProductProgress:
+    """Bytes received per product, summed over the products downloading in parallel, as one ProgressFn report."""
+
+    def __init__(self, products: list[Scene], progress: ProgressFn | None) -> None:
+        self.progress, self.count = progress, len(products)
+        self.expected = {s.id: int(s.extra.get("download_bytes", 0)) for s in products}
+        self.have: dict[str, int] = {}
+        self.done = 0
+        self.fraction = 0.0  # never reported lower: the total moves when exact sizes replace rounded ones
+        self.lock = threading.Lock()
+
+    def bytes(self, scene_id: str, have: int, size: int | None) -> None:
+        with self.lock:
+            self.have[scene_id] = have
+            if size:
+                self.expected[scene_id] = size  # the OData size is exact; the search's is rounded
+            total = sum(self.expected.values()) or 1
+            received = sum(self.have.values())
+            self.fraction = max(self.fraction, min(received / total, 1.0))
+            if self.progress is not None:
+                self.progress(
+                    self.fraction,
+                    f"downloading {self.done}/{self.count} scenes done, {received / 1e6:,.1f}/{total / 1e6:,.1f} MB",
+                )
+
+    def finished(self, scene_id: str) -> None:
+        with self.lock:
+            self.done += 1
+            self.have[scene_id] = self.expected[scene_id]
+
+    def status(self, message: str) -> None:
+        with self.lock:
+            if self.progress is not None:
+                total = sum(self.expected.values()) or 1
+                self.progress(
+                    min(sum(self.have.values()) / total, 1.0), f"{self.done}/{self.count} scenes: {message}"
+                )
+
+
+def fetch_products(
+    products: list[Scene],
+    cache_dir: Path,
+    progress: ProgressFn | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> dict[str, Scene]:
+    """Download whole products (DHuS), up to the source's `download_slots` at once; {scene id: local scene}.
+
+    The first failure stops the other downloads (their partial files stay for a later resume) and is raised.
+    """
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    from core.sources import parse_source
+    from core.sources.dhus import DhusSource
+
+    sources = {s.source: parse_source(s.source) for s in products}
+    for name, source in sources.items():
+        if not isinstance(source, DhusSource):
+            raise SourceError(f"{name} cannot download whole products.")
+    tracker = _ProductProgress(products, progress)
+    failed = threading.Event()
+
+    def stop() -> bool:
+        return failed.is_set() or (should_stop is not None and should_stop())
+
+    def fetch_one(scene: Scene) -> Scene:
+        source = cast(DhusSource, sources[scene.source])  # checked above
+        local = source.fetch(scene, cache_dir, lambda have, size: tracker.bytes(scene.id, have, size),
+                             tracker.status, stop)  # fmt: skip
+        tracker.finished(scene.id)
+        return local
+
+    parallel = max(s.settings.download_slots for s in sources.values() if isinstance(s, DhusSource))
+    fetched: dict[str, Scene] = {}
+    with ThreadPoolExecutor(max_workers=min(parallel, len(products)), thread_name_prefix="download") as pool:
+        futures = {pool.submit(fetch_one, scene): scene for scene in products}
+        try:
+            for future in as_completed(futures):
+                fetched[futures[future].id] = future.result()
+        except BaseException:
+            failed.set()  # running downloads stop at their next chunk; queued ones never start
+            for future in futures:
+                future.cancel()
+            raise
+    return fetched

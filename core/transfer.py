@@ -288,6 +288,8 @@ def _fetch_into(
             raise SourceError(f"{source} answered HTTP {response.status_code} to a download of {url}.")
         if response.status_code == 200 and have:  # the server ignored Range: start over
             have = 0
+        if should_stop is not None and should_stop():  # before creating a file it would leave empty
+            raise JobCancelled("The job was cancelled.")
         hasher = BackgroundMd5(partial if have else None) if expected.md5 is not None else None
         try:
             with partial.open("ab" if have else "wb") as out:

@@ -55,11 +55,12 @@ def test_cancel_during_a_product_download_stops_within_2_s_and_the_retry_resumes
     assert time.monotonic() - asked < 2.0
     assert not client.store.outputs_dir(job_id).exists()
     products = client.settings.cache_dir / "products"
-    partial = list(products.rglob("*.zip.part"))
-    assert len(partial) == 1 and partial[0].stat().st_size > 0
-    kept = partial[0].stat().st_size
+    partial = list(products.rglob("*.zip.part"))  # the downloads that were running (2 slots by default)
+    assert 1 <= len(partial) <= 2 and all(p.stat().st_size > 0 for p in partial)
+    kept = {p.stat().st_size for p in partial}
     dhus.flag("slow", None)
     client.retry(job_id)
     wait_for(client, job_id, ("finished",), timeout_s=120)
     assert len(list(products.rglob("*.zip"))) == 5 and not list(products.rglob("*.part"))
-    assert f"bytes={kept}-" in [r[2] for r in dhus.downloads()]  # the interrupted product resumed
+    resumed = {int(r[2].removeprefix("bytes=").removesuffix("-")) for r in dhus.downloads() if r[2]}
+    assert kept <= resumed  # each interrupted product resumed where it stopped

@@ -154,10 +154,20 @@ class DhusServer:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/dhus/"
         self._lock = threading.Lock()
+        self.active_downloads = 0
 
     def log(self, method: str, path: str, ranged: str | None, status: int, sent: int) -> None:
         with self._lock, (self.folder / "requests.jsonl").open("a") as handle:
             handle.write(json.dumps([method, path, ranged, status, sent]) + "\n")
+
+    def count_download(self, step: int) -> None:
+        """Track product bodies being sent at once; the most so far is kept in `<folder>/peak_downloads`."""
+        with self._lock:
+            self.active_downloads += step
+            (self.folder / "active_downloads").write_text(str(self.active_downloads))
+            peak = self.folder / "peak_downloads"
+            if not peak.exists() or int(peak.read_text()) < self.active_downloads:
+                peak.write_text(str(self.active_downloads))
 
     def control(self, name: str) -> str | None:
         """The content of control file `name`, or None when it does not exist."""
@@ -407,10 +417,21 @@ class DhusServer:
                         + body[middle + 64 :]
                     )
                 slow = server.control("slow")
-                for offset in range(0, len(body), 1 << 16):
-                    self.wfile.write(body[offset : offset + (1 << 16)])
-                    if slow:
-                        time.sleep(float(slow))
+                # Counted from the request until just before the last chunk goes out: inside the client's own
+                # span of that download, so the peak never over-counts the client's parallel downloads.
+                server.count_download(+1)
+                counted = True
+                try:
+                    for offset in range(0, len(body), 1 << 16):
+                        if slow:
+                            time.sleep(float(slow))
+                        if offset + (1 << 16) >= len(body):
+                            server.count_download(-1)
+                            counted = False
+                        self.wfile.write(body[offset : offset + (1 << 16)])
+                finally:
+                    if counted:
+                        server.count_download(-1)
                 server.log("GET", self.path, ranged, status, len(body))
 
             def do_GET(self) -> None:  # noqa: N802
@@ -465,7 +486,20 @@ class DhusServerProcess:
             path.write_text(content)
 
     def clear_log(self) -> None:
+        """Forget the requests so far, once the server has finished sending (a cancelled download's body may
+        still be on its way into a closed connection's buffer)."""
+        active = self.folder / "active_downloads"
+        deadline = time.monotonic() + 10
+        while active.exists() and active.read_text() != "0" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.05)  # its log line follows the last chunk
         (self.folder / "requests.jsonl").unlink(missing_ok=True)
+        (self.folder / "peak_downloads").unlink(missing_ok=True)
+
+    def peak_downloads(self) -> int:
+        """The most product downloads the server has sent at the same time since `clear_log`."""
+        peak = self.folder / "peak_downloads"
+        return int(peak.read_text()) if peak.exists() else 0
 
     def stop(self) -> None:
         self.process.terminate()

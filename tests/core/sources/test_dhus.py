@@ -4,6 +4,7 @@ the recorded OpenSearch/OData dialect, with the faults a real mirror shows."""
 import hashlib
 import json
 import logging
+import re
 import threading
 import time
 from datetime import date
@@ -301,9 +302,31 @@ def test_fetch_scenes_reports_progress_in_megabytes(dhus, dhus_env, tmp_path):
     assert not any(needs_fetch(s) for s in fetched) and all(
         Path(s.extra["product"]).is_file() for s in fetched
     )
-    assert any("downloading 2/2 scenes" in m and "MB" in m for _, m in reports)
+    assert any(re.search(r"downloading [0-2]/2 scenes done, [\d.]+/[\d.]+ MB", m) for _, m in reports)
     fractions = [f for f, _ in reports]
     assert fractions == sorted(fractions) and fractions[-1] > 0.9  # the sizes in the search are rounded
+
+
+def test_a_job_downloads_its_products_in_parallel_up_to_the_slots_of_the_source(
+    dhus, dhus_env, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("TERRASEG_DOWNLOAD_SLOTS", "2")
+    scenes = search_scenes((f"dhus:{dhus.url}",), AOI.geometry, *SUMMER)
+    dhus.flag("slow", "0.1")  # each product takes about 0.3 s to send
+    fetched = fetch_scenes(scenes, {"B02"}, AOI.geometry, tmp_path / "cache")
+    assert len(fetched) == 5 and not any(needs_fetch(s) for s in fetched)
+    assert dhus.peak_downloads() == 2  # parallel, and never more than the slots
+
+
+def test_a_failed_product_stops_the_other_downloads_and_says_why(dhus, dhus_env, tmp_path, monkeypatch):
+    monkeypatch.setenv("TERRASEG_DOWNLOAD_ATTEMPTS", "1")
+    scenes = search_scenes((f"dhus:{dhus.url}",), AOI.geometry, *SUMMER)
+    dhus.flag("corrupt_next", "1")
+    dhus.flag("slow", "0.05")
+    with pytest.raises(SourceError, match="arrived corrupt 1 times"):
+        fetch_scenes(scenes, {"B02"}, AOI.geometry, tmp_path / "cache")
+    assert len(dhus.downloads()) < 5  # the queued products were not started
+    assert not [p for p in (tmp_path / "cache" / "products").rglob("*.zip") if p.stat().st_size == 0]
 
 
 def test_a_job_on_a_dhus_mirror_gives_the_same_map_as_on_the_sample(dhus, tmp_path):
