@@ -17,7 +17,6 @@
 """
 
 import contextlib
-import fcntl
 import hashlib
 import logging
 import os
@@ -31,6 +30,7 @@ from pathlib import Path
 import requests
 
 from core.errors import JobCancelled, SourceError, SourceUnavailable
+from core.jobstore import file_lock
 
 log = logging.getLogger(__name__)
 
@@ -117,24 +117,18 @@ def quarantine(path: Path, why: str) -> Path:
 
 
 @contextlib.contextmanager
-def file_lock(
+def lock_unless_stopped(
     path: Path, should_stop: Callable[[], bool] | None = None, poll_s: float = 0.2
 ) -> Iterator[None]:
-    """Hold an exclusive flock on `path` (created if missing), polling so that a cancel is noticed while waiting."""
+    """Hold the job store's flock on `path`, waiting as long as it takes but noticing a cancel while waiting."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if should_stop is not None and should_stop():
-                    raise JobCancelled("The job was cancelled.") from None
-                time.sleep(poll_s)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    while True:
+        with file_lock(path, wait_s=poll_s) as held:
+            if held:
+                yield
+                return
+        if should_stop is not None and should_stop():
+            raise JobCancelled("The job was cancelled.")
 
 
 @contextlib.contextmanager
@@ -143,25 +137,15 @@ def download_slot(
 ) -> Iterator[int]:
     """Take one of `slots` lock files in `lock_dir` (waiting for a free one); yields the slot number."""
     lock_dir.mkdir(parents=True, exist_ok=True)
-    handles = [(lock_dir / f"slot-{i}.lock").open("a") for i in range(slots)]
-    try:
-        while True:
-            for number, handle in enumerate(handles):
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    continue
-                try:
+    while True:
+        for number in range(slots):
+            with file_lock(lock_dir / f"slot-{number}.lock") as held:
+                if held:
                     yield number
-                finally:
-                    fcntl.flock(handle, fcntl.LOCK_UN)
-                return
-            if should_stop is not None and should_stop():
-                raise JobCancelled("The job was cancelled.")
-            time.sleep(poll_s)
-    finally:
-        for handle in handles:
-            handle.close()
+                    return
+        if should_stop is not None and should_stop():
+            raise JobCancelled("The job was cancelled.")
+        time.sleep(poll_s)
 
 
 def retry_after_s(response: requests.Response, default_s: float) -> float:
@@ -187,7 +171,7 @@ def download_file(
     Raises SourceError (401/403/404, or still corrupt after every attempt), SourceUnavailable (server down or
     unreachable after every attempt: worth retrying the job later) or JobCancelled.
     """
-    with file_lock(dest.with_name(f"{dest.name}.lock"), should_stop):
+    with lock_unless_stopped(dest.with_name(f"{dest.name}.lock"), should_stop):
         if dest.exists():
             if is_complete(dest, expected):
                 log.info("%s is in the cache", dest.name)

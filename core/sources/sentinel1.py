@@ -170,16 +170,14 @@ def to_db(power: np.ndarray) -> np.ndarray:
     return out
 
 
-def _is_metadata(relative: str) -> bool:
-    return relative == "manifest.safe" or (relative.startswith("annotation/") and relative.endswith(".xml"))
-
-
-def _open_safe(path: Path) -> tuple[str, dict[str, bytes], list[str]]:
-    """(GDAL prefix of the SAFE root, {relative name: bytes} of manifest and XMLs, relative names of all files)."""
+def _open_safe(path: Path) -> tuple[str, bytes, list[str]]:
+    """(GDAL prefix of the SAFE root, manifest.safe bytes, relative names of all files); the annotation and
+    calibration XMLs are read later, by `calibrate_band`, for the polarisations a job uses."""
     if path.is_dir():
+        if not (path / "manifest.safe").is_file():
+            raise SourceError(f"{path} has no manifest.safe; it is not a Sentinel-1 SAFE product.")
         names = [p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()]
-        xmls = {n: (path / n).read_bytes() for n in names if _is_metadata(n)}
-        return f"{path}/", xmls, names
+        return f"{path}/", (path / "manifest.safe").read_bytes(), names
     try:
         with zipfile.ZipFile(path) as archive:
             members = archive.namelist()
@@ -188,10 +186,10 @@ def _open_safe(path: Path) -> tuple[str, dict[str, bytes], list[str]]:
                 raise SourceError(f"The zip {path} holds no Sentinel-1 SAFE product (no manifest.safe).")
             prefix = manifest.removesuffix("manifest.safe")
             names = [m.removeprefix(prefix) for m in members if m.startswith(prefix) and not m.endswith("/")]
-            xmls = {n: archive.read(prefix + n) for n in names if _is_metadata(n)}
+            manifest_xml = archive.read(manifest)
     except (zipfile.BadZipFile, zlib.error, EOFError) as err:
         raise SourceError(f"The zip {path} is truncated or corrupt ({err}); download it again.") from err
-    return f"/vsizip/{path}/{prefix}", xmls, names
+    return f"/vsizip/{path}/{prefix}", manifest_xml, names
 
 
 def read_s1_safe(path: Path, source: str = "local") -> Scene:
@@ -201,10 +199,11 @@ def read_s1_safe(path: Path, source: str = "local") -> Scene:
     is not a GRD, or a polarisation's measurement, annotation or calibration file is missing.
     """
     path = path.absolute()
-    root, xmls, names = _open_safe(path)
-    if "manifest.safe" not in xmls:
-        raise SourceError(f"{path} has no manifest.safe; it is not a Sentinel-1 SAFE product.")
-    manifest = _local_children(ET.fromstring(xmls["manifest.safe"]))
+    root, manifest_xml, names = _open_safe(path)
+    try:
+        manifest = _local_children(ET.fromstring(manifest_xml))
+    except ET.ParseError as err:
+        raise SourceError(f"The manifest of the Sentinel-1 product {path} is not valid XML ({err}).") from err
     product_type = (manifest.get("productType") or [ET.Element("x")])[0].text or ""
     if product_type.strip() != "GRD":
         raise SourceError(

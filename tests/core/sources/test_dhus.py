@@ -326,7 +326,9 @@ def test_a_failed_product_stops_the_other_downloads_and_says_why(dhus, dhus_env,
     with pytest.raises(SourceError, match="arrived corrupt 1 times"):
         fetch_scenes(scenes, {"B02"}, AOI.geometry, tmp_path / "cache")
     assert len(dhus.downloads()) < 5  # the queued products were not started
-    assert not [p for p in (tmp_path / "cache" / "products").rglob("*.zip") if p.stat().st_size == 0]
+    expected_md5 = {f"{p['name']}.zip": p["md5"] for p in dhus.products}
+    published = list((tmp_path / "cache" / "products").rglob("*.zip"))
+    assert len(published) < 5 and all(md5(p) == expected_md5[p.name] for p in published)  # none corrupt
 
 
 def test_a_job_on_a_dhus_mirror_gives_the_same_map_as_on_the_sample(dhus, tmp_path):
