@@ -110,7 +110,7 @@ def run_pipeline(size: int, device: str) -> dict[str, float]:
 
     from core import export
     from core.grid import Grid
-    from core.inference import predict_grid
+    from core.inference import predict_grid, tile_layout
     from core.reading import SceneReader
     from core.sources.geotiff import read_geotiff_scene
 
@@ -126,17 +126,17 @@ def run_pipeline(size: int, device: str) -> dict[str, float]:
     with tempfile.TemporaryDirectory(dir=CACHE) as work:
         out = Path(work)
         started = time.perf_counter()
-        with SceneReader([scene], card.bands, grid) as reader:
+        layout = tile_layout(card, grid, OVERLAP_PX)
+        with SceneReader([scene], card.bands, layout.context) as reader:
             result = predict_grid(
                 reader.read,
                 predictor.predict,
                 card,
-                grid,
+                layout,
                 box(*grid.bounds),
                 out / "c_raw.tif",
                 out / "p_raw.tif",
                 batch_size=BATCH,
-                overlap_px=OVERLAP_PX,
             )
         export.write_class_cog(out / "c_raw.tif", out / "classes.tif", card.classes, 255, "bench")
         export.write_confidence_cog(out / "p_raw.tif", out / "confidence.tif")
@@ -151,9 +151,14 @@ def run_pipeline(size: int, device: str) -> dict[str, float]:
 
 def run_model_only(size: int, device: str) -> dict[str, float]:
     """The model's forward passes alone over exactly as many tiles as the pipeline feeds it."""
-    from core.tiling import tile_windows
+    import rasterio
 
-    tiles = len(tile_windows(size, size, TILE_PX, OVERLAP_PX))
+    from core.grid import Grid
+    from core.inference import tile_layout
+
+    with rasterio.open(make_scene(size)) as dataset:
+        grid = Grid("EPSG:32633", dataset.transform, size, size)
+    tiles = len(tile_layout(bench_card(), grid, OVERLAP_PX).tiles)
     predictor = build_predictor(device)
     batch = np.random.default_rng(0).random((BATCH, 13, TILE_PX, TILE_PX), dtype=np.float32) * 0.3
     predictor.predict(batch)  # warm-up

@@ -22,7 +22,7 @@ from shapely.geometry.base import BaseGeometry
 from core.errors import DateRangeError, JobCancelled, NoScenesFound
 from core.export import open_intermediate
 from core.grid import Grid
-from core.inference import InferenceResult, Predict, predict_grid
+from core.inference import InferenceResult, Predict, predict_grid, tile_layout
 from core.progress import ProgressFn, span
 from core.reading import SceneReader
 from core.types import ModelCard, Scene
@@ -87,14 +87,20 @@ def predict_dates(
     *,
     batch_size: int,
     overlap_px: int,
+    clip_to_aoi: bool = True,
     progress: ProgressFn | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> list[DateResult]:
     """Run the model over the grid for each date; rasters go to `work_dir/<date>/`.
 
+    The scenes are read over the layout's context (beyond the grid, where they have data), so a pixel's class
+    does not depend on the grid around it (see core.tiling). With `clip_to_aoi` False the rasters keep every
+    valid pixel of the grid (counts still cover the AOI only).
+
     A date whose `done.json` exists in `work_dir` (from an earlier, interrupted run of the same request) is
     taken as it is; a date that was interrupted resumes from its last saved strip (see core.blocks).
     """
+    layout = tile_layout(card, grid, overlap_px)
     results = []
     for index, (day, scenes) in enumerate(groups.items()):
         date_dir = work_dir / day.isoformat()
@@ -109,17 +115,17 @@ def predict_dates(
         if inference is None and should_stop is not None and should_stop():
             raise JobCancelled("The job was cancelled.")
         if inference is None:
-            with SceneReader(scenes, card.bands, grid) as reader:
+            with SceneReader(scenes, card.bands, layout.context) as reader:
                 inference = predict_grid(
                     reader.read,
                     predict,
                     card,
-                    grid,
+                    layout,
                     aoi_grid,
                     date_dir / "classes.tif",
                     date_dir / "confidence.tif",
                     batch_size=batch_size,
-                    overlap_px=overlap_px,
+                    clip_to_aoi=clip_to_aoi,
                     progress=stage,
                     should_stop=should_stop,
                 )
@@ -223,6 +229,38 @@ def select_date(results: list[DateResult], requested: date | None, clear_class: 
     if best.valid_px == 0:
         raise NoScenesFound("The scenes found have no valid pixels inside the area of interest.")
     return best
+
+
+# Below this share of the AOI with a class, a finished job says plainly that the map is (nearly) empty.
+LOW_COVERAGE_FRACTION = 0.05
+
+
+def coverage_warnings(
+    aoi_px: int, data_px: int, mapped_px: int, day: date, masked_by: str | None = None
+) -> list[str]:
+    """Plain sentences for a map that covers little of the AOI: for stats.json, the job status and the page.
+
+    Args:
+        aoi_px: pixels inside the AOI.
+        data_px: of those, pixels with data on the published date (before any cloud masking).
+        mapped_px: pixels with a class in the published map.
+        masked_by: the cloud model whose clouds and shadows were masked, if any.
+    """
+    if aoi_px == 0:
+        return ["The area of interest covers no pixel of the 10 m grid; draw a larger area."]
+    data_share, mapped_share = data_px / aoi_px, mapped_px / aoi_px
+    if data_share < LOW_COVERAGE_FRACTION:
+        return [
+            f"The scenes of {day} cover only {100 * data_share:.1f} % of the area of interest; the rest of the "
+            "map is no data. Choose a source or dates whose scenes cover the area."
+        ]
+    if masked_by is not None and mapped_share < LOW_COVERAGE_FRACTION:
+        return [
+            f"Clouds and shadows ({masked_by}) hide {100 * (data_px - mapped_px) / aoi_px:.1f} % of the area on "
+            f"{day}, the clearest date; the map covers only {100 * mapped_share:.1f} % of it. Widen the dates "
+            "or choose another season."
+        ]
+    return []
 
 
 def class_stats(counts: np.ndarray, card: ModelCard, pixel_area_m2: float) -> list[dict[str, object]]:

@@ -12,19 +12,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import shapely
 import torch
 from affine import Affine
 from rasterio.features import geometry_mask
 from rasterio.windows import Window
+from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
 from core.blocks import BlockStore
 from core.errors import JobCancelled
 from core.export import open_intermediate
-from core.grid import Grid
+from core.grid import Grid, project_geometry
 from core.progress import ProgressFn
 from core.stitch import StripStitcher
-from core.tiling import blend_weights, pad_tile, tile_windows
+from core.tiling import Tile, TileLayout, blend_weights, fill_nodata, grid_layout, lattice_layout, pad_tile
 from core.types import ModelCard
 
 log = logging.getLogger(__name__)
@@ -81,22 +83,40 @@ def model_scale_factor(card: ModelCard, grid: Grid) -> int:
     return max(1, round(card.resolution_m / grid.resolution_m))
 
 
+def tile_layout(card: ModelCard, grid: Grid, overlap_px: int) -> TileLayout:
+    """The tiles a model sees over `grid`: CRS-anchored with context, or the grid's own for per-pixel models.
+
+    `overlap_px` is in model pixels; tiles are `card.tile_px` model pixels, so lattice positions are whole
+    model pixels and the averaging down to the model's resolution uses the same blocks for every grid.
+    """
+    factor = model_scale_factor(card, grid)
+    size = card.tile_px * factor
+    if card.per_pixel:
+        return grid_layout(grid, size, min(overlap_px * factor, size - factor))
+    return lattice_layout(grid, size, min(overlap_px, card.tile_px - 1) * factor)
+
+
+def context_area(layouts: list[TileLayout]) -> BaseGeometry:
+    """The area (EPSG:4326) whose pixels these layouts read: what a job must fetch beyond its AOI."""
+    areas = [
+        project_geometry(box(*layout.context.bounds), layout.context.crs, "EPSG:4326") for layout in layouts
+    ]
+    return shapely.union_all(areas)
+
+
 def _prepare(
     read: ReadWindow, window: Window, card: ModelCard, size: int, factor: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Read, normalise, blank invalid pixels (to 0, the normalised mean) and pad one tile to `size`.
+    """Read, normalise, fill invalid pixels (see core.tiling.fill_nodata) and pad one tile to `size`.
 
     A single-date read gives (C, h, w) values and (h, w) validity; a series read (core.series) gives
     (T, C, h, w) and (T, h, w). The tile's output validity is (h, w): valid on at least one date.
     """
     reflectance, valid = read(window)
-    tile = normalise(reflectance, card.normalisation)
-    if valid.ndim == 3:  # a series: blank each date's invalid observations, keep pixels seen at least once
-        tile[~np.broadcast_to(valid[:, None], tile.shape)] = 0.0
+    tile = fill_nodata(normalise(reflectance, card.normalisation), valid, card.nodata_fill)
+    if valid.ndim == 3:  # a series: pixels seen on at least one date are valid output
         valid = np.asarray(valid.any(axis=0))
-    else:
-        tile[:, ~valid] = 0.0
-    tile = pad_tile(tile, size)
+    tile = pad_tile(tile, size)  # only per-pixel layouts have tiles smaller than `size`
     if factor > 1:  # average down to the model's resolution
         if tile.ndim != 3:
             raise ValueError("series models must run at the grid's resolution")
@@ -119,44 +139,47 @@ def predict_grid(
     read: ReadWindow,
     predict: Predict,
     card: ModelCard,
-    grid: Grid,
+    layout: TileLayout,
     aoi: BaseGeometry,
     classes_path: Path,
     confidence_path: Path,
     *,
     batch_size: int = 4,
-    overlap_px: int = 32,
+    clip_to_aoi: bool = True,
     progress: ProgressFn | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> InferenceResult:
-    """Run a model over the whole grid and write class and confidence rasters, strip by strip.
+    """Run a model over `layout`'s tiles and write class and confidence rasters on its grid, strip by strip.
 
     Finished strips are checkpointed in `<classes_path's folder>/blocks/` (see core.blocks); a call that
     finds strips there from an interrupted run resumes after them and gives the same pixels.
 
     Args:
-        read: window of the grid -> reflectance (C, h, w) float32 in `card.bands` order, valid (h, w) bool;
-            or, for series models, (T, C, h, w) and (T, h, w) (see core.series.SeriesReader).
+        read: window of `layout.context` -> reflectance (C, h, w) float32 in `card.bands` order, valid (h, w)
+            bool; or, for series models, (T, C, h, w) and (T, h, w) (see core.series.SeriesReader).
         predict: the model (see module docstring).
-        aoi: the area of interest in the grid's CRS; pixels whose centre lies outside get the nodata class.
+        layout: from `tile_layout(card, grid, overlap_px)`; the rasters are written on `layout.grid`.
+        aoi: the area of interest in the grid's CRS; class counts cover the pixels whose centre lies inside.
         classes_path, confidence_path: uncompressed tiled GeoTIFFs to create (uint8; confidence is
             255 * max probability, 0 = no data).
-        overlap_px: overlap between tiles in model pixels, blended with a cosine window.
+        clip_to_aoi: pixels outside `aoi` get the nodata class (False keeps every valid pixel, for a cloud mask
+            that a series model reads as context).
     """
     started = time.perf_counter()
+    grid = layout.grid
     factor = model_scale_factor(card, grid)
-    size = card.tile_px * factor
-    windows = tile_windows(grid.height, grid.width, size, min(overlap_px * factor, size - factor))
-    weights = blend_weights(size, min(overlap_px * factor, size // 2))
+    size = layout.size
+    tiles = list(layout.tiles)
+    weights = blend_weights(size, min(layout.overlap, size // 2))
     blocks = BlockStore(classes_path.parent / "blocks")
     resume_row = blocks.finished_rows()
     # A strip is final once the next row of tiles starts, so resuming at a tile row R means recomputing the
     # row of tiles above it (its overlap reaches below R); batches keep their original make-up, so the model
     # sees exactly the inputs of an uninterrupted run.
-    first_row = max((int(w.row_off) for w in windows if w.row_off < resume_row), default=0)
-    batches = [windows[i : i + batch_size] for i in range(0, len(windows), batch_size)]
+    first_row = max((int(t.out.row_off) for t in tiles if t.out.row_off < resume_row), default=0)
+    batches = [tiles[i : i + batch_size] for i in range(0, len(tiles), batch_size)]
     start_batch = next(
-        (i for i, b in enumerate(batches) if any(w.row_off >= first_row for w in b)), len(batches)
+        (i for i, b in enumerate(batches) if any(t.out.row_off >= first_row for t in b)), len(batches)
     )
     if resume_row:
         log.info("Resuming after %d finished rows of %d", resume_row, grid.height)
@@ -164,7 +187,6 @@ def predict_grid(
     model_s = 0.0
 
     def keep_rows(row0: int, col0: int, scores: np.ndarray, valid: np.ndarray) -> None:
-        rows, cols = valid.shape
         inside = geometry_mask(
             [aoi],
             out_shape=valid.shape,
@@ -174,8 +196,9 @@ def predict_grid(
         keep = valid & inside
         classes = np.argmax(scores, axis=0).astype(np.uint8)
         confidence = np.clip(np.rint(scores.max(axis=0) * 255), 1, 255).astype(np.uint8)
-        classes[~keep] = card.nodata_value
-        confidence[~keep] = 0
+        shown = keep if clip_to_aoi else valid
+        classes[~shown] = card.nodata_value
+        confidence[~shown] = 0
         counts = np.bincount(classes[keep], minlength=card.n_classes)[: card.n_classes]
         pending_rows.append((row0, classes, confidence, counts, int(inside.sum())))
 
@@ -200,8 +223,8 @@ def predict_grid(
         # One reader thread overlaps GDAL decoding (which releases the GIL) with the model's compute.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="terraseg-read") as pool:
 
-            def submit(batch: list[Window]) -> Future[list[tuple[np.ndarray, np.ndarray]]]:
-                return pool.submit(lambda: [_prepare(read, w, card, size, factor) for w in batch])
+            def submit(batch: list[Tile]) -> Future[list[tuple[np.ndarray, np.ndarray]]]:
+                return pool.submit(lambda: [_prepare(read, t.read, card, size, factor) for t in batch])
 
             pending = submit(batches[start_batch])
             for index in range(start_batch, len(batches)):
@@ -214,16 +237,17 @@ def predict_grid(
                 tic = time.perf_counter()
                 probs = _upsample(predict(np.stack([tile for tile, _ in prepared])), factor)
                 model_s += time.perf_counter() - tic
-                for window, (_, valid), tile_probs in zip(batch, prepared, probs, strict=True):
-                    if window.row_off < first_row:
+                for tile, (_, valid), tile_probs in zip(batch, prepared, probs, strict=True):
+                    if tile.out.row_off < first_row:
                         continue  # part of a strip a previous run saved
-                    if window.row_off > stitcher.top:
-                        flush(stitcher, int(window.row_off))
-                    h, w = int(window.height), int(window.width)
-                    stitcher.add(window, tile_probs[:, :h, :w], weights[:h, :w], valid)
+                    if tile.out.row_off > stitcher.top:
+                        flush(stitcher, int(tile.out.row_off))
+                    rows = slice(tile.row_in_tile, tile.row_in_tile + int(tile.out.height))
+                    cols = slice(tile.col_in_tile, tile.col_in_tile + int(tile.out.width))
+                    stitcher.add(tile.out, tile_probs[:, rows, cols], weights[rows, cols], valid[rows, cols])
                 done += len(batch)
                 if progress is not None:
-                    progress(done / len(windows), f"tiles {done}/{len(windows)}")
+                    progress(done / len(tiles), f"tiles {done}/{len(tiles)}")
         flush(stitcher, grid.height)
     # Writing the rasters out takes a while on big grids; a cancel that came during the last batch stops here
     # (the saved strips stay, so a retry resumes from them).
@@ -235,11 +259,11 @@ def predict_grid(
     ):
         blocks.write_to(classes_out, confidence_out)
     counts, aoi_px = blocks.totals(card.n_classes)
-    log.debug("predict_grid: %d tiles, model %.2fs", len(windows), model_s)
+    log.debug("predict_grid: %d tiles, model %.2fs", len(tiles), model_s)
     return InferenceResult(
         class_counts=counts,
         aoi_px=aoi_px,
-        tiles=len(windows),
+        tiles=len(tiles),
         model_s=model_s,
         total_s=time.perf_counter() - started,
     )

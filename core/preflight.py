@@ -4,11 +4,12 @@ import math
 from dataclasses import dataclass
 from datetime import date
 
+import shapely
 from shapely.geometry.base import BaseGeometry
 
 from core import analysis
 from core.aoi import AOI
-from core.grid import grid_for_aoi
+from core.grid import grid_for_aoi, project_geometry
 from core.sources import search_scenes
 from core.types import ModelCard, Scene
 
@@ -30,14 +31,44 @@ class Estimate:
     download_mb: float  # bytes to fetch over the network (0 for local sources)
     read_mb: float  # uncompressed band data the job reads
     run_s: float | None  # None when the model has no throughput figure
+    coverage_fraction: float = 1.0  # share of the AOI inside at least one scene's footprint (range: [0, 1])
 
     def summary(self) -> str:
         """One plain sentence for the page."""
         run = f"about {format_duration(self.run_s)} on a CPU worker" if self.run_s is not None else "unknown"
         return (
-            f"{self.scenes} scenes on {self.dates} dates; {self.download_mb:,.0f} MB to download, "
-            f"{self.read_mb:,.1f} MB of bands to read; run time {run}."
+            f"{self.scenes} scenes on {self.dates} dates cover {format_share(self.coverage_fraction)} of the area; "
+            f"{self.download_mb:,.0f} MB to download, {self.read_mb:,.1f} MB of bands to read; run time {run}."
         )
+
+    def coverage_warning(self) -> str | None:
+        """A sentence to show before submitting when part of the area has no scene (its map will be no data)."""
+        if self.coverage_fraction >= FULL_COVERAGE_FRACTION:
+            return None
+        return (
+            f"The scenes found cover only {format_share(self.coverage_fraction)} of the area; the rest of the map "
+            "will be no data. Draw the area inside the imagery or choose another source."
+        )
+
+
+# Below this share a footprint gap is worth a warning (footprints are outlines: 0.5 % absorbs their rounding).
+FULL_COVERAGE_FRACTION = 0.995
+
+
+def format_share(fraction: float) -> str:
+    """0.003 -> '0.3 %', 0.89 -> '89 %', 1.0 -> '100 %'."""
+    percent = 100 * fraction
+    return f"{percent:.1f} %" if percent < 10 else f"{percent:.0f} %"
+
+
+def coverage_fraction(aoi: BaseGeometry, scenes: list[Scene]) -> float:
+    """Share of the AOI's area (EPSG:4326 geometries, measured in its UTM zone) inside any scene's footprint."""
+    if not scenes:
+        return 0.0
+    crs = grid_for_aoi(aoi).crs
+    area = project_geometry(aoi, "EPSG:4326", crs)
+    covered = project_geometry(shapely.union_all([s.footprint for s in scenes]), "EPSG:4326", crs)
+    return float(area.intersection(covered).area / area.area) if area.area > 0 else 0.0
 
 
 def find_scenes(
@@ -73,7 +104,15 @@ def estimate_job(
         run_s = _FIXED_S + dates * pixels / 1e6 * (every_date.cpu_s_per_mpx + _PIPELINE_S_PER_MPX)
         if one_date is not None and one_date.cpu_s_per_mpx is not None:
             run_s += pixels / 1e6 * (one_date.cpu_s_per_mpx + _PIPELINE_S_PER_MPX)
-    return Estimate(len(scenes), dates, pixels, download_bytes / 1e6, read_bytes / 1e6, run_s)
+    return Estimate(
+        len(scenes),
+        dates,
+        pixels,
+        download_bytes / 1e6,
+        read_bytes / 1e6,
+        run_s,
+        coverage_fraction(aoi.geometry, scenes),
+    )
 
 
 def format_duration(seconds: float | None) -> str:

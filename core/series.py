@@ -20,7 +20,7 @@ from shapely.geometry.base import BaseGeometry
 from core.analysis import DateResult, load_done, save_done
 from core.errors import NoScenesFound
 from core.grid import Grid
-from core.inference import Predict, predict_grid
+from core.inference import Predict, predict_grid, tile_layout
 from core.progress import ProgressFn
 from core.reading import SceneReader
 from core.types import ModelCard
@@ -122,12 +122,23 @@ class SeriesReader:
         return tile.values, tile.valid
 
 
-def clear_mask_reader(classes_path: Path, clear_class: int = 0) -> ReadMask:
-    """A reader of the cloud model's class raster as a clear mask (True where `clear_class`)."""
+def clear_mask_reader(classes_path: Path, grid: Grid, clear_class: int = 0) -> ReadMask:
+    """A reader of the cloud model's class raster as a clear mask (True where `clear_class`) on `grid`.
+
+    `grid` must be on the raster's pixel lattice (same CRS and resolution); pixels the raster does not cover
+    are not clear. The job runs the cloud model over the series model's context grid, so its context is known.
+    """
+    with rasterio.open(classes_path) as dataset:
+        if dataset.crs is None or dataset.crs.to_string() != grid.crs or dataset.res[0] != grid.resolution_m:
+            raise ValueError(f"{classes_path} is not on the lattice of {grid}")
+        col0 = round((grid.transform.c - dataset.transform.c) / grid.resolution_m)
+        row0 = round((dataset.transform.f - grid.transform.f) / grid.resolution_m)
 
     def read(window: Window) -> np.ndarray:
+        shifted = Window(window.col_off + col0, window.row_off + row0, window.width, window.height)
         with rasterio.open(classes_path) as dataset:
-            return np.asarray(dataset.read(1, window=window) == clear_class)
+            classes = dataset.read(1, window=shifted, boundless=True, fill_value=clear_class + 1)
+        return np.asarray(classes == clear_class)
 
     return read
 
@@ -154,6 +165,9 @@ def predict_series(
 ) -> DateResult:
     """Choose up to `max_dates` dates by the cloud model's clear fractions, and run a series model over the grid.
 
+    The cloud results should cover the series model's context (`tile_layout(card, grid, overlap_px).context`,
+    computed with `clip_to_aoi=False`); where they do not, observations count as not clear.
+
     Each tile stacks the chosen dates' bands with their clouds and missing data blanked; the model's dates come
     from `predict_for(chosen dates)`. The result's `date` is the last chosen date and its `scenes` every chosen
     date's scenes, in time order. Like predict_dates, a finished run is reused and an interrupted one resumes.
@@ -172,23 +186,24 @@ def predict_series(
     dates = [r.date for r in chosen]
     classes_path, confidence_path = out_dir / "classes.tif", out_dir / "confidence.tif"
     inference = load_done(out_dir)
+    layout = tile_layout(card, grid, overlap_px)
     if inference is None:
         with ExitStack() as stack:
             readers = [
-                stack.enter_context(SceneReader(list(r.scenes), card.bands, grid)).read for r in chosen
+                stack.enter_context(SceneReader(list(r.scenes), card.bands, layout.context)).read
+                for r in chosen
             ]
-            masks: list[ReadMask | None] = [clear_mask_reader(r.classes_path) for r in chosen]
+            masks: list[ReadMask | None] = [clear_mask_reader(r.classes_path, layout.context) for r in chosen]
             series = SeriesReader(readers, masks, dates)
             inference = predict_grid(
                 series.read,
                 predict_for(dates),
                 card,
-                grid,
+                layout,
                 aoi_grid,
                 classes_path,
                 confidence_path,
                 batch_size=batch_size,
-                overlap_px=overlap_px,
                 progress=progress,
                 should_stop=should_stop,
             )

@@ -107,6 +107,12 @@ class ModelCard:
     # (models.registry.BUILDERS) and its constructor arguments.
     builder: str = ""
     builder_args: dict[str, object] = field(default_factory=dict)
+    # How invalid input pixels (outside the scenes, no data) are filled before the model sees them; they are
+    # no data in every output whatever the fill. See core.tiling.fill_nodata.
+    nodata_fill: str = "nearest"
+    # True for models that classify each pixel from its own values (s2cloudless): they need no context
+    # around the grid, so their tiles follow the job's grid instead of the CRS-anchored lattice.
+    per_pixel: bool = False
 
     @property
     def n_classes(self) -> int:

@@ -21,6 +21,7 @@ from torch import nn
 from core.config import get_settings
 from core.errors import ModelError
 from core.inference import NORMALISATION_KINDS
+from core.tiling import NODATA_FILLS
 from core.types import ClassInfo, ModelCard
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,10 @@ def read_card(path: Path) -> ModelCard:
     ):
         raise ModelError(
             f"The model card {path.name} must number its classes 0..K-1, below its nodata value."
+        )
+    if card.nodata_fill not in NODATA_FILLS:
+        raise ModelError(
+            f"The model card {path.name} has nodata_fill {card.nodata_fill!r}; use one of {', '.join(NODATA_FILLS)}."
         )
     missing = [w for w in card.weights if card.status != "untrained" and w not in card.weights_sha256]
     if missing:

@@ -193,6 +193,8 @@ else:
         cols[2].metric("Download", f"{answer.download_mb:,.0f} MB")
         cols[3].metric("Expected run time", format_duration(answer.run_s))
         st.caption(answer.summary() + " Estimates only.")
+        if warning := answer.coverage_warning():
+            st.warning(warning)
 
 can_submit = ready and not preflight_error
 if st.button("Submit", type="primary", disabled=not can_submit) and aoi is not None:

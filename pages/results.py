@@ -27,6 +27,16 @@ DOWNLOADS = (
     ("run.json", "Run record (JSON)", "application/json"),
 )
 
+AOI_OUTLINE_STYLE = {"color": "#ff7800", "weight": 2, "fill": False, "dashArray": "6 4"}
+
+
+def run_aoi(outputs: dict[str, Path]) -> dict[str, object] | None:
+    """The AOI geometry the job ran on (from its run record), or None for an older job without one."""
+    try:
+        return json.loads(outputs["run.json"].read_text())["aoi"]["geometry"]
+    except (KeyError, OSError, ValueError, TypeError):
+        return None
+
 
 @st.cache_data(max_entries=16, show_spinner="Rendering the overlay...")
 def overlay(path: str, mtime_ns: int) -> Overlay:
@@ -47,8 +57,11 @@ def data_url(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode()
 
 
-def result_map(classes: Overlay, scene: Overlay | None, opacity: float) -> None:
-    """Basemap (may be missing offline), true-colour image, class overlay; everything else from local files."""
+def result_map(
+    classes: Overlay, scene: Overlay | None, opacity: float, aoi: dict[str, object] | None
+) -> None:
+    """Basemap (may be missing offline), true-colour image, class overlay and the AOI's outline (so a user sees
+    where the data is and is not); everything else from local files."""
     fmap = leafmap.Map(
         draw_control=False, measure_control=False, fullscreen_control=False, search_control=False
     )
@@ -59,6 +72,8 @@ def result_map(classes: Overlay, scene: Overlay | None, opacity: float) -> None:
     folium.raster_layers.ImageOverlay(
         data_url(classes.png), bounds=classes.bounds_latlon, name="Classes", opacity=opacity, pixelated=True
     ).add_to(fmap)
+    if aoi is not None:
+        folium.GeoJson(aoi, name="Area of interest", style_function=lambda _: AOI_OUTLINE_STYLE).add_to(fmap)
     folium.LayerControl(collapsed=False).add_to(fmap)
     fmap.fit_bounds(list(classes.bounds_latlon))
     st_folium(fmap, key="result_map", height=520, use_container_width=True, returned_objects=[])
@@ -97,6 +112,9 @@ st.caption(
     + (f" · {status.message}" if status.reused_from else "")
 )
 
+for warning in stats.get("warnings", []):  # a (nearly) empty map says so before anything else
+    st.warning(warning)
+
 map_column, legend_column = st.columns([4, 1])
 with legend_column:
     opacity = st.slider("Class overlay opacity", 0.0, 1.0, 0.6, 0.05)
@@ -104,7 +122,7 @@ with legend_column:
 with map_column:
     class_overlay = overlay_of(outputs["classes.tif"])
     scene_overlay = overlay_of(outputs["scene.tif"]) if "scene.tif" in outputs else None
-    result_map(class_overlay, scene_overlay, opacity)
+    result_map(class_overlay, scene_overlay, opacity, run_aoi(outputs))
 
 st.subheader("Image and classes side by side")
 left, right = st.columns(2)

@@ -146,6 +146,8 @@ def command_run(args: argparse.Namespace, settings: Settings) -> int:
     result = run_job(spec, args.out.resolve(), settings, progress=print_progress)
     for path in result.outputs:
         print(path)
+    for warning in result.warnings:  # the map is (nearly) empty: say so where the user looks
+        print(f"terraseg: warning: {warning}", file=sys.stderr)
     return 0
 
 

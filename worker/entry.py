@@ -132,7 +132,10 @@ def run_stages(store: JobStore, status: JobStatus, settings: Settings, rq_job: J
         if copy_to:
             copy_outputs(store.outputs_dir(job_id), Path(copy_to))
         outputs = [str(p) for p in result.outputs]
-        return end(store, status, "finished", f"Done: {len(outputs)} outputs", outputs=outputs)
+        message = f"Done: {len(outputs)} outputs"
+        if result.warnings:  # an empty or nearly empty map still finishes, but says so
+            message += ". Warning: " + " ".join(result.warnings)
+        return end(store, status, "finished", message, outputs=outputs)
     except JobCancelled:
         return end(store, status, "cancelled", "Cancelled; no outputs were published.")
     except AppError as err:

@@ -6,7 +6,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from core.config import Settings
 from core.download import fetch_scenes
 from core.errors import JobCancelled
 from core.grid import Grid, grid_for_aoi, project_geometry
+from core.inference import context_area, tile_layout
 from core.jobs import JobSpec
 from core.jobstore import file_lock
 from core.preflight import find_scenes
@@ -38,6 +39,7 @@ class JobResult:
     outputs: list[Path]
     selected_date: str
     stats: dict[str, object]
+    warnings: list[str] = field(default_factory=list)  # as in stats.json: a (nearly) empty map, and why
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,7 @@ class Plan:
     model: registry.LoadedModel
     cloud_model: registry.LoadedModel | None  # for tasks other than cloud: date choice and masking
     groups: dict[date, list[Scene]]
+    cloud_grid: Grid  # where the cloud model runs: the grid, or a series model's context grid
 
 
 class StageTimer:
@@ -105,26 +108,42 @@ def run_job(
         if spec.task != "cloud":
             cloud_model = registry.load(registry.default_model("cloud"), **load_options)  # type: ignore[arg-type]
         usable = analysis.usable_scenes(scenes, model.card)
+        # A series model reads the clear mask over its context, so the cloud model then covers that context.
+        is_series = runs_as_series(model, cloud_model)
+        model_layout = tile_layout(model.card, grid, settings.tile_overlap_px)
+        cloud_grid = model_layout.context if is_series else grid
+        layouts = [model_layout]
+        if cloud_model is not None:
+            layouts.append(tile_layout(cloud_model.card, cloud_grid, settings.tile_overlap_px))
     with timer.stage("download"):
-        # DHuS products are downloaded whole (verified); from STAC COGs only the AOI window of the bands the
-        # models and the true-colour image read.
+        # DHuS products are downloaded whole (verified); from STAC COGs only the window of the bands the models
+        # and the true-colour image read: the AOI and the context around it that the models see.
         needed = set(model.card.bands) | set(export.TRUE_COLOUR_BANDS)
         if cloud_model is not None:
             needed |= set(cloud_model.card.bands)
         usable = fetch_scenes(
             usable,
             needed,
-            aoi.geometry,
+            context_area(layouts),
             settings.cache_dir,
             span(progress, 0.1, 0.15, "Downloading"),
             should_stop,
         )
         groups = analysis.group_by_date(usable)
-    plan = Plan(aoi, grid, aoi_grid, model, cloud_model, groups)
+    plan = Plan(aoi, grid, aoi_grid, model, cloud_model, groups, cloud_grid)
     work_dir = work_dir or settings.cache_dir / "work" / spec.spec_hash(model.card.version)
     work_dir.mkdir(parents=True, exist_ok=True)
     with hold_work_dir(work_dir, progress, should_stop):
         return _predict_and_export(spec, out_dir, settings, progress, should_stop, work_dir, timer, plan)
+
+
+def runs_as_series(model: registry.LoadedModel, cloud_model: registry.LoadedModel | None) -> bool:
+    """The card decides: a series model gets every chosen date at once (its loader provides for_dates)."""
+    return (
+        model.card.temporal.get("mode") == "series"
+        and model.for_dates is not None
+        and cloud_model is not None
+    )
 
 
 @contextmanager
@@ -194,6 +213,18 @@ def _predict_and_export(
                 ),
                 "dates": analysis.date_fractions(results, date_card),
             }
+            data_px = max(
+                (int(r.inference.class_counts.sum()) for r in results if r.date == selected.date),
+                default=selected.valid_px,
+            )
+            warnings = analysis.coverage_warnings(
+                selected.inference.aoi_px,
+                data_px,
+                selected.valid_px,
+                selected.date,
+                plan.cloud_model.card.id if plan.cloud_model is not None else None,
+            )
+            stats["warnings"] = warnings
             series_dates = sorted({s.date_iso for s in selected.scenes}) if model.for_dates else []
             if series_dates:  # a series model: the dates it used, chosen by clear fraction and spacing
                 stats["series_dates"] = series_dates
@@ -229,7 +260,9 @@ def _predict_and_export(
     shutil.rmtree(work_dir, ignore_errors=True)
     if progress is not None:
         progress(1.0, f"Done: {out_dir}")
-    return JobResult(out_dir, outputs, selected.date.isoformat(), stats)
+    for warning in warnings:
+        log.warning("%s", warning)
+    return JobResult(out_dir, outputs, selected.date.isoformat(), stats, warnings)
 
 
 def _predict(
@@ -252,18 +285,19 @@ def _predict(
         "should_stop": should_stop,
     }
     cloud = plan.cloud_model or plan.model
+    is_series = runs_as_series(plan.model, plan.cloud_model)
     results = analysis.predict_dates(
         plan.groups,
         cloud.predict,
         cloud.card,
-        plan.grid,
+        plan.cloud_grid,
         plan.aoi_grid,
         work_dir if plan.cloud_model is None else work_dir / "cloud",
+        clip_to_aoi=not is_series,
         progress=span(progress, 0.15, 0.9 if plan.cloud_model is None else 0.5, "Predicting"),
         **options,  # type: ignore[arg-type]
     )
-    # The card decides: a series model gets every chosen date at once (its loader provides for_dates).
-    if plan.model.card.temporal.get("mode") == "series" and plan.model.for_dates and plan.cloud_model:
+    if is_series and plan.model.for_dates and plan.cloud_model:
         max_dates = int(plan.model.card.temporal.get("max_dates", 30))  # type: ignore[call-overload]
         series = predict_series(
             results,

@@ -95,3 +95,15 @@ def test_the_areas_csv_has_one_row_per_class():
         "0,water,3,0.03,75.0",
         '1,"trees, mixed",1,0.01,25.0',
     ]
+
+
+def test_coverage_warnings_say_why_a_map_is_nearly_empty():
+    from core.analysis import coverage_warnings
+
+    day = date(2015, 7, 31)
+    assert coverage_warnings(10_000, 9_000, 8_000, day, "cloud-csmask") == []
+    [no_data] = coverage_warnings(10_000, 300, 300, day)
+    assert "cover only 3.0 % of the area of interest" in no_data
+    [clouds] = coverage_warnings(10_000, 9_000, 100, day, "cloud-csmask")
+    assert "hide 89.0 %" in clouds and "covers only 1.0 %" in clouds and "2015-07-31" in clouds
+    assert "draw a larger area" in coverage_warnings(0, 0, 0, day)[0]

@@ -66,3 +66,13 @@ def test_scenes_over_the_cloud_limit_are_not_counted(make_scene):
 )
 def test_durations_read_naturally(seconds, text):
     assert format_duration(seconds) == text
+
+
+def test_the_estimate_says_what_share_of_the_area_the_scenes_cover_and_warns_when_not_all():
+    inside = estimate_job(SAMPLE_AOI, sample_scenes(), get_card("cloud-csmask"))
+    assert inside.coverage_fraction > 0.995 and inside.coverage_warning() is None
+    assert "cover 100 % of the area" in inside.summary()
+    wide = parse_aoi("14.527,45.848,14.591,45.893")  # 5 km x 5 km around the 1 km2 sample
+    beyond = estimate_job(wide, sample_scenes(), get_card("cloud-csmask"))
+    assert 0.02 < beyond.coverage_fraction < 0.06
+    assert "The scenes found cover only 4." in (beyond.coverage_warning() or "")

@@ -1,5 +1,6 @@
 """An interrupted pass over the grid resumes from its last saved strip and gives the same pixels."""
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -10,21 +11,31 @@ from rasterio.windows import Window
 from shapely.geometry import Polygon
 
 from core.grid import Grid
-from core.inference import predict_grid
+from core.inference import predict_grid, tile_layout
 from models.registry import get_card
 
-CARD = get_card("cloud-s2cloudless")  # 2 classes, 256 px tiles at 10 m
+PER_PIXEL_CARD = get_card("cloud-s2cloudless")  # 2 classes, 256 px tiles at 10 m, tiles inside the grid
+LATTICE_CARD = dataclasses.replace(PER_PIXEL_CARD, per_pixel=False)  # the same with context tiles
 GRID = Grid("EPSG:32633", Affine(10.0, 0, 465_000.0, 0, -10.0, 5_080_000.0), 700, 650)
-IMAGE = np.random.default_rng(7).random((len(CARD.bands), GRID.height, GRID.width), dtype=np.float32)
 # A triangle, so that pixels outside the AOI take part as well.
 AOI = Polygon([(465_000, 5_080_000), (471_500, 5_080_000), (465_000, 5_073_000)])
 
 
-def read(window: Window) -> tuple[np.ndarray, np.ndarray]:
-    rows, cols = window.toslices()
-    valid = np.ones((int(window.height), int(window.width)), bool)
-    valid[::17, ::13] = False  # some nodata pixels
-    return IMAGE[:, rows, cols], valid
+def reader(grid: Grid):
+    """Reads windows of `grid` from an endless image whose values depend on the global pixel position."""
+    col0, row0 = round(grid.transform.c / 10), round(-grid.transform.f / 10)
+
+    def read(window: Window) -> tuple[np.ndarray, np.ndarray]:
+        rows = np.arange(int(window.height))[:, None] + int(window.row_off) + row0
+        cols = np.arange(int(window.width))[None, :] + int(window.col_off) + col0
+        bands = np.arange(len(PER_PIXEL_CARD.bands))[:, None, None]
+        values = (np.sin(rows * 0.37 + cols * 0.11 + bands) * np.cos(cols * 0.05 - rows * 0.03)).astype(
+            np.float32
+        )
+        valid = ((rows % 17) != 0) | ((cols % 13) != 0)  # some nodata pixels
+        return values, valid
+
+    return read
 
 
 def smooth_model(batch: np.ndarray) -> np.ndarray:
@@ -37,7 +48,9 @@ class Crash(Exception):
     pass
 
 
-def run(folder: Path, fail_after_batches: int | None = None) -> tuple[np.ndarray, np.ndarray, object]:
+def run(
+    folder: Path, fail_after_batches: int | None = None, card=PER_PIXEL_CARD
+) -> tuple[np.ndarray, np.ndarray, object]:
     calls = {"n": 0}
 
     def model(batch: np.ndarray) -> np.ndarray:
@@ -47,20 +60,22 @@ def run(folder: Path, fail_after_batches: int | None = None) -> tuple[np.ndarray
         return smooth_model(batch)
 
     folder.mkdir(exist_ok=True)
+    layout = tile_layout(card, GRID, overlap_px=32)
     result = predict_grid(
-        read, model, CARD, GRID, AOI, folder / "c.tif", folder / "p.tif", batch_size=2, overlap_px=32
+        reader(layout.context), model, card, layout, AOI, folder / "c.tif", folder / "p.tif", batch_size=2
     )
     with rasterio.open(folder / "c.tif") as c, rasterio.open(folder / "p.tif") as p:
         return c.read(1), p.read(1), (result, calls["n"])
 
 
+@pytest.mark.parametrize("card", [PER_PIXEL_CARD, LATTICE_CARD], ids=["grid tiles", "lattice tiles"])
 @pytest.mark.parametrize("fail_after_batches", [1, 2, 4])
-def test_a_resumed_pass_matches_an_uninterrupted_one(tmp_path: Path, fail_after_batches: int):
-    classes, confidence, (whole, whole_calls) = run(tmp_path / "whole")
+def test_a_resumed_pass_matches_an_uninterrupted_one(tmp_path: Path, fail_after_batches: int, card):
+    classes, confidence, (whole, whole_calls) = run(tmp_path / "whole", card=card)
     with pytest.raises(Crash):
-        run(tmp_path / "resumed", fail_after_batches)
+        run(tmp_path / "resumed", fail_after_batches, card=card)
     saved = sorted(p.name for p in (tmp_path / "resumed" / "blocks").glob("*.npz"))
-    resumed_classes, resumed_confidence, (resumed, resumed_calls) = run(tmp_path / "resumed")
+    resumed_classes, resumed_confidence, (resumed, resumed_calls) = run(tmp_path / "resumed", card=card)
     np.testing.assert_array_equal(resumed_classes, classes)
     np.testing.assert_array_equal(resumed_confidence, confidence)
     np.testing.assert_array_equal(resumed.class_counts, whole.class_counts)

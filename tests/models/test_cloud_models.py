@@ -10,7 +10,7 @@ from rasterio.windows import Window
 from shapely.geometry import box
 
 from core.grid import Grid
-from core.inference import normalise, predict_grid
+from core.inference import normalise, predict_grid, tile_layout
 from core.reading import SceneReader
 from core.sources import SAMPLE_DIR
 from core.sources.geotiff import read_geotiff_scene
@@ -86,24 +86,32 @@ def test_csmask_through_the_tiling_pipeline_agrees_with_the_reference_mask(tmp_p
     # The image is at the model's resolution already: a 30 m grid, so no averaging.
     grid = Grid("EPSG:32632", Affine(30.0, 0, 500_000.0, 0, -30.0, 5_000_000.0), 512, 512)
 
+    layout = tile_layout(model.card, grid, overlap_px=32)
+    # The image inside the context grid; beyond it there is no data (filled per the card).
+    row0 = round((layout.context.transform.f - grid.transform.f) / 30)
+    col0 = round((grid.transform.c - layout.context.transform.c) / 30)
+    context = np.zeros((6, layout.context.height, layout.context.width), np.float32)
+    context[:, row0 : row0 + 512, col0 : col0 + 512] = image
+    has_data = np.zeros(context.shape[1:], bool)
+    has_data[row0 : row0 + 512, col0 : col0 + 512] = True
+
     def read(window: Window) -> tuple[np.ndarray, np.ndarray]:
         rows, cols = window.toslices()
-        return image[:, rows, cols], np.ones((int(window.height), int(window.width)), bool)
+        return context[:, rows, cols], has_data[rows, cols]
 
     result = predict_grid(
         read,
         model.predict,
         model.card,
-        grid,
+        layout,
         box(*grid.bounds),
         tmp_path / "c.tif",
         tmp_path / "p.tif",
         batch_size=2,
-        overlap_px=32,
     )
     with rasterio.open(tmp_path / "c.tif") as dataset:
         classes = dataset.read(1)
-    assert result.tiles == 9  # 3 x 3 tiles of 256 with 32 px overlap over 512
+    assert result.tiles == len(layout.tiles) <= 16  # tiles of 256 px, 32 px overlap, on the CRS lattice
     kappa = cohen_kappa(expected.ravel(), classes.ravel())
     assert kappa >= 0.75, kappa
 

@@ -430,3 +430,19 @@ def test_a_shared_server_limits_local_folders_to_its_roots(app_env, monkeypatch,
     assert submit_button(at).disabled
     source_box.set_value(f"local:{allowed}").run()
     assert not any("local folders must be inside" in t for t in texts(at.error))
+
+
+def test_results_put_a_warning_about_a_nearly_empty_map_above_it(app_env, client, start_worker, monkeypatch):
+    start_worker()
+    job_id = client.submit(sample_spec())
+    wait_for(client, job_id, ("finished",))
+    stats_path = client.store.outputs_dir(job_id) / "stats.json"
+    stats = json.loads(stats_path.read_text())
+    assert stats["warnings"] == []  # the sample's own AOI: nothing to warn about
+    stats["warnings"] = [
+        "The scenes of 2015-07-11 cover only 3.0 % of the area of interest; the rest is no data."
+    ]
+    stats_path.write_text(json.dumps(stats))  # as the job writes it for an AOI far past the imagery
+    at = open_page("pages/results.py", None, monkeypatch)
+    assert_no_crash(at)
+    assert [w.value for w in at.warning] == stats["warnings"]

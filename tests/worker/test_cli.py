@@ -340,3 +340,37 @@ def test_the_landcover_job_maps_the_real_sample_with_dynamic_world(tmp_path):
     forest = (looked_up == 2) & (classes != 255)
     assert forest.sum() > 5000
     assert (classes[forest] == 1).mean() > 0.95  # measured: 99.99 %
+
+
+def test_a_rectangle_reaching_past_the_imagery_gets_the_classes_of_the_pixels_inside(tmp_path):
+    """The issue's rectangle, 11 % of it past the sample: before the fix csmask called the clear 2015-07-11
+    99.3 % cloud shadow and land cover came back empty. Now it maps like the sample's own AOI."""
+    rectangle = "14.551048,45.865748,14.564781,45.87531"
+    cloud = run_cloud(f"--aoi={rectangle}", "--source", "sample", "--out", "cloud", cwd=tmp_path)
+    assert cloud.returncode == 0, cloud.stderr
+    stats = json.loads((tmp_path / "cloud" / "stats.json").read_text())
+    by_date = {d["date"]: d for d in stats["dates"]}
+    assert 0.85 < by_date["2015-07-11"]["valid_fraction"] < 0.92  # the part of the rectangle with data
+    assert by_date["2015-07-11"]["fractions"]["clear"] > 0.99
+    assert by_date["2015-08-20"]["fractions"]["cloud"] > 0.95
+    assert stats["selected_date"] == "2015-07-11" and stats["warnings"] == []
+    landcover = terraseg(
+        "run", "--task", "landcover", f"--aoi={rectangle}", *SAMPLE_DATES, "--source", "sample", "--out", "lc",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert landcover.returncode == 0, landcover.stderr
+    stats = json.loads((tmp_path / "lc" / "stats.json").read_text())
+    shares = {c["name"]: c["percent"] for c in stats["classes"]}
+    assert stats["valid_pixels"] > 0.85 * stats["aoi_pixels"] and shares["trees"] > 88, shares
+
+
+def test_a_job_whose_scenes_cover_little_of_the_area_finishes_and_says_so(tmp_path):
+    """A 5 km x 5 km box around the 1 km2 sample: the map is mostly no data, and every output says so."""
+    result = run_cloud(
+        "--aoi=14.527,45.848,14.591,45.893", "--source", "sample", "--out", "out", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    [warning] = stats["warnings"]
+    assert "cover only" in warning and "% of the area of interest" in warning
+    assert f"terraseg: warning: {warning}" in result.stderr
