@@ -6,6 +6,7 @@ the sample's own AOI against (2) a small AOI inside it, (3) AOIs reaching 10 % a
 same scenes cut into two tiles of one date (a mosaic), (5) the scenes with a no-data wedge through the middle.
 """
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -245,3 +246,61 @@ def test_csmask_keeps_its_classes_beside_a_no_data_wedge_in_a_real_15_km_scene(t
     print(f"csmask beside a 600 m wedge in a 15 km scene: {agreement:.4%} of {n} px agree")
     difference = np.abs(np.bincount(ours, minlength=3) - np.bincount(theirs, minlength=3))
     assert difference.max() / n <= 0.01, difference / n
+
+
+def test_a_series_model_gives_a_pixel_the_same_class_whatever_aoi_is_drawn_around_it(
+    tanzania_source, tmp_path
+):
+    """U-TAE (random weights: no series model has trained weights yet) on the real Tanzania series. Date choice
+    follows the AOI's clear fractions, so both AOIs are given the same dates (the full AOI's); then a pixel's
+    class must not depend on the AOI. The cloud model covers the series model's context, as a job runs it."""
+    import torch
+
+    from core.inference import tile_layout
+    from core.series import predict_series
+    from models import utae
+    from models.torch_predictor import SeriesTorchPredictor
+    from tests.worker.test_series_job import TEST_NORMALISATION
+
+    folder, _ = tanzania_source
+    scenes = LocalSource(folder, "tanzania").scan()
+    groups = dict(list(group_by_date(scenes).items())[:10])  # 10 of the 21 dates keep the test short
+    full = scenes[0].footprint.buffer(-0.002)  # about 200 m inside the data's edge
+    card = dataclasses.replace(
+        registry.get_card("crop-utae-pastis"),
+        status="trained-here",
+        normalisation=TEST_NORMALISATION,
+    )
+    torch.manual_seed(0)
+    net = utae.UTAE().eval()
+    origin = date(2016, 1, 1).toordinal()
+
+    def predict_for(dates: list[date]):  # noqa: ANN202
+        positions = np.array([d.toordinal() - origin for d in dates], np.float32)
+        return SeriesTorchPredictor(net, positions, device="cpu").predict
+
+    cloud = registry.load("cloud-csmask", processing_level="L2A", available_bands=set(scenes[0].bands))
+    full_grid = grid_for_aoi(full)
+    cloud_results = predict_dates(
+        groups,
+        cloud.predict,
+        cloud.card,
+        tile_layout(card, full_grid, 16).context,
+        project_geometry(full, "EPSG:4326", full_grid.crs),
+        tmp_path / "cloud",
+        batch_size=4,
+        overlap_px=16,
+        clip_to_aoi=False,
+    )
+    maps = {}
+    for name, aoi in (("full", full), ("small", inset(full, 0.4))):
+        grid = grid_for_aoi(aoi)
+        result = predict_series(
+            cloud_results, 6, predict_for, card, grid, project_geometry(aoi, "EPSG:4326", grid.crs),
+            tmp_path / name, batch_size=2, overlap_px=16,
+        )  # fmt: skip
+        with rasterio.open(result.classes_path) as dataset:
+            maps[name] = DateMap(dataset.read(1), round(grid.transform.c / 10), round(-grid.transform.f / 10))
+    agreement, n, _, _ = compare(maps["full"], maps["small"])
+    assert n > 5000, n
+    assert agreement >= LANDCOVER_AGREEMENT, agreement

@@ -98,6 +98,7 @@ def test_upload_submit_follow_and_open_the_results_in_a_real_browser(
     expect(page.get_by_text("Area per class")).to_be_visible()
     result_frame = page.frame_locator('iframe[title="streamlit_folium.st_folium"]').first
     expect(result_frame.locator("img.leaflet-image-layer")).to_have_count(2)
+    expect(result_frame.locator("path.leaflet-interactive")).to_have_count(1)  # the AOI's outline
     legend = page.locator(".terraseg-legend")
     for name in ("clear", "cloud", "cloud shadow"):
         expect(legend.get_by_text(name, exact=False).first).to_be_visible()

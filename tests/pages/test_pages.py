@@ -403,19 +403,27 @@ def test_an_untrained_model_is_explained_and_cannot_be_submitted(app_env, monkey
     assert submit_button(at).disabled
 
 
-def test_results_show_a_date_without_valid_pixels_as_empty(app_env, client, start_worker, monkeypatch):
+def test_results_show_an_empty_date_and_put_a_warning_about_a_nearly_empty_map_above_it(
+    app_env, client, start_worker, monkeypatch
+):
     start_worker()
     job_id = client.submit(sample_spec())
     wait_for(client, job_id, ("finished",))
     stats_path = client.store.outputs_dir(job_id) / "stats.json"
     stats = json.loads(stats_path.read_text())
-    stats["dates"][0]["valid_fraction"] = 0.0  # as date_fractions writes a date with no data in the AOI
+    assert stats["warnings"] == []  # the sample's own AOI: nothing to warn about
+    # As the job writes them for an AOI far past the imagery: a date without data, and a warning.
+    stats["dates"][0]["valid_fraction"] = 0.0
     stats["dates"][0]["fractions"] = {name: None for name in stats["dates"][0]["fractions"]}
+    stats["warnings"] = [
+        "The scenes of 2015-07-11 cover only 3.0 % of the area of interest; the rest is no data."
+    ]
     stats_path.write_text(json.dumps(stats))
     at = open_page("pages/results.py", None, monkeypatch)
     assert_no_crash(at)
     dates = at.dataframe[1].value
     assert dates.iloc[0]["valid (%)"] == 0 and dates.iloc[0].isna()["cloud (%)"]
+    assert [w.value for w in at.warning] == stats["warnings"]
 
 
 def test_a_shared_server_limits_local_folders_to_its_roots(app_env, monkeypatch, tmp_path):
@@ -430,19 +438,3 @@ def test_a_shared_server_limits_local_folders_to_its_roots(app_env, monkeypatch,
     assert submit_button(at).disabled
     source_box.set_value(f"local:{allowed}").run()
     assert not any("local folders must be inside" in t for t in texts(at.error))
-
-
-def test_results_put_a_warning_about_a_nearly_empty_map_above_it(app_env, client, start_worker, monkeypatch):
-    start_worker()
-    job_id = client.submit(sample_spec())
-    wait_for(client, job_id, ("finished",))
-    stats_path = client.store.outputs_dir(job_id) / "stats.json"
-    stats = json.loads(stats_path.read_text())
-    assert stats["warnings"] == []  # the sample's own AOI: nothing to warn about
-    stats["warnings"] = [
-        "The scenes of 2015-07-11 cover only 3.0 % of the area of interest; the rest is no data."
-    ]
-    stats_path.write_text(json.dumps(stats))  # as the job writes it for an AOI far past the imagery
-    at = open_page("pages/results.py", None, monkeypatch)
-    assert_no_crash(at)
-    assert [w.value for w in at.warning] == stats["warnings"]

@@ -19,6 +19,14 @@ from models.registry import get_card
 from tests.worker.test_cli import terraseg
 
 MAX_DATES = 6
+# The Tanzania reflectance (0..1) as it is: PASTIS's statistics do not apply to random weights.
+TEST_NORMALISATION = {
+    "kind": "scale-clip",
+    "scale": [1.0] * 10,
+    "offset": [0.0] * 10,
+    "low": 0.0,
+    "high": 1.0,
+}
 
 
 def install_trained_here_utae(cache: Path) -> str:
@@ -34,13 +42,7 @@ def install_trained_here_utae(cache: Path) -> str:
         status="trained-here",
         description="U-TAE with random weights: a test fixture, not a model.",
         provenance="tests/worker/test_series_job.py (torch.manual_seed(0))",
-        normalisation={
-            "kind": "scale-clip",
-            "scale": [1.0] * 10,
-            "offset": [0.0] * 10,
-            "low": 0.0,
-            "high": 1.0,
-        },
+        normalisation=TEST_NORMALISATION,
         weights=[weights.name],
         weights_sha256={weights.name: hashlib.sha256(weights.read_bytes()).hexdigest()},
         builder="utae",
