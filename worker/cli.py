@@ -241,9 +241,48 @@ def log_internal_error(settings: Settings) -> Path | None:
         return None
 
 
+def attach_dash_values(argv: Sequence[str], parser: argparse.ArgumentParser) -> list[str]:
+    """`--aoi -4.1,52.3,-3.9,52.4` as `--aoi=-4.1,...`: a value that starts with '-' and is no option of ours.
+
+    argparse takes any word starting with '-' (other than a plain negative number) for an option, so every
+    bounding box west of Greenwich would fail with "expected one argument". A real missing value (`--aoi
+    --start ...`) is left alone, so argparse still says so.
+    """
+    takes_value: set[str] = set()
+    known: set[str] = set()
+    parsers = [parser]
+    while parsers:
+        current = parsers.pop()
+        for action in current._actions:
+            known.update(action.option_strings)
+            if isinstance(action, argparse._SubParsersAction):
+                parsers.extend(action.choices.values())
+            elif action.option_strings and action.nargs is None and action.const is None:
+                takes_value.update(action.option_strings)
+    words = list(argv)
+    joined: list[str] = []
+    index = 0
+    while index < len(words):
+        word = words[index]
+        following = words[index + 1] if index + 1 < len(words) else None
+        if (
+            word in takes_value
+            and following is not None
+            and following.startswith("-")
+            and following not in known
+        ):
+            joined.append(f"{word}={following}")
+            index += 2
+            continue
+        joined.append(word)
+        index += 1
+    return joined
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `terraseg` console script."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(attach_dash_values(sys.argv[1:] if argv is None else argv, parser))
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )

@@ -374,3 +374,29 @@ def test_a_job_whose_scenes_cover_little_of_the_area_finishes_and_says_so(tmp_pa
     [warning] = stats["warnings"]
     assert "cover only" in warning and "% of the area of interest" in warning
     assert f"terraseg: warning: {warning}" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["run", "--aoi", "-4.10,52.37,-3.97,52.45"], ["run", "--aoi=-4.10,52.37,-3.97,52.45"]),
+        (["run", "--max-cloud-pct", "-5", "--aoi", "x"], ["run", "--max-cloud-pct=-5", "--aoi", "x"]),
+        (
+            ["run", "--aoi", "--start", "2020-01-01"],
+            ["run", "--aoi", "--start", "2020-01-01"],
+        ),  # a missing value
+        (["-v", "run", "--fix-aoi", "--aoi", "-1,0,1,2"], ["-v", "run", "--fix-aoi", "--aoi=-1,0,1,2"]),
+    ],
+)
+def test_option_values_that_begin_with_a_minus_sign_are_taken_as_values(argv, expected):
+    from worker.cli import attach_dash_values, build_parser
+
+    assert attach_dash_values(argv, build_parser()) == expected
+
+
+def test_a_bounding_box_west_of_greenwich_is_accepted_as_typed(tmp_path):
+    result = run_cloud("--aoi", "-4.10,52.37,-3.97,52.45", "--source", "sample", "--out", "out", cwd=tmp_path)
+    assert result.returncode == 2 and "expected one argument" not in result.stderr
+    assert "scene" in _one_line_error(result).lower()  # the search ran: the sample has nothing in Wales
+    missing = run_cloud("--aoi", "--source", "sample", "--out", "out", cwd=tmp_path)
+    assert missing.returncode == 2 and "argument --aoi: expected one argument" in missing.stderr
