@@ -13,10 +13,8 @@ from core.types import S2_BANDS
 
 pytest_plugins = ["tests.services"]
 
-# The project's real test data lives in ../shared/data beside the checkout (as in CI); override for elsewhere.
-SHARED_DATA = Path(
-    os.environ.get("TERRASEG_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
-)
+# The real data the tests read, with its licences (see tests/data/README.md).
+TEST_DATA = Path(__file__).resolve().parent / "data"
 
 
 def write_scene(

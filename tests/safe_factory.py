@@ -1,6 +1,6 @@
-"""Build small but real-format Sentinel-2 SAFE products from the real samples in shared/data (not a test).
+"""Build small but real-format Sentinel-2 SAFE products from the real samples in tests/data (not a test).
 
-Source: /work/shared/data/s2_l1c_metadata_ukis/ (Apache-2.0, see its LICENSE): two real L1C product
+Source: tests/data/s2_l1c_metadata_ukis/ (Apache-2.0, see its LICENSE): two real L1C product
 metadata files (`*_MTD.xml`, tile T32UPC, baselines 02.09 and 04.00), a real DN crop of each product
 (13 uint16 bands B01..B12 with B8A 9th) and the matching top-of-atmosphere reflectance (`*_toa.tif`).
 Every band is written at the crop's own resolution (10 m for N0400, 60 m for N0209); real products
@@ -121,7 +121,7 @@ def _text(root: ET.Element, tag: str) -> str:
 def l2a_mtd(l1c: ET.Element) -> bytes:
     """A minimal but structurally faithful MTD_MSIL2A.xml derived from a real L1C MTD.
 
-    SYNTHETIC: the shared data holds no real L2A metadata. Element names, nesting and file naming follow
+    SYNTHETIC: the test data holds no real L2A metadata. Element names, nesting and file naming follow
     PSD 14.x L2A products (QUANTIFICATION_VALUES_LIST/BOA_QUANTIFICATION_VALUE, BOA_ADD_OFFSET_VALUES_LIST,
     GRANULE/L2A_.../IMG_DATA/R10m/T.._B02_10m); the date, tile, footprint and cloud cover are the L1C ones,
     and the pixels the builder writes are the L1C DNs, not a real atmospheric correction.
@@ -235,7 +235,7 @@ def build_s1_grd(
     window: tuple[int, int, int, int],
     sigma0_db: "Callable[[np.ndarray, np.ndarray, str], np.ndarray]",
 ) -> Path:
-    """The real S1 GRDH SAFE zip of shared/data/s1_pyrosar (MIT, pyroSAR) with measurement TIFFs added.
+    """The real S1 GRDH SAFE zip of tests/data/s1_pyrosar (MIT, pyroSAR) with measurement TIFFs added.
 
     The real product's measurement folder is empty; each polarisation gets a TIFF of the real size
     (annotation numberOfSamples x numberOfLines, uint16, tiled, sparse) in which only `window` (row0, col0,

@@ -21,7 +21,7 @@ from rasterio.warp import transform_bounds
 from core.config import Settings
 from core.jobs import JobSpec, make_spec
 from core.sources import SAMPLE_DIR
-from tests.conftest import SHARED_DATA, write_scene
+from tests.conftest import TEST_DATA, write_scene
 from worker.client import JobClient
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -230,7 +230,7 @@ def large_spec(large_source: tuple[Path, dict[str, object]], **changes: object) 
     return make_spec(**fields)
 
 
-TANZANIA = SHARED_DATA / "s2_tanzania_timeseries_rsgislib" / "timeseries_T37MEM_stack.npz"
+TANZANIA = TEST_DATA / "s2_tanzania_timeseries_rsgislib" / "timeseries_T37MEM_stack.npz"
 
 
 @pytest.fixture(scope="session")

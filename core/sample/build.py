@@ -1,6 +1,7 @@
-"""Build the embedded offline sample from ../shared/data/s2_slovenia_eolearn (run once; output is committed).
+"""Build the embedded offline sample from tests/data/s2_slovenia_eolearn (run once; output is committed).
 
-    python -m core.sample.build /path/to/shared/data/s2_slovenia_eolearn
+    python -m core.sample.build                  # from the repository's copy of eo-learn's example data
+    python -m core.sample.build /path/to/s2_slovenia_eolearn
 
 Writes one 13-band uint16 GeoTIFF per date in the local-source format (see README "Bring your own scenes"),
 plus `aoi.geojson` (the scenes' footprint shrunk by 20 m) and the MIT licence with attribution.
@@ -21,6 +22,7 @@ from core.grid import project_geometry
 from core.types import S2_BANDS
 
 SAMPLE_DIR = Path(__file__).parent
+EOLEARN_DIR = SAMPLE_DIR.parents[1] / "tests" / "data" / "s2_slovenia_eolearn"
 # REFERENCE_SCENES frames 0..4 are these indices of timestamps.json (see the data README).
 FRAME_TIMESTAMP_INDEX = (2, 1, 4, 3, 0)
 DN_SCALE = 1e-4  # the source arrays are TOA reflectance already quantised to 1e-4, so uint16 DN is lossless
@@ -78,5 +80,5 @@ def build_sample(eolearn_dir: Path, out_dir: Path = SAMPLE_DIR) -> list[Path]:
 
 
 if __name__ == "__main__":
-    for written in build_sample(Path(sys.argv[1])):
+    for written in build_sample(Path(sys.argv[1]) if len(sys.argv) > 1 else EOLEARN_DIR):
         print(written)

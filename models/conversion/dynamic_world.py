@@ -5,8 +5,13 @@ project's torch, from the repository root:
 
     python3.11 -m venv /tmp/tfenv
     /tmp/tfenv/bin/pip install tensorflow-cpu -e .   # TerraSeg itself (torch==2.13.0, CPU) beside TensorFlow
-    /tmp/tfenv/bin/python -m models.conversion.dynamic_world ../shared/data/dynamic_world_model \\
-        ../shared/data/s2_slovenia_eolearn
+    /tmp/tfenv/bin/python -m models.conversion.dynamic_world /path/to/dynamic_world_model \\
+        tests/data/s2_slovenia_eolearn
+
+The SavedModel is not shipped in this repository (its converted weights are): it is Google's Dynamic World
+"forward" model, published with the Dynamic World paper's code (github.com/google/dynamicworld, Apache-2.0,
+`model/forward`), and a copy with its licence, NOTICE and input contract sits in the project's shared data
+folder (`dynamic_world_model/`) for whoever has that folder.
 
 It reads every variable of the SavedModel, copies it into `models.dynamic_world.DynamicWorldNet` (Keras
 NHWC kernels become NCHW), runs both networks on the clear dates of the real Slovenia scenes, prints the mean
@@ -34,7 +39,7 @@ from models.dynamic_world import BANDS, DynamicWorldNet, normalise_dn, tf_layer_
 WEIGHTS_PATH = ROOT / "models" / "weights" / "dynamic_world" / "dynamic_world_forward.pt"
 REFERENCE_PATH = ROOT / "tests" / "models" / "data" / "dynamic_world_tf_reference.npz"
 S2_ORDER = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
-# REFERENCE_SCENES frames 0..4 are these indices of timestamps.json (shared/data/README.md).
+# REFERENCE_SCENES frames 0..4 are these indices of timestamps.json (tests/data/README.md).
 FRAME_TO_TIMESTAMP = (2, 1, 4, 3, 0)
 CLEAR_MAX_CLOUD_FRACTION = 0.01
 

@@ -11,7 +11,7 @@ from shapely.geometry import GeometryCollection, LineString, Point, Polygon, box
 
 from core.aoi import AOI, parse_aoi
 from core.errors import AOIError
-from tests.conftest import SHARED_DATA
+from tests.conftest import TEST_DATA
 
 FIELD = box(14.552, 45.867, 14.563, 45.874)  # about 0.66 km2 in Slovenia
 WEST_HALF, EAST_HALF = box(14.552, 45.867, 14.557, 45.874), box(14.557, 45.867, 14.563, 45.874)
@@ -89,7 +89,7 @@ def test_geojson_feature_collection_is_unioned():
 
 
 def test_real_geojson_file_with_a_legacy_utm_crs_member_is_reprojected():
-    aoi = parse_aoi(SHARED_DATA / "s2_slovenia_eolearn" / "bbox.geojson")
+    aoi = parse_aoi(TEST_DATA / "s2_slovenia_eolearn" / "bbox.geojson")
     lon, lat = aoi.geometry.centroid.coords[0]
     assert lon == pytest.approx(14.56, abs=0.05) and lat == pytest.approx(45.87, abs=0.05)
     assert aoi.area_km2 == pytest.approx(1.0, abs=0.02)  # 999.5 m x 1009.7 m in UTM 33N

@@ -212,9 +212,9 @@ def test_mosaics_and_no_data_wedges_keep_the_classes_of_the_whole_scene(
 
 def write_reference_scene(path: Path, wedge_px: int = 0) -> Path:
     """ukis-csmask's real 512 x 512 px scene (30 m, 6 bands, 15 km) as a local L1C scene, maybe with a wedge."""
-    from tests.conftest import SHARED_DATA, write_scene
+    from tests.conftest import TEST_DATA, write_scene
 
-    image = np.load(SHARED_DATA / "cloud_reference_ukis_csmask" / "sentinel2.npz")["img"].transpose(2, 0, 1)
+    image = np.load(TEST_DATA / "cloud_reference_ukis_csmask" / "sentinel2.npz")["img"].transpose(2, 0, 1)
     dn = np.clip(np.rint(image * 10_000), 1, 65_535).astype(np.uint16)
     path.parent.mkdir(parents=True, exist_ok=True)
     if wedge_px:  # a swath-edge-like stripe of no data, 600 m wide, through the middle

@@ -15,9 +15,9 @@ from core.reading import SceneReader
 from core.sources import SAMPLE_DIR
 from core.sources.geotiff import read_geotiff_scene
 from models import registry
-from tests.conftest import SHARED_DATA
+from tests.conftest import TEST_DATA
 
-SLOVENIA = SHARED_DATA / "s2_slovenia_eolearn"
+SLOVENIA = TEST_DATA / "s2_slovenia_eolearn"
 S2C_SHA256 = registry.get_card("cloud-s2cloudless").weights_sha256[
     "pixel_s2_cloud_detector_lightGBM_v0.1.txt"
 ]
@@ -73,7 +73,7 @@ def test_s2cloudless_class_decision_follows_the_package_threshold():
 
 
 def test_csmask_through_the_tiling_pipeline_agrees_with_the_reference_mask(tmp_path: Path):
-    reference = np.load(SHARED_DATA / "cloud_reference_ukis_csmask" / "sentinel2.npz")
+    reference = np.load(TEST_DATA / "cloud_reference_ukis_csmask" / "sentinel2.npz")
     image = reference["img"].transpose(2, 0, 1)  # (6, 512, 512): blue green red nir swir16 swir22
     # The reference labels: 4 cloud, 0 cloud shadow, 1-3 clear types (the confusion matrix against the
     # package's own output shows 4 = cloud, 0 = shadow, whatever the data README says).

@@ -8,9 +8,9 @@ import torch
 from models import convrnn
 from models.convrnn import ConvRNNSegmenter
 from models.weights import check_state_dict
-from tests.conftest import SHARED_DATA
+from tests.conftest import TEST_DATA
 
-TANZANIA = SHARED_DATA / "s2_tanzania_timeseries_rsgislib" / "timeseries_T37MEM_stack.npz"
+TANZANIA = TEST_DATA / "s2_tanzania_timeseries_rsgislib" / "timeseries_T37MEM_stack.npz"
 CELLS_AND_DIRECTIONS = [("lstm", True), ("lstm", False), ("gru", True), ("gru", False)]
 
 

@@ -17,11 +17,11 @@ from models import dynamic_world
 from models.conversion.dynamic_world import model_input
 from models.registry import get_card, load
 from models.weights import check_state_dict
-from tests.conftest import SHARED_DATA
+from tests.conftest import TEST_DATA
 
 DW_SHA256 = get_card("landcover-dynamic-world").weights_sha256[dynamic_world.WEIGHTS_FILE.name]
 REFERENCE = Path(__file__).parent / "data" / "dynamic_world_tf_reference.npz"
-SLOVENIA = SHARED_DATA / "s2_slovenia_eolearn"
+SLOVENIA = TEST_DATA / "s2_slovenia_eolearn"
 
 
 @pytest.fixture(scope="module")

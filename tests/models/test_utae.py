@@ -15,9 +15,9 @@ from torch import nn
 from core.errors import ModelError
 from models import utae
 from models.utae import UTAE, import_utae_checkpoint, load_utae
-from tests.conftest import SHARED_DATA
+from tests.conftest import TEST_DATA
 
-TANZANIA = SHARED_DATA / "s2_tanzania_timeseries_rsgislib" / "timeseries_T37MEM_stack.npz"
+TANZANIA = TEST_DATA / "s2_tanzania_timeseries_rsgislib" / "timeseries_T37MEM_stack.npz"
 # Irregular revisits, in days; the second series starts later and has a 140-day gap.
 DAYS = torch.tensor([[0, 12, 31, 32, 95, 180], [5, 20, 21, 60, 200, 340]])
 

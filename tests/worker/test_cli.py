@@ -16,7 +16,7 @@ from PIL import Image
 from core.sources import SAMPLE_DIR
 from models import dynamic_world
 from models.registry import get_card
-from tests.conftest import SHARED_DATA, write_scene
+from tests.conftest import TEST_DATA, write_scene
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_AOI = str(SAMPLE_DIR / "aoi.geojson")
@@ -160,8 +160,8 @@ def test_s2cloudless_per_date_cloud_fractions_match_the_reference(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     stats = json.loads((tmp_path / "out" / "stats.json").read_text())
-    reference = np.load(SHARED_DATA / "s2_slovenia_eolearn" / "CLP_S2C.npy")[..., 0]
-    timestamps = json.loads((SHARED_DATA / "s2_slovenia_eolearn" / "timestamps.json").read_text())
+    reference = np.load(TEST_DATA / "s2_slovenia_eolearn" / "CLP_S2C.npy")[..., 0]
+    timestamps = json.loads((TEST_DATA / "s2_slovenia_eolearn" / "timestamps.json").read_text())
     for entry in stats["dates"]:
         index = next(i for i, t in enumerate(timestamps) if t.startswith(entry["date"]))
         expected = float((reference[index] > 0.4).mean())
@@ -327,7 +327,7 @@ def test_the_landcover_job_maps_the_real_sample_with_dynamic_world(tmp_path):
         classes, transform = cog.read(1), cog.transform
         assert cog.colormap(1)[1][:3] == (0x39, 0x7D, 0x49)  # trees in the official colour
     # The sample's real land-use reference (eo-learn LULC, 2 = forest), looked up at each output pixel centre.
-    reference = np.load(SHARED_DATA / "s2_slovenia_eolearn" / "LULC.npy")[..., 0]
+    reference = np.load(TEST_DATA / "s2_slovenia_eolearn" / "LULC.npy")[..., 0]
     with rasterio.open(sorted(SAMPLE_DIR.glob("*.tif"))[0]) as scene:
         scene_transform = scene.transform
     rows, cols = np.mgrid[0 : classes.shape[0], 0 : classes.shape[1]]

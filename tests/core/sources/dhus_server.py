@@ -1,5 +1,5 @@
 """A local DHuS API on 127.0.0.1 speaking the OpenSearch and OData dialects recorded in
-../shared/data/dhus_cassettes, serving SAFE zips made from the embedded sample scenes. sentinelsat talks to it
+tests/data/dhus_cassettes, serving SAFE zips made from the embedded sample scenes. sentinelsat talks to it
 unmodified.
 
 What is real: the shape of every answer (OpenSearch JSON feed and entry fields, OData product JSON with its MD5
@@ -34,10 +34,10 @@ from shapely.geometry import box
 from core.sources import SAMPLE_DIR
 from core.sources.safe import read_s2_safe
 from core.sources.sentinel1 import read_s1_safe
-from tests.conftest import SHARED_DATA
+from tests.conftest import TEST_DATA
 from tests.safe_factory import S1_WINDOW, build_s1_grd, build_sample_safe, s1_target_db
 
-CASSETTES = SHARED_DATA / "dhus_cassettes"
+CASSETTES = TEST_DATA / "dhus_cassettes"
 UPSTREAM = "https://apihub.copernicus.eu/apihub"
 USER, PASSWORD = "terraseg", "sentinel-test"
 

@@ -3,7 +3,7 @@ embedded sample scenes, with HTTP Range support. pystac-client and GDAL's /vsicu
 
 What is real: the landing page, the collection ids, every item's properties and asset metadata (eo:bands,
 raster:bands with the baseline-04.00 offset of -0.1, processing baseline 05.11, gsd) come from
-`../shared/data/stac_cassettes/earth_search_v1_s2_filter.yaml`. What is adapted so that the items cover the
+`tests/data/stac_cassettes/earth_search_v1_s2_filter.yaml`. What is adapted so that the items cover the
 sample: item ids, datetimes, geometry and projection (those of the 5 sample dates) and asset hrefs (pointing
 here; the upstream L1C assets are JPEG 2000, ours are COGs, so their media type says so). The COGs hold the
 sample's DN + 1000, as a product of baseline 04.00 or later would, so reading them back through raster:bands
@@ -30,9 +30,9 @@ from shapely.geometry import box, mapping, shape
 
 from core.sources import SAMPLE_DIR
 from core.types import S2_BANDS
-from tests.conftest import SHARED_DATA
+from tests.conftest import TEST_DATA
 
-CASSETTE = SHARED_DATA / "stac_cassettes" / "earth_search_v1_s2_filter.yaml"
+CASSETTE = TEST_DATA / "stac_cassettes" / "earth_search_v1_s2_filter.yaml"
 UPSTREAM = "https://earth-search.aws.element84.com/v1"
 COG_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
 

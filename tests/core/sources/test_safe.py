@@ -1,4 +1,4 @@
-"""read_s2_safe against SAFE products built from the real L1C metadata and crops in shared/data."""
+"""read_s2_safe against SAFE products built from the real L1C metadata and crops in tests/data."""
 
 import logging
 import re
