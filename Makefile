@@ -46,10 +46,12 @@ system-deps:
 $(BROWSER_ASSETS): tests/browser/package-lock.json | system-deps
 	cd tests/browser && npm ci --no-audit --no-fund --silent
 
+# Two pytest processes (the machines have 2 cores; the job tests mostly wait on workers and servers); whole files
+# go to one process, so a module's shared fixtures (one demo run, one DHuS or STAC server) are built once.
 test: install system-deps $(BROWSER_ASSETS)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadfile
 
 bench: install
 	$(BIN)/python bench/pipeline.py

@@ -1,6 +1,5 @@
 """Shared fixtures: scene GeoTIFFs in the local-source format, built in code."""
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 

@@ -45,8 +45,12 @@ def run_dates(scenes: list[Scene], model_id: str, aoi_4326, work: Path) -> dict[
         model_id, processing_level="L1C", available_bands=set.intersection(*(set(s.bands) for s in scenes))
     )
     grid = grid_for_aoi(aoi_4326)
+    # Land cover is published on a clear date only (clouds masked): judge it, and run it, where it is used.
+    groups = {
+        d: s for d, s in group_by_date(scenes).items() if model_id.startswith("cloud") or d in CLEAR_DATES
+    }
     results = predict_dates(
-        group_by_date(scenes),
+        groups,
         model.predict,
         model.card,
         grid,
@@ -152,11 +156,6 @@ def reference_maps(sample_scenes, tmp_path_factory) -> dict[str, dict[date, Date
     }
 
 
-def dates_for(model_id: str, maps: dict[date, DateMap]) -> list[date]:
-    # Land cover is published on a clear date only (clouds masked): judge it where it is used.
-    return [d for d in maps if model_id.startswith("cloud") or d in CLEAR_DATES]
-
-
 def threshold(model_id: str) -> float:
     return CLOUD_AGREEMENT if model_id.startswith("cloud") else LANDCOVER_AGREEMENT
 
@@ -176,7 +175,7 @@ def test_a_pixel_gets_the_same_class_whatever_aoi_is_drawn_around_it(
 ):
     maps = run_dates(sample_scenes, model_id, AOIS[aoi_name], tmp_path)
     reference = reference_maps[model_id]
-    for day in dates_for(model_id, reference):
+    for day in reference:
         agreement, n, _, _ = compare(reference[day], maps[day])
         assert n > 1000, (day, n)
         assert agreement >= threshold(model_id), (model_id, aoi_name, day, agreement)
@@ -201,7 +200,7 @@ def test_mosaics_and_no_data_wedges_keep_the_classes_of_the_whole_scene(
     maps = run_dates(scenes, model_id, SAMPLE_AOI, tmp_path / "work")
     reference = reference_maps[model_id]
     n_classes = registry.get_card(model_id).n_classes
-    for day in dates_for(model_id, reference):
+    for day in reference:
         agreement, n, ours, theirs = compare(reference[day], maps[day])
         assert n > (9000 if kind == "mosaic" else 7000), (day, n)
         assert agreement >= threshold(model_id), (model_id, kind, day, agreement)

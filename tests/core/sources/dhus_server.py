@@ -319,9 +319,10 @@ class DhusServer:
                 for key, value in (headers or {}).items():
                     self.send_header(key, value)
                 self.end_headers()
+                # Logged before the body goes out: a client that has its answer finds the request logged.
+                server.log(self.command, self.path, self.headers.get("Range"), status, len(body))
                 if self.command != "HEAD":
                     self.wfile.write(body)
-                server.log(self.command, self.path, self.headers.get("Range"), status, len(body))
 
             def _json(self, document: Any) -> None:
                 text = (
