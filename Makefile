@@ -27,9 +27,11 @@ demo: install
 		--source sample --out $(DEMO_OUT)
 	@echo "Outputs of the demo are in $(abspath $(DEMO_OUT))/ (classes.tif, confidence.tif, scene.tif, preview.png, stats.json, stats.csv, run.json)"
 
-# The web app (needs Redis and at least one `make worker`): http://localhost:8501
+# The web app (needs Redis and at least one `make worker`): http://localhost:8501. It listens on this machine
+# only; behind a reverse proxy on another host, `make app APP_ADDRESS=0.0.0.0` (see the README).
+APP_ADDRESS ?= 127.0.0.1
 app: install
-	$(BIN)/streamlit run app.py
+	$(BIN)/streamlit run app.py --server.address $(APP_ADDRESS)
 
 worker: install
 	$(BIN)/terraseg worker

@@ -8,6 +8,8 @@ import json
 import logging
 import tempfile
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -64,10 +66,24 @@ def parse_aoi(
     Raises:
         AOIError: the input cannot be read, or the area breaks one of the rules.
     """
-    parts, label = read_aoi(value)
-    return validate_aoi(
-        parts, label, max_area_km2=max_area_km2, max_vertices=max_vertices, fix_invalid=fix_invalid
-    )
+    with refusing_deep_nesting("The area"):
+        parts, label = read_aoi(value)
+        return validate_aoi(
+            parts, label, max_area_km2=max_area_km2, max_vertices=max_vertices, fix_invalid=fix_invalid
+        )
+
+
+@contextmanager
+def refusing_deep_nesting(what: str) -> Iterator[None]:
+    """A GeoJSON nested hundreds of levels deep (a GeometryCollection in a GeometryCollection ...) exhausts
+    Python's recursion in the JSON parser or in shapely's builders: that is bad input, not an internal error."""
+    try:
+        yield
+    except RecursionError as err:
+        raise AOIError(
+            f"{what} is nested too deeply to read (collections inside collections); give a plain Polygon, "
+            "MultiPolygon, Feature or FeatureCollection."
+        ) from err
 
 
 def parse_aoi_upload(
@@ -92,9 +108,10 @@ def parse_aoi_upload(
     with tempfile.TemporaryDirectory(prefix="terraseg-aoi-") as folder:
         path = Path(folder) / safe_name
         path.write_bytes(data)
-        return validate_aoi(
-            read_aoi_file(path), safe_name, max_area_km2=max_area_km2, max_vertices=max_vertices
-        )
+        with refusing_deep_nesting(safe_name):
+            return validate_aoi(
+                read_aoi_file(path), safe_name, max_area_km2=max_area_km2, max_vertices=max_vertices
+            )
 
 
 def parse_bbox(text: str, *, max_area_km2: float = 2500.0, max_vertices: int = 10_000) -> AOI:

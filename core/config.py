@@ -1,8 +1,10 @@
 """Settings: the only place that reads environment variables (prefix TERRASEG_) or a `.env` file."""
 
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,10 +39,13 @@ class Settings(BaseSettings):
     # The web app accepts `local:DIR` sources only inside these folders (a JSON list); empty: any folder, which
     # suits a single-user install but not a shared server, where users must not read each other's files.
     app_local_roots: tuple[Path, ...] = ()
-    # DHuS mirrors (cesnet, dhus:URL): the account; also read from `[dhus]` in .streamlit/secrets.toml.
+    # A DHuS account and the one mirror it belongs to (more accounts: `[dhus.<name>]` tables in
+    # .streamlit/secrets.toml). The password goes to no other host, and over plain HTTP only when allowed.
     # SecretStr: never shown by repr(), logs or `terraseg` output.
     dhus_user: str | None = None
     dhus_password: SecretStr | None = None
+    dhus_url: str = "https://dhr1.cesnet.cz/"  # the cesnet preset
+    dhus_allow_http: bool = False
     # Full-product downloads: parallel downloads per source (across the workers of one machine), HTTP tries
     # per file, and how long to wait for a product from the long-term archive, polling at growing intervals.
     download_slots: int = Field(2, ge=1)
@@ -54,22 +59,73 @@ class Settings(BaseSettings):
 SECRETS_FILES = (Path(".streamlit/secrets.toml"), Path("~/.streamlit/secrets.toml").expanduser())
 
 
-def dhus_credentials(
-    settings: Settings, secrets_files: tuple[Path, ...] = SECRETS_FILES
-) -> tuple[str, str] | None:
-    """(user, password) for DHuS mirrors: TERRASEG_DHUS_USER/PASSWORD, else `[dhus] user/password` in the first
-    Streamlit secrets file that has them; None when neither is set (searches are then anonymous)."""
-    if settings.dhus_user and settings.dhus_password is not None:
-        return settings.dhus_user, settings.dhus_password.get_secret_value()
+@dataclass(frozen=True)
+class MirrorAccount:
+    """An account of one DHuS mirror: sent only to `url`'s scheme, host and port, under its path."""
+
+    name: str
+    url: str
+    user: str
+    password: str = field(repr=False)
+    allow_http: bool = False  # plain HTTP only when the operator says so for this mirror
+
+    def serves(self, url: str) -> bool:
+        """Whether `url` belongs to this mirror (same scheme, host and port; path below the mirror's)."""
+        mine, theirs = urlsplit(self.url), urlsplit(url)
+        if (mine.scheme, mine.hostname, mine.port) != (theirs.scheme, theirs.hostname, theirs.port):
+            return False
+        root, path = mine.path.rstrip("/"), theirs.path.rstrip("/")
+        return path == root or path.startswith(root + "/")
+
+
+def dhus_accounts(settings: Settings, secrets_files: tuple[Path, ...] = SECRETS_FILES) -> list[MirrorAccount]:
+    """Every configured DHuS account: TERRASEG_DHUS_USER/PASSWORD for TERRASEG_DHUS_URL, then each
+    `[dhus.<name>]` table (url, user, password, allow_http) of the first Streamlit secrets file that has any.
+    A plain `[dhus]` table with user and password (the older form) is an account of its `url`, by default the
+    cesnet preset, as the environment's is."""
     import tomllib
 
+    accounts = []
+    if settings.dhus_user and settings.dhus_password is not None:
+        accounts.append(
+            MirrorAccount(
+                "environment",
+                settings.dhus_url,
+                settings.dhus_user,
+                settings.dhus_password.get_secret_value(),
+                settings.dhus_allow_http,
+            )
+        )
     for path in secrets_files:
         try:
-            section = tomllib.loads(path.read_text()).get("dhus", {})
+            tables = tomllib.loads(path.read_text()).get("dhus", {})
         except (OSError, tomllib.TOMLDecodeError):
             continue
-        if section.get("user") and section.get("password"):
-            return str(section["user"]), str(section["password"])
+        named = {name: t for name, t in tables.items() if isinstance(t, dict)}
+        if tables.get("user") and tables.get("password"):
+            named["dhus"] = {"url": Settings.model_fields["dhus_url"].default} | tables
+        found = [
+            MirrorAccount(
+                name, str(t["url"]), str(t["user"]), str(t["password"]), bool(t.get("allow_http", False))
+            )
+            for name, t in named.items()
+            if t.get("url") and t.get("user") and t.get("password")
+        ]
+        if found:
+            accounts.extend(found)
+            break
+    return accounts
+
+
+def dhus_credentials(
+    settings: Settings, url: str, secrets_files: tuple[Path, ...] = SECRETS_FILES
+) -> tuple[str, str] | None:
+    """(user, password) of the account configured for the mirror at `url`, or None: a mirror without its own
+    account is searched anonymously, so a password never reaches a host it was not given for. An account
+    whose mirror is plain HTTP is used only with `allow_http`."""
+    for account in dhus_accounts(settings, secrets_files):
+        if account.serves(url) and (url.startswith("https://") or account.allow_http):
+            return account.user, account.password
     return None
 
 

@@ -28,7 +28,7 @@ import requests
 import shapely.wkt
 from shapely.geometry.base import BaseGeometry
 
-from core.config import Settings, dhus_credentials, get_settings
+from core.config import MirrorAccount, Settings, dhus_credentials, get_settings
 from core.errors import NoScenesFound, SourceError, SourceUnavailable
 from core.transfer import (
     BytesProgress,
@@ -114,7 +114,7 @@ class DhusSource:
     def _api(self) -> Any:
         from sentinelsat import SentinelAPI
 
-        user, password = dhus_credentials(self.settings) or (None, None)
+        user, password = dhus_credentials(self.settings, self.url) or (None, None)
         return SentinelAPI(
             user, password, self.url, show_progressbars=False, timeout=self.settings.http_timeout_s
         )
@@ -125,9 +125,14 @@ class DhusSource:
 
         status = getattr(getattr(err, "response", None), "status_code", None)
         if isinstance(err, UnauthorizedError) or status in (401, 403):
+            if dhus_credentials(self.settings, self.url) is None:
+                return SourceError(
+                    f"{self.name} refuses anonymous access (HTTP {status or 401}) and no account is configured "
+                    "for it; the operator can add one for this mirror's URL (see the README's DHuS section)."
+                )
             return SourceError(
-                f"{self.name} rejected the credentials (HTTP {status or 401}); set TERRASEG_DHUS_USER and "
-                "TERRASEG_DHUS_PASSWORD (or [dhus] in .streamlit/secrets.toml) to an account of this mirror."
+                f"{self.name} rejected the credentials (HTTP {status or 401}) configured for it; the operator "
+                "should check the account set for this mirror."
             )
         if isinstance(err, InvalidKeyError):
             return SourceError(f"{self.name} no longer has this product ({err}).")
@@ -200,6 +205,11 @@ class DhusSource:
                     self.settings.download_backoff_s,
                     self.settings.http_timeout_s,
                 )
+                if not MirrorAccount(self.name, self.url, "", "").serves(info["url"]):
+                    # The session carries this mirror's password: never send it to a host the answer names.
+                    raise SourceError(
+                        f"{self.name} links its product {scene.id} to another host; it was not downloaded."
+                    )
                 download_file(
                     api.session, info["url"], dest, expected, self.name, progress, should_stop, policy
                 )

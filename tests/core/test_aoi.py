@@ -9,7 +9,7 @@ import shapely
 from pyproj import Transformer
 from shapely.geometry import GeometryCollection, LineString, Point, Polygon, box, mapping
 
-from core.aoi import AOI, parse_aoi
+from core.aoi import AOI, parse_aoi, parse_aoi_upload
 from core.errors import AOIError
 from tests.conftest import TEST_DATA
 
@@ -288,3 +288,13 @@ def test_coordinates_out_of_range_are_refused():
         parse_aoi("14,95,15,96")
     with pytest.raises(AOIError, match=r"outside longitude .*bounds 465000\.0000, 5079000\.0000"):
         parse_aoi(box(465_000, 5_079_000, 466_000, 5_080_000))  # UTM metres passed as degrees
+
+
+def test_a_geojson_nested_hundreds_of_levels_deep_is_bad_input_not_a_crash():
+    text = '{"type":"Polygon","coordinates":[[[14.55,45.86],[14.56,45.86],[14.56,45.87],[14.55,45.86]]]}'
+    for _ in range(1200):
+        text = '{"type":"GeometryCollection","geometries":[' + text + "]}"
+    with pytest.raises(AOIError, match="nested too deeply"):
+        parse_aoi(text)
+    with pytest.raises(AOIError, match="deep.geojson is nested too deeply"):
+        parse_aoi_upload("deep.geojson", text.encode())

@@ -438,3 +438,16 @@ def test_a_shared_server_limits_local_folders_to_its_roots(app_env, monkeypatch,
     assert submit_button(at).disabled
     source_box.set_value(f"local:{allowed}").run()
     assert not any("local folders must be inside" in t for t in texts(at.error))
+
+
+def test_the_app_never_shows_error_details_and_listens_on_this_machine_by_default():
+    """A traceback on a page shows server paths and internals: Streamlit's default ("full") is turned off in
+    the config `streamlit run` reads, and `make app` binds to 127.0.0.1 unless the operator says otherwise."""
+    import subprocess
+    import tomllib
+
+    root = Path(__file__).resolve().parents[2]
+    config = tomllib.loads((root / ".streamlit" / "config.toml").read_text())
+    assert config["client"]["showErrorDetails"] == "none"
+    command = subprocess.run(["make", "-n", "app"], cwd=root, capture_output=True, text=True, check=True).stdout
+    assert "--server.address 127.0.0.1" in command.splitlines()[-1]

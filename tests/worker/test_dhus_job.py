@@ -18,6 +18,8 @@ def dhus(tmp_path, monkeypatch):  # noqa: ANN201
     # Workers take their settings from the environment, as an operator's would.
     monkeypatch.setenv("TERRASEG_DHUS_USER", USER)
     monkeypatch.setenv("TERRASEG_DHUS_PASSWORD", PASSWORD)
+    monkeypatch.setenv("TERRASEG_DHUS_URL", server.url)
+    monkeypatch.setenv("TERRASEG_DHUS_ALLOW_HTTP", "true")  # the test mirror is plain HTTP on loopback
     monkeypatch.setenv("TERRASEG_LTA_POLL_S", "0.5")
     yield server
     server.stop()

@@ -156,9 +156,12 @@ class DhusServer:
         self._lock = threading.Lock()
         self.active_downloads = 0
 
-    def log(self, method: str, path: str, ranged: str | None, status: int, sent: int) -> None:
+    def log(
+        self, method: str, path: str, ranged: str | None, status: int, sent: int, auth: str | None = None
+    ) -> None:
+        """One line per request: [method, path, Range, status, bytes sent, Authorization header as received]."""
         with self._lock, (self.folder / "requests.jsonl").open("a") as handle:
-            handle.write(json.dumps([method, path, ranged, status, sent]) + "\n")
+            handle.write(json.dumps([method, path, ranged, status, sent, auth]) + "\n")
 
     def count_download(self, step: int) -> None:
         """Track product bodies being sent at once; the most so far is kept in `<folder>/peak_downloads`."""
@@ -320,7 +323,14 @@ class DhusServer:
                     self.send_header(key, value)
                 self.end_headers()
                 # Logged before the body goes out: a client that has its answer finds the request logged.
-                server.log(self.command, self.path, self.headers.get("Range"), status, len(body))
+                server.log(
+                    self.command,
+                    self.path,
+                    self.headers.get("Range"),
+                    status,
+                    len(body),
+                    self.headers.get("Authorization"),
+                )
                 if self.command != "HEAD":
                     self.wfile.write(body)
 
@@ -402,13 +412,13 @@ class DhusServer:
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 if self.command == "HEAD":
-                    server.log("HEAD", self.path, ranged, status, 0)
+                    server.log("HEAD", self.path, ranged, status, 0, self.headers.get("Authorization"))
                     return
                 if cut := server.take("drop_after"):  # "BYTES COUNT": send BYTES of the body, then hang up
                     self.wfile.write(body[: int(cut)])
                     self.wfile.flush()
                     self.close_connection = True
-                    server.log("GET", self.path, ranged, status, int(cut))
+                    server.log("GET", self.path, ranged, status, int(cut), self.headers.get("Authorization"))
                     return
                 if server.take("corrupt_next"):  # "COUNT": flip bytes in the middle of the body
                     middle = len(body) // 2
@@ -433,7 +443,7 @@ class DhusServer:
                 finally:
                     if counted:
                         server.count_download(-1)
-                server.log("GET", self.path, ranged, status, len(body))
+                server.log("GET", self.path, ranged, status, len(body), self.headers.get("Authorization"))
 
             def do_GET(self) -> None:  # noqa: N802
                 self._route()
@@ -468,6 +478,7 @@ class DhusServerProcess:
         self.products = json.loads((folder / "products.json").read_text())
 
     def requests(self) -> list[list[Any]]:
+        """The logged requests (see DhusServer.log)."""
         log = self.folder / "requests.jsonl"
         return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 

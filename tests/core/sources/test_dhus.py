@@ -49,7 +49,15 @@ def source(
     dhus: DhusServerProcess, tmp_path: Path, password: str = PASSWORD, **settings: object
 ) -> DhusSource:
     options = {"download_backoff_s": 0.05, "lta_poll_s": 0.1, **settings}
-    config = Settings(cache_dir=tmp_path / "cache", dhus_user=USER, dhus_password=password, **options)  # type: ignore[arg-type]
+    # The test mirror is plain HTTP on loopback: its account says so (allow_http), as an operator's would.
+    config = Settings(
+        cache_dir=tmp_path / "cache",
+        dhus_user=USER,
+        dhus_password=password,  # type: ignore[arg-type]
+        dhus_url=dhus.url,
+        dhus_allow_http=True,
+        **options,  # type: ignore[arg-type]
+    )
     return DhusSource(dhus.url, "dhus-test", config)
 
 
@@ -105,14 +113,61 @@ def test_wrong_credentials_name_the_source_and_never_show_the_password(dhus, tmp
     assert "not-the-password" not in repr(config) and "not-the-password" not in str(config.model_dump())
 
 
-def test_credentials_come_from_the_environment_or_streamlit_secrets(tmp_path, monkeypatch):
-    secrets = tmp_path / "secrets.toml"
-    secrets.write_text('[dhus]\nuser = "analyst"\npassword = "from-secrets"\n')
-    assert dhus_credentials(Settings(), (tmp_path / "missing.toml", secrets)) == ("analyst", "from-secrets")
+def test_credentials_come_from_the_environment_or_streamlit_secrets_each_for_its_mirror(
+    tmp_path, monkeypatch
+):
+    cesnet, other = "https://dhr1.cesnet.cz/", "https://mirror.example.org/dhus/"
+    legacy = tmp_path / "legacy.toml"  # the older flat table: an account of the cesnet preset
+    legacy.write_text('[dhus]\nuser = "analyst"\npassword = "from-secrets"\n')
+    assert dhus_credentials(Settings(), cesnet, (tmp_path / "missing.toml", legacy)) == (
+        "analyst",
+        "from-secrets",
+    )
+    assert dhus_credentials(Settings(), other, (legacy,)) is None
+    tables = tmp_path / "secrets.toml"
+    tables.write_text(
+        f'[dhus.example]\nurl = "{other}"\nuser = "ex"\npassword = "ex-pass"\n'
+        '[dhus.lab]\nurl = "http://10.0.0.5:8081/dhus/"\nuser = "lab"\npassword = "lab-pass"\n'
+    )
+    assert dhus_credentials(Settings(), other + "odata/v1/Products", (tables,)) == ("ex", "ex-pass")
+    assert dhus_credentials(Settings(), "https://mirror.example.org/dhus-evil/", (tables,)) is None
+    assert dhus_credentials(Settings(), "http://mirror.example.org/dhus/", (tables,)) is None  # not https
+    assert dhus_credentials(Settings(), "http://10.0.0.5:8081/dhus/", (tables,)) is None  # http not allowed
+    tables.write_text(
+        tables.read_text().replace('password = "lab-pass"', 'password = "lab-pass"\nallow_http = true')
+    )
+    assert dhus_credentials(Settings(), "http://10.0.0.5:8081/dhus/", (tables,)) == ("lab", "lab-pass")
     monkeypatch.setenv("TERRASEG_DHUS_USER", "operator")
     monkeypatch.setenv("TERRASEG_DHUS_PASSWORD", "from-env")
-    assert dhus_credentials(Settings(), (secrets,)) == ("operator", "from-env")
-    assert dhus_credentials(Settings(dhus_user=None, dhus_password=None), ()) is None
+    assert dhus_credentials(Settings(), cesnet, (legacy,)) == ("operator", "from-env")
+    assert dhus_credentials(Settings(), other, ()) is None  # the environment's account is cesnet's
+    assert dhus_credentials(Settings(dhus_user=None, dhus_password=None), cesnet, ()) is None
+
+
+def passwords_seen(dhus: DhusServerProcess) -> set[str]:
+    """The passwords in the Authorization headers the mirror received."""
+    import base64
+
+    headers = {r[5] for r in dhus.requests() if r[5]}
+    return {base64.b64decode(h.removeprefix("Basic ")).decode().split(":", 1)[1] for h in headers}
+
+
+def test_the_password_goes_only_to_the_mirror_it_is_configured_for(dhus, tmp_path):
+    """Security: the account for one URL is never sent to another host (here: the same server reached under
+    another name, as a user could type any URL), nor over plain HTTP unless allowed for that mirror."""
+    configured = source(dhus, tmp_path)
+    configured.search(AOI.geometry, date(2015, 8, 30), date(2015, 8, 30))
+    assert passwords_seen(dhus) == {PASSWORD}
+    dhus.clear_log()
+    elsewhere = dhus.url.replace("127.0.0.1", "localhost")
+    with pytest.raises(SourceError, match="refuses anonymous access"):
+        DhusSource(elsewhere, "typed-url", configured.settings).search(AOI.geometry, *SUMMER)
+    assert dhus.requests() and passwords_seen(dhus) == set()
+    dhus.clear_log()
+    no_plain_http = configured.settings.model_copy(update={"dhus_allow_http": False})
+    with pytest.raises(SourceError, match="refuses anonymous access"):
+        DhusSource(dhus.url, "dhus-test", no_plain_http).search(AOI.geometry, *SUMMER)
+    assert dhus.requests() and passwords_seen(dhus) == set()
 
 
 def test_a_download_is_verified_and_reads_as_the_same_reflectance_as_the_sample(dhus, tmp_path):
@@ -269,12 +324,14 @@ def test_download_slots_bound_parallel_downloads_per_source(tmp_path):
 
 
 @pytest.fixture
-def dhus_env(monkeypatch):  # noqa: ANN201
+def dhus_env(dhus, monkeypatch):  # noqa: ANN001, ANN201
     """The test account in TERRASEG_DHUS_*, as an operator would set it, for code that reads the settings."""
     from core.config import get_settings
 
     monkeypatch.setenv("TERRASEG_DHUS_USER", USER)
     monkeypatch.setenv("TERRASEG_DHUS_PASSWORD", PASSWORD)
+    monkeypatch.setenv("TERRASEG_DHUS_URL", dhus.url)
+    monkeypatch.setenv("TERRASEG_DHUS_ALLOW_HTTP", "true")
     monkeypatch.setenv("TERRASEG_CACHE_DIR", str(Path.cwd() / "cache"))
     get_settings.cache_clear()
     yield
@@ -334,7 +391,12 @@ def test_a_failed_product_stops_the_other_downloads_and_says_why(dhus, dhus_env,
 def test_a_job_on_a_dhus_mirror_gives_the_same_map_as_on_the_sample(dhus, tmp_path):
     from tests.worker.test_cli import SAMPLE_AOI, SAMPLE_DATES, terraseg
 
-    env = {"TERRASEG_DHUS_USER": USER, "TERRASEG_DHUS_PASSWORD": PASSWORD}
+    env = {
+        "TERRASEG_DHUS_USER": USER,
+        "TERRASEG_DHUS_PASSWORD": PASSWORD,
+        "TERRASEG_DHUS_URL": dhus.url,
+        "TERRASEG_DHUS_ALLOW_HTTP": "true",
+    }
     runs = {}
     for name, source_name in (("dhus", f"dhus:{dhus.url}"), ("sample", "sample")):
         result = terraseg("run", "--task", "cloud", "--aoi", SAMPLE_AOI, *SAMPLE_DATES, "--source", source_name,
