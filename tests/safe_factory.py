@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from core.grid import Grid
     from core.sources.sentinel1 import GeolocationGrid
 
-DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "s2_l1c_metadata_ukis"
+DATA_DIR = Path(__file__).resolve().parent / "data" / "s2_l1c_metadata_ukis"
 PRODUCTS = {
     "N0400": "S2B_MSIL1C_20220615T101559_N0400_R065_T32UPC_20220615T122549",
     "N0209": "S2B_MSIL1C_20200406T101559_N0209_R065_T32UPC_20200406T130159",
@@ -225,7 +225,7 @@ def build_sample_safe(scene_tif: Path, dest_dir: Path) -> Path:
     return archive
 
 
-S1_DIR = Path(__file__).resolve().parents[2] / "shared" / "data" / "s1_pyrosar"
+S1_DIR = Path(__file__).resolve().parent / "data" / "s1_pyrosar"
 S1_PRODUCT = "S1A_IW_GRDH_1SDV_20210119T031653_20210119T031718_036201_043ED0_8255"
 S1_DB_FILE = S1_DIR / "S1A__IW___A_20150309T173017_VV_grd_mli_geo_norm_db.tif"
 
