@@ -16,7 +16,7 @@ from typing import Any
 
 import redis
 from rq import Queue, Retry, Worker
-from rq.exceptions import NoSuchJobError
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
 
 from core.config import Settings, get_settings
@@ -218,7 +218,10 @@ class JobClient:
             if held:  # no worker runs it: take it off the queue and end it here
                 status = self.store.read_status(job_id)
                 if not status.is_terminal:
-                    with contextlib.suppress(NoSuchJobError, redis.exceptions.RedisError):
+                    # InvalidJobOperation: RQ had cancelled it already (a second cancel), which is fine.
+                    with contextlib.suppress(
+                        NoSuchJobError, InvalidJobOperation, redis.exceptions.RedisError
+                    ):
                         Job.fetch(job_id, connection=self.redis).cancel()
                     status = self.store.update_status(
                         job_id, state="cancelled", message="Cancelled before it started.", ended_at=utc_now()

@@ -253,6 +253,9 @@ def _predict_and_export(
                 series_dates,
             ),
         )
+        # The export stage takes a while on big grids: a cancel that came meanwhile must win over publishing.
+        if should_stop is not None and should_stop():
+            raise JobCancelled("The job was cancelled.")
         outputs = export.publish(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

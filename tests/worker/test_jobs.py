@@ -113,6 +113,15 @@ def test_cancel_retry_and_delete_of_a_job_that_no_worker_has_taken(client: JobCl
         client.status("../../etc")
 
 
+def test_cancelling_a_job_that_rq_has_cancelled_already_is_not_an_error(client: JobClient):
+    from rq.job import Job
+
+    job_id = client.submit(sample_spec())
+    Job.fetch(job_id, connection=client.redis).cancel()  # e.g. an operator with rq's own tools
+    status = client.cancel(job_id)  # used to raise InvalidJobOperation: "internal error" for the user
+    assert status.state == "cancelled"
+
+
 def test_cancel_during_inference_stops_within_2_s_and_a_retry_resumes(
     client: JobClient, start_worker, large_source, large_reference
 ):
@@ -342,3 +351,26 @@ def test_a_deleted_job_folder_is_not_resurrected(client: JobClient, start_worker
     later = client.submit(sample_spec(selected_date="2015-08-30"))
     wait_for(client, later, ("finished",))
     assert not client.store.job_dir(job_id).exists()
+
+
+def test_a_cancel_that_arrives_during_the_export_stops_the_job_before_it_publishes(tmp_path: Path):
+    """Cancels aimed at the export stage used to let the job publish anyway (issue: hardening, item 9)."""
+    from core.errors import JobCancelled
+
+    exporting = {"seen": False}
+
+    def progress(fraction: float, message: str) -> None:
+        exporting["seen"] |= message.startswith("Exporting")
+
+    with pytest.raises(JobCancelled):
+        run_job(
+            sample_spec(start="2015-07-11", end="2015-07-11"),
+            tmp_path / "out",
+            Settings(cache_dir=tmp_path / "cache"),
+            progress=progress,
+            should_stop=lambda: exporting["seen"],  # the cancel arrives once the export has begun
+        )
+    assert exporting["seen"]
+    assert not list(tmp_path.glob("out/*")) and not list(
+        tmp_path.glob(".out*")
+    )  # nothing published or staged
