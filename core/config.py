@@ -36,8 +36,8 @@ class Settings(BaseSettings):
     # Run each job in a forked process (isolated: a crash or leak dies with it) or in the worker itself (warm:
     # a few hundred ms less per job). See worker/service.py.
     worker_fork: bool = True
-    # The web app accepts `local:DIR` sources only inside these folders (a JSON list); empty: any folder, which
-    # suits a single-user install but not a shared server, where users must not read each other's files.
+    # The web app accepts `local:DIR` sources only inside these folders (a JSON list); empty: none at all, since
+    # a web user must not read the server's files unless the operator says which. The CLI is not limited.
     app_local_roots: tuple[Path, ...] = ()
     # A DHuS account and the one mirror it belongs to (more accounts: `[dhus.<name>]` tables in
     # .streamlit/secrets.toml). The password goes to no other host, and over plain HTTP only when allowed.

@@ -163,8 +163,8 @@ with right:
     source_error = "" if sources else "Name at least one source, e.g. 'sample'."
     for name in sources:
         try:
+            check_local_roots(name, settings.app_local_roots)  # first: nothing reads a folder it refuses
             parse_source(name)
-            check_local_roots(name, settings.app_local_roots)
         except AppError as err:
             source_error = str(err)
     if source_error:

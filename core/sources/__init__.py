@@ -52,13 +52,23 @@ def parse_source(name: str) -> Source:
 
 
 def check_local_roots(name: str, roots: tuple[Path, ...] | list[Path]) -> None:
-    """Refuse a `local:DIR` source outside `roots` (no roots: any folder); other sources pass."""
-    if not roots or not name.startswith("local:"):
+    """Refuse a `local:DIR` source outside `roots` (no roots: no folder at all); other sources pass.
+
+    For the web app, before anything else reads the folder: the message is the same whether the folder exists
+    or not, and names only what the user typed, so a user learns nothing about the server's files.
+    """
+    if not name.startswith("local:"):
         return
-    folder = Path(name.removeprefix("local:")).expanduser().resolve()
+    typed = name.removeprefix("local:")
+    if not roots:
+        raise SourceError(
+            "This server accepts no local folders as sources; the operator can allow some with "
+            "TERRASEG_APP_LOCAL_ROOTS."
+        )
+    folder = Path(typed).expanduser().resolve()  # symlinks resolved: a link inside a root may not lead out
     if not any(folder.is_relative_to(Path(root).expanduser().resolve()) for root in roots):
         allowed = ", ".join(str(r) for r in roots)
-        raise SourceError(f"On this server, local folders must be inside {allowed}; {folder} is not.")
+        raise SourceError(f"On this server, local folders must be inside {allowed}; {typed} is not.")
 
 
 def search_scenes(

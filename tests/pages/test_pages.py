@@ -435,9 +435,28 @@ def test_a_shared_server_limits_local_folders_to_its_roots(app_env, monkeypatch,
     source_box = next(t for t in at.text_input if t.label.startswith("Sources"))
     source_box.set_value("local:/etc").run()
     assert any("local folders must be inside" in t and "/etc is not" in t for t in texts(at.error))
+    source_box.set_value(
+        "local:/no-such-folder-here"
+    ).run()  # refused the same way: nothing says it is missing
+    assert any("/no-such-folder-here is not." in t for t in texts(at.error))
+    assert not any("does not exist" in t for t in texts(at.error))
     assert submit_button(at).disabled
     source_box.set_value(f"local:{allowed}").run()
     assert not any("local folders must be inside" in t for t in texts(at.error))
+
+
+def test_by_default_the_app_accepts_no_local_folder_and_says_nothing_about_the_servers_files(
+    app_env, monkeypatch
+):
+    at = open_page("pages/new_job.py", None, monkeypatch)
+    source_box = next(t for t in at.text_input if t.label.startswith("Sources"))
+    answers = []
+    for folder in ("/etc", "/no-such-folder-here", str(SAMPLE_DIR)):
+        source_box.set_value(f"local:{folder}").run()
+        answers.append([t for t in texts(at.error) if "local folders" in t])
+        assert submit_button(at).disabled
+    assert answers[0] == answers[1] == answers[2] and len(answers[0]) == 1
+    assert "accepts no local folders" in answers[0][0] and "TERRASEG_APP_LOCAL_ROOTS" in answers[0][0]
 
 
 def test_the_app_never_shows_error_details_and_listens_on_this_machine_by_default():
@@ -449,5 +468,7 @@ def test_the_app_never_shows_error_details_and_listens_on_this_machine_by_defaul
     root = Path(__file__).resolve().parents[2]
     config = tomllib.loads((root / ".streamlit" / "config.toml").read_text())
     assert config["client"]["showErrorDetails"] == "none"
-    command = subprocess.run(["make", "-n", "app"], cwd=root, capture_output=True, text=True, check=True).stdout
+    command = subprocess.run(
+        ["make", "-n", "app"], cwd=root, capture_output=True, text=True, check=True
+    ).stdout
     assert "--server.address 127.0.0.1" in command.splitlines()[-1]
