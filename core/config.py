@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     # The web app accepts `local:DIR` sources only inside these folders (a JSON list); empty: none at all, since
     # a web user must not read the server's files unless the operator says which. The CLI is not limited.
     app_local_roots: tuple[Path, ...] = ()
+    # The web app accepts `stac:URL` and `dhus:URL` sources only at or below these URLs (a JSON list); the presets
+    # are always accepted. Empty: presets only, so a web user cannot make the server fetch internal addresses.
+    app_source_urls: tuple[str, ...] = ()
     # A DHuS account and the one mirror it belongs to (more accounts: `[dhus.<name>]` tables in
     # .streamlit/secrets.toml). The password goes to no other host, and over plain HTTP only when allowed.
     # SecretStr: never shown by repr(), logs or `terraseg` output.
@@ -71,11 +74,19 @@ class MirrorAccount:
 
     def serves(self, url: str) -> bool:
         """Whether `url` belongs to this mirror (same scheme, host and port; path below the mirror's)."""
-        mine, theirs = urlsplit(self.url), urlsplit(url)
+        return url_within(url, self.url)
+
+
+def url_within(url: str, base: str) -> bool:
+    """Whether `url` has `base`'s scheme, host and port and a path at or below `base`'s path."""
+    mine, theirs = urlsplit(base), urlsplit(url)
+    try:
         if (mine.scheme, mine.hostname, mine.port) != (theirs.scheme, theirs.hostname, theirs.port):
             return False
-        root, path = mine.path.rstrip("/"), theirs.path.rstrip("/")
-        return path == root or path.startswith(root + "/")
+    except ValueError:  # a port that is not a number
+        return False
+    root, path = mine.path.rstrip("/"), theirs.path.rstrip("/")
+    return path == root or path.startswith(root + "/")
 
 
 def dhus_accounts(settings: Settings, secrets_files: tuple[Path, ...] = SECRETS_FILES) -> list[MirrorAccount]:

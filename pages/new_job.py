@@ -14,7 +14,7 @@ from core.aoi import AOI, MAX_UPLOAD_BYTES, parse_aoi, parse_aoi_upload, parse_b
 from core.errors import AppError
 from core.jobs import make_spec
 from core.preflight import Estimate, estimate_job, find_scenes, format_duration
-from core.sources import SOURCE_HELP, check_local_roots, parse_source
+from core.sources import SOURCE_HELP, check_app_source, parse_source
 from models.registry import DEFAULT_MODEL_BY_TASK, default_model, get_card, list_cards, require_weights
 from pages import ui
 
@@ -163,7 +163,7 @@ with right:
     source_error = "" if sources else "Name at least one source, e.g. 'sample'."
     for name in sources:
         try:
-            check_local_roots(name, settings.app_local_roots)  # first: nothing reads a folder it refuses
+            check_app_source(name, settings)  # first: nothing reads a folder or URL it refuses
             parse_source(name)
         except AppError as err:
             source_error = str(err)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from shapely.geometry.base import BaseGeometry
 
+from core.config import Settings, url_within
 from core.errors import AppError, NoScenesFound, SourceError, SourceUnavailable
 from core.sources.dhus import PRESETS as DHUS_PRESETS
 from core.sources.dhus import DhusSource
@@ -69,6 +70,20 @@ def check_local_roots(name: str, roots: tuple[Path, ...] | list[Path]) -> None:
     if not any(folder.is_relative_to(Path(root).expanduser().resolve()) for root in roots):
         allowed = ", ".join(str(r) for r in roots)
         raise SourceError(f"On this server, local folders must be inside {allowed}; {typed} is not.")
+
+
+def check_app_source(name: str, settings: Settings) -> None:
+    """What the web app may use: the presets, `local:` folders inside the operator's roots, and `stac:`/`dhus:`
+    URLs at or below the operator's list (TERRASEG_APP_SOURCE_URLS). Checked before anything is fetched or
+    read, so a web user cannot make the server reach internal addresses or folders. The CLI is not limited."""
+    check_local_roots(name, settings.app_local_roots)
+    kind, _, url = name.partition(":")
+    if kind in ("stac", "dhus") and not any(url_within(url, allowed) for allowed in settings.app_source_urls):
+        presets = ", ".join(["sample", *PRESETS, *DHUS_PRESETS])
+        raise SourceError(
+            f"On this server, sources are the presets ({presets}) and the catalogues the operator lists; {url} "
+            "is not one of them."
+        )
 
 
 def search_scenes(

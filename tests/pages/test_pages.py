@@ -472,3 +472,44 @@ def test_the_app_never_shows_error_details_and_listens_on_this_machine_by_defaul
         ["make", "-n", "app"], cwd=root, capture_output=True, text=True, check=True
     ).stdout
     assert "--server.address 127.0.0.1" in command.splitlines()[-1]
+
+
+def test_the_app_fetches_no_url_a_user_types_unless_the_operator_listed_it(app_env, monkeypatch):
+    """Security (SSRF): a `stac:`/`dhus:` URL typed in the app reaches the network only when the operator has
+    listed it (TERRASEG_APP_SOURCE_URLS); a loopback server records whether anything arrived."""
+    import http.server
+    import threading
+
+    seen: list[str] = []
+
+    class Recorder(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            seen.append(self.path)
+            self.send_error(404)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/internal/"
+    drawn = {"type": "Feature", "properties": {}, "geometry": json.loads(SAMPLE_AOI_TEXT)}  # so the search runs
+    try:
+        at = open_page("pages/new_job.py", drawn, monkeypatch)
+        source_box = next(t for t in at.text_input if t.label.startswith("Sources"))
+        for kind in ("stac", "dhus"):
+            source_box.set_value(f"{kind}:{url}").run()
+            assert any("is not one of them" in t and "earth-search" in t for t in texts(at.error)), texts(
+                at.error
+            )
+            assert submit_button(at).disabled
+        assert seen == []  # nothing was fetched
+        monkeypatch.setenv("TERRASEG_APP_SOURCE_URLS", json.dumps([url]))
+        get_settings.cache_clear()
+        at = open_page("pages/new_job.py", drawn, monkeypatch)
+        next(t for t in at.text_input if t.label.startswith("Sources")).set_value(f"stac:{url}").run()
+        assert not any("is not one of them" in t for t in texts(at.error))
+        assert seen  # listed by the operator: the pre-flight search went to it
+    finally:
+        server.shutdown()
+        get_settings.cache_clear()
