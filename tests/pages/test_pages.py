@@ -493,7 +493,11 @@ def test_the_app_fetches_no_url_a_user_types_unless_the_operator_listed_it(app_e
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}/internal/"
-    drawn = {"type": "Feature", "properties": {}, "geometry": json.loads(SAMPLE_AOI_TEXT)}  # so the search runs
+    drawn = {
+        "type": "Feature",
+        "properties": {},
+        "geometry": json.loads(SAMPLE_AOI_TEXT),
+    }  # so the search runs
     try:
         at = open_page("pages/new_job.py", drawn, monkeypatch)
         source_box = next(t for t in at.text_input if t.label.startswith("Sources"))
