@@ -468,10 +468,11 @@ def test_the_app_never_shows_error_details_and_listens_on_this_machine_by_defaul
     root = Path(__file__).resolve().parents[2]
     config = tomllib.loads((root / ".streamlit" / "config.toml").read_text())
     assert config["client"]["showErrorDetails"] == "none"
-    command = subprocess.run(
-        ["make", "-n", "app"], cwd=root, capture_output=True, text=True, check=True
+    dry_run = subprocess.run(
+        ["make", "--no-print-directory", "-n", "app"], cwd=root, capture_output=True, text=True, check=True
     ).stdout
-    assert "--server.address 127.0.0.1" in command.splitlines()[-1]
+    [command] = [line for line in dry_run.splitlines() if "streamlit run app.py" in line]
+    assert command.endswith("--server.address 127.0.0.1")
 
 
 def test_the_app_fetches_no_url_a_user_types_unless_the_operator_listed_it(app_env, monkeypatch):
