@@ -1,0 +1,107 @@
+"""The faults a job survives, on a real redis-server and real `terraseg worker` processes: a cancel mid-inference,
+a worker killed mid-job (forking and not), Redis killed and restarted empty. Each interrupted job must give the
+outputs of an uninterrupted run, pixel for pixel."""
+
+import time
+from pathlib import Path
+
+import pytest
+
+from core.config import Settings
+from tests.services import large_spec, sample_spec, wait_for
+from tests.worker.test_jobs import assert_same_outputs
+from worker.client import JobClient
+from worker.tasks import run_job
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def large_reference(large_source, tmp_path_factory) -> Path:
+    """The large job run in-process, uninterrupted: what every interrupted run must reproduce."""
+    base = tmp_path_factory.mktemp("reference")
+    run_job(large_spec(large_source), base / "out", Settings(cache_dir=base / "cache"))
+    return base / "out"
+
+
+def test_cancel_during_inference_stops_within_2_s_and_a_retry_resumes(
+    client: JobClient, start_worker, large_source, large_reference
+):
+    start_worker()
+    job_id = client.submit(large_spec(large_source))
+    wait_for(client, job_id, ("running",), min_fraction=0.3, timeout_s=120)
+    seen = client.status(job_id)
+    assert seen.stage == "Predicting" and 0.3 <= seen.fraction < 0.9 and "tiles" in seen.message
+    asked = time.monotonic()
+    client.cancel(job_id)
+    wait_for(client, job_id, ("cancelled",), timeout_s=10)
+    assert time.monotonic() - asked < 2.0
+    assert not client.store.outputs_dir(job_id).exists()
+    assert not list(client.store.job_dir(job_id).glob(".outputs.staging*"))
+    work = client.settings.cache_dir / "work"
+    saved = list(work.glob("*/*/done.json")) + list(work.glob("*/*/blocks/*.npz"))
+    assert saved, "the partial work is kept for a retry"
+
+    client.retry(job_id)
+    wait_for(client, job_id, ("finished",), timeout_s=180)
+    assert client.status(job_id).attempts == 2
+    assert_same_outputs(client.store.outputs_dir(job_id), large_reference)
+    assert not [p for p in work.iterdir() if p.is_dir()], "the work folder goes once outputs are published"
+
+
+def test_a_worker_killed_mid_inference_is_replaced_and_the_outputs_are_identical(
+    client: JobClient, start_worker, large_source, large_reference
+):
+    first = start_worker()
+    job_id = client.submit(large_spec(large_source))
+    wait_for(client, job_id, ("running",), min_fraction=0.4, timeout_s=120)
+    first.kill()
+    start_worker()
+    wait_for(client, job_id, ("finished",), timeout_s=180)
+    status = client.status(job_id)
+    assert status.attempts == 2
+    log = client.logs(job_id)
+    assert "re-queued by recovery: its worker stopped" in log
+    assert "reused from an earlier run" in log  # the dates the killed run finished were not computed again
+    assert_same_outputs(client.store.outputs_dir(job_id), large_reference)
+
+
+def test_a_no_fork_worker_killed_mid_job_is_recovered_like_a_forking_one(
+    client: JobClient, start_worker, tmp_path
+):
+    from tests.core.sources.stac_server import StacServerProcess
+
+    stac = StacServerProcess(tmp_path / "stac")
+    try:
+        stac.set_slow(0.4)  # the job stays in its download stage for a few seconds
+        first = start_worker("--no-fork")
+        job_id = client.submit(sample_spec(sources=(f"stac:{stac.url}",)))
+        wait_for(client, job_id, ("running",), min_fraction=0.11, timeout_s=60)
+        first.kill()  # the job ran in the worker's own process: it dies with it
+        stac.set_slow(None)
+        start_worker("--no-fork")
+        wait_for(client, job_id, ("finished",), timeout_s=120)
+    finally:
+        stac.stop()
+    assert client.status(job_id).attempts == 2
+    assert "re-queued by recovery: its worker stopped" in client.logs(job_id)
+
+
+def test_redis_killed_and_restarted_empty_loses_no_job(
+    client: JobClient, start_worker, redis_server, large_source, large_reference
+):
+    start_worker()
+    done_before = client.submit(sample_spec(selected_date="2015-09-09"))
+    wait_for(client, done_before, ("finished",))
+    running = client.submit(large_spec(large_source))
+    queued = [client.submit(sample_spec(selected_date=d)) for d in ("2015-07-11", "2015-08-30")]
+    wait_for(client, running, ("running",), min_fraction=0.2, timeout_s=120)
+    redis_server.kill()
+    time.sleep(1.0)
+    redis_server.start()  # empty: no persistence
+    for job_id in [running, *queued]:
+        wait_for(client, job_id, ("finished",), timeout_s=240)
+    assert_same_outputs(client.store.outputs_dir(running), large_reference)
+    states = {s.job_id: s.state for s in client.list_jobs()}
+    assert states[done_before] == "finished"
+    assert (client.store.outputs_dir(done_before) / "classes.tif").exists()
