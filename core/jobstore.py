@@ -226,6 +226,14 @@ class JobStore:
                 return status
         return None
 
+    def find_active(self, spec_hash: str) -> JobStatus | None:
+        """A queued or running job with this spec hash, oldest first (the one whose work will be reused)."""
+        for job_id in reversed(self.job_ids()):
+            status = self.read_status(job_id)
+            if status.state in ("queued", "running") and status.spec_hash == spec_hash:
+                return status
+        return None
+
     def try_lock(self, job_id: str, wait_s: float = 0.0) -> contextlib.AbstractContextManager[bool]:
         """flock the job's `.lock`: True while this process holds it, False when another process does.
 

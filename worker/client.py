@@ -22,7 +22,7 @@ from rq.job import Job
 from core.config import Settings, get_settings
 from core.errors import AppError, SpecError
 from core.jobs import JobSpec
-from core.jobstore import JobStatus, JobStore, UnknownJob, new_job_id, utc_now
+from core.jobstore import JobStatus, JobStore, UnknownJob, file_lock, new_job_id, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,8 @@ class JobClient:
 
     # -- submitting ---------------------------------------------------------------------------------------
     def submit(self, spec: JobSpec, copy_to: Path | None = None) -> str:
-        """Queue a job; an identical finished request is answered at once with its outputs. Returns the id."""
+        """Queue a job and return its id. An identical finished request is answered at once with its outputs; an
+        identical queued or running one (with the same `copy_to`) is the answer itself: its id is returned."""
         from models.registry import get_card
 
         spec_hash = spec.spec_hash(get_card(spec.model_id).version)
@@ -78,13 +79,22 @@ class JobClient:
             "copy_to": str(copy_to) if copy_to else None,
         }
         self.store.root.mkdir(parents=True, exist_ok=True)
-        previous = self.store.find_finished(spec_hash)
-        if previous is not None:
-            return self._reuse(job_id, spec, info, previous)
-        self.store.job_dir(job_id).mkdir()
-        with self.store.try_lock(job_id):  # recovery keeps off until it is on the queue
-            self.store.create(job_id, spec, info)
-            self._enqueue(job_id)
+        # One submission at a time (it takes milliseconds), so two identical requests in the same second cannot
+        # both miss each other and compute the same thing twice.
+        with file_lock(self.store.root / ".submit.lock", wait_s=30.0):
+            previous = self.store.find_finished(spec_hash)
+            if previous is not None:
+                return self._reuse(job_id, spec, info, previous)
+            active = self.store.find_active(spec_hash)
+            if active is not None and self.store.read_info(active.job_id).get("copy_to") == info["copy_to"]:
+                self.store.append_log(
+                    active.job_id, "an identical request was submitted: answered with this job"
+                )
+                return active.job_id
+            self.store.job_dir(job_id).mkdir()
+            with self.store.try_lock(job_id):  # recovery keeps off until it is on the queue
+                self.store.create(job_id, spec, info)
+                self._enqueue(job_id)
         return job_id
 
     def _reuse(self, job_id: str, spec: JobSpec, info: dict[str, Any], previous: JobStatus) -> str:

@@ -106,6 +106,15 @@ def test_cancel_retry_and_delete_of_a_job_that_no_worker_has_taken(client: JobCl
         client.status("../../etc")
 
 
+def test_identical_requests_at_once_are_one_job(client: JobClient):
+    """Two submissions of one request in the same second used to give two jobs computing the same thing."""
+    first, second = client.submit(sample_spec()), client.submit(sample_spec())
+    assert first == second and [s.job_id for s in client.list_jobs()] == [first]
+    assert "an identical request was submitted" in client.logs(first)
+    other = client.submit(sample_spec(selected_date="2015-08-30"))  # a different request is a job of its own
+    assert other != first and len(client.list_jobs()) == 2
+
+
 def test_cancelling_a_job_that_rq_has_cancelled_already_is_not_an_error(client: JobClient):
     from rq.job import Job
 
