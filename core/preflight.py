@@ -61,11 +61,11 @@ def format_share(fraction: float) -> str:
     return f"{percent:.1f} %" if percent < 10 else f"{percent:.0f} %"
 
 
-def coverage_fraction(aoi: BaseGeometry, scenes: list[Scene]) -> float:
-    """Share of the AOI's area (EPSG:4326 geometries, measured in its UTM zone) inside any scene's footprint."""
+def coverage_fraction(aoi: BaseGeometry, scenes: list[Scene], crs: str) -> float:
+    """Share of the AOI's area inside any scene's footprint (EPSG:4326 geometries, measured in `crs`, the
+    job grid's UTM zone)."""
     if not scenes:
         return 0.0
-    crs = grid_for_aoi(aoi).crs
     area = project_geometry(aoi, "EPSG:4326", crs)
     covered = project_geometry(shapely.union_all([s.footprint for s in scenes]), "EPSG:4326", crs)
     return float(area.intersection(covered).area / area.area) if area.area > 0 else 0.0
@@ -111,7 +111,7 @@ def estimate_job(
         download_bytes / 1e6,
         read_bytes / 1e6,
         run_s,
-        coverage_fraction(aoi.geometry, scenes),
+        coverage_fraction(aoi.geometry, scenes, grid.crs),
     )
 
 

@@ -38,7 +38,7 @@ class TileLayout:
     context: Grid  # what the readers must cover; equal to `grid` for per-pixel layouts
     size: int  # tile size in grid pixels
     overlap: int  # overlap between neighbouring tiles, in grid pixels
-    tiles: tuple[Tile, ...]  # row-major
+    tiles: tuple[Tile, ...]  # by tile row, then column: `out.row_off` never decreases (the stitcher streams)
 
 
 def _lattice_starts(first: int, extent: int, size: int, stride: int) -> list[int]:

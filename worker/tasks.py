@@ -213,9 +213,10 @@ def _predict_and_export(
                 ),
                 "dates": analysis.date_fractions(results, date_card),
             }
-            data_px = max(
+            # Pixels with data on the published date before cloud masking: the cloud model's count of that date.
+            data_px = next(
                 (int(r.inference.class_counts.sum()) for r in results if r.date == selected.date),
-                default=selected.valid_px,
+                selected.valid_px,
             )
             warnings = analysis.coverage_warnings(
                 selected.inference.aoi_px,
