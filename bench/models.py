@@ -142,8 +142,9 @@ def bench_landcover_job() -> dict[str, object]:
     from rasterio.warp import transform_bounds
 
     from core.config import Settings
-    from core.jobs import make_spec
+    from core.jobs import JobRequest, build_spec
     from core.sources import SAMPLE_DIR
+    from models.catalogue import catalogue
     from tests.conftest import write_scene
     from worker.tasks import run_job
 
@@ -167,15 +168,16 @@ def bench_landcover_job() -> dict[str, object]:
             "type": "Polygon",
             "coordinates": [[[west, south], [east, south], [east, north], [west, north], [west, south]]],
         }
-        spec = make_spec(
+        settings = Settings(cache_dir=folder / "cache")
+        request = JobRequest(
             aoi=aoi, start="2015-07-01", end="2015-09-30", task="landcover", model_id="landcover-dynamic-world",
             sources=(f"local:{folder}",),
         )  # fmt: skip
-        settings = Settings(cache_dir=folder / "cache")
+        spec = build_spec(request, settings, catalogue(settings.cache_dir), lambda name: None)
         started = time.perf_counter()
         result = run_job(spec, folder / "out", settings)
         seconds = time.perf_counter() - started
-        area_km2 = float(result.stats["aoi_area_km2"])  # type: ignore[arg-type]
+        area_km2 = result.stats.aoi_area_km2
         run = json.loads((folder / "out" / "run.json").read_text())
     return {
         "job": "landcover (4 dates, cloud-csmask on each, dynamic-world on the clearest), CPU",

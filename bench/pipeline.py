@@ -110,7 +110,8 @@ def run_pipeline(size: int, device: str) -> dict[str, float]:
 
     from core import export
     from core.grid import Grid
-    from core.inference import predict_grid, tile_layout
+    from core.inference import CardModel, predict_grid, tile_layout
+    from core.progress import RunContext
     from core.reading import SceneReader
     from core.sources.geotiff import read_geotiff_scene
 
@@ -130,16 +131,14 @@ def run_pipeline(size: int, device: str) -> dict[str, float]:
         with SceneReader([scene], card.bands, layout.context) as reader:
             result = predict_grid(
                 reader.read,
-                predictor.predict,
-                card,
+                CardModel(card, predictor.predict),
                 layout,
                 box(*grid.bounds),
-                out / "c_raw.tif",
-                out / "p_raw.tif",
+                RunContext(out / "raw"),
                 batch_size=BATCH,
             )
-        export.write_class_cog(out / "c_raw.tif", out / "classes.tif", card.classes, 255, "bench")
-        export.write_confidence_cog(out / "p_raw.tif", out / "confidence.tif")
+        export.write_class_cog(out / "raw" / "classes.tif", out / "classes.tif", card.classes, 255, "bench")
+        export.write_confidence_cog(out / "raw" / "confidence.tif", out / "confidence.tif")
         total = time.perf_counter() - started
     return {
         "pipeline_s": round(total, 3),

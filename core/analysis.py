@@ -9,7 +9,6 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -19,11 +18,11 @@ import rasterio
 from rasterio.windows import Window
 from shapely.geometry.base import BaseGeometry
 
-from core.errors import DateRangeError, JobCancelled, NoScenesFound
+from core.errors import DateRangeError, NoScenesFound
 from core.export import open_intermediate
 from core.grid import Grid
-from core.inference import InferenceResult, Predict, predict_grid, tile_layout
-from core.progress import ProgressFn, span
+from core.inference import InferenceResult, Model, predict_grid, tile_layout
+from core.progress import RunContext, TilingOptions
 from core.reading import SceneReader
 from core.types import ModelCard, Scene
 
@@ -79,59 +78,51 @@ def usable_scenes(scenes: list[Scene], card: ModelCard) -> list[Scene]:
 
 def predict_dates(
     groups: dict[date, list[Scene]],
-    predict: Predict,
-    card: ModelCard,
+    model: Model,
     grid: Grid,
     aoi_grid: BaseGeometry,
-    work_dir: Path,
+    run: RunContext,
+    tiling: TilingOptions,
     *,
-    batch_size: int,
-    overlap_px: int,
     clip_to_aoi: bool = True,
-    progress: ProgressFn | None = None,
-    should_stop: Callable[[], bool] | None = None,
 ) -> list[DateResult]:
-    """Run the model over the grid for each date; rasters go to `work_dir/<date>/`.
+    """Run the model over the grid for each date; rasters go to `run.work_dir/<date>/`.
 
     The scenes are read over the layout's context (beyond the grid, where they have data), so a pixel's class
     does not depend on the grid around it (see core.tiling). With `clip_to_aoi` False the rasters keep every
     valid pixel of the grid (counts still cover the AOI only).
 
-    A date whose `done.json` exists in `work_dir` (from an earlier, interrupted run of the same request) is
+    A date whose `done.json` exists in `run.work_dir` (from an earlier, interrupted run of the same request) is
     taken as it is; a date that was interrupted resumes from its last saved strip (see core.blocks).
     """
-    layout = tile_layout(card, grid, overlap_px)
+    card = model.card
+    layout = tile_layout(card, grid, tiling.overlap_px)
     results = []
     for index, (day, scenes) in enumerate(groups.items()):
-        date_dir = work_dir / day.isoformat()
-        date_dir.mkdir(parents=True, exist_ok=True)
-        stage = span(
-            progress,
+        date_run = run.within(
             index / len(groups),
             (index + 1) / len(groups),
             f"date {index + 1}/{len(groups)} ({day})",
+            run.work_dir / day.isoformat(),
         )
+        date_dir = date_run.work_dir
+        date_dir.mkdir(parents=True, exist_ok=True)
         inference = load_done(date_dir)
-        if inference is None and should_stop is not None and should_stop():
-            raise JobCancelled("The job was cancelled.")
         if inference is None:
+            date_run.check_cancelled()
             with SceneReader(scenes, card.bands, layout.context) as reader:
                 inference = predict_grid(
                     reader.read,
-                    predict,
-                    card,
+                    model,
                     layout,
                     aoi_grid,
-                    date_dir / "classes.tif",
-                    date_dir / "confidence.tif",
-                    batch_size=batch_size,
+                    date_run,
+                    batch_size=tiling.batch_size,
                     clip_to_aoi=clip_to_aoi,
-                    progress=stage,
-                    should_stop=should_stop,
                 )
             save_done(date_dir, inference)
         else:
-            stage(1.0, "reused from an earlier run")
+            date_run.report(1.0, "reused from an earlier run")
         log.info(
             "Date %s: %d tiles, %d valid px of %d in the AOI",
             day,
@@ -261,44 +252,6 @@ def coverage_warnings(
             "or choose another season."
         ]
     return []
-
-
-def class_stats(counts: np.ndarray, card: ModelCard, pixel_area_m2: float) -> list[dict[str, object]]:
-    """Per-class area in ha and share in % of the valid pixels inside the AOI."""
-    total = int(counts.sum())
-    return [
-        {
-            "value": c.value,
-            "name": c.name,
-            "color": c.color,
-            "pixels": int(counts[c.value]),
-            "area_ha": round(int(counts[c.value]) * pixel_area_m2 / 10_000, 4),
-            "percent": round(100.0 * int(counts[c.value]) / total, 4) if total else 0.0,
-        }
-        for c in card.classes
-    ]
-
-
-def date_fractions(results: list[DateResult], card: ModelCard) -> list[dict[str, object]]:
-    """For each date: valid coverage of the AOI and each class's fraction of the valid pixels (0-1)."""
-    rows = []
-    for result in results:
-        valid = result.valid_px
-        fractions = {
-            c.name: round(int(result.inference.class_counts[c.value]) / valid, 6) if valid else None
-            for c in card.classes
-        }
-        rows.append(
-            {
-                "date": result.date.isoformat(),
-                "scenes": [s.id for s in result.scenes],
-                "valid_fraction": round(valid / result.inference.aoi_px, 6)
-                if result.inference.aoi_px
-                else 0.0,
-                "fractions": fractions,
-            }
-        )
-    return rows
 
 
 def single_level(scenes: list[Scene]) -> list[Scene]:

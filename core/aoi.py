@@ -24,7 +24,7 @@ from shapely.geometry import MultiPolygon, Polygon, box, mapping, shape
 from shapely.geometry.base import BaseGeometry
 from shapely.validation import explain_validity
 
-from core.errors import AOIError
+from core.errors import AOIError, InvalidPolygon
 
 log = logging.getLogger(__name__)
 
@@ -404,10 +404,7 @@ def _valid_polygons(polygons: list[Polygon], label: str, fix_invalid: bool) -> l
     reason = explain_validity(invalid[0])
     if not fix_invalid:
         which = "" if len(polygons) == 1 else f" ({len(invalid)} of its {len(polygons)} polygons)"
-        raise AOIError(
-            f"The area from {label} is invalid{which}: {reason}. Fix the polygon, or repair it "
-            "automatically with --fix-aoi."
-        )
+        raise InvalidPolygon(f"The area from {label} is invalid{which}: {reason}. Fix the polygon.")
     repaired = [p for p in _single_parts([shapely.make_valid(p) for p in invalid]) if isinstance(p, Polygon)]
     if not repaired:
         raise AOIError(

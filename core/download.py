@@ -19,7 +19,6 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import cast
 
 import rasterio
 from rasterio.errors import RasterioError
@@ -27,8 +26,9 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window, from_bounds
 from shapely.geometry.base import BaseGeometry
 
+from core.config import Settings
 from core.errors import JobCancelled, SourceError
-from core.progress import ProgressFn
+from core.progress import ProgressFn, RunContext
 from core.transfer import cache_name
 from core.types import BandAsset, Scene
 
@@ -154,15 +154,11 @@ def fetch_windows(
 
 
 def fetch_scenes(
-    scenes: list[Scene],
-    bands: set[str],
-    aoi_4326: BaseGeometry,
-    cache_dir: Path,
-    progress: ProgressFn | None = None,
-    should_stop: Callable[[], bool] | None = None,
+    scenes: list[Scene], bands: set[str], aoi_4326: BaseGeometry, settings: Settings, run: RunContext
 ) -> list[Scene]:
     """Every scene made readable from the cache: products downloaded first (80 % of the progress when windows
     follow), then Sentinel-1 products calibrated onto the job's grid, then COG windows fetched."""
+    cache_dir, progress, should_stop = settings.cache_dir, run.progress, run.should_stop
     from core.grid import grid_for_aoi
     from core.sources.dhus import needs_fetch
     from core.sources.sentinel1 import calibrate_to_grid, needs_calibration
@@ -171,7 +167,7 @@ def fetch_scenes(
     windows = any(is_remote(s.bands[b]) for s in scenes if not needs_fetch(s) for b in bands & set(s.bands))
     product_share = 0.8 if windows else 1.0  # of this stage's progress
     product_progress = None if progress is None else (lambda f, m: progress(product_share * f, m))
-    fetched = fetch_products(products, cache_dir, product_progress, should_stop) if products else {}
+    fetched = fetch_products(products, settings, product_progress, should_stop) if products else {}
     ready = [fetched.get(s.id, s) for s in scenes]
     if any(needs_calibration(s) for s in ready):  # Sentinel-1 SAFE: sigma0 dB of the AOI, on the job's grid
         grid = grid_for_aoi(aoi_4326)
@@ -223,7 +219,7 @@ class _ProductProgress:
 
 def fetch_products(
     products: list[Scene],
-    cache_dir: Path,
+    settings: Settings,
     progress: ProgressFn | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> dict[str, Scene]:
@@ -234,12 +230,8 @@ def fetch_products(
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
     from core.sources import parse_source
-    from core.sources.dhus import DhusSource
 
-    sources = {s.source: parse_source(s.source) for s in products}
-    for name, source in sources.items():
-        if not isinstance(source, DhusSource):
-            raise SourceError(f"{name} cannot download whole products.")
+    sources = {s.source: parse_source(s.source, settings) for s in products}
     tracker = _ProductProgress(products, progress)
     failed = threading.Event()
 
@@ -247,13 +239,14 @@ def fetch_products(
         return failed.is_set() or (should_stop is not None and should_stop())
 
     def fetch_one(scene: Scene) -> Scene:
-        source = cast(DhusSource, sources[scene.source])  # checked above
-        local = source.fetch(scene, cache_dir, lambda have, size: tracker.bytes(scene.id, have, size),
-                             tracker.status, stop)  # fmt: skip
+        def on_bytes(have: int, size: int | None) -> None:
+            tracker.bytes(scene.id, have, size)
+
+        local = sources[scene.source].fetch(scene, settings.cache_dir, on_bytes, tracker.status, stop)
         tracker.finished(scene.id)
         return local
 
-    parallel = max(s.settings.download_slots for s in sources.values() if isinstance(s, DhusSource))
+    parallel = max(s.download_slots for s in sources.values())
     fetched: dict[str, Scene] = {}
     with ThreadPoolExecutor(max_workers=min(parallel, len(products)), thread_name_prefix="download") as pool:
         futures = {pool.submit(fetch_one, scene): scene for scene in products}

@@ -9,6 +9,10 @@ class AOIError(AppError):
     """The area of interest cannot be used (unreadable, not polygonal, invalid, too large...)."""
 
 
+class InvalidPolygon(AOIError):
+    """The area's polygon is invalid (it crosses itself...); callers that can repair it say how."""
+
+
 class DateRangeError(AppError):
     """The requested dates are malformed or reversed."""
 

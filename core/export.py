@@ -1,7 +1,5 @@
 """File IO at the end of the pipeline: intermediate rasters, COGs, PNG preview, JSON records, atomic publish."""
 
-import csv
-import io
 import json
 import logging
 import os
@@ -182,18 +180,6 @@ def write_json(path: Path, document: object) -> None:
     path.write_text(json.dumps(document, indent=2, default=str) + "\n")
 
 
-def stats_csv(stats: dict[str, object]) -> str:
-    """The per-class areas of a stats document as CSV text (one row per class, spreadsheet-ready)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["value", "class", "pixels", "area_ha", "percent"])
-    rows = stats.get("classes", [])
-    assert isinstance(rows, list)
-    for row in rows:
-        writer.writerow([row["value"], row["name"], row["pixels"], row["area_ha"], row["percent"]])
-    return buffer.getvalue()
-
-
 def make_staging_dir(out_dir: Path) -> Path:
     """Create a hidden staging folder next to (or inside) `out_dir` on the same filesystem, for atomic renames."""
     parent = out_dir.parent if not out_dir.exists() else out_dir
@@ -202,7 +188,7 @@ def make_staging_dir(out_dir: Path) -> Path:
         staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.staging-", dir=parent))
     except OSError as err:
         raise OutputError(
-            f"Cannot write outputs to {out_dir}: {err.strerror or err}. Choose another --out "
+            f"Cannot write outputs to {out_dir}: {err.strerror or err}. Choose another output "
             "folder or fix its permissions."
         ) from err
     return staging
@@ -231,13 +217,15 @@ def publish(staging: Path, out_dir: Path) -> list[Path]:
 def check_writable(out_dir: Path) -> None:
     """Fail early, before any work, if `out_dir` cannot be created or written (tried for real, not guessed)."""
     if out_dir.exists() and not out_dir.is_dir():
-        raise OutputError(f"The output path {out_dir} exists and is not a folder. Choose another --out.")
+        raise OutputError(
+            f"The output path {out_dir} exists and is not a folder. Choose another output folder."
+        )
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=out_dir if out_dir.exists() else out_dir.parent):
             pass
     except OSError as err:
         raise OutputError(
-            f"Cannot write outputs to {out_dir}: {err.strerror or err}. Choose another --out "
+            f"Cannot write outputs to {out_dir}: {err.strerror or err}. Choose another output "
             "folder or fix its permissions."
         ) from err

@@ -9,11 +9,10 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import shapely
-import torch
 from affine import Affine
 from rasterio.features import geometry_mask
 from rasterio.windows import Window
@@ -21,17 +20,43 @@ from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
 from core.blocks import BlockStore
-from core.errors import JobCancelled
 from core.export import open_intermediate
 from core.grid import Grid, project_geometry
-from core.progress import ProgressFn
+from core.progress import RunContext
 from core.stitch import StripStitcher
 from core.tiling import Tile, TileLayout, blend_weights, fill_nodata, grid_layout, lattice_layout, pad_tile
-from core.types import ModelCard
+from core.types import (
+    LogSigmoidNormalisation,
+    ModelCard,
+    NoNormalisation,
+    Normalisation,
+    ScaleClipNormalisation,
+    StandardNormalisation,
+)
 
 log = logging.getLogger(__name__)
 
 Predict = Callable[[np.ndarray], np.ndarray]
+
+
+class Model(Protocol):
+    """What a model pass needs of a model (models.registry.LoadedModel is one)."""
+
+    @property
+    def card(self) -> ModelCard: ...
+
+    @property
+    def predict(self) -> Predict: ...
+
+
+@dataclass(frozen=True)
+class CardModel:
+    """A card and a predict callable, as a Model."""
+
+    card: ModelCard
+    predict: Predict
+
+
 ReadWindow = Callable[[Window], tuple[np.ndarray, np.ndarray]]
 
 
@@ -46,36 +71,27 @@ class InferenceResult:
     total_s: float
 
 
-NORMALISATION_KINDS = ("none", "standard", "log-sigmoid", "scale-clip")
-
-
-def normalise(reflectance: np.ndarray, normalisation: dict[str, object]) -> np.ndarray:
+def normalise(reflectance: np.ndarray, normalisation: Normalisation) -> np.ndarray:
     """Apply a model card's normalisation to (..., C, h, w) reflectance; returns float32."""
-    kind = normalisation.get("kind", "none")
-    if kind == "none":  # a copy: callers blank nodata in place and must not touch the reader's array
-        return reflectance.astype(np.float32, copy=True)
-    if kind == "standard":
-        mean = np.asarray(normalisation["mean"], np.float32)[:, None, None]
-        std = np.asarray(normalisation["std"], np.float32)[:, None, None]
-        return ((reflectance - mean) / std).astype(np.float32, copy=False)
-    if kind == "log-sigmoid":
-        # Dynamic World's transform of DN (= reflectance x dn_scale), per band i:
-        # x = sigmoid(slope * (ln(1 + log_factor * DN) - low[i]) / spread[i] - shift).
-        dn = reflectance.astype(np.float64) * float(normalisation["dn_scale"])  # type: ignore[arg-type]
-        low = np.asarray(normalisation["low"], np.float64)[:, None, None]
-        spread = np.asarray(normalisation["spread"], np.float64)[:, None, None]
-        scaled = (np.log1p(float(normalisation["log_factor"]) * dn) - low) / spread  # type: ignore[arg-type]
-        logit = float(normalisation["slope"]) * scaled - float(normalisation["shift"])  # type: ignore[arg-type]
-        return (1.0 / (1.0 + np.exp(-logit))).astype(np.float32)
-    if kind == "scale-clip":
-        # Per band x * scale[i] + offset[i], clipped to [low, high] (DFC2020: S2 reflectance to 0..1, S1 dB / 25 + 1).
-        scale = np.asarray(normalisation["scale"], np.float32)[:, None, None]
-        offset = np.asarray(normalisation["offset"], np.float32)[:, None, None]
-        floor, ceiling = float(normalisation["low"]), float(normalisation["high"])  # type: ignore[arg-type]
-        return np.clip(reflectance * scale + offset, floor, ceiling).astype(np.float32, copy=False)
-    raise ValueError(
-        f"unknown normalisation kind {kind!r}; expected 'none', 'standard', 'log-sigmoid' or 'scale-clip'"
-    )
+    match normalisation:
+        case NoNormalisation():  # a copy: callers blank nodata in place and must not touch the reader's array
+            return reflectance.astype(np.float32, copy=True)
+        case StandardNormalisation(mean=mean, std=std) if mean:
+            mean_c = np.asarray(mean, np.float32)[:, None, None]
+            std_c = np.asarray(std, np.float32)[:, None, None]
+            return ((reflectance - mean_c) / std_c).astype(np.float32, copy=False)
+        case LogSigmoidNormalisation() as n:
+            dn = reflectance.astype(np.float64) * n.dn_scale
+            low = np.asarray(n.low, np.float64)[:, None, None]
+            spread = np.asarray(n.spread, np.float64)[:, None, None]
+            scaled = (np.log1p(n.log_factor * dn) - low) / spread
+            return (1.0 / (1.0 + np.exp(-(n.slope * scaled - n.shift)))).astype(np.float32)
+        case ScaleClipNormalisation() as c:
+            scale = np.asarray(c.scale, np.float32)[:, None, None]
+            offset = np.asarray(c.offset, np.float32)[:, None, None]
+            return np.clip(reflectance * scale + offset, c.low, c.high).astype(np.float32, copy=False)
+    # An untrained card's placeholder, or csmask's card before its loader chose the variant's statistics.
+    raise ValueError(f"normalisation {normalisation.kind!r} has no statistics to apply")
 
 
 def model_scale_factor(card: ModelCard, grid: Grid) -> int:
@@ -129,6 +145,8 @@ def _upsample(probs: np.ndarray, factor: int) -> np.ndarray:
     """Bilinear upsampling of (B, K, s, s) probabilities back to grid resolution."""
     if factor == 1:
         return probs
+    import torch  # here: processes that only plan or list jobs (the web app) never load torch
+
     tensor = torch.nn.functional.interpolate(
         torch.from_numpy(probs), scale_factor=factor, mode="bilinear", align_corners=False
     )
@@ -137,35 +155,34 @@ def _upsample(probs: np.ndarray, factor: int) -> np.ndarray:
 
 def predict_grid(
     read: ReadWindow,
-    predict: Predict,
-    card: ModelCard,
+    model: Model,
     layout: TileLayout,
     aoi: BaseGeometry,
-    classes_path: Path,
-    confidence_path: Path,
+    run: RunContext,
     *,
     batch_size: int = 4,
     clip_to_aoi: bool = True,
-    progress: ProgressFn | None = None,
-    should_stop: Callable[[], bool] | None = None,
 ) -> InferenceResult:
     """Run a model over `layout`'s tiles and write class and confidence rasters on its grid, strip by strip.
 
-    Finished strips are checkpointed in `<classes_path's folder>/blocks/` (see core.blocks); a call that
-    finds strips there from an interrupted run resumes after them and gives the same pixels.
+    The rasters are `run.work_dir/classes.tif` and `confidence.tif` (uncompressed tiled GeoTIFFs, uint8;
+    confidence is 255 * max probability, 0 = no data). Finished strips are checkpointed in `run.work_dir/blocks/`
+    (see core.blocks); a call that finds strips there from an interrupted run resumes after them and gives the
+    same pixels.
 
     Args:
-        read: window of `layout.context` -> reflectance (C, h, w) float32 in `card.bands` order, valid (h, w)
-            bool; or, for series models, (T, C, h, w) and (T, h, w) (see core.series.SeriesReader).
-        predict: the model (see module docstring).
+        read: window of `layout.context` -> reflectance (C, h, w) float32 in `model.card.bands` order, valid
+            (h, w) bool; or, for series models, (T, C, h, w) and (T, h, w) (see core.series.SeriesReader).
+        model: its card and predict callable (see module docstring).
         layout: from `tile_layout(card, grid, overlap_px)`; the rasters are written on `layout.grid`.
         aoi: the area of interest in the grid's CRS; class counts cover the pixels whose centre lies inside.
-        classes_path, confidence_path: uncompressed tiled GeoTIFFs to create (uint8; confidence is
-            255 * max probability, 0 = no data).
         clip_to_aoi: pixels outside `aoi` get the nodata class (False keeps every valid pixel, for a cloud mask
             that a series model reads as context).
     """
     started = time.perf_counter()
+    card, predict = model.card, model.predict
+    run.work_dir.mkdir(parents=True, exist_ok=True)
+    classes_path, confidence_path = run.work_dir / "classes.tif", run.work_dir / "confidence.tif"
     grid = layout.grid
     factor = model_scale_factor(card, grid)
     size = layout.size
@@ -232,8 +249,7 @@ def predict_grid(
                 prepared = pending.result()
                 if index + 1 < len(batches):
                     pending = submit(batches[index + 1])
-                if should_stop is not None and should_stop():
-                    raise JobCancelled("The job was cancelled.")
+                run.check_cancelled()
                 tic = time.perf_counter()
                 probs = _upsample(predict(np.stack([tile for tile, _ in prepared])), factor)
                 model_s += time.perf_counter() - tic
@@ -246,13 +262,11 @@ def predict_grid(
                     cols = slice(tile.col_in_tile, tile.col_in_tile + int(tile.out.width))
                     stitcher.add(tile.out, tile_probs[:, rows, cols], weights[rows, cols], valid[rows, cols])
                 done += len(batch)
-                if progress is not None:
-                    progress(done / len(tiles), f"tiles {done}/{len(tiles)}")
+                run.report(done / len(tiles), f"tiles {done}/{len(tiles)}")
         flush(stitcher, grid.height)
     # Writing the rasters out takes a while on big grids; a cancel that came during the last batch stops here
     # (the saved strips stay, so a retry resumes from them).
-    if should_stop is not None and should_stop():
-        raise JobCancelled("The job was cancelled.")
+    run.check_cancelled()
     with (
         open_intermediate(classes_path, grid, card.nodata_value) as classes_out,
         open_intermediate(confidence_path, grid, 0) as confidence_out,

@@ -1,27 +1,58 @@
-"""The job spec: one validated request, and the hash that keys its cached work."""
+"""The job request: raw fields from the CLI or the page become one validated JobSpec, in one function.
+
+`build_spec` is the only place a request is checked (AOI rules and limits, dates, task and model, sources); the
+stored spec is trusted afterwards (the worker checks its schema version only).
+"""
 
 import hashlib
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from shapely.geometry import MultiPolygon, Polygon, shape
 
 import core
+from core.aoi import AOI, AOILike, parse_aoi
+from core.config import Settings
 from core.errors import DateRangeError, SpecError
+from core.types import ModelCard
 
-TASKS = ("cloud", "landcover", "crop")
+SPEC_SCHEMA_VERSION = 2
 
 
-class JobSpec(BaseModel):
-    """What a user asked for. The AOI is GeoJSON in EPSG:4326 (already parsed and validated by core.aoi)."""
+class AOIValue(BaseModel):
+    """A validated area of interest as stored in a spec: a GeoJSON (Multi)Polygon in EPSG:4326 and its area."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    aoi: dict[str, Any]
+    geometry: dict[str, Any]
+    area_km2: float = Field(gt=0)
+
+    @classmethod
+    def of(cls, aoi: AOI) -> "AOIValue":
+        return cls(geometry=aoi.to_geojson(), area_km2=aoi.area_km2)
+
+    def to_aoi(self) -> AOI:
+        """The AOI again, without re-validating it: it was validated when the spec was built."""
+        geometry = shape(self.geometry)
+        if not isinstance(geometry, Polygon | MultiPolygon):
+            raise SpecError(f"The stored area is a {geometry.geom_type}, not a polygon.")
+        return AOI(geometry=geometry, area_km2=self.area_km2, label="the job request")
+
+
+class JobSpec(BaseModel):
+    """What a user asked for, validated by build_spec."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[2] = 2  # SPEC_SCHEMA_VERSION; older specs are refused, not guessed at
+    aoi: AOIValue
     start: date
     end: date
-    task: str = Field(pattern="^(" + "|".join(TASKS) + ")$")
+    task: str
     model_id: str
     sources: tuple[str, ...] = ("sample",)
     selected_date: date | None = None  # None: the least cloudy date
@@ -44,19 +75,86 @@ class JobSpec(BaseModel):
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def parse_date(text: str, what: str) -> date:
-    """'YYYY-MM-DD' -> date, or a DateRangeError naming the field."""
-    try:
-        return date.fromisoformat(text)
-    except ValueError as err:
-        raise DateRangeError(f"The {what} date {text!r} is not a date in the form YYYY-MM-DD.") from err
+@dataclass(frozen=True)
+class JobModels:
+    """The models a job of one task runs: its own, and the cloud model that chooses its date and masks it."""
+
+    model: ModelCard
+    cloud_model: ModelCard | None  # None for the cloud task itself
 
 
-def make_spec(**fields: Any) -> JobSpec:
-    """Build a JobSpec; pydantic's validation errors become one plain sentence (date order errors pass as is)."""
+class Models(Protocol):
+    """What building a request needs to know of the models (models.catalogue.Catalogue)."""
+
+    def job_models(self, task: str, model_id: str | None) -> JobModels: ...
+
+    def require_weights(self, model_id: str) -> ModelCard: ...
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """A request as typed on the CLI or entered on the page, before any check."""
+
+    aoi: AOILike | AOI  # an AOI the page has parsed already (to show it) passes as it is
+    start: date | str
+    end: date | str
+    task: str
+    model_id: str | None = None  # None: the task's default model
+    sources: tuple[str, ...] = ("sample",)
+    selected_date: date | str | None = None
+    max_cloud_pct: float | None = None
+    fix_aoi: bool = False
+
+
+def build_spec(
+    request: JobRequest,
+    settings: Settings,
+    models: Models,
+    check_source: Callable[[str], object],
+) -> JobSpec:
+    """Check `request` once and return its JobSpec; every problem is an AppError with a plain sentence.
+
+    `check_source(name)` refuses a source (it raises SourceError): the CLI passes the syntax check, the web app
+    also its operator's limits on folders and URLs.
+    """
+    aoi = request.aoi
+    if not isinstance(aoi, AOI):
+        aoi = parse_aoi(
+            aoi,
+            max_area_km2=settings.max_aoi_km2,
+            max_vertices=settings.max_aoi_vertices,
+            fix_invalid=request.fix_aoi,
+        )
+    start, end = as_date(request.start, "start"), as_date(request.end, "end")
+    chosen = as_date(request.selected_date, "chosen") if request.selected_date is not None else None
+    card = models.job_models(request.task, request.model_id).model
+    models.require_weights(card.id)  # an untrained model cannot run: say so before anything is searched
+    if not request.sources:
+        raise SpecError("Name at least one source, e.g. 'sample'.")
+    for name in request.sources:
+        check_source(name)
     try:
-        return JobSpec(**fields)
+        return JobSpec(
+            aoi=AOIValue.of(aoi),
+            start=start,
+            end=end,
+            task=request.task,
+            model_id=card.id,
+            sources=request.sources,
+            selected_date=chosen,
+            max_cloud_pct=request.max_cloud_pct,
+        )
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise SpecError(f"Invalid job request: {where}: {first['msg']}.") from None
+
+
+def as_date(value: date | str, what: str) -> date:
+    """A date, or 'YYYY-MM-DD' text -> date; a DateRangeError naming the field otherwise."""
+    if isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(value)
+    except ValueError as err:
+        raise DateRangeError(f"The {what} date {value!r} is not a date in the form YYYY-MM-DD.") from err

@@ -9,6 +9,7 @@ from shapely.geometry.base import BaseGeometry
 
 from core import analysis
 from core.aoi import AOI
+from core.config import Settings
 from core.grid import grid_for_aoi, project_geometry
 from core.sources import search_scenes
 from core.types import ModelCard, Scene
@@ -72,14 +73,19 @@ def coverage_fraction(aoi: BaseGeometry, scenes: list[Scene], crs: str) -> float
 
 
 def find_scenes(
-    sources: tuple[str, ...], aoi: BaseGeometry, start: date, end: date, max_cloud_pct: float | None
+    sources: tuple[str, ...],
+    aoi: BaseGeometry,
+    start: date,
+    end: date,
+    max_cloud_pct: float | None,
+    settings: Settings,
 ) -> list[Scene]:
     """The scenes a job will use: the first source with matches, one processing level, under the cloud limit.
 
     The worker's search stage and the page's pre-flight both call this, so the estimate counts what the job
     will really read.
     """
-    scenes = search_scenes(sources, aoi, start, end, max_cloud_pct=max_cloud_pct)
+    scenes = search_scenes(sources, aoi, start, end, settings, max_cloud_pct=max_cloud_pct)
     return analysis.filter_cloud_cover(analysis.single_level(scenes), max_cloud_pct)
 
 

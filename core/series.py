@@ -11,6 +11,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import rasterio
@@ -20,10 +21,10 @@ from shapely.geometry.base import BaseGeometry
 from core.analysis import DateResult, load_done, save_done
 from core.errors import NoScenesFound
 from core.grid import Grid
-from core.inference import Predict, predict_grid, tile_layout
-from core.progress import ProgressFn
+from core.inference import CardModel, Predict, predict_grid, tile_layout
+from core.progress import RunContext, TilingOptions
 from core.reading import SceneReader
-from core.types import ModelCard
+from core.types import ModelCard, Series
 
 ReadWindow = Callable[[Window], tuple[np.ndarray, np.ndarray]]  # -> (C, h, w) values, (h, w) valid
 ReadMask = Callable[[Window], np.ndarray]  # -> (h, w) bool, True where the pixel is clear
@@ -149,44 +150,56 @@ def clear_fraction(result: DateResult, clear_class: int = 0) -> float:
     return float(result.inference.class_counts[clear_class]) / aoi_px if aoi_px else 0.0
 
 
+class SeriesModel(Protocol):
+    """What a series pass needs of a series model (models.registry.LoadedModel with `for_dates` is one)."""
+
+    @property
+    def card(self) -> ModelCard: ...
+
+    @property
+    def for_dates(self) -> Callable[[list[date]], Predict] | None: ...
+
+
 def predict_series(
     cloud_results: list[DateResult],
-    max_dates: int,
-    predict_for: Callable[[list[date]], Predict],
-    card: ModelCard,
+    model: SeriesModel,
     grid: Grid,
     aoi_grid: BaseGeometry,
-    out_dir: Path,
-    *,
-    batch_size: int,
-    overlap_px: int,
-    progress: ProgressFn | None = None,
-    should_stop: Callable[[], bool] | None = None,
+    run: RunContext,
+    tiling: TilingOptions,
 ) -> DateResult:
-    """Choose up to `max_dates` dates by the cloud model's clear fractions, and run a series model over the grid.
+    """Choose up to the card's `max_dates` dates by the cloud model's clear fractions, and run a series model
+    over the grid; its rasters go to `run.work_dir`.
 
     The cloud results should cover the series model's context (`tile_layout(card, grid, overlap_px).context`,
     computed with `clip_to_aoi=False`); where they do not, observations count as not clear.
 
     Each tile stacks the chosen dates' bands with their clouds and missing data blanked; the model's dates come
-    from `predict_for(chosen dates)`. The result's `date` is the last chosen date and its `scenes` every chosen
-    date's scenes, in time order. Like predict_dates, a finished run is reused and an interrupted one resumes.
+    from `model.for_dates(chosen dates)`. The result's `date` is the last chosen date and its `scenes` every
+    chosen date's scenes, in time order. Like predict_dates, a finished run is reused and an interrupted one
+    resumes.
     """
+    card = model.card
+    if not isinstance(card.temporal, Series) or model.for_dates is None:
+        raise ValueError(f"{card.id} is not a series model")
     chosen = [
         cloud_results[i]
         for i in choose_dates(
-            [r.date for r in cloud_results], [clear_fraction(r) for r in cloud_results], max_dates
+            [r.date for r in cloud_results],
+            [clear_fraction(r) for r in cloud_results],
+            card.temporal.max_dates,
         )
     ]
     if not chosen:
         raise NoScenesFound(
             "No date in the range has a clear pixel in the area of interest; widen the dates."
         )
+    out_dir = run.work_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     dates = [r.date for r in chosen]
     classes_path, confidence_path = out_dir / "classes.tif", out_dir / "confidence.tif"
     inference = load_done(out_dir)
-    layout = tile_layout(card, grid, overlap_px)
+    layout = tile_layout(card, grid, tiling.overlap_px)
     if inference is None:
         with ExitStack() as stack:
             readers = [
@@ -197,18 +210,14 @@ def predict_series(
             series = SeriesReader(readers, masks, dates)
             inference = predict_grid(
                 series.read,
-                predict_for(dates),
-                card,
+                CardModel(card, model.for_dates(dates)),
                 layout,
                 aoi_grid,
-                classes_path,
-                confidence_path,
-                batch_size=batch_size,
-                progress=progress,
-                should_stop=should_stop,
+                run,
+                batch_size=tiling.batch_size,
             )
         save_done(out_dir, inference)
-    elif progress is not None:
-        progress(1.0, "reused from an earlier run")
+    else:
+        run.report(1.0, "reused from an earlier run")
     scenes = tuple(s for r in chosen for s in r.scenes)
     return DateResult(dates[-1], scenes, classes_path, confidence_path, inference)

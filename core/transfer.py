@@ -40,6 +40,7 @@ CHUNK_BYTES = 1 << 20  # for reading files
 NETWORK_CHUNK_BYTES = 1 << 16
 MAX_RETRY_AFTER_S = 120.0
 BytesProgress = Callable[[int, int | None], None]  # (bytes done, bytes expected or None)
+StatusFn = Callable[[str], None]  # a one-line message while no bytes move (waiting for the archive)
 
 
 @dataclass(frozen=True)

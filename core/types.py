@@ -1,8 +1,10 @@
-"""Plain data records passed between stages: scenes and their bands. No IO here."""
+"""Plain data records passed between stages: scenes and their bands, and model cards. No IO here."""
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
+from typing import Annotated, Any, Literal, get_args
 
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from shapely.geometry.base import BaseGeometry
 
 S2_BANDS: tuple[str, ...] = (
@@ -70,14 +72,108 @@ class ClassInfo:
     color: str
 
 
-@dataclass(frozen=True)
-class ModelCard:
+class NoNormalisation(BaseModel):
+    """Reflectance as it is."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["none"] = "none"
+
+
+class StandardNormalisation(BaseModel):
+    """(x - mean[i]) / std[i] per band; a card may instead say where the statistics come from at load time
+    (`mean_std_from`, e.g. csmask's variants), and the loader gives the card it returns the numbers."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["standard"] = "standard"
+    mean: tuple[float, ...] = ()
+    std: tuple[float, ...] = ()
+    mean_std_from: str | None = None
+
+    @model_validator(mode="after")
+    def _statistics_or_source(self) -> "StandardNormalisation":
+        if len(self.mean) != len(self.std) or not (self.mean or self.mean_std_from):
+            raise ValueError("standard normalisation needs mean and std of equal length, or mean_std_from")
+        return self
+
+
+class LogSigmoidNormalisation(BaseModel):
+    """Dynamic World's transform of DN = reflectance x dn_scale, per band i:
+    x = sigmoid(slope * (ln(1 + log_factor * DN) - low[i]) / spread[i] - shift)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["log-sigmoid"] = "log-sigmoid"
+    dn_scale: float
+    log_factor: float
+    low: tuple[float, ...]
+    spread: tuple[float, ...]
+    slope: float
+    shift: float
+
+
+class ScaleClipNormalisation(BaseModel):
+    """x * scale[i] + offset[i] per band, clipped to [low, high] (DFC2020: S2 to 0..1, S1 dB / 25 + 1)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["scale-clip"] = "scale-clip"
+    scale: tuple[float, ...]
+    offset: tuple[float, ...]
+    low: float
+    high: float
+
+
+class UnknownNormalisation(BaseModel):
+    """An untrained card whose input statistics are not known offline: such a model cannot run."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["unknown"] = "unknown"
+    note: str = ""
+
+
+Normalisation = Annotated[
+    NoNormalisation
+    | StandardNormalisation
+    | LogSigmoidNormalisation
+    | ScaleClipNormalisation
+    | UnknownNormalisation,
+    Field(discriminator="kind"),
+]
+
+
+class SingleDate(BaseModel):
+    """A model that maps one date's image to a class map."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    mode: Literal["single"] = "single"
+    date_choice: str = "the clearest date by the cloud model"
+
+
+class Series(BaseModel):
+    """A model that maps up to `max_dates` dates at once (B, T, C, S, S); `position_origin` is the day its
+    date positions count from (None: the first chosen date)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    mode: Literal["series"] = "series"
+    max_dates: int = Field(gt=0)
+    date_choice: str = ""
+    position_origin: date | None = None
+
+
+Temporal = Annotated[SingleDate | Series, Field(discriminator="mode")]
+Status = Literal["pretrained", "trained-here", "untrained"]
+STATUSES: tuple[str, ...] = get_args(Status)
+NodataFill = Literal["nearest", "zero"]
+# What a model produces: a class map (the jobs run these) or labels for a whole image (no job runs these yet).
+Output = Literal["map", "scene-tags"]
+
+
+class ModelCard(BaseModel):
     """What the pipeline needs to know about a model, and what a user needs to trust it.
 
-    `normalisation` is `{"kind": "none"}` (reflectance as is) or `{"kind": "standard", "mean": [...],
-    "std": [...]}` per band in `bands` order. `resolution_m` is the pixel size the model expects; the
-    pipeline averages 10 m input down to it and brings probabilities back up. `tile_px` is in model pixels.
+    `resolution_m` is the pixel size the model expects; the pipeline averages 10 m input down to it and brings
+    probabilities back up. `tile_px` is in model pixels. Checked when read (models.catalogue.read_card).
     """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: str
     version: str
@@ -87,34 +183,56 @@ class ModelCard:
     sensor: str
     bands: tuple[str, ...]
     processing_levels: tuple[str, ...]
-    resolution_m: float
-    tile_px: int
-    normalisation: dict[str, object]
+    resolution_m: float = Field(gt=0)
+    tile_px: int = Field(gt=0)
+    normalisation: Normalisation
     classes: tuple[ClassInfo, ...]
-    status: str  # pretrained | trained-here | untrained
+    status: Status
     licence: str
     provenance: str
     nodata_value: int = 255
     weights: tuple[str, ...] = ()  # file names, for the record
     # Model-forward seconds per million 10 m pixels on a 2-vCPU CPU worker, for the pre-flight estimate.
     cpu_s_per_mpx: float | None = None
-    # {"mode": "single"} or {"mode": "series", "max_dates": T, "date_choice": "..."}.
-    temporal: dict[str, object] = field(default_factory=lambda: {"mode": "single"})
+    temporal: Temporal = SingleDate()
     # Reported by the model's authors or measured here.
-    metrics: dict[str, object] = field(default_factory=dict)
-    weights_sha256: dict[str, str] = field(default_factory=dict)  # weights file name -> pinned sha256
-    # For PyTorch models whose weights sit next to the card (e.g. trained here): which architecture to build
-    # (models.registry.BUILDERS) and its constructor arguments.
+    metrics: dict[str, object] = Field(default_factory=dict)
+    weights_sha256: dict[str, str] = Field(default_factory=dict)  # weights file name -> pinned sha256
+    # How the registry loads it (models.registry.LOADERS: a shipped runtime or a PyTorch architecture) and the
+    # architecture's constructor arguments. Empty: no loader yet (the card documents a model to come).
     builder: str = ""
-    builder_args: dict[str, object] = field(default_factory=dict)
+    builder_args: dict[str, Any] = Field(default_factory=dict)
+    # The model a job of this task uses when none is named (one per task).
+    default_for_task: bool = False
+    output: Output = "map"
     # How invalid input pixels (outside the scenes, no data) are filled before the model sees them; they are
     # no data in every output whatever the fill. See core.tiling.fill_nodata.
-    nodata_fill: str = "nearest"
+    nodata_fill: NodataFill = "nearest"
     # True for models that classify each pixel from its own values (s2cloudless): they need no context
     # around the grid, so their tiles follow the job's grid instead of the CRS-anchored lattice.
     per_pixel: bool = False
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ModelCard":
+        if [c.value for c in self.classes] != list(range(len(self.classes))) or self.nodata_value < len(
+            self.classes
+        ):
+            raise ValueError("classes must be numbered 0..K-1, below the nodata value")
+        missing = [w for w in self.weights if self.status != "untrained" and w not in self.weights_sha256]
+        if missing:
+            raise ValueError(f"no sha256 pinned for {', '.join(missing)}")
+        return self
 
     @property
     def n_classes(self) -> int:
         """Number of output classes (probability channels)."""
         return len(self.classes)
+
+    @property
+    def is_series(self) -> bool:
+        """Whether the model reads a series of dates at once."""
+        return isinstance(self.temporal, Series)
+
+    def replace(self, **changes: Any) -> "ModelCard":
+        """A copy with `changes`, validated like a card read from its file."""
+        return ModelCard.model_validate(self.model_dump() | changes)

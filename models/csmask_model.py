@@ -24,11 +24,11 @@ def variant_file(n_bands: int, processing_level: str) -> Path:
     return PACKAGE_DIR / f"model_{n_bands}b_{processing_level.lower()}.onnx"
 
 
-def variant_normalisation(n_bands: int, processing_level: str) -> dict[str, object]:
-    """The mean/std standardisation the variant was trained with, from the JSON next to its ONNX file."""
+def variant_normalisation(n_bands: int, processing_level: str) -> tuple[list[float], list[float]]:
+    """The per-band mean and std the variant was trained with, from the JSON next to its ONNX file."""
     meta = json.loads(variant_file(n_bands, processing_level).with_suffix(".json").read_text())
     mean, std = meta["data"]["dataset_statistics"]["img"]
-    return {"kind": "standard", "mean": mean, "std": std}
+    return mean, std
 
 
 def onnx_providers(device: str) -> list[str]:
@@ -53,23 +53,21 @@ def machine_key() -> str:
 
 
 def cpu_optimised_session(
-    weights_file: Path, sha256: str, providers: list[str], threads: int
+    weights_file: Path, sha256: str, providers: list[str], threads: int, cache_dir: Path | None
 ) -> onnxruntime.InferenceSession:
     """An InferenceSession that loads a graph onnxruntime has already optimised for this machine, when it can.
 
     Optimising the csmask graph takes about 0.6 s of every session's 0.9 s start on a 2-vCPU worker, and each
     job builds its session afresh. The first session on a machine saves its optimised graph under
-    `<cache>/models/onnx-optimised/` (keyed by the weights' sha256 and `machine_key()`, since the optimised
+    `<cache_dir>/models/onnx-optimised/` (keyed by the weights' sha256 and `machine_key()`, since the optimised
     graph may use this CPU's instructions); later ones load it with optimisation off (0.17 s). CUDA sessions
     are built as usual.
     """
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = threads
-    if providers != ["CPUExecutionProvider"]:
+    if providers != ["CPUExecutionProvider"] or cache_dir is None:
         return onnxruntime.InferenceSession(str(weights_file), sess_options=options, providers=providers)
-    from core.config import get_settings
-
-    optimised = get_settings().cache_dir / "models" / "onnx-optimised" / f"{sha256[:16]}-{machine_key()}.onnx"
+    optimised = cache_dir / "models" / "onnx-optimised" / f"{sha256[:16]}-{machine_key()}.onnx"
     if optimised.is_file():
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
         try:
@@ -86,11 +84,15 @@ def cpu_optimised_session(
         options.log_severity_level = (
             3  # its "hardware-specific graph" warning: machine_key() is why that is fine
         )
-    session = onnxruntime.InferenceSession(str(weights_file), sess_options=options, providers=providers)
-    if options.optimized_model_filepath and Path(options.optimized_model_filepath).is_file():
-        os.replace(
-            options.optimized_model_filepath, optimised
-        )  # atomic: concurrent jobs write the same graph
+    try:
+        session = onnxruntime.InferenceSession(str(weights_file), sess_options=options, providers=providers)
+        if options.optimized_model_filepath and Path(options.optimized_model_filepath).is_file():
+            os.replace(
+                options.optimized_model_filepath, optimised
+            )  # atomic: concurrent jobs write the same graph
+    finally:  # a session that failed (or a full disk) leaves no partial graph behind
+        if options.optimized_model_filepath:
+            Path(options.optimized_model_filepath).unlink(missing_ok=True)
     return session
 
 
@@ -104,13 +106,16 @@ class CSMaskPredictor:
         sha256_by_file: dict[str, str],
         device: str = "auto",
         threads: int = 0,
+        cache_dir: Path | None = None,
     ) -> None:
         self.weights_file = variant_file(n_bands, processing_level)
         # The pinned hashes live in the model card (models/cards/cloud-csmask.json).
         self.sha256 = verify_weights(
             self.weights_file, sha256_by_file[self.weights_file.name], "cloud-csmask"
         )
-        self.session = cpu_optimised_session(self.weights_file, self.sha256, onnx_providers(device), threads)
+        self.session = cpu_optimised_session(
+            self.weights_file, self.sha256, onnx_providers(device), threads, cache_dir
+        )
         self.input_name = self.session.get_inputs()[0].name
 
     def predict(self, batch: np.ndarray) -> np.ndarray:

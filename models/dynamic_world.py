@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.inference import normalise
+from core.types import LogSigmoidNormalisation
 from models.weights import check_state_dict, verify_weights
 
 CLASS_NAMES = (
@@ -66,15 +67,14 @@ _PERCENTILES = (
     (2.1952484264967844, 2.789092484314204),
     (1.554812948247501, 2.4140534947492487),
 )
-NORMALISATION: dict[str, object] = {
-    "kind": "log-sigmoid",
-    "dn_scale": 10_000.0,
-    "log_factor": 0.005,
-    "low": [p[0] for p in _PERCENTILES],
-    "spread": [p[1] for p in _PERCENTILES],
-    "slope": 5.0,
-    "shift": 1.0,
-}
+NORMALISATION = LogSigmoidNormalisation(
+    dn_scale=10_000.0,
+    log_factor=0.005,
+    low=tuple(p[0] for p in _PERCENTILES),
+    spread=tuple(p[1] for p in _PERCENTILES),
+    slope=5.0,
+    shift=1.0,
+)
 BN_EPS = 1e-3  # Keras BatchNormalization's default, as stored in the SavedModel
 
 

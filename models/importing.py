@@ -6,12 +6,10 @@ source files' sha256 in its provenance. The registry picks the card up at the ne
 app), and jobs can name the new id.
 """
 
-import dataclasses
 import hashlib
-import json
 import re
 import shutil
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +61,9 @@ def _import_utae(card: ModelCard, files: list[Path]) -> tuple[dict[str, Any], di
 
     if len(files) != 1:
         raise ModelError(f"{card.id} needs one checkpoint file (model.pth.tar).")
-    return import_utae_checkpoint(files[0]), {"temporal": card.temporal | {"position_origin": "2018-09-01"}}
+    return import_utae_checkpoint(files[0]), {
+        "temporal": card.temporal.model_copy(update={"position_origin": date(2018, 9, 1)})
+    }
 
 
 def _import_state_dict(card: ModelCard, files: list[Path]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -95,8 +95,11 @@ IMPORTERS = {
 }
 
 
-def import_weights(card: ModelCard, files: list[Path], models_dir: Path, new_id: str | None = None) -> Path:
-    """Check `files` with the importer of `card`'s architecture and install them as a new model; returns its card."""
+def import_weights(
+    card: ModelCard, files: list[Path], models_dir: Path, taken_ids: set[str], new_id: str | None = None
+) -> Path:
+    """Check `files` with the importer of `card`'s architecture and install them as a new model in `models_dir`
+    (`<cache>/models`); returns its card. `taken_ids`: the ids of the models installed already."""
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         raise ModelError(f"Not found: {', '.join(missing)}.")
@@ -104,15 +107,13 @@ def import_weights(card: ModelCard, files: list[Path], models_dir: Path, new_id:
         raise ModelError(
             f"Model {card.id} has no importer; its weights come with TerraSeg or are trained here."
         )
-    from models.registry import CARDS
-
     model_id = new_id or f"{card.id}-imported"
     if not MODEL_ID_PATTERN.fullmatch(model_id):
         raise ModelError(
             f"{model_id!r} is not a usable model id: use lower-case letters, digits, '.', '-' or '_'."
         )
     folder = models_dir / model_id
-    if folder.exists() or model_id in CARDS:
+    if folder.exists() or model_id in taken_ids:
         raise ModelError(f"A model {model_id!r} is already installed; choose another id with --as.")
     state, changes = IMPORTERS[card.builder](card, files)
     staging = models_dir / f".{model_id}.staging"
@@ -120,8 +121,7 @@ def import_weights(card: ModelCard, files: list[Path], models_dir: Path, new_id:
     staging.mkdir(parents=True)
     torch.save(state, staging / WEIGHTS_NAME)
     sources = ", ".join(f"{f.name} (sha256 {sha256_of(f)[:16]}...)" for f in files)
-    imported = dataclasses.replace(
-        card,
+    imported = card.replace(
         id=model_id,
         status="pretrained",
         weights=(WEIGHTS_NAME,),
@@ -130,9 +130,6 @@ def import_weights(card: ModelCard, files: list[Path], models_dir: Path, new_id:
         licence="as published by the weights' authors (check their licence before sharing maps)",
         **changes,
     )
-    document = dataclasses.asdict(imported)
-    (staging / "card.json").write_text(
-        json.dumps(document, indent=2, ensure_ascii=False, default=list) + "\n"
-    )
+    (staging / "card.json").write_text(imported.model_dump_json(indent=2) + "\n")
     staging.rename(folder)  # the card appears complete or not at all
     return folder / "card.json"

@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,8 +20,9 @@ import rasterio
 from rasterio.warp import transform_bounds
 
 from core.config import Settings
-from core.jobs import JobSpec, make_spec
+from core.jobs import JobRequest, JobSpec, build_spec
 from core.sources import SAMPLE_DIR
+from models.catalogue import catalogue
 from tests.conftest import TEST_DATA, write_scene
 from worker.client import JobClient
 
@@ -182,7 +184,12 @@ def sample_spec(**changes: object) -> JobSpec:
         "task": "cloud",
         "model_id": "cloud-csmask",
     } | changes
-    return make_spec(**fields)
+    return request_spec(**fields)
+
+
+def request_spec(**fields: Any) -> JobSpec:
+    """A spec built the way the CLI and the page build theirs (core.jobs.build_spec), with default limits."""
+    return build_spec(JobRequest(**fields), Settings(), catalogue(), lambda name: None)
 
 
 @pytest.fixture(scope="session")
@@ -227,7 +234,7 @@ def large_spec(large_source: tuple[Path, dict[str, object]], **changes: object) 
         "model_id": "cloud-csmask",
         "sources": (f"local:{folder}",),
     } | changes
-    return make_spec(**fields)
+    return request_spec(**fields)
 
 
 TANZANIA = TEST_DATA / "s2_tanzania_timeseries_rsgislib" / "timeseries_T37MEM_stack.npz"

@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING
 import redis
 from pydantic import ValidationError
 
-from core.aoi import parse_aoi
 from core.config import Settings, get_settings
-from core.errors import AppError, SourceUnavailable
-from core.jobs import TASKS, make_spec, parse_date
-from core.sources import SOURCE_HELP
+from core.errors import AppError, InvalidPolygon, ModelError, SourceUnavailable
+from core.jobs import JobRequest, build_spec
+from core.sources import SOURCE_HELP, parse_source
+from models.catalogue import catalogue
 
 if TYPE_CHECKING:
     from core.jobstore import JobStatus
@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log INFO messages to stderr")
     verbs = parser.add_subparsers(dest="verb", required=True)
     run = verbs.add_parser("run", help="run one job in this process and write its outputs to --out")
-    run.add_argument("--task", required=True, choices=TASKS)
+    run.add_argument("--task", required=True, choices=catalogue().runnable_tasks())
     run.add_argument(
         "--aoi",
         required=True,
@@ -109,29 +109,25 @@ def print_progress(fraction: float, message: str, _state: dict[str, float] = {"l
 
 def command_run(args: argparse.Namespace, settings: Settings) -> int:
     """Validate the request, run it, print where the outputs are."""
-    from models.registry import default_model, get_card
     from worker.tasks import run_job
 
-    aoi = parse_aoi(
-        args.aoi,
-        max_area_km2=settings.max_aoi_km2,
-        max_vertices=settings.max_aoi_vertices,
-        fix_invalid=args.fix_aoi,
-    )
-    model_id = args.model or default_model(args.task)
-    card = get_card(model_id)
-    if card.task != args.task:
-        raise AppError(f"Model {model_id} is a {card.task} model, not a {args.task} model.")
-    spec = make_spec(
-        aoi=aoi.to_geojson(),
-        start=parse_date(args.start, "start"),
-        end=parse_date(args.end, "end"),
+    request = JobRequest(
+        aoi=args.aoi,
+        start=args.start,
+        end=args.end,
         task=args.task,
-        model_id=model_id,
+        model_id=args.model,
         sources=tuple(args.sources or ["sample"]),
-        selected_date=parse_date(args.date, "--date") if args.date else None,
+        selected_date=args.date,
         max_cloud_pct=args.max_cloud_pct,
+        fix_aoi=args.fix_aoi,
     )
+    try:
+        spec = build_spec(
+            request, settings, catalogue(settings.cache_dir), lambda name: parse_source(name, settings)
+        )
+    except InvalidPolygon as err:
+        raise InvalidPolygon(f"{err} Or add --fix-aoi to repair it automatically.") from None
     if args.queue:
         from core.export import check_writable
         from worker.client import JobClient
@@ -200,14 +196,12 @@ def command_sources() -> int:
     return 0
 
 
-def command_models() -> int:
+def command_models(settings: Settings) -> int:
     """Print one line per model card."""
-    from models.registry import DEFAULT_MODEL_BY_TASK, list_cards
-
-    cards = list_cards()
+    cards = catalogue(settings.cache_dir).all()
     id_width, task_width = max(len(c.id) for c in cards), max(len(c.task) for c in cards)
     for card in cards:
-        default = " (default)" if DEFAULT_MODEL_BY_TASK.get(card.task) == card.id else ""
+        default = " (default)" if card.default_for_task else ""
         classes = ", ".join(c.name for c in card.classes)
         print(
             f"{card.id:{id_width}s} {card.task:{task_width}s} {card.status:11s} v{card.version}{default}: "
@@ -218,10 +212,13 @@ def command_models() -> int:
 
 def command_import(args: argparse.Namespace, settings: Settings) -> int:
     """Check and install weights; prints the new model id as the last stdout line."""
+    from models.catalogue import read_card
     from models.importing import import_weights
-    from models.registry import get_card, read_card
 
-    card_path = import_weights(get_card(args.model), args.files, settings.cache_dir / "models", args.new_id)
+    cards = catalogue(settings.cache_dir)
+    card_path = import_weights(
+        cards.get(args.model), args.files, settings.cache_dir / "models", set(cards.cards), args.new_id
+    )
     installed = read_card(card_path)  # the card the registry will read, checked now rather than at next start
     sources = ", ".join(f.name for f in args.files)
     print(f"Installed {installed.id} ({installed.status}) from {sources} in {card_path.parent}")
@@ -303,10 +300,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verb == "sources":
             return command_sources()
         if args.verb == "models":
-            return command_models()
+            return command_models(settings)
         if args.verb == "import":
             return command_import(args, settings)
         return command_jobs(args, settings)
+    except ModelError as err:  # the remedy on the command line: the list of models
+        print(f"terraseg: {err} See 'terraseg models'.", file=sys.stderr)
+        return 2
     except (AppError, SourceUnavailable) as err:
         print(f"terraseg: {err}", file=sys.stderr)
         return 2

@@ -68,9 +68,9 @@ class JobClient:
     def submit(self, spec: JobSpec, copy_to: Path | None = None) -> str:
         """Queue a job and return its id. An identical finished request is answered at once with its outputs; an
         identical queued or running one (with the same `copy_to`) is the answer itself: its id is returned."""
-        from models.registry import get_card
+        from models.catalogue import catalogue
 
-        spec_hash = spec.spec_hash(get_card(spec.model_id).version)
+        spec_hash = spec.spec_hash(catalogue(self.settings.cache_dir).get(spec.model_id).version)
         job_id = new_job_id()
         info = {
             "spec_hash": spec_hash,

@@ -1,8 +1,10 @@
 """Where imagery comes from: the embedded `sample`, `local:DIR`, STAC and DHuS presets, `stac:URL`, `dhus:URL`."""
 
 import logging
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
+from typing import Protocol
 
 from shapely.geometry.base import BaseGeometry
 
@@ -12,6 +14,7 @@ from core.sources.dhus import PRESETS as DHUS_PRESETS
 from core.sources.dhus import DhusSource
 from core.sources.local import LocalSource
 from core.sources.stac import PRESETS, StacSource
+from core.transfer import BytesProgress, StatusFn
 from core.types import Scene
 
 log = logging.getLogger(__name__)
@@ -27,10 +30,42 @@ SOURCE_HELP = {
     "cesnet": "CESNET's DHuS mirror (Sentinel-1 GRD, Sentinel-2 L1C/L2A SAFE products; account needed)",
     "dhus:URL": "any Copernicus DHuS API (OpenSearch + OData), e.g. dhus:https://dhr1.cesnet.cz/",
 }
-Source = LocalSource | StacSource | DhusSource
 
 
-def parse_source(name: str) -> Source:
+class Source(Protocol):
+    """What every source offers: a search, and (for sources of whole products) a verified download."""
+
+    name: str
+
+    @property
+    def download_slots(self) -> int:
+        """Products downloaded at once from this source."""
+        ...
+
+    def search(
+        self,
+        aoi: BaseGeometry,
+        start: date,
+        end: date,
+        sensor: str = "S2",
+        max_cloud_pct: float | None = None,
+    ) -> list[Scene]:
+        """Scenes over `aoi` (EPSG:4326) between `start` and `end` (inclusive), oldest first."""
+        ...
+
+    def fetch(
+        self,
+        scene: Scene,
+        cache_dir: Path,
+        progress: BytesProgress | None = None,
+        status: StatusFn | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Scene:
+        """The scene's product in `cache_dir`, read as a local Scene (SourceError where there is none)."""
+        ...
+
+
+def parse_source(name: str, settings: Settings) -> Source:
     """A source name from the CLI or a job spec -> a source object."""
     if name == "sample":
         return LocalSource(SAMPLE_DIR, "sample")
@@ -42,9 +77,9 @@ def parse_source(name: str) -> Source:
     if name.startswith(("stac:http://", "stac:https://")):
         return StacSource(name.removeprefix("stac:"), name)
     if name in DHUS_PRESETS:
-        return DhusSource(DHUS_PRESETS[name], name)
+        return DhusSource(DHUS_PRESETS[name], name, settings)
     if name.startswith(("dhus:http://", "dhus:https://")):
-        return DhusSource(name.removeprefix("dhus:"), name)
+        return DhusSource(name.removeprefix("dhus:"), name, settings)
     raise SourceError(
         f"Unknown source {name!r}. Use 'sample', 'local:DIR', a STAC preset ({', '.join(PRESETS)}), "
         f"a DHuS preset ({', '.join(DHUS_PRESETS)}), 'stac:https://...' or 'dhus:https://...' "
@@ -91,6 +126,7 @@ def search_scenes(
     aoi: BaseGeometry,
     start: date,
     end: date,
+    settings: Settings,
     sensor: str = "S2",
     max_cloud_pct: float | None = None,
 ) -> list[Scene]:
@@ -102,7 +138,7 @@ def search_scenes(
     answers, unavailable = [], 0
     for name in source_names:
         try:
-            scenes = parse_source(name).search(aoi, start, end, sensor, max_cloud_pct)
+            scenes = parse_source(name, settings).search(aoi, start, end, sensor, max_cloud_pct)
         except (AppError, SourceUnavailable) as err:
             log.warning("Source %s: %s", name, err)
             answers.append(str(err))

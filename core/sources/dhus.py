@@ -28,12 +28,13 @@ import requests
 import shapely.wkt
 from shapely.geometry.base import BaseGeometry
 
-from core.config import MirrorAccount, Settings, dhus_credentials, get_settings
+from core.config import MirrorAccount, Settings, dhus_credentials
 from core.errors import NoScenesFound, SourceError, SourceUnavailable
 from core.transfer import (
     BytesProgress,
     Expected,
     RetryPolicy,
+    StatusFn,
     cache_name,
     download_file,
     download_slot,
@@ -48,7 +49,6 @@ PRODUCT_PREFIX = "product:"  # the band path of a scene whose product is not dow
 MAX_LTA_POLL_S = 600.0
 LEVELS = {"S2MSI1C": "L1C", "S2MSI2A": "L2A", "S2MSI2AP": "L2A", "GRD": "GRD"}
 L2A_BANDS = tuple(b for b in S2_BANDS if b != "B10")  # L2A products drop the cirrus band
-StatusFn = Callable[[str], None]  # a one-line message while no bytes move (waiting for the archive)
 
 
 def needs_fetch(scene: Scene) -> bool:
@@ -106,10 +106,15 @@ def size_bytes(text: str) -> int | None:
 class DhusSource:
     """A DHuS API at `url` (ending in '/'; the OpenSearch endpoint is `<url>search`, OData `<url>odata/v1`)."""
 
-    def __init__(self, url: str, name: str, settings: Settings | None = None) -> None:
+    def __init__(self, url: str, name: str, settings: Settings) -> None:
         self.url = url if url.endswith("/") else f"{url}/"
         self.name = name
-        self.settings = settings or get_settings()
+        self.settings = settings
+
+    @property
+    def download_slots(self) -> int:
+        """Products downloaded at once from this mirror (across the workers of one machine)."""
+        return self.settings.download_slots
 
     def _api(self) -> Any:
         from sentinelsat import SentinelAPI

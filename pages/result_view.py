@@ -1,0 +1,84 @@
+"""The Results page's pieces: the map with the overlays and the AOI outline, and the download buttons."""
+
+import base64
+from pathlib import Path
+
+import folium
+import leafmap.foliumap as leafmap
+import streamlit as st
+from streamlit_folium import st_folium
+
+from core.overlay import Overlay, render_overlay
+from core.report import read_run_record
+
+# Larger files are read only when the user clicks (Streamlit's deferred download), not on every rerun: inline
+# data stays in the session's memory and is re-sent whenever the page reruns (every slider move).
+INLINE_DOWNLOAD_MAX_BYTES = 2**20
+DOWNLOADS = (
+    ("classes.tif", "Classes (COG)", "image/tiff"),
+    ("confidence.tif", "Confidence (COG)", "image/tiff"),
+    ("scene.tif", "True-colour image (COG)", "image/tiff"),
+    ("preview.png", "Preview (PNG)", "image/png"),
+    ("stats.csv", "Areas (CSV)", "text/csv"),
+    ("stats.json", "Statistics (JSON)", "application/json"),
+    ("run.json", "Run record (JSON)", "application/json"),
+)
+
+AOI_OUTLINE_STYLE = {"color": "#ff7800", "weight": 2, "fill": False, "dashArray": "6 4"}
+
+
+@st.cache_data(max_entries=16, show_spinner="Rendering the overlay...")
+def overlay(path: str, mtime_ns: int) -> Overlay:
+    """The COG warped to a Web Mercator PNG (cached per file version)."""
+    return render_overlay(Path(path))
+
+
+def overlay_of(path: Path) -> Overlay:
+    return overlay(str(path), path.stat().st_mtime_ns)
+
+
+def percent(fraction: float | None) -> float | None:
+    """A 0-1 fraction as a percentage; None (a date without valid pixels in the AOI) stays empty."""
+    return None if fraction is None else round(100 * fraction, 1)
+
+
+def data_url(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+def run_aoi(outputs: dict[str, Path]) -> dict[str, object] | None:
+    """The AOI geometry the job ran on (from its run record), or None for an older job without one."""
+    record = read_run_record(outputs["run.json"]) if "run.json" in outputs else None
+    return record.aoi.geometry if record is not None else None
+
+
+def result_map(
+    classes: Overlay, scene: Overlay | None, opacity: float, aoi: dict[str, object] | None
+) -> None:
+    """Basemap (may be missing offline), true-colour image, class overlay and the AOI's outline (so a user sees
+    where the data is and is not); everything else from local files."""
+    fmap = leafmap.Map(
+        draw_control=False, measure_control=False, fullscreen_control=False, search_control=False
+    )
+    if scene is not None:
+        folium.raster_layers.ImageOverlay(
+            data_url(scene.png), bounds=scene.bounds_latlon, name="True-colour image", opacity=1.0
+        ).add_to(fmap)
+    folium.raster_layers.ImageOverlay(
+        data_url(classes.png), bounds=classes.bounds_latlon, name="Classes", opacity=opacity, pixelated=True
+    ).add_to(fmap)
+    if aoi is not None:
+        folium.GeoJson(aoi, name="Area of interest", style_function=lambda _: AOI_OUTLINE_STYLE).add_to(fmap)
+    folium.LayerControl(collapsed=False).add_to(fmap)
+    fmap.fit_bounds(list(classes.bounds_latlon))
+    st_folium(fmap, key="result_map", height=520, use_container_width=True, returned_objects=[])
+
+
+def download_buttons(outputs: dict[str, Path]) -> None:
+    columns = st.columns(4)
+    for index, (name, label, mime) in enumerate(d for d in DOWNLOADS if d[0] in outputs):
+        path = outputs[name]
+        data = path.read_bytes() if path.stat().st_size <= INLINE_DOWNLOAD_MAX_BYTES else path.read_bytes
+        columns[index % 4].download_button(
+            label, data, file_name=name, mime=mime, key=f"download-{name}", on_click="ignore"
+        )
