@@ -332,6 +332,8 @@ def validate_aoi(
     """
     polygons = _polygons(geometries, label)
     _check_lon_lat_range(polygons, label)
+    # Before the union, whose cost grows with the vertices: the parts may not hold more than the limit either.
+    _check_vertices(int(sum(shapely.get_num_coordinates(p) for p in polygons)), max_vertices, label)
     polygons = _valid_polygons(polygons, label, fix_invalid)
     merged = shapely.union_all(polygons)
     if not isinstance(merged, Polygon | MultiPolygon) or merged.is_empty:
@@ -343,11 +345,7 @@ def validate_aoi(
             "(antimeridian); split it into two parts, one on each side."
         )
     vertices = int(shapely.get_num_coordinates(merged))
-    if vertices > max_vertices:
-        raise AOIError(
-            f"The area from {label} has {vertices:,} vertices; the limit is {max_vertices:,}. Simplify "
-            "it (e.g. to a 10 m tolerance) and try again."
-        )
+    _check_vertices(vertices, max_vertices, label)
     area_km2 = abs(_GEOD.geometry_area_perimeter(merged)[0]) / 1e6
     if area_km2 > max_area_km2:
         area_text, limit_text = _format_km2(area_km2, max_area_km2)
@@ -357,6 +355,14 @@ def validate_aoi(
         )
     log.info("AOI from %s: %.3f km2, %d vertices", label, area_km2, vertices)
     return AOI(geometry=merged, area_km2=area_km2, label=label)
+
+
+def _check_vertices(vertices: int, max_vertices: int, label: str) -> None:
+    if vertices > max_vertices:
+        raise AOIError(
+            f"The area from {label} has {vertices:,} vertices; the limit is {max_vertices:,}. Simplify "
+            "it (e.g. to a 10 m tolerance) and try again."
+        )
 
 
 def _single_parts(geometries: list[BaseGeometry]) -> list[BaseGeometry]:

@@ -29,6 +29,14 @@ class ModelError(AppError):
     """The requested model is unknown, has no weights, or does not fit the task or the data."""
 
 
+class UntrainedModel(ModelError):
+    """The model has no weights yet (or its card lacks what running it needs); callers say how to get them."""
+
+    def __init__(self, message: str, model_id: str) -> None:
+        super().__init__(message)
+        self.model_id = model_id
+
+
 class OutputError(AppError):
     """The output location cannot be written."""
 

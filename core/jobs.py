@@ -13,11 +13,13 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from shapely.geometry import MultiPolygon, Polygon, shape
+from shapely.geometry.base import BaseGeometry
 
 import core
 from core.aoi import AOI, AOILike, parse_aoi
 from core.config import Settings
 from core.errors import DateRangeError, SpecError
+from core.grid import Grid, grid_for_aoi, project_geometry
 from core.types import ModelCard
 
 SPEC_SCHEMA_VERSION = 2
@@ -33,7 +35,8 @@ class AOIValue(BaseModel):
 
     @classmethod
     def of(cls, aoi: AOI) -> "AOIValue":
-        return cls(geometry=aoi.to_geojson(), area_km2=aoi.area_km2)
+        # As JSON types (lists, not tuples), so that a spec read back from its file equals the one written.
+        return cls(geometry=json.loads(json.dumps(aoi.to_geojson())), area_km2=aoi.area_km2)
 
     def to_aoi(self) -> AOI:
         """The AOI again, without re-validating it: it was validated when the spec was built."""
@@ -73,6 +76,21 @@ class JobSpec(BaseModel):
             "code_version": core.__version__,
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class JobArea:
+    """A job's area and the 10 m grid it is mapped on, computed once from the stored spec."""
+
+    aoi: AOI
+    grid: Grid
+    aoi_grid: BaseGeometry  # the AOI in the grid's CRS
+
+    @classmethod
+    def of(cls, spec: "JobSpec") -> "JobArea":
+        aoi = spec.aoi.to_aoi()
+        grid = grid_for_aoi(aoi.geometry)
+        return cls(aoi, grid, project_geometry(aoi.geometry, "EPSG:4326", grid.crs))
 
 
 @dataclass(frozen=True)

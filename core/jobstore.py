@@ -30,7 +30,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from core.errors import AppError, SpecError
-from core.jobs import JobSpec
+from core.jobs import SPEC_SCHEMA_VERSION, JobSpec
 
 STATES = ("queued", "running", "finished", "failed", "cancelled")
 TERMINAL_STATES = ("finished", "failed", "cancelled")
@@ -138,7 +138,12 @@ class JobStore:
         """The job's request, or a SpecError saying plainly that its file is damaged."""
         path = self.job_dir(job_id) / "spec.json"
         try:
-            return JobSpec.model_validate(json.loads(path.read_text()))
+            document = json.loads(path.read_text())
+            if isinstance(document, dict) and document.get("schema_version") != SPEC_SCHEMA_VERSION:
+                raise SpecError(
+                    f"Job {job_id}'s request was made by an older TerraSeg; submit it again."
+                ) from None
+            return JobSpec.model_validate(document)
         except FileNotFoundError:
             raise SpecError(f"Job {job_id} has no request file ({path.name}); it cannot run.") from None
         except (ValueError, ValidationError) as err:

@@ -4,7 +4,9 @@ Both are typed here, built from the stages' results by the functions below, writ
 the Results page through the same types.
 """
 
+import dataclasses
 import platform
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -15,11 +17,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 import core
 from core import analysis
 from core.analysis import DateResult
-from core.aoi import AOI
 from core.errors import OutputError
-from core.grid import Grid
-from core.jobs import JobSpec
-from core.progress import TilingOptions
+from core.jobs import JobArea, JobSpec
 from core.types import ModelCard, Scene
 
 
@@ -187,8 +186,7 @@ def date_fractions(results: list[DateResult], card: ModelCard) -> list[DateFract
 
 def build_stats(
     spec: JobSpec,
-    aoi: AOI,
-    grid: Grid,
+    area: JobArea,
     results: list[DateResult],
     published: DateResult,
     model: ModelCard,
@@ -196,6 +194,7 @@ def build_stats(
 ) -> Stats:
     """The statistics of a job that published `published` with `model`; `results` are the dates as judged by
     the cloud model (or by `model` itself for the cloud task)."""
+    grid = area.grid
     series_dates = sorted({s.date_iso for s in published.scenes}) if model.is_series else None
     # Pixels with data on the published date before cloud masking: the judging model's count of that date.
     data_px = next(
@@ -210,7 +209,7 @@ def build_stats(
         selected_date=published.date.isoformat()
         if series_dates is None
         else f"{series_dates[0]}..{series_dates[-1]} ({len(series_dates)} dates)",
-        aoi_area_km2=round(aoi.area_km2, 6),
+        aoi_area_km2=round(area.aoi.area_km2, 6),
         pixel_area_m2=grid.pixel_area_m2,
         aoi_pixels=published.inference.aoi_px,
         valid_pixels=published.valid_px,
@@ -245,16 +244,22 @@ def _input_record(scene: Scene, bands: tuple[str, ...]) -> InputRecord:
     )
 
 
+@dataclass(frozen=True)
+class RunSettings:
+    """The settings a run's outputs depend on, as its record names them."""
+
+    device: str
+    batch_size: int
+    tile_overlap_px: int
+
+
 def build_run_record(
     spec: JobSpec,
-    aoi: AOI,
-    grid: Grid,
+    area: JobArea,
     results: list[DateResult],
     stats: Stats,
-    model: Weights,
-    cloud_model: Weights | None,
-    device: str,
-    tiling: TilingOptions,
+    models: tuple[Weights, Weights | None],
+    settings: RunSettings,
     timings_s: dict[str, float],
 ) -> RunRecord:
     """Provenance of a run: inputs, model and weights, grid, timings and software versions."""
@@ -263,14 +268,15 @@ def build_run_record(
     import rasterio
     import torch
 
+    model, cloud_model = models
     card = model.card
     return RunRecord(
         terraseg_version=core.__version__,
         finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
         spec=spec.model_dump(mode="json"),
         spec_hash=spec.spec_hash(card.version),
-        aoi=AOIRecord(geometry=aoi.to_geojson(), area_km2=round(aoi.area_km2, 6)),
-        grid=grid.to_dict(),
+        aoi=AOIRecord(geometry=area.aoi.to_geojson(), area_km2=round(area.aoi.area_km2, 6)),
+        grid=area.grid.to_dict(),
         selected_date=stats.selected_date,
         series_dates=stats.series_dates,
         inputs=[_input_record(s, card.bands) for r in results for s in r.scenes],
@@ -293,7 +299,7 @@ def build_run_record(
             weights_file=cloud_model.weights_file,
             weights_sha256=cloud_model.weights_sha256,
         ),
-        settings={"device": device, "batch_size": tiling.batch_size, "tile_overlap_px": tiling.overlap_px},
+        settings=dataclasses.asdict(settings),
         timings_s=dict(timings_s),
         versions={
             "python": platform.python_version(),

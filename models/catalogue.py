@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from core.errors import ModelError
+from core.errors import ModelError, UntrainedModel
 from core.jobs import JobModels
 from core.types import ModelCard, UnknownNormalisation
 
@@ -41,8 +41,11 @@ def read_card(path: Path) -> ModelCard:
         return ModelCard.model_validate_json(text)
     except ValidationError as err:
         first = err.errors()[0]
+        if first["type"] == "json_invalid":
+            raise ModelError(f"The model card {path} cannot be read: it is not valid JSON.") from None
         where = ".".join(str(p) for p in first["loc"]) or "the document"
-        raise ModelError(f"The model card {path.name} is malformed: {where}: {first['msg']}.") from None
+        reason = str(first["msg"]).removeprefix("Value error, ")
+        raise ModelError(f"The model card {path.name} is malformed: {where}: {reason}.") from None
 
 
 class Catalogue:
@@ -72,7 +75,9 @@ class Catalogue:
     def default_for(self, task: str) -> ModelCard:
         """The model a job of `task` uses when none is named."""
         if task not in self.runnable_tasks():
-            raise ModelError(f"Unknown task {task!r}. Tasks a job can run: {', '.join(self.runnable_tasks())}.")
+            raise ModelError(
+                f"Unknown task {task!r}. Tasks a job can run: {', '.join(self.runnable_tasks())}."
+            )
         for card in self.cards.values():
             if card.task == task and card.default_for_task and card.output == "map":
                 return card
@@ -95,14 +100,18 @@ class Catalogue:
         """The card of a model that can run; an untrained one is refused with what is missing."""
         card = self.get(model_id)
         if card.status == "untrained":
-            raise ModelError(
-                f"Model {model_id} has no trained weights yet; import published weights or train it first."
+            raise UntrainedModel(
+                f"Model {model_id} has no trained weights yet; import published weights or train it first.",
+                model_id,
             )
-        if isinstance(card.normalisation, UnknownNormalisation) or not card.builder:
-            raise ModelError(
-                f"Model {model_id}'s card does not say how to normalise its input or how to load it; set the "
-                f"statistics its weights were trained with in {self.paths[model_id].name}."
+        if isinstance(card.normalisation, UnknownNormalisation):
+            raise UntrainedModel(
+                f"Model {model_id}'s card does not say how to normalise its input (normalisation 'unknown'); set "
+                f"the statistics its weights were trained with in {self.paths[model_id]}.",
+                model_id,
             )
+        if not card.builder:
+            raise ModelError(f"Model {model_id}'s card names no builder, so it cannot be loaded yet.")
         return card
 
 

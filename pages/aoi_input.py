@@ -6,8 +6,8 @@ from typing import Any
 
 import folium
 import streamlit as st
+import streamlit_folium
 from folium.plugins import Draw
-from streamlit_folium import st_folium
 
 from core.aoi import AOI, MAX_UPLOAD_BYTES, parse_aoi_upload, parse_bbox, read_aoi, validate_aoi
 from core.config import Settings
@@ -17,10 +17,14 @@ SAMPLE_CENTER = (45.8705, 14.5579)  # the embedded sample, near Ljubljana
 AOI_MODES = ("Draw on the map", "Upload a file", "Type a bbox")
 
 
-@st.cache_data(max_entries=4, show_spinner=False)
-def parsed_upload(name: str, data: bytes, max_area_km2: float, max_vertices: int) -> AOI:
-    """The uploaded file's AOI, parsed once per file rather than on every rerun (errors are raised, not cached)."""
-    return parse_aoi_upload(name, data, max_area_km2=max_area_km2, max_vertices=max_vertices)
+@st.cache_data(max_entries=8, show_spinner="Reading the file...")
+def parsed_upload(name: str, data: bytes, max_area_km2: float, max_vertices: int) -> AOI | str:
+    """The uploaded file's AOI, or why it cannot be used: parsed once per file content (Streamlit keys the cache by
+    the bytes' hash), failures too, rather than on every rerun."""
+    try:
+        return parse_aoi_upload(name, data, max_area_km2=max_area_km2, max_vertices=max_vertices)
+    except AppError as err:
+        return str(err)
 
 
 def aoi_map(aoi: AOI | None) -> dict[str, Any] | None:
@@ -36,7 +40,7 @@ def aoi_map(aoi: AOI | None) -> dict[str, Any] | None:
         layer.add_to(fmap)
         west, south, east, north = aoi.geometry.bounds
         fmap.fit_bounds([[south, west], [north, east]])
-    drawn = st_folium(
+    drawn = streamlit_folium.st_folium(  # looked up at each call: tests replace it with a drawing
         fmap, key="aoi_map", height=460, use_container_width=True, returned_objects=["last_active_drawing"]
     )
     return (drawn or {}).get("last_active_drawing")
@@ -56,7 +60,8 @@ def area_of_interest(settings: Settings) -> AOI | None:
                 type=["geojson", "json", "zip", "gpkg", "kml"],
             )
             if upload is not None:
-                aoi = parsed_upload(upload.name, upload.getvalue(), **limits)
+                parsed = parsed_upload(upload.name, upload.getvalue(), **limits)
+                aoi, error = (parsed, "") if isinstance(parsed, AOI) else (None, parsed)
         elif mode == "Type a bbox":
             text = st.text_input(
                 "Bounding box: west, south, east, north in degrees", placeholder="14.55,45.866,14.564,45.875"

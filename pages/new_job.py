@@ -63,9 +63,11 @@ with right:
         f"{card.description}  \nClasses: {', '.join(c.name for c in card.classes)}.  \n"
         f"Weights: {card.status}; licence {card.licence}."
     )
+    shown: set[str] = set()  # errors said next to their field, not again below
     try:
         models.require_weights(card.id)
     except AppError as err:
+        shown.add(str(err))
         st.error(str(err))
     sources_text = st.text_input(
         "Sources, in priority order (comma-separated)",
@@ -73,6 +75,12 @@ with right:
         help="; ".join(f"{name}: {text}" for name, text in SOURCE_HELP.items()),
     )
     sources = tuple(s.strip() for s in sources_text.split(",") if s.strip())
+    for name in sources:  # at once, before an area is drawn; the request's own check says the same
+        try:
+            app_source(name, settings)
+        except AppError as err:
+            shown.add(str(err))
+            st.error(str(err))
 
 # -- pre-flight and submit --------------------------------------------------------------------------------
 st.subheader("Pre-flight estimate")
@@ -93,7 +101,8 @@ else:
         spec = build_spec(request, settings, models, lambda name: app_source(name, settings))
         answer = preflight(spec, settings)
     except AppError as err:
-        st.error(str(err))
+        if str(err) not in shown:
+            st.error(str(err))
         spec = None
     except OSError as err:  # e.g. a local folder that cannot be read
         st.error(f"The sources cannot be searched: {err.strerror or err}.")

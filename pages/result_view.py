@@ -6,7 +6,7 @@ from pathlib import Path
 import folium
 import leafmap.foliumap as leafmap
 import streamlit as st
-from streamlit_folium import st_folium
+import streamlit_folium
 
 from core.overlay import Overlay, render_overlay
 from core.report import read_run_record
@@ -71,7 +71,9 @@ def result_map(
         folium.GeoJson(aoi, name="Area of interest", style_function=lambda _: AOI_OUTLINE_STYLE).add_to(fmap)
     folium.LayerControl(collapsed=False).add_to(fmap)
     fmap.fit_bounds(list(classes.bounds_latlon))
-    st_folium(fmap, key="result_map", height=520, use_container_width=True, returned_objects=[])
+    streamlit_folium.st_folium(
+        fmap, key="result_map", height=520, use_container_width=True, returned_objects=[]
+    )
 
 
 def download_buttons(outputs: dict[str, Path]) -> None:

@@ -2,6 +2,7 @@
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -9,6 +10,9 @@ import rasterio
 from rasterio.transform import from_origin
 
 from core.types import S2_BANDS
+
+if TYPE_CHECKING:
+    from models.registry import LoadedModel
 
 pytest_plugins = ["tests.services"]
 
@@ -68,3 +72,14 @@ def make_scene(tmp_path: Path) -> Callable[..., Path]:
         return write_scene(folder / name, data, **kwargs)  # type: ignore[arg-type]
 
     return make
+
+
+def load_model(
+    model_id: str, *, processing_level: str, available_bands: set[str], device: str = "auto", threads: int = 0
+) -> "LoadedModel":
+    """A shipped model loaded as a job loads it (models.registry.load over the shipped cards)."""
+    from models.catalogue import catalogue
+    from models.registry import LoadOptions, load
+
+    options = LoadOptions(processing_level, frozenset(available_bands), device, threads)
+    return load(catalogue(), model_id, options)

@@ -20,7 +20,7 @@ import redis
 from pydantic import ValidationError
 
 from core.config import Settings, get_settings
-from core.errors import AppError, InvalidPolygon, ModelError, SourceUnavailable
+from core.errors import AppError, InvalidPolygon, ModelError, SourceUnavailable, UntrainedModel
 from core.jobs import JobRequest, build_spec
 from core.sources import SOURCE_HELP, parse_source
 from models.catalogue import catalogue
@@ -304,7 +304,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verb == "import":
             return command_import(args, settings)
         return command_jobs(args, settings)
-    except ModelError as err:  # the remedy on the command line: the list of models
+    except UntrainedModel as err:  # the remedy on the command line
+        print(
+            f"terraseg: {err} Published weights: 'terraseg import {err.model_id} FILE...'.", file=sys.stderr
+        )
+        return 2
+    except ModelError as err:
         print(f"terraseg: {err} See 'terraseg models'.", file=sys.stderr)
         return 2
     except (AppError, SourceUnavailable) as err:

@@ -8,15 +8,12 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
-from shapely.geometry.base import BaseGeometry
-
 from core import analysis, export, report
-from core.aoi import AOI
 from core.config import Settings
 from core.download import fetch_scenes
-from core.grid import Grid, grid_for_aoi, project_geometry
+from core.grid import Grid
 from core.inference import context_area, tile_layout
-from core.jobs import JobSpec
+from core.jobs import JobArea, JobSpec
 from core.jobstore import file_lock
 from core.preflight import find_scenes
 from core.progress import ProgressFn, RunContext, TilingOptions
@@ -38,15 +35,6 @@ class JobResult:
     selected_date: str
     stats: Stats
     warnings: list[str] = field(default_factory=list)  # as in stats.json: a (nearly) empty map, and why
-
-
-@dataclass(frozen=True)
-class Area:
-    """The job's area and the 10 m grid it is mapped on."""
-
-    aoi: AOI
-    grid: Grid
-    aoi_grid: BaseGeometry  # the AOI in the grid's CRS
 
 
 @dataclass(frozen=True)
@@ -111,7 +99,11 @@ def run_job(
         try:
             with run.stage("export"):
                 stats = write_outputs(spec, area, models, prediction, staging)
-            write_run_record(spec, area, models, prediction, stats, settings, tiling, run, staging)
+            used = report.RunSettings(settings.device, tiling.batch_size, tiling.overlap_px)
+            record = report.build_run_record(
+                spec, area, prediction.dates, stats, (models.model, models.cloud_model), used, run.timings_s
+            )
+            export.write_json(staging / "run.json", record.model_dump(mode="json"))  # with every stage's time
             # The export stage takes a while on big grids: a cancel that came meanwhile must win over publishing.
             run.check_cancelled()
             outputs = export.publish(staging, out_dir)
@@ -125,12 +117,10 @@ def run_job(
     return JobResult(out_dir, outputs, prediction.published.date.isoformat(), stats, stats.warnings)
 
 
-def plan_area(spec: JobSpec, out_dir: Path) -> Area:
+def plan_area(spec: JobSpec, out_dir: Path) -> JobArea:
     """The stored AOI (validated when the spec was built) and its grid; the output folder checked first."""
     export.check_writable(out_dir)
-    aoi = spec.aoi.to_aoi()
-    grid = grid_for_aoi(aoi.geometry)
-    return Area(aoi, grid, project_geometry(aoi.geometry, "EPSG:4326", grid.crs))
+    return JobArea.of(spec)
 
 
 def load_models(cards: Catalogue, spec: JobSpec, scenes: list[Scene], settings: Settings) -> Models:
@@ -147,7 +137,7 @@ def load_models(cards: Catalogue, spec: JobSpec, scenes: list[Scene], settings: 
     return Models(load(cards, chosen.model.id, options), cloud)
 
 
-def cloud_grid(models: Models, area: Area, tiling: TilingOptions) -> Grid:
+def cloud_grid(models: Models, area: JobArea, tiling: TilingOptions) -> Grid:
     """Where the cloud model runs: the job's grid, or a series model's context (it reads clear masks there)."""
     if models.runs_as_series:
         return tile_layout(models.model.card, area.grid, tiling.overlap_px).context
@@ -156,7 +146,7 @@ def cloud_grid(models: Models, area: Area, tiling: TilingOptions) -> Grid:
 
 def download(
     models: Models,
-    area: Area,
+    area: JobArea,
     scenes: list[Scene],
     tiling: TilingOptions,
     settings: Settings,
@@ -194,7 +184,7 @@ def hold_work_dir(run: RunContext) -> Iterator[None]:
 
 def predict(
     spec: JobSpec,
-    area: Area,
+    area: JobArea,
     models: Models,
     groups: dict[date, list[Scene]],
     tiling: TilingOptions,
@@ -250,11 +240,13 @@ def predict(
     return Prediction(results, masked)
 
 
-def write_outputs(spec: JobSpec, area: Area, models: Models, prediction: Prediction, staging: Path) -> Stats:
+def write_outputs(
+    spec: JobSpec, area: JobArea, models: Models, prediction: Prediction, staging: Path
+) -> Stats:
     """Write the COGs, the preview and the statistics of the published result to `staging`."""
     card, published = models.model.card, prediction.published
     cloud_card = models.cloud_model.card if models.cloud_model is not None else None
-    stats = report.build_stats(spec, area.aoi, area.grid, prediction.dates, published, card, cloud_card)
+    stats = report.build_stats(spec, area, prediction.dates, published, card, cloud_card)
     title = f"{card.id} {published.date}"
     export.write_class_cog(
         published.classes_path, staging / "classes.tif", card.classes, card.nodata_value, title
@@ -269,30 +261,3 @@ def write_outputs(spec: JobSpec, area: Area, models: Models, prediction: Predict
     export.write_json(staging / "stats.json", stats.model_dump(mode="json"))
     (staging / "stats.csv").write_text(stats.csv())
     return stats
-
-
-def write_run_record(
-    spec: JobSpec,
-    area: Area,
-    models: Models,
-    prediction: Prediction,
-    stats: Stats,
-    settings: Settings,
-    tiling: TilingOptions,
-    run: RunContext,
-    staging: Path,
-) -> None:
-    """run.json, with every stage's time (written last: a folder with a run.json is complete)."""
-    record = report.build_run_record(
-        spec,
-        area.aoi,
-        area.grid,
-        prediction.dates,
-        stats,
-        models.model,
-        models.cloud_model,
-        settings.device,
-        tiling,
-        run.timings_s,
-    )
-    export.write_json(staging / "run.json", record.model_dump(mode="json"))

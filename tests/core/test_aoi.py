@@ -235,9 +235,7 @@ def test_geometry_collection_is_reduced_to_its_polygons():
 
 
 def test_self_intersecting_polygon_is_refused_with_the_reason():
-    with pytest.raises(
-        AOIError, match=r"is invalid: Self-intersection\[14\.55.*repair it automatically with --fix-aoi"
-    ):
+    with pytest.raises(AOIError, match=r"is invalid: Self-intersection\[14\.55.*\]\. Fix the polygon\.$"):
         parse_aoi(BOWTIE)
 
 
@@ -298,3 +296,13 @@ def test_a_geojson_nested_hundreds_of_levels_deep_is_bad_input_not_a_crash():
         parse_aoi(text)
     with pytest.raises(AOIError, match="deep.geojson is nested too deeply"):
         parse_aoi_upload("deep.geojson", text.encode())
+
+
+def test_the_vertex_limit_applies_to_the_parts_before_they_are_merged():
+    # 200 identical triangles merge into 1 (4 coordinates), but merging them is what costs: refused before.
+    triangle = [[14.55, 45.86], [14.56, 45.86], [14.555, 45.87], [14.55, 45.86]]
+    features = [{"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [triangle]}}] * 200
+    document = {"type": "FeatureCollection", "features": features}
+    with pytest.raises(AOIError, match=r"has 800 vertices; the limit is 100\."):
+        parse_aoi(document, max_vertices=100)
+    assert parse_aoi(document, max_vertices=1000).area_km2 > 0

@@ -6,7 +6,7 @@ the sample's own AOI against (2) a small AOI inside it, (3) AOIs reaching 10 % a
 same scenes cut into two tiles of one date (a mosaic), (5) the scenes with a no-data wedge through the middle.
 """
 
-import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -20,14 +20,24 @@ from shapely.geometry import box
 from core.analysis import group_by_date, predict_dates
 from core.aoi import parse_aoi
 from core.grid import grid_for_aoi, project_geometry
+from core.progress import RunContext, TilingOptions
 from core.sources import SAMPLE_DIR
 from core.sources.local import LocalSource
-from core.types import Scene
-from models import registry
+from core.types import ModelCard, Scene
+from models.catalogue import catalogue
+from tests.conftest import load_model
 
 CLOUD_AGREEMENT, LANDCOVER_AGREEMENT = 0.995, 0.99
 SAMPLE_AOI = parse_aoi(SAMPLE_DIR / "aoi.geojson").geometry
 CLEAR_DATES = (date(2015, 7, 11), date(2015, 8, 30), date(2015, 9, 9))  # s2cloudless: 100 % clear
+
+
+@dataclass(frozen=True)
+class SeriesFor:
+    """A series model as predict_series takes it: a card and the predict callable for chosen dates."""
+
+    card: ModelCard
+    for_dates: Callable[[list[date]], Callable[[np.ndarray], np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -41,7 +51,7 @@ class DateMap:
 
 def run_dates(scenes: list[Scene], model_id: str, aoi_4326, work: Path) -> dict[date, DateMap]:
     """Per-date class maps of `model_id` over `aoi_4326`, exactly as a job computes them."""
-    model = registry.load(
+    model = load_model(
         model_id, processing_level="L1C", available_bands=set.intersection(*(set(s.bands) for s in scenes))
     )
     grid = grid_for_aoi(aoi_4326)
@@ -51,13 +61,11 @@ def run_dates(scenes: list[Scene], model_id: str, aoi_4326, work: Path) -> dict[
     }
     results = predict_dates(
         groups,
-        model.predict,
-        model.card,
+        model,
         grid,
         project_geometry(aoi_4326, "EPSG:4326", grid.crs),
-        work,
-        batch_size=4,
-        overlap_px=32,
+        RunContext(work),
+        TilingOptions(4, 32),
     )
     maps = {}
     for result in results:
@@ -199,7 +207,7 @@ def test_mosaics_and_no_data_wedges_keep_the_classes_of_the_whole_scene(
     scenes = sample_variant(tmp_path / "scenes", kind)
     maps = run_dates(scenes, model_id, SAMPLE_AOI, tmp_path / "work")
     reference = reference_maps[model_id]
-    n_classes = registry.get_card(model_id).n_classes
+    n_classes = catalogue().get(model_id).n_classes
     for day in reference:
         agreement, n, ours, theirs = compare(reference[day], maps[day])
         assert n > (9000 if kind == "mosaic" else 7000), (day, n)
@@ -265,10 +273,14 @@ def test_a_series_model_gives_a_pixel_the_same_class_whatever_aoi_is_drawn_aroun
     scenes = LocalSource(folder, "tanzania").scan()
     groups = dict(list(group_by_date(scenes).items())[:10])  # 10 of the 21 dates keep the test short
     full = scenes[0].footprint.buffer(-0.002)  # about 200 m inside the data's edge
-    card = dataclasses.replace(
-        registry.get_card("crop-utae-pastis"),
-        status="trained-here",
-        normalisation=TEST_NORMALISATION,
+    card = (
+        catalogue()
+        .get("crop-utae-pastis")
+        .replace(
+            status="trained-here",
+            normalisation=TEST_NORMALISATION,
+            temporal={"mode": "series", "max_dates": 6},
+        )
     )
     torch.manual_seed(0)
     net = utae.UTAE().eval()
@@ -278,25 +290,23 @@ def test_a_series_model_gives_a_pixel_the_same_class_whatever_aoi_is_drawn_aroun
         positions = np.array([d.toordinal() - origin for d in dates], np.float32)
         return SeriesTorchPredictor(net, positions, device="cpu").predict
 
-    cloud = registry.load("cloud-csmask", processing_level="L2A", available_bands=set(scenes[0].bands))
+    cloud = load_model("cloud-csmask", processing_level="L2A", available_bands=set(scenes[0].bands))
     full_grid = grid_for_aoi(full)
     cloud_results = predict_dates(
         groups,
-        cloud.predict,
-        cloud.card,
+        cloud,
         tile_layout(card, full_grid, 16).context,
         project_geometry(full, "EPSG:4326", full_grid.crs),
-        tmp_path / "cloud",
-        batch_size=4,
-        overlap_px=16,
+        RunContext(tmp_path / "cloud"),
+        TilingOptions(4, 16),
         clip_to_aoi=False,
     )
     maps = {}
     for name, aoi in (("full", full), ("small", inset(full, 0.4))):
         grid = grid_for_aoi(aoi)
         result = predict_series(
-            cloud_results, 6, predict_for, card, grid, project_geometry(aoi, "EPSG:4326", grid.crs),
-            tmp_path / name, batch_size=2, overlap_px=16,
+            cloud_results, SeriesFor(card, predict_for), grid, project_geometry(aoi, "EPSG:4326", grid.crs),
+            RunContext(tmp_path / name), TilingOptions(2, 16),
         )  # fmt: skip
         with rasterio.open(result.classes_path) as dataset:
             maps[name] = DateMap(dataset.read(1), round(grid.transform.c / 10), round(-grid.transform.f / 10))

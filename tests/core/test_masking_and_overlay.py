@@ -9,7 +9,7 @@ from affine import Affine
 from PIL import Image
 
 from core.analysis import DateResult, mask_clouds
-from core.export import open_intermediate, stats_csv, write_class_cog
+from core.export import open_intermediate, write_class_cog
 from core.grid import Grid
 from core.inference import InferenceResult
 from core.overlay import read_classes, render_overlay
@@ -84,13 +84,18 @@ def test_the_class_overlay_keeps_classes_and_colours_and_is_transparent_outside(
 
 
 def test_the_areas_csv_has_one_row_per_class():
-    stats = {
-        "classes": [
-            {"value": 0, "name": "water", "pixels": 3, "area_ha": 0.03, "percent": 75.0},
-            {"value": 1, "name": "trees, mixed", "pixels": 1, "area_ha": 0.01, "percent": 25.0},
-        ]
-    }
-    assert stats_csv(stats).splitlines() == [
+    from core.report import ClassArea, Stats
+
+    stats = Stats(
+        task="landcover", model_id="t", selected_date="2015-07-11", aoi_area_km2=0.0004, pixel_area_m2=100.0,
+        aoi_pixels=4, valid_pixels=4, dates=[],
+        classes=[
+            ClassArea(value=0, name="water", color="#0000ff", pixels=3, area_ha=0.03, percent=75.0),
+            ClassArea(value=1, name="trees, mixed", color="#00ff00", pixels=1, area_ha=0.01, percent=25.0),
+        ],
+    )  # fmt: skip
+    assert Stats.model_validate_json(stats.model_dump_json()) == stats  # what the Results page reads back
+    assert stats.csv().splitlines() == [
         "value,class,pixels,area_ha,percent",
         "0,water,3,0.03,75.0",
         '1,"trees, mixed",1,0.01,25.0',

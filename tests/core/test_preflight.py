@@ -1,31 +1,33 @@
 """The pre-flight estimate: counts from a real search of the embedded sample, sizes and times from the cards."""
 
-import dataclasses
 from datetime import date
 
 import pytest
 from shapely.geometry import box
 
 from core.aoi import parse_aoi
+from core.config import Settings
 from core.preflight import estimate_job, find_scenes, format_duration
 from core.sources import SAMPLE_DIR
-from models.registry import get_card
+from models.catalogue import catalogue
 
 SAMPLE_AOI = parse_aoi(SAMPLE_DIR / "aoi.geojson")
 
 
 def sample_scenes(max_cloud_pct: float | None = None):  # noqa: ANN201
-    return find_scenes(("sample",), SAMPLE_AOI.geometry, date(2015, 7, 1), date(2015, 9, 30), max_cloud_pct)
+    return find_scenes(
+        ("sample",), SAMPLE_AOI.geometry, date(2015, 7, 1), date(2015, 9, 30), max_cloud_pct, Settings()
+    )
 
 
 def test_the_estimate_counts_the_sample_and_adds_the_cloud_pass_for_landcover():
     scenes = sample_scenes()
-    cloud = estimate_job(SAMPLE_AOI, scenes, get_card("cloud-csmask"))
+    cloud = estimate_job(SAMPLE_AOI, scenes, catalogue().get("cloud-csmask"))
     assert (cloud.scenes, cloud.dates, cloud.download_mb) == (5, 5, 0.0)
     assert cloud.pixels == 97 * 98  # the sample AOI's 10 m grid
     assert cloud.read_mb == pytest.approx(97 * 98 * 6 * 2 * 5 / 1e6)  # 6 bands, uint16, 5 dates
     landcover = estimate_job(
-        SAMPLE_AOI, scenes, get_card("landcover-dynamic-world"), get_card("cloud-csmask")
+        SAMPLE_AOI, scenes, catalogue().get("landcover-dynamic-world"), catalogue().get("cloud-csmask")
     )
     assert landcover.read_mb == pytest.approx(cloud.read_mb + 97 * 98 * 9 * 2 / 1e6)  # + 9 bands, one date
     assert cloud.run_s is not None and landcover.run_s is not None and landcover.run_s > cloud.run_s
@@ -33,7 +35,7 @@ def test_the_estimate_counts_the_sample_and_adds_the_cloud_pass_for_landcover():
 
 
 def test_a_model_without_a_throughput_figure_gets_no_run_time():
-    card = dataclasses.replace(get_card("cloud-csmask"), cpu_s_per_mpx=None)
+    card = catalogue().get("cloud-csmask").replace(cpu_s_per_mpx=None)
     estimate = estimate_job(SAMPLE_AOI, sample_scenes(), card)
     assert estimate.run_s is None and "run time unknown" in estimate.summary()
 
@@ -54,11 +56,11 @@ def test_scenes_over_the_cloud_limit_are_not_counted(make_scene):
         from rasterio.warp import transform_bounds
 
         area = box(*transform_bounds(dataset.crs, "EPSG:4326", *dataset.bounds))
-    assert len(find_scenes((folder,), area, date(2020, 5, 1), date(2020, 7, 1), None)) == 2
-    [kept] = find_scenes((folder,), area, date(2020, 5, 1), date(2020, 7, 1), 10)
+    assert len(find_scenes((folder,), area, date(2020, 5, 1), date(2020, 7, 1), None, Settings())) == 2
+    [kept] = find_scenes((folder,), area, date(2020, 5, 1), date(2020, 7, 1), 10, Settings())
     assert kept.cloud_cover_pct == 5
     with pytest.raises(NoScenesFound, match="All 2 scenes have more than 1 % cloud cover"):
-        find_scenes((folder,), area, date(2020, 5, 1), date(2020, 7, 1), 1)
+        find_scenes((folder,), area, date(2020, 5, 1), date(2020, 7, 1), 1, Settings())
 
 
 @pytest.mark.parametrize(
@@ -69,10 +71,10 @@ def test_durations_read_naturally(seconds, text):
 
 
 def test_the_estimate_says_what_share_of_the_area_the_scenes_cover_and_warns_when_not_all():
-    inside = estimate_job(SAMPLE_AOI, sample_scenes(), get_card("cloud-csmask"))
+    inside = estimate_job(SAMPLE_AOI, sample_scenes(), catalogue().get("cloud-csmask"))
     assert inside.coverage_fraction > 0.995 and inside.coverage_warning() is None
     assert "cover 100 % of the area" in inside.summary()
     wide = parse_aoi("14.527,45.848,14.591,45.893")  # 5 km x 5 km around the 1 km2 sample
-    beyond = estimate_job(wide, sample_scenes(), get_card("cloud-csmask"))
+    beyond = estimate_job(wide, sample_scenes(), catalogue().get("cloud-csmask"))
     assert 0.02 < beyond.coverage_fraction < 0.06
     assert "The scenes found cover only 4." in (beyond.coverage_warning() or "")

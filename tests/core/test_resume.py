@@ -1,6 +1,5 @@
 """An interrupted pass over the grid resumes from its last saved strip and gives the same pixels."""
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +10,14 @@ from rasterio.windows import Window
 from shapely.geometry import Polygon
 
 from core.grid import Grid
-from core.inference import predict_grid, tile_layout
-from models.registry import get_card
+from core.inference import CardModel, predict_grid, tile_layout
+from core.progress import RunContext
+from models.catalogue import catalogue
 
-PER_PIXEL_CARD = get_card("cloud-s2cloudless")  # 2 classes, 256 px tiles at 10 m, tiles inside the grid
-LATTICE_CARD = dataclasses.replace(PER_PIXEL_CARD, per_pixel=False)  # the same with context tiles
+PER_PIXEL_CARD = catalogue().get(
+    "cloud-s2cloudless"
+)  # 2 classes, 256 px tiles at 10 m, tiles inside the grid
+LATTICE_CARD = PER_PIXEL_CARD.replace(per_pixel=False)  # the same with context tiles
 GRID = Grid("EPSG:32633", Affine(10.0, 0, 465_000.0, 0, -10.0, 5_080_000.0), 700, 650)
 # A triangle, so that pixels outside the AOI take part as well.
 AOI = Polygon([(465_000, 5_080_000), (471_500, 5_080_000), (465_000, 5_073_000)])
@@ -62,9 +64,9 @@ def run(
     folder.mkdir(exist_ok=True)
     layout = tile_layout(card, GRID, overlap_px=32)
     result = predict_grid(
-        reader(layout.context), model, card, layout, AOI, folder / "c.tif", folder / "p.tif", batch_size=2
+        reader(layout.context), CardModel(card, model), layout, AOI, RunContext(folder), batch_size=2
     )
-    with rasterio.open(folder / "c.tif") as c, rasterio.open(folder / "p.tif") as p:
+    with rasterio.open(folder / "classes.tif") as c, rasterio.open(folder / "confidence.tif") as p:
         return c.read(1), p.read(1), (result, calls["n"])
 
 

@@ -12,11 +12,13 @@ from shapely.geometry import box
 
 from core.analysis import group_by_date, predict_dates
 from core.grid import grid_for_aoi, project_geometry
+from core.progress import RunContext, TilingOptions
 from core.reading import SceneReader
 from core.series import choose_dates, read_series_tile
 from core.sources.local import LocalSource
 from models import utae
-from models.registry import get_card, load
+from models.catalogue import catalogue
+from tests.conftest import load_model
 
 
 def test_few_dates_are_all_kept_and_cloudy_ones_dropped():
@@ -59,9 +61,9 @@ def test_a_series_tile_from_real_masked_dates_feeds_utae_and_masked_observations
     groups = group_by_date(scenes)
 
     # The cloud model on every date gives each date's clear mask and fraction (on top of the data's own masking).
-    cloud = load("cloud-csmask", processing_level="L2A", available_bands=set(scenes[0].bands))
+    cloud = load_model("cloud-csmask", processing_level="L2A", available_bands=set(scenes[0].bands))
     cloud_results = predict_dates(
-        groups, cloud.predict, cloud.card, grid, aoi_grid, tmp_path / "cloud", batch_size=4, overlap_px=16
+        groups, cloud, grid, aoi_grid, RunContext(tmp_path / "cloud"), TilingOptions(4, 16)
     )
     clear_fractions = [r.inference.class_counts[0] / r.inference.aoi_px for r in cloud_results]
     assert min(clear_fractions) < 0.1 and max(clear_fractions) > 0.9  # some dates mostly masked, some clear
@@ -77,7 +79,7 @@ def test_a_series_tile_from_real_masked_dates_feeds_utae_and_masked_observations
 
         return read
 
-    card = get_card("crop-utae-pastis")
+    card = catalogue().get("crop-utae-pastis")
     # The stack below keeps every date, so that dates empty in a tile (clouds, swath edge) appear as padding.
     everything = list(range(len(cloud_results)))
     readers = [SceneReader(list(cloud_results[i].scenes), card.bands, grid) for i in everything]

@@ -11,16 +11,16 @@ from shapely.geometry import box
 
 from core.grid import Grid
 from core.inference import normalise, predict_grid, tile_layout
+from core.progress import RunContext
 from core.reading import SceneReader
 from core.sources import SAMPLE_DIR
 from core.sources.geotiff import read_geotiff_scene
 from models import registry
-from tests.conftest import TEST_DATA
+from models.catalogue import catalogue
+from tests.conftest import TEST_DATA, load_model
 
 SLOVENIA = TEST_DATA / "s2_slovenia_eolearn"
-S2C_SHA256 = registry.get_card("cloud-s2cloudless").weights_sha256[
-    "pixel_s2_cloud_detector_lightGBM_v0.1.txt"
-]
+S2C_SHA256 = catalogue().get("cloud-s2cloudless").weights_sha256["pixel_s2_cloud_detector_lightGBM_v0.1.txt"]
 # REFERENCE_SCENES frames 0..4 are these indices of the 68-date CLP_S2C stack (data README).
 FRAME_TO_CLP_INDEX = {"2015-08-20": 2, "2015-07-31": 1, "2015-09-09": 4, "2015-08-30": 3, "2015-07-11": 0}
 
@@ -42,7 +42,7 @@ def test_s2cloudless_on_the_embedded_sample_reproduces_the_reference_probabiliti
     scene = read_geotiff_scene(scene_path)
     with rasterio.open(scene_path) as dataset:  # the scene's own grid: the read path without resampling
         grid = Grid(dataset.crs.to_string(), dataset.transform, dataset.width, dataset.height)
-    model = registry.load("cloud-s2cloudless", processing_level="L1C", available_bands=set(scene.bands))
+    model = load_model("cloud-s2cloudless", processing_level="L1C", available_bands=set(scene.bands))
     from models.s2cloudless_model import S2CloudlessPredictor
 
     with SceneReader([scene], model.card.bands, grid) as reader:
@@ -57,10 +57,10 @@ def test_s2cloudless_on_the_embedded_sample_reproduces_the_reference_probabiliti
 
 
 def test_s2cloudless_class_decision_follows_the_package_threshold():
-    model = registry.load(
+    model = load_model(
         "cloud-s2cloudless",
         processing_level="L1C",
-        available_bands=set(registry.CARDS["cloud-s2cloudless"].bands),
+        available_bands=set(catalogue().get("cloud-s2cloudless").bands),
     )
     from models.s2cloudless_model import S2CloudlessPredictor
 
@@ -79,7 +79,7 @@ def test_csmask_through_the_tiling_pipeline_agrees_with_the_reference_mask(tmp_p
     # package's own output shows 4 = cloud, 0 = shadow, whatever the data README says).
     labels = reference["msk"][..., 0]
     expected = np.select([labels == 4, labels == 0], [1, 2], 0)
-    model = registry.load(
+    model = load_model(
         "cloud-csmask", processing_level="L1C", available_bands={"B02", "B03", "B04", "B08", "B11", "B12"}
     )
     assert model.weights_file == "model_6b_l1c.onnx"
@@ -99,17 +99,8 @@ def test_csmask_through_the_tiling_pipeline_agrees_with_the_reference_mask(tmp_p
         rows, cols = window.toslices()
         return context[:, rows, cols], has_data[rows, cols]
 
-    result = predict_grid(
-        read,
-        model.predict,
-        model.card,
-        layout,
-        box(*grid.bounds),
-        tmp_path / "c.tif",
-        tmp_path / "p.tif",
-        batch_size=2,
-    )
-    with rasterio.open(tmp_path / "c.tif") as dataset:
+    result = predict_grid(read, model, layout, box(*grid.bounds), RunContext(tmp_path), batch_size=2)
+    with rasterio.open(tmp_path / "classes.tif") as dataset:
         classes = dataset.read(1)
     assert result.tiles == len(layout.tiles) <= 16  # tiles of 256 px, 32 px overlap, on the CRS lattice
     kappa = cohen_kappa(expected.ravel(), classes.ravel())
@@ -120,11 +111,11 @@ def test_models_refuse_data_they_were_not_made_for():
     from core.errors import ModelError
 
     with pytest.raises(ModelError, match="L1C"):
-        registry.load("cloud-s2cloudless", processing_level="L2A", available_bands=set())
+        load_model("cloud-s2cloudless", processing_level="L2A", available_bands=set())
     with pytest.raises(ModelError, match="B08"):
-        registry.load("cloud-csmask", processing_level="L1C", available_bands={"B02", "B03", "B04"})
+        load_model("cloud-csmask", processing_level="L1C", available_bands={"B02", "B03", "B04"})
     with pytest.raises(ModelError, match="Unknown model"):
-        registry.get_card("cloud-unet-from-nowhere")
+        catalogue().get("cloud-unet-from-nowhere")
 
 
 def test_a_changed_weights_file_is_named_in_the_error(tmp_path: Path):
@@ -153,25 +144,30 @@ def test_a_weights_file_changed_after_it_was_verified_is_caught(tmp_path: Path):
         verify_weights(weights, good, "m")
 
 
-def test_the_optimised_csmask_graph_is_cached_and_gives_identical_probabilities(tmp_path: Path, monkeypatch):
-    from core.config import get_settings
+def test_the_optimised_csmask_graph_is_cached_and_gives_identical_probabilities(tmp_path: Path):
     from models.csmask_model import cpu_optimised_session, variant_file
     from models.weights import sha256_of
 
-    monkeypatch.setenv("TERRASEG_CACHE_DIR", str(tmp_path))
-    get_settings.cache_clear()
-    try:
-        onnx_file = variant_file(6, "L1C")
-        sha256 = sha256_of(onnx_file)
-        batch = np.random.default_rng(0).random((1, 6, 256, 256), dtype=np.float32)
-        first = cpu_optimised_session(onnx_file, sha256, ["CPUExecutionProvider"], 1)
-        [cached] = (tmp_path / "models" / "onnx-optimised").glob("*.onnx")
-        second = cpu_optimised_session(onnx_file, sha256, ["CPUExecutionProvider"], 1)
-        name = first.get_inputs()[0].name
-        np.testing.assert_array_equal(first.run(None, {name: batch})[0], second.run(None, {name: batch})[0])
-        cached.write_bytes(b"damaged")  # a broken cache file is rebuilt, not fatal
-        third = cpu_optimised_session(onnx_file, sha256, ["CPUExecutionProvider"], 1)
-        np.testing.assert_array_equal(first.run(None, {name: batch})[0], third.run(None, {name: batch})[0])
-        assert cached.stat().st_size > 1000
-    finally:
-        get_settings.cache_clear()
+    onnx_file = variant_file(6, "L1C")
+    sha256 = sha256_of(onnx_file)
+    batch = np.random.default_rng(0).random((1, 6, 256, 256), dtype=np.float32)
+    first = cpu_optimised_session(onnx_file, sha256, ["CPUExecutionProvider"], 1, tmp_path)
+    [cached] = (tmp_path / "models" / "onnx-optimised").glob("*.onnx")
+    second = cpu_optimised_session(onnx_file, sha256, ["CPUExecutionProvider"], 1, tmp_path)
+    name = first.get_inputs()[0].name
+    np.testing.assert_array_equal(first.run(None, {name: batch})[0], second.run(None, {name: batch})[0])
+    cached.write_bytes(b"damaged")  # a broken cache file is rebuilt, not fatal
+    third = cpu_optimised_session(onnx_file, sha256, ["CPUExecutionProvider"], 1, tmp_path)
+    np.testing.assert_array_equal(first.run(None, {name: batch})[0], third.run(None, {name: batch})[0])
+    assert cached.stat().st_size > 1000
+    assert not list(cached.parent.glob("*.part"))  # no partial graph is left behind
+
+
+def test_a_session_that_cannot_be_built_leaves_no_partial_graph(tmp_path: Path):
+    from models.csmask_model import cpu_optimised_session
+
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not an onnx graph")
+    with pytest.raises(Exception):  # noqa: B017, PT011 - onnxruntime's own error type
+        cpu_optimised_session(broken, "0" * 64, ["CPUExecutionProvider"], 1, tmp_path)
+    assert not list((tmp_path / "models" / "onnx-optimised").glob("*"))

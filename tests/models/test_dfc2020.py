@@ -139,24 +139,25 @@ def test_both_networks_run_under_bf16_autocast():
 
 @pytest.mark.parametrize("model_id", ["landcover-dfc2020-unet", "landcover-dfc2020-deeplab", "cloud-unet"])
 def test_an_untrained_seed_model_is_refused_with_how_to_get_weights(model_id):
-    from models.registry import get_card, load
+    from models.catalogue import catalogue
+    from tests.conftest import load_model
 
-    card = get_card(model_id)
+    card = catalogue().get(model_id)
     assert card.status == "untrained" and card.weights == ()
     with pytest.raises(
         ModelError,
-        match=r"has no trained weights yet; import published weights \('terraseg import .* FILE...'\) or train it",
+        match=r"has no trained weights yet; import published weights or train it",
     ):
-        load(model_id, processing_level="L1C", available_bands=set(card.bands))
+        load_model(model_id, processing_level="L1C", available_bands=set(card.bands))
 
 
 def test_the_dfc2020_card_normalisation_matches_the_baselines_input_scaling():
     import numpy as np
 
     from core.inference import normalise
-    from models.registry import get_card
+    from models.catalogue import catalogue
 
-    card = get_card("landcover-dfc2020-unet")
+    card = catalogue().get("landcover-dfc2020-unet")
     assert card.bands[-2:] == ("VV", "VH") and len(card.bands) == 12
     pixels = np.array([0.05] * 10 + [-30.0, -12.5], np.float32)[:, None, None]  # reflectance, then S1 dB
     expected = np.array([0.05] * 10 + [0.0, 0.5], np.float32)[:, None, None]  # clip(dB, -25, 0) / 25 + 1

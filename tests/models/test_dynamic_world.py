@@ -14,12 +14,12 @@ import torch
 from core.errors import ModelError
 from core.inference import normalise
 from models import dynamic_world
+from models.catalogue import catalogue
 from models.conversion.dynamic_world import model_input
-from models.registry import get_card, load
 from models.weights import check_state_dict
-from tests.conftest import TEST_DATA
+from tests.conftest import TEST_DATA, load_model
 
-DW_SHA256 = get_card("landcover-dynamic-world").weights_sha256[dynamic_world.WEIGHTS_FILE.name]
+DW_SHA256 = catalogue().get("landcover-dynamic-world").weights_sha256[dynamic_world.WEIGHTS_FILE.name]
 REFERENCE = Path(__file__).parent / "data" / "dynamic_world_tf_reference.npz"
 SLOVENIA = TEST_DATA / "s2_slovenia_eolearn"
 
@@ -64,7 +64,7 @@ def test_any_tile_size_keeps_its_size(network, height, width):
 
 
 def test_the_card_has_the_official_classes_and_colours_and_is_the_landcover_default():
-    card = get_card("landcover-dynamic-world")
+    card = catalogue().get("landcover-dynamic-world")
     assert [c.name for c in card.classes] == [
         "water", "trees", "grass", "flooded vegetation", "crops", "shrub and scrub", "built", "bare", "snow and ice",
     ]  # fmt: skip
@@ -99,4 +99,6 @@ def test_a_state_dict_that_does_not_fit_names_the_keys_and_shapes():
 
 def test_l2a_scenes_are_refused_because_the_model_was_trained_on_l1c():
     with pytest.raises(ModelError, match="works on L1C data, but the scenes are L2A"):
-        load("landcover-dynamic-world", processing_level="L2A", available_bands=set(dynamic_world.BANDS))
+        load_model(
+            "landcover-dynamic-world", processing_level="L2A", available_bands=set(dynamic_world.BANDS)
+        )

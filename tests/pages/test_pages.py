@@ -94,7 +94,7 @@ def test_a_drawn_rectangle_shows_its_area_an_estimate_and_submits_a_job(app_env,
     spec = client.spec(job.job_id)
     assert (spec.task, spec.model_id, spec.sources) == ("cloud", "cloud-csmask", ("sample",))
     assert (str(spec.start), str(spec.end)) == ("2015-07-01", "2015-09-30")
-    assert parse_aoi(spec.aoi).area_km2 == pytest.approx(parse_aoi(SAMPLE_AOI_TEXT).area_km2, rel=1e-9)
+    assert spec.aoi.to_aoi().area_km2 == pytest.approx(parse_aoi(SAMPLE_AOI_TEXT).area_km2, rel=1e-9)
 
 
 def test_a_typed_bbox_and_an_uploaded_geojson_both_become_the_aoi(app_env, monkeypatch):
@@ -213,13 +213,18 @@ def test_reversed_dates_an_unknown_source_and_no_scenes_each_block_submit(app_en
 
 
 def test_the_task_and_model_lists_come_from_the_registry(app_env, monkeypatch):
-    from models.registry import list_cards
+    from models.catalogue import catalogue
 
+    cards = catalogue().all()
     at = open_page("pages/new_job.py", None, monkeypatch)
     task_box = next(s for s in at.selectbox if s.label == "Task")
     model_box = next(s for s in at.selectbox if s.label == "Model")
-    assert set(task_box.options) == {c.task for c in list_cards()}
-    labels = {c.id + (" (no trained weights)" if c.status == "untrained" else "") for c in list_cards()}
+    assert (
+        set(task_box.options)
+        == {c.task for c in cards if c.output == "map"}
+        == {"cloud", "crop", "landcover"}
+    )
+    labels = {c.id + (" (no trained weights)" if c.status == "untrained" else "") for c in cards}
     assert set(model_box.options) == {
         label for label in labels if label.split()[0].startswith(task_box.value)
     }
@@ -396,7 +401,7 @@ def test_an_untrained_model_is_explained_and_cannot_be_submitted(app_env, monkey
     next(s for s in at.selectbox if s.label == "Model").set_value("landcover-dfc2020-unet").run()
     assert_no_crash(at)
     assert any(
-        "has no trained weights yet; import published weights ('terraseg import landcover-dfc2020-unet FILE...')"
+        "Model landcover-dfc2020-unet has no trained weights yet; import published weights or train it first"
         in t
         for t in texts(at.error)
     )

@@ -15,7 +15,7 @@ from PIL import Image
 
 from core.sources import SAMPLE_DIR
 from models import dynamic_world
-from models.registry import get_card
+from models.catalogue import catalogue
 from tests.conftest import TEST_DATA, write_scene
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -320,7 +320,7 @@ def test_the_landcover_job_maps_the_real_sample_with_dynamic_world(tmp_path):
     assert len(stats["dates"]) == 5 and "cloud" in stats["dates"][0]["fractions"]  # per-date cloud fractions
     assert (
         run["model"]["weights_sha256"]
-        == get_card("landcover-dynamic-world").weights_sha256[dynamic_world.WEIGHTS_FILE.name]
+        == catalogue().get("landcover-dynamic-world").weights_sha256[dynamic_world.WEIGHTS_FILE.name]
     )
     assert run["cloud_model"]["id"] == "cloud-csmask"
     with rasterio.open(out / "classes.tif") as cog:

@@ -15,7 +15,7 @@ import torch
 from rasterio.warp import transform_bounds
 
 from models import utae
-from models.registry import get_card
+from models.catalogue import catalogue
 from tests.worker.test_cli import terraseg
 
 MAX_DATES = 6
@@ -36,7 +36,7 @@ def install_trained_here_utae(cache: Path) -> str:
     torch.manual_seed(0)
     weights = folder / "utae_test.pt"
     torch.save(utae.UTAE().state_dict(), weights)
-    card = json.loads(json.dumps(get_card("crop-utae-pastis"), default=lambda o: o.__dict__))
+    card = catalogue().get("crop-utae-pastis").model_dump(mode="json")
     card.update(
         id="crop-utae-test",
         status="trained-here",
@@ -93,6 +93,6 @@ def test_an_untrained_series_model_is_refused_with_how_to_get_weights(tanzania_s
     )  # fmt: skip
     assert result.returncode == 2
     assert (
-        "has no trained weights yet; import published weights ('terraseg import crop-utae-pastis"
-        in result.stderr
+        "has no trained weights yet; import published weights or train it first. Published weights: "
+        "'terraseg import crop-utae-pastis FILE...'" in result.stderr
     )

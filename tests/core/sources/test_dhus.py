@@ -19,6 +19,7 @@ from core.config import Settings, dhus_credentials
 from core.download import fetch_scenes
 from core.errors import JobCancelled, NoScenesFound, SourceError, SourceUnavailable
 from core.grid import grid_for_aoi
+from core.progress import RunContext
 from core.reading import SceneReader
 from core.sources import SAMPLE_DIR, parse_source, search_scenes
 from core.sources.dhus import DhusSource, needs_fetch
@@ -176,7 +177,7 @@ def test_a_download_is_verified_and_reads_as_the_same_reflectance_as_the_sample(
     fetched = dhus_source.fetch(scene, tmp_path / "cache")
     zip_path = Path(fetched.extra["product"])
     assert md5(zip_path) == product(dhus, "20150830")["md5"] and not needs_fetch(fetched)
-    [sample] = parse_source("sample").search(AOI.geometry, date(2015, 8, 30), date(2015, 8, 30))
+    [sample] = parse_source("sample", Settings()).search(AOI.geometry, date(2015, 8, 30), date(2015, 8, 30))
     grid = grid_for_aoi(AOI.geometry)
     window = rasterio.windows.Window(0, 0, grid.width, grid.height)
     with SceneReader([fetched], S2_BANDS, grid) as got, SceneReader([sample], S2_BANDS, grid) as want:
@@ -341,21 +342,22 @@ def dhus_env(dhus, monkeypatch):  # noqa: ANN001, ANN201
 def test_a_mirror_that_is_down_fails_over_to_the_next_source(dhus, dhus_env, caplog):
     dhus.flag("down", "")
     with pytest.raises(SourceUnavailable, match="is unavailable"):
-        search_scenes((f"dhus:{dhus.url}",), AOI.geometry, *SUMMER)
-    scenes = search_scenes((f"dhus:{dhus.url}", "sample"), AOI.geometry, *SUMMER)
+        search_scenes((f"dhus:{dhus.url}",), AOI.geometry, *SUMMER, Settings())
+    scenes = search_scenes((f"dhus:{dhus.url}", "sample"), AOI.geometry, *SUMMER, Settings())
     assert {s.source for s in scenes} == {"sample"}
     assert any(f"dhus:{dhus.url}" in r.getMessage() for r in caplog.records)
     dhus.flag("down", None)
-    scenes = search_scenes((f"dhus:{dhus.url}", "sample"), AOI.geometry, *SUMMER)
+    scenes = search_scenes((f"dhus:{dhus.url}", "sample"), AOI.geometry, *SUMMER, Settings())
     assert {s.source for s in scenes} == {f"dhus:{dhus.url}"}
 
 
 def test_fetch_scenes_reports_progress_in_megabytes(dhus, dhus_env, tmp_path):
-    scenes = search_scenes((f"dhus:{dhus.url}",), AOI.geometry, date(2015, 8, 20), date(2015, 8, 30))
-    reports: list[tuple[float, str]] = []
-    fetched = fetch_scenes(
-        scenes, {"B02"}, AOI.geometry, tmp_path / "cache", lambda f, m: reports.append((f, m))
+    scenes = search_scenes(
+        (f"dhus:{dhus.url}",), AOI.geometry, date(2015, 8, 20), date(2015, 8, 30), Settings()
     )
+    reports: list[tuple[float, str]] = []
+    progress = RunContext(tmp_path, lambda f, m: reports.append((f, m)))
+    fetched = fetch_scenes(scenes, {"B02"}, AOI.geometry, Settings(cache_dir=tmp_path / "cache"), progress)
     assert not any(needs_fetch(s) for s in fetched) and all(
         Path(s.extra["product"]).is_file() for s in fetched
     )
@@ -368,20 +370,24 @@ def test_a_job_downloads_its_products_in_parallel_up_to_the_slots_of_the_source(
     dhus, dhus_env, tmp_path, monkeypatch
 ):
     monkeypatch.setenv("TERRASEG_DOWNLOAD_SLOTS", "2")
-    scenes = search_scenes((f"dhus:{dhus.url}",), AOI.geometry, *SUMMER)
+    scenes = search_scenes((f"dhus:{dhus.url}",), AOI.geometry, *SUMMER, Settings())
     dhus.flag("slow", "0.1")  # each product takes about 0.3 s to send
-    fetched = fetch_scenes(scenes, {"B02"}, AOI.geometry, tmp_path / "cache")
+    fetched = fetch_scenes(
+        scenes, {"B02"}, AOI.geometry, Settings(cache_dir=tmp_path / "cache"), RunContext(tmp_path)
+    )
     assert len(fetched) == 5 and not any(needs_fetch(s) for s in fetched)
     assert dhus.peak_downloads() == 2  # parallel, and never more than the slots
 
 
 def test_a_failed_product_stops_the_other_downloads_and_says_why(dhus, dhus_env, tmp_path, monkeypatch):
     monkeypatch.setenv("TERRASEG_DOWNLOAD_ATTEMPTS", "1")
-    scenes = search_scenes((f"dhus:{dhus.url}",), AOI.geometry, *SUMMER)
+    scenes = search_scenes((f"dhus:{dhus.url}",), AOI.geometry, *SUMMER, Settings())
     dhus.flag("corrupt_next", "1")
     dhus.flag("slow", "0.05")
     with pytest.raises(SourceError, match="arrived corrupt 1 times"):
-        fetch_scenes(scenes, {"B02"}, AOI.geometry, tmp_path / "cache")
+        fetch_scenes(
+            scenes, {"B02"}, AOI.geometry, Settings(cache_dir=tmp_path / "cache"), RunContext(tmp_path)
+        )
     assert len(dhus.downloads()) < 5  # the queued products were not started
     expected_md5 = {f"{p['name']}.zip": p["md5"] for p in dhus.products}
     published = list((tmp_path / "cache" / "products").rglob("*.zip"))
@@ -443,11 +449,13 @@ def test_a_sentinel1_grd_from_the_mirror_is_downloaded_calibrated_and_read_in_db
 
     aoi = parse_aoi(s1_aoi_geojson())
     [scene] = search_scenes(
-        (f"dhus:{dhus.url}",), aoi.geometry, date(2021, 1, 1), date(2021, 1, 31), sensor="S1"
+        (f"dhus:{dhus.url}",), aoi.geometry, date(2021, 1, 1), date(2021, 1, 31), Settings(), sensor="S1"
     )
     assert scene.sensor == "S1" and set(scene.bands) == {"VV", "VH"} and needs_fetch(scene)
     assert "producttype%3A%22GRD%22" in dhus.requests()[-1][1]
-    [ready] = fetch_scenes([scene], {"VV", "VH"}, aoi.geometry, tmp_path / "cache")
+    [ready] = fetch_scenes(
+        [scene], {"VV", "VH"}, aoi.geometry, Settings(cache_dir=tmp_path / "cache"), RunContext(tmp_path)
+    )
     assert Path(ready.extra["product"]).name.endswith(".zip") and ready.extra["s1_calibrated"]
     grid = grid_for_aoi(aoi.geometry)
     with SceneReader([ready], ("VV", "VH"), grid) as reader:
@@ -458,4 +466,4 @@ def test_a_sentinel1_grd_from_the_mirror_is_downloaded_calibrated_and_read_in_db
     assert np.median(np.abs(db[0][inside] - expected[inside])) < 0.1
     # Sentinel-2 searches of the same area find nothing: the product type keeps the sensors apart.
     with pytest.raises(NoScenesFound):
-        search_scenes((f"dhus:{dhus.url}",), aoi.geometry, date(2021, 1, 1), date(2021, 1, 31))
+        search_scenes((f"dhus:{dhus.url}",), aoi.geometry, date(2021, 1, 1), date(2021, 1, 31), Settings())

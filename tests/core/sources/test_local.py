@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from shapely.geometry import box
 
+from core.config import Settings
 from core.errors import NoScenesFound, SourceError
 from core.sources import SAMPLE_DIR, parse_source, search_scenes
 from core.sources.local import LocalSource
@@ -15,7 +16,7 @@ SAMPLE_AOI = box(14.552, 45.867, 14.563, 45.874)
 
 
 def test_the_sample_source_finds_its_five_real_dates():
-    scenes = parse_source("sample").search(SAMPLE_AOI, date(2015, 7, 1), date(2015, 9, 30))
+    scenes = parse_source("sample", Settings()).search(SAMPLE_AOI, date(2015, 7, 1), date(2015, 9, 30))
     assert [s.date_iso for s in scenes] == [
         "2015-07-11",
         "2015-07-31",
@@ -28,23 +29,25 @@ def test_the_sample_source_finds_its_five_real_dates():
 
 
 def test_search_keeps_only_dates_in_the_inclusive_range():
-    scenes = parse_source("sample").search(SAMPLE_AOI, date(2015, 7, 31), date(2015, 8, 30))
+    scenes = parse_source("sample", Settings()).search(SAMPLE_AOI, date(2015, 7, 31), date(2015, 8, 30))
     assert [s.date_iso for s in scenes] == ["2015-07-31", "2015-08-20", "2015-08-30"]
 
 
 def test_a_date_range_without_scenes_says_which_dates_exist():
     with pytest.raises(NoScenesFound, match=r"between 2016-01-01 and 2016-02-01.*2015-07-11"):
-        parse_source("sample").search(SAMPLE_AOI, date(2016, 1, 1), date(2016, 2, 1))
+        parse_source("sample", Settings()).search(SAMPLE_AOI, date(2016, 1, 1), date(2016, 2, 1))
 
 
 def test_an_aoi_that_misses_every_scene_says_so():
     with pytest.raises(NoScenesFound, match="None of the 5 S2 scenes in sample overlaps"):
-        parse_source("sample").search(box(10, 50, 10.01, 50.01), date(2015, 7, 1), date(2015, 9, 30))
+        parse_source("sample", Settings()).search(
+            box(10, 50, 10.01, 50.01), date(2015, 7, 1), date(2015, 9, 30)
+        )
 
 
 def test_unknown_and_missing_sources_are_refused_plainly(tmp_path):
     with pytest.raises(SourceError, match="Unknown source 'ftp://x'"):
-        parse_source("ftp://x")
+        parse_source("ftp://x", Settings())
     with pytest.raises(SourceError, match="does not exist"):
         LocalSource(tmp_path / "nope", "local:nope").scan()
 
@@ -98,13 +101,21 @@ def test_safe_products_zipped_or_not_sit_beside_geotiffs(tmp_path):
 def test_sources_are_tried_in_order_and_the_first_with_scenes_serves(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         scenes = search_scenes(
-            [f"local:{tmp_path / 'missing'}", "sample"], SAMPLE_AOI, date(2015, 7, 1), date(2015, 9, 30)
+            [f"local:{tmp_path / 'missing'}", "sample"],
+            SAMPLE_AOI,
+            date(2015, 7, 1),
+            date(2015, 9, 30),
+            Settings(),
         )
     assert {s.source for s in scenes} == {"sample"}
     assert any("missing" in r.getMessage() for r in caplog.records)
     with pytest.raises(NoScenesFound, match="No source has matching scenes"):
         search_scenes(
-            [f"local:{tmp_path / 'missing'}", "sample"], SAMPLE_AOI, date(2020, 1, 1), date(2020, 1, 2)
+            [f"local:{tmp_path / 'missing'}", "sample"],
+            SAMPLE_AOI,
+            date(2020, 1, 1),
+            date(2020, 1, 2),
+            Settings(),
         )
 
 

@@ -14,9 +14,11 @@ from rasterio.windows import Window
 from shapely.geometry import Point, Polygon
 
 from core.aoi import parse_aoi
+from core.config import Settings
 from core.download import fetch_scenes
 from core.errors import SourceError
 from core.grid import grid_for_aoi
+from core.progress import RunContext
 from core.reading import SceneReader
 from core.sources.local import LocalSource
 from core.sources.sentinel1 import (
@@ -97,7 +99,9 @@ def test_a_grd_product_is_calibrated_and_warped_onto_the_job_grid(grd, tmp_path)
     [found] = LocalSource(grd.parent, "s1-folder").search(
         aoi.geometry, date(2021, 1, 1), date(2021, 1, 31), "S1"
     )
-    [calibrated] = fetch_scenes([found], {"VV", "VH"}, aoi.geometry, tmp_path / "cache")
+    [calibrated] = fetch_scenes(
+        [found], {"VV", "VH"}, aoi.geometry, Settings(cache_dir=tmp_path / "cache"), RunContext(tmp_path)
+    )
     grid = grid_for_aoi(aoi.geometry)
     with SceneReader([calibrated], ("VV", "VH"), grid) as reader:
         db, valid = reader.read(Window(0, 0, grid.width, grid.height))

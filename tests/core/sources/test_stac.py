@@ -11,6 +11,7 @@ import rasterio
 from rasterio.windows import Window
 
 from core.aoi import parse_aoi
+from core.config import Settings
 from core.download import fetch_windows
 from core.errors import NoScenesFound, SourceError, SourceUnavailable
 from core.grid import grid_for_aoi
@@ -32,7 +33,7 @@ def stac(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
 
 
 def test_pystac_client_finds_the_items_with_their_recorded_metadata(stac):
-    scenes = parse_source(f"stac:{stac.url}").search(AOI.geometry, *SUMMER)
+    scenes = parse_source(f"stac:{stac.url}", Settings()).search(AOI.geometry, *SUMMER)
     assert [s.date_iso for s in scenes] == [
         "2015-07-11",
         "2015-07-31",
@@ -53,8 +54,10 @@ def test_pystac_client_finds_the_items_with_their_recorded_metadata(stac):
 def test_remote_cogs_read_back_the_samples_reflectance_exactly(stac):
     grid = grid_for_aoi(AOI.geometry)
     window = Window(0, 0, grid.width, grid.height)
-    remote = parse_source(f"stac:{stac.url}").search(AOI.geometry, date(2015, 7, 11), date(2015, 7, 11))
-    local = parse_source("sample").search(AOI.geometry, date(2015, 7, 11), date(2015, 7, 11))
+    remote = parse_source(f"stac:{stac.url}", Settings()).search(
+        AOI.geometry, date(2015, 7, 11), date(2015, 7, 11)
+    )
+    local = parse_source("sample", Settings()).search(AOI.geometry, date(2015, 7, 11), date(2015, 7, 11))
     bands = ("B02", "B04", "B8A", "B11")
     with SceneReader(remote, bands, grid) as reader:
         remote_values, remote_valid = reader.read(window)
@@ -81,7 +84,7 @@ def test_the_baseline_rule_applies_the_offset_only_where_the_metadata_does_not_g
 
 
 def test_window_fetch_caches_and_reuses_and_replaces_a_corrupt_copy(stac, tmp_path):
-    scenes = parse_source(f"stac:{stac.url}").search(AOI.geometry, *SUMMER)[:2]
+    scenes = parse_source(f"stac:{stac.url}", Settings()).search(AOI.geometry, *SUMMER)[:2]
     before = stac.bytes_served()
     fetched = fetch_windows(scenes, {"B04", "B11"}, AOI.geometry, tmp_path)
     first = stac.bytes_served() - before
@@ -99,7 +102,9 @@ def test_window_fetch_caches_and_reuses_and_replaces_a_corrupt_copy(stac, tmp_pa
 
 @pytest.mark.parametrize("status", [429, 503])
 def test_a_window_fetch_rides_out_rate_limits_and_server_errors(stac, tmp_path, status):
-    [scene] = parse_source(f"stac:{stac.url}").search(AOI.geometry, date(2015, 8, 20), date(2015, 8, 20))
+    [scene] = parse_source(f"stac:{stac.url}", Settings()).search(
+        AOI.geometry, date(2015, 8, 20), date(2015, 8, 20)
+    )
     stac.fail_next(status, 2)
     [fetched] = fetch_windows([scene], {"B04"}, AOI.geometry, tmp_path)
     with rasterio.open(fetched.bands["B04"].path) as dataset:
@@ -112,10 +117,10 @@ def test_a_source_that_is_down_is_reported_and_the_next_one_serves(stac, caplog)
     stac.set_down(True)
     try:
         with pytest.raises(SourceUnavailable, match=r"is unavailable \(HTTP 503\)"):
-            parse_source(f"stac:{stac.url}").search(AOI.geometry, *SUMMER)
-        scenes = search_scenes((f"stac:{stac.url}", "sample"), AOI.geometry, *SUMMER)
+            parse_source(f"stac:{stac.url}", Settings()).search(AOI.geometry, *SUMMER)
+        scenes = search_scenes((f"stac:{stac.url}", "sample"), AOI.geometry, *SUMMER, Settings())
         with pytest.raises(SourceUnavailable):  # every source down: a transient error, retried later
-            search_scenes((f"stac:{stac.url}",), AOI.geometry, *SUMMER)
+            search_scenes((f"stac:{stac.url}",), AOI.geometry, *SUMMER, Settings())
     finally:
         stac.set_down(False)
     assert {s.source for s in scenes} == {"sample"}
@@ -124,7 +129,7 @@ def test_a_source_that_is_down_is_reported_and_the_next_one_serves(stac, caplog)
 
 def test_an_unreachable_catalogue_is_unavailable_not_an_internal_error():
     with pytest.raises(SourceUnavailable, match="cannot be reached"):
-        parse_source("stac:http://127.0.0.1:9/v1").search(AOI.geometry, *SUMMER)
+        parse_source("stac:http://127.0.0.1:9/v1", Settings()).search(AOI.geometry, *SUMMER)
 
 
 def test_a_catalogue_with_sas_signing_gets_tokens_and_unsigned_links_are_refused(stac, tmp_path):
@@ -155,7 +160,7 @@ def test_a_catalogue_with_sas_signing_gets_tokens_and_unsigned_links_are_refused
 
 def test_no_items_for_the_dates_says_what_to_do(stac):
     with pytest.raises(NoScenesFound, match="widen the dates or raise the cloud limit"):
-        parse_source(f"stac:{stac.url}").search(AOI.geometry, date(2019, 1, 1), date(2019, 2, 1))
+        parse_source(f"stac:{stac.url}", Settings()).search(AOI.geometry, date(2019, 1, 1), date(2019, 2, 1))
 
 
 def test_a_job_on_the_stac_source_gives_the_same_map_as_on_the_sample(stac, tmp_path):
