@@ -1,10 +1,8 @@
 """Where imagery comes from: the embedded `sample`, `local:DIR`, STAC and DHuS presets, `stac:URL`, `dhus:URL`."""
 
 import logging
-from collections.abc import Callable
 from datetime import date
 from pathlib import Path
-from typing import Protocol
 
 from shapely.geometry.base import BaseGeometry
 
@@ -13,8 +11,8 @@ from core.errors import AppError, NoScenesFound, SourceError, SourceUnavailable
 from core.sources.dhus import PRESETS as DHUS_PRESETS
 from core.sources.dhus import DhusSource
 from core.sources.local import LocalSource
+from core.sources.protocol import Source
 from core.sources.stac import PRESETS, StacSource
-from core.transfer import BytesProgress, StatusFn
 from core.types import Scene
 
 log = logging.getLogger(__name__)
@@ -30,39 +28,6 @@ SOURCE_HELP = {
     "cesnet": "CESNET's DHuS mirror (Sentinel-1 GRD, Sentinel-2 L1C/L2A SAFE products; account needed)",
     "dhus:URL": "any Copernicus DHuS API (OpenSearch + OData), e.g. dhus:https://dhr1.cesnet.cz/",
 }
-
-
-class Source(Protocol):
-    """What every source offers: a search, and (for sources of whole products) a verified download."""
-
-    name: str
-
-    @property
-    def download_slots(self) -> int:
-        """Products downloaded at once from this source."""
-        ...
-
-    def search(
-        self,
-        aoi: BaseGeometry,
-        start: date,
-        end: date,
-        sensor: str = "S2",
-        max_cloud_pct: float | None = None,
-    ) -> list[Scene]:
-        """Scenes over `aoi` (EPSG:4326) between `start` and `end` (inclusive), oldest first."""
-        ...
-
-    def fetch(
-        self,
-        scene: Scene,
-        cache_dir: Path,
-        progress: BytesProgress | None = None,
-        status: StatusFn | None = None,
-        should_stop: Callable[[], bool] | None = None,
-    ) -> Scene:
-        """The scene's product in `cache_dir`, read as a local Scene (SourceError where there is none)."""
-        ...
 
 
 def parse_source(name: str, settings: Settings) -> Source:

@@ -1,7 +1,6 @@
 """The local source: a folder of Sentinel-1 GRD and Sentinel-2 SAFE products (zipped or not) and GeoTIFF/COG scenes."""
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -10,9 +9,9 @@ from shapely.geometry.base import BaseGeometry
 
 from core.errors import NoScenesFound, SourceError
 from core.sources.geotiff import read_geotiff_scene
+from core.sources.protocol import NoProducts
 from core.sources.safe import read_s2_safe
 from core.sources.sentinel1 import merge_polarisations, read_s1_safe
-from core.transfer import BytesProgress, StatusFn
 from core.types import Scene
 
 log = logging.getLogger(__name__)
@@ -32,25 +31,12 @@ def is_safe_entry(path: Path) -> bool:
 
 
 @dataclass
-class LocalSource:
+class LocalSource(NoProducts):
     """Scenes found directly inside `directory` (not in sub-folders other than SAFE products)."""
 
     directory: Path
     name: str
     skipped: list[str] = field(default_factory=list)  # "file: reason" for entries that could not be used
-
-    download_slots = 1  # nothing to download: its scenes are read in place
-
-    def fetch(
-        self,
-        scene: Scene,
-        cache_dir: Path,
-        progress: BytesProgress | None = None,
-        status: StatusFn | None = None,
-        should_stop: Callable[[], bool] | None = None,
-    ) -> Scene:
-        """A local scene is read where it lies; there is no product to fetch."""
-        raise SourceError(f"{self.name} has no products to download; its scenes are read in place.")
 
     def scan(self) -> list[Scene]:
         """Read every scene's metadata; unusable files are skipped with a WARNING and listed in `skipped`."""

@@ -15,17 +15,15 @@ numbers in the file, and items exist where it disagrees with their `raster:bands
 """
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from pathlib import Path
 from typing import Any
 
 from shapely.geometry import mapping, shape
 from shapely.geometry.base import BaseGeometry
 
 from core.errors import NoScenesFound, SourceError, SourceUnavailable
-from core.transfer import BytesProgress, StatusFn
+from core.sources.protocol import NoProducts
 from core.types import S2_BANDS, BandAsset, Scene
 
 log = logging.getLogger(__name__)
@@ -141,7 +139,7 @@ def item_to_scene(item: dict[str, Any], source: str) -> Scene | None:
     )
 
 
-class StacSource:
+class StacSource(NoProducts):
     """A STAC API: search by AOI, dates and collection; Sentinel-2 items become Scenes."""
 
     def __init__(
@@ -156,19 +154,6 @@ class StacSource:
         self.collections = collections or DEFAULT_COLLECTIONS
         self.max_items = max_items
         self.sign_url = sign_url.rstrip("/") if sign_url else None
-
-    download_slots = 1  # COG windows are fetched band by band (core.download), not as products
-
-    def fetch(
-        self,
-        scene: Scene,
-        cache_dir: Path,
-        progress: BytesProgress | None = None,
-        status: StatusFn | None = None,
-        should_stop: Callable[[], bool] | None = None,
-    ) -> Scene:
-        """STAC scenes are read from their COGs: core.download fetches the windows a job needs, not products."""
-        raise SourceError(f"{self.name} serves COGs; a job fetches only the windows it reads.")
 
     def sign(self, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Append the catalogue's SAS token (one per collection, asked once per search) to every asset href.

@@ -121,3 +121,11 @@ def test_sources_are_tried_in_order_and_the_first_with_scenes_serves(tmp_path, c
 
 def test_sample_dir_holds_the_licence_next_to_the_data():
     assert (SAMPLE_DIR / "LICENSE").read_text().startswith("MIT License")
+
+
+def test_a_source_read_in_place_has_no_products_to_download(tmp_path):
+    sample = parse_source("sample", Settings())
+    [scene] = sample.search(SAMPLE_AOI, date(2015, 7, 11), date(2015, 7, 11))
+    assert sample.download_slots == 1
+    with pytest.raises(SourceError, match="sample has no products to download"):
+        sample.fetch(scene, tmp_path)
