@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 import redis
-from rq import Queue, Worker
-from rq.job import Job, JobStatus
+from rq import Worker
+from rq.job import JobStatus
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -43,14 +43,16 @@ def wait_until(condition, timeout_s: float = 60.0, poll_s: float = 0.001) -> flo
 
 def trivial_jobs(connection: redis.Redis, n_jobs: int) -> dict[str, float]:
     """One job at a time on an idle worker: submit -> horse starts, horse returns -> status 'finished' seen."""
-    queue = Queue("inference", connection=connection)
+    from worker.client import fetch_job, job_queue
+
+    queue = job_queue("inference", connection)
     start_s, visible_s = [], []
     for _ in range(n_jobs):
         submitted = time.time()
-        job = queue.enqueue("bench.queue_tasks.stamp", result_ttl=60)
+        job = queue.enqueue("worker.entry.ping", result_ttl=60)
         wait_until(lambda job=job: job.get_status(refresh=True) == JobStatus.FINISHED)
         seen = time.time()
-        job = Job.fetch(job.id, connection=connection)
+        job = fetch_job(job.id, connection)
         ran_at = float(job.return_value())
         ended = job.ended_at.timestamp() if job.ended_at else ran_at
         start_s.append(ran_at - submitted)
@@ -84,7 +86,9 @@ def sample_job_times(settings, repeats: int, offset: int = 0) -> dict[str, float
         job_id = client.submit(spec)
         wait_until(lambda job_id=job_id: client.status(job_id).is_terminal, timeout_s=300, poll_s=0.25)
         assert client.status(job_id).state == "finished", client.logs(job_id)
-        ended = Job.fetch(job_id, connection=client.redis).ended_at
+        from worker.client import fetch_job
+
+        ended = fetch_job(job_id, client.redis).ended_at
         assert ended is not None
         queued.append(ended.timestamp() - submitted)
         spec = sample_spec(max_cloud_pct=50 - offset - index)

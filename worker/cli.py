@@ -24,6 +24,7 @@ from core.errors import AppError, InvalidPolygon, ModelError, SourceUnavailable,
 from core.jobs import JobRequest, build_spec
 from core.sources import SOURCE_HELP, parse_source
 from models.catalogue import catalogue
+from worker.client import redacted
 
 if TYPE_CHECKING:
     from core.jobstore import JobStatus
@@ -317,7 +318,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except redis.exceptions.RedisError as err:
         print(
-            f"terraseg: Redis at {settings.redis_url} is unreachable ({err}); start it or set TERRASEG_REDIS_URL.",
+            f"terraseg: Redis at {redacted(settings.redis_url)} is unreachable ({err}); start it or set "
+            "TERRASEG_REDIS_URL.",
             file=sys.stderr,
         )
         return 2

@@ -12,12 +12,13 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import redis
 from rq import Queue, Retry, Worker
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
+from rq.serializers import JSONSerializer
 
 from core.config import Settings, get_settings
 from core.errors import AppError, SpecError
@@ -29,6 +30,9 @@ log = logging.getLogger(__name__)
 QUEUES = ("download", "inference", "training")
 JOB_QUEUE = "inference"
 ENTRY_POINT = "worker.entry.execute_job"
+# Jobs in Redis are JSON (a job id and plain values), never pickles, and workers run no function but these: a
+# process that can write to Redis cannot make a worker run code of its choosing.
+ENTRY_POINTS = frozenset({ENTRY_POINT, "worker.entry.ping"})
 LIVE_RQ_STATES = ("queued", "started", "deferred", "scheduled")
 # A job RQ reports as started but whose lock nobody holds gets this long to take it before it counts as dead.
 START_GRACE_S = 10.0
@@ -37,6 +41,45 @@ REDIS_RETRY_AFTER_S = 5.0
 
 class JobError(AppError):
     """A job operation that cannot be done in the job's present state."""
+
+
+class RefusedEntryPoint(Exception):
+    """A job in Redis names a function that is not a TerraSeg entry point."""
+
+
+class SafeJob(Job):
+    """An RQ job that is read as JSON and whose function must be one of ENTRY_POINTS (checked before RQ
+    imports anything the job names)."""
+
+    serializer = JSONSerializer
+
+    @property
+    def func(self) -> Any:
+        if self.func_name not in ENTRY_POINTS:
+            raise RefusedEntryPoint(f"refused: {self.func_name!r} is not a TerraSeg entry point")
+        return super().func
+
+
+def fetch_job(job_id: str, connection: redis.Redis) -> SafeJob:
+    """The RQ record of a job, read as JSON."""
+    return cast(SafeJob, SafeJob.fetch(job_id, connection=connection, serializer=JSONSerializer))
+
+
+def job_queue(name: str, connection: redis.Redis) -> Queue:
+    """An RQ queue whose jobs are JSON SafeJobs."""
+    return Queue(name, connection=connection, job_class=SafeJob, serializer=JSONSerializer)
+
+
+def redacted(url: str) -> str:
+    """A Redis URL without its password, for messages and logs."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return parts._replace(netloc=netloc).geturl()
 
 
 @dataclass(frozen=True)
@@ -137,8 +180,8 @@ class JobClient:
         """Put the job on its RQ queue (replacing any stale RQ record); False when Redis is unreachable."""
         try:
             with contextlib.suppress(NoSuchJobError):
-                Job.fetch(job_id, connection=self.redis).delete()
-            Queue(JOB_QUEUE, connection=self.redis).enqueue(
+                fetch_job(job_id, self.redis).delete()
+            job_queue(JOB_QUEUE, self.redis).enqueue(
                 ENTRY_POINT,
                 job_id,
                 job_id=job_id,
@@ -178,7 +221,7 @@ class JobClient:
         if time.monotonic() < self._redis_down_until:
             return {}
         try:
-            return Job.fetch(job_id, connection=self.redis).get_meta(refresh=True)
+            return fetch_job(job_id, self.redis).get_meta(refresh=True)
         except NoSuchJobError:
             return {}
         except redis.exceptions.RedisError:
@@ -212,7 +255,8 @@ class JobClient:
             self._redis_down_until = 0.0
         except redis.exceptions.RedisError:
             self._redis_down_until = time.monotonic() + REDIS_RETRY_AFTER_S
-            return Health(False, 0, queued, running, f"Redis at {self.settings.redis_url} is unreachable.")
+            where = redacted(self.settings.redis_url)
+            return Health(False, 0, queued, running, f"Redis at {where} is unreachable.")
         message = "ok" if workers else "No worker is running: start one with `terraseg worker`."
         return Health(True, workers, queued, running, message)
 
@@ -232,7 +276,7 @@ class JobClient:
                     with contextlib.suppress(
                         NoSuchJobError, InvalidJobOperation, redis.exceptions.RedisError
                     ):
-                        Job.fetch(job_id, connection=self.redis).cancel()
+                        fetch_job(job_id, self.redis).cancel()
                     status = self.store.update_status(
                         job_id, state="cancelled", message="Cancelled before it started.", ended_at=utc_now()
                     )
@@ -273,7 +317,7 @@ class JobClient:
             if not held or not status.is_terminal:
                 raise JobError(f"Job {job_id} is {status.state}; cancel it before deleting it.")
             with contextlib.suppress(NoSuchJobError, redis.exceptions.RedisError):
-                Job.fetch(job_id, connection=self.redis).delete()
+                fetch_job(job_id, self.redis).delete()
             shutil.rmtree(self.store.job_dir(job_id))
 
     # -- recovery -----------------------------------------------------------------------------------------
@@ -334,7 +378,7 @@ class JobClient:
     def _rq_state(self, job_id: str) -> str | None:
         """RQ's status of the job, None when Redis does not know it, 'unreachable' when Redis is down."""
         try:
-            job = Job.fetch(job_id, connection=self.redis)
+            job = fetch_job(job_id, self.redis)
             state = job.get_status(refresh=True)
             return str(state.value) if state is not None else None
         except NoSuchJobError:

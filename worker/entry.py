@@ -193,3 +193,8 @@ def copy_outputs(source: Path, out_dir: Path) -> None:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def ping() -> float:
+    """A job that does nothing but say when it ran: how long RQ takes to start a job (bench/queue_overhead.py)."""
+    return time.time()

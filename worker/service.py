@@ -26,9 +26,10 @@ import redis
 from redis.client import Pipeline
 from rq import Queue, SimpleWorker, Worker
 from rq.job import Job
+from rq.serializers import JSONSerializer
 
 from core.config import Settings
-from worker.client import QUEUES, JobClient
+from worker.client import QUEUES, JobClient, SafeJob, redacted
 
 log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
@@ -70,6 +71,12 @@ class TerraSegWorker(Worker):
             super().set_current_job_working_time(current_job_working_time, pipeline=pipeline)
         except redis.exceptions.RedisError as err:
             self.log.warning("Working time not recorded, Redis unreachable: %s", err)
+
+
+class SafeQueue(Queue):
+    """The queues a worker listens on hand out SafeJobs."""
+
+    job_class = SafeJob
 
 
 class InProcessWorker(SimpleWorker):
@@ -148,14 +155,28 @@ def serve(
     stop = threading.Event()
     threading.Thread(target=recovery_loop, args=(client, stop), daemon=True, name="terraseg-recover").start()
     connection = redis.Redis.from_url(settings.redis_url)
+    # JSON jobs, and only TerraSeg's entry points (worker.client.SafeJob): Redis is no way to run code here.
     wait_s = 1.0
     try:
         while True:
             try:
                 rq_worker: TerraSegWorker | InProcessWorker = (
-                    TerraSegWorker(list(queues), connection=connection, job_monitoring_interval=5)
+                    TerraSegWorker(
+                        list(queues),
+                        connection=connection,
+                        job_monitoring_interval=5,
+                        job_class=SafeJob,
+                        queue_class=SafeQueue,
+                        serializer=JSONSerializer,
+                    )
                     if fork
-                    else InProcessWorker(list(queues), connection=connection)
+                    else InProcessWorker(
+                        list(queues),
+                        connection=connection,
+                        job_class=SafeJob,
+                        queue_class=SafeQueue,
+                        serializer=JSONSerializer,
+                    )
                 )
                 rq_worker.work(burst=burst, logging_level="INFO")
                 if burst or rq_worker.stop_asked:
@@ -164,7 +185,10 @@ def serve(
                 wait_s = 1.0
             except redis.exceptions.RedisError as err:
                 log.warning(
-                    "Redis at %s unreachable (%s); trying again in %.0f s", settings.redis_url, err, wait_s
+                    "Redis at %s unreachable (%s); trying again in %.0f s",
+                    redacted(settings.redis_url),
+                    err,
+                    wait_s,
                 )
                 time.sleep(wait_s)
                 wait_s = min(wait_s * 2, 30.0)

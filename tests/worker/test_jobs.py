@@ -13,7 +13,7 @@ import rasterio
 from core.config import Settings
 from core.errors import AppError
 from tests.services import sample_spec, wait_for
-from worker.client import JobClient, JobError
+from worker.client import JobClient, JobError, fetch_job
 from worker.tasks import run_job
 
 pytestmark = pytest.mark.slow
@@ -116,10 +116,9 @@ def test_identical_requests_at_once_are_one_job(client: JobClient):
 
 
 def test_cancelling_a_job_that_rq_has_cancelled_already_is_not_an_error(client: JobClient):
-    from rq.job import Job
 
     job_id = client.submit(sample_spec())
-    Job.fetch(job_id, connection=client.redis).cancel()  # e.g. an operator with rq's own tools
+    fetch_job(job_id, client.redis).cancel()  # e.g. an operator with rq's own tools
     status = client.cancel(job_id)  # used to raise InvalidJobOperation: "internal error" for the user
     assert status.state == "cancelled"
 
