@@ -249,20 +249,36 @@ class JobStore:
 
 
 @contextlib.contextmanager
-def file_lock(path: Path, wait_s: float = 0.0) -> Iterator[bool]:
-    """Hold an exclusive flock on `path` (created if missing); yields False if not got within `wait_s`."""
-    handle = open(path, "a")  # noqa: SIM115 (kept open while locked)
-    try:
-        deadline = time.monotonic() + wait_s
-        while True:
+def file_lock(path: Path, wait_s: float = 0.0, remove: bool = False) -> Iterator[bool]:
+    """Hold an exclusive flock on `path` (created if missing); yields False if not got within `wait_s`.
+
+    With `remove`, the lock file is deleted when released (so such files do not pile up); a process that waited
+    on the deleted file notices (its file is no longer the one at `path`) and locks the new one instead.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        handle = open(path, "a")  # noqa: SIM115 (kept open while locked)
+        try:
+            while True:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        yield False
+                        return
+                    time.sleep(0.05)
             try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    yield False
-                    return
-                time.sleep(0.05)
-        yield True
-    finally:
-        handle.close()  # closing drops the lock
+                current = os.stat(path).st_ino
+            except FileNotFoundError:
+                current = None
+            if current != os.fstat(handle.fileno()).st_ino:
+                continue  # its holder removed it meanwhile: lock the file now at `path`
+            try:
+                yield True
+            finally:
+                if remove:
+                    path.unlink(missing_ok=True)
+            return
+        finally:
+            handle.close()  # closing drops the lock

@@ -36,6 +36,9 @@ ENTRY_POINTS = frozenset({ENTRY_POINT, "worker.entry.ping"})
 LIVE_RQ_STATES = ("queued", "started", "deferred", "scheduled")
 # A job RQ reports as started but whose lock nobody holds gets this long to take it before it counts as dead.
 START_GRACE_S = 10.0
+# Waits before the 1st, 2nd, 3rd and later retries of a transient error. RQ's scheduler (run by every worker)
+# puts the job back on its queue then; meanwhile the worker takes other jobs.
+RETRY_BACKOFF_S = (5, 30, 120)
 REDIS_RETRY_AFTER_S = 5.0
 
 
@@ -188,7 +191,9 @@ class JobClient:
                 job_timeout=self.settings.job_timeout_s,
                 result_ttl=24 * 3600,
                 failure_ttl=7 * 24 * 3600,
-                retry=Retry(max=self.settings.job_retries) if self.settings.job_retries else None,
+                retry=Retry(max=self.settings.job_retries, interval=list(RETRY_BACKOFF_S))
+                if self.settings.job_retries
+                else None,
                 description=f"TerraSeg job {job_id}",
             )
             return True
@@ -262,8 +267,13 @@ class JobClient:
 
     # -- changing -----------------------------------------------------------------------------------------
     def cancel(self, job_id: str) -> JobStatus:
-        """Ask a job to stop. A queued job is cancelled at once; a running one within about 2 s."""
+        """Ask a job to stop. A queued job is cancelled at once; a running one within about 2 s. A finished job
+        cannot be cancelled (its outputs are published): JobError says so."""
         status = self.store.read_status(job_id)
+        if status.state == "finished":
+            raise JobError(
+                f"Job {job_id} has already finished; its outputs are published, nothing to cancel."
+            )
         if status.is_terminal:
             return status
         self.store.request_cancel(job_id)
@@ -277,10 +287,11 @@ class JobClient:
                         NoSuchJobError, InvalidJobOperation, redis.exceptions.RedisError
                     ):
                         fetch_job(job_id, self.redis).cancel()
+                    message = cancelled_before_start(status)
                     status = self.store.update_status(
-                        job_id, state="cancelled", message="Cancelled before it started.", ended_at=utc_now()
+                        job_id, state="cancelled", message=message, ended_at=utc_now()
                     )
-                    self.store.append_log(job_id, "cancelled: before it started")
+                    self.store.append_log(job_id, f"cancelled: {message}")
         return self.store.read_status(job_id)
 
     def retry(self, job_id: str) -> JobStatus:
@@ -301,6 +312,7 @@ class JobClient:
                 fraction=0.0,
                 message="retry: waiting for a worker",
                 error=None,
+                started_at=None,  # this run's start, set when a worker takes it
                 ended_at=None,
                 eta_s=None,
             )
@@ -385,6 +397,13 @@ class JobClient:
             return None
         except redis.exceptions.RedisError:
             return "unreachable"
+
+
+def cancelled_before_start(status: JobStatus) -> str:
+    """What a job cancelled while no process ran it says: before it started, or between two of its attempts."""
+    if status.attempts == 0:
+        return "Cancelled before it started."
+    return "Cancelled while waiting for its next attempt; no outputs were published."
 
 
 def job_client() -> JobClient:

@@ -22,6 +22,7 @@ from core import export
 from core.config import Settings, get_settings
 from core.errors import AppError, JobCancelled
 from core.jobstore import JobStatus, JobStore, utc_now
+from worker.client import RETRY_BACKOFF_S, cancelled_before_start
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,6 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 META_INTERVAL_S = 0.25  # Redis meta at most 4 times a second
 DISK_INTERVAL_S = 1.0  # status.json at most once a second
-RETRY_BACKOFF_S = (5, 30, 120)  # before the 1st, 2nd, 3rd and later retries of a transient error
 
 
 class JobProgress:
@@ -97,14 +97,18 @@ def execute_job(job_id: str) -> str:
         if status.is_terminal:  # a stale second entry of a job that has ended
             return status.state
         if store.cancel_requested(job_id):
-            return end(store, status, "cancelled", "Cancelled before it started.")
+            return end(store, status, "cancelled", cancelled_before_start(status))
         rq_job = get_current_job()
+        # Staging folders of an attempt that died before publishing (this job's lock is held: none is in use).
+        for stale in store.job_dir(job_id).glob(".outputs.staging*"):
+            shutil.rmtree(stale, ignore_errors=True)
         status = store.update_status(
             job_id,
             state="running",
             stage="Starting",
             message="started",
-            started_at=utc_now(),
+            # The first attempt's start: a job re-queued after its worker died keeps it (a retry resets it).
+            started_at=status.started_at or utc_now(),
             ended_at=None,
             error=None,
             attempts=status.attempts + 1,
@@ -155,10 +159,7 @@ def run_stages(store: JobStore, status: JobStatus, settings: Settings, rq_job: J
                 job_id, state="queued", message=f"retrying in {wait_s} s after a transient error: {err}"
             )
             store.append_log(job_id, f"transient error; retry in {wait_s} s ({rq_job.retries_left} left)")
-            # The backoff happens here, so that no RQ scheduler process is needed; a cancel cuts it short.
-            deadline = time.monotonic() + wait_s
-            while time.monotonic() < deadline and not store.cancel_requested(job_id):
-                time.sleep(0.5)
+            # RQ's Retry schedules the next attempt; this worker is free for other jobs meanwhile.
             raise
         sentence = f"The job failed after {settings.job_retries} retries of a transient error: {err}"
         return end(store, status, "failed", sentence, error=sentence)

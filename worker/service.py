@@ -178,7 +178,8 @@ def serve(
                         serializer=JSONSerializer,
                     )
                 )
-                rq_worker.work(burst=burst, logging_level="INFO")
+                # The scheduler puts jobs waiting for a retry back on their queue when their time comes.
+                rq_worker.work(burst=burst, logging_level="INFO", with_scheduler=True)
                 if burst or rq_worker.stop_asked:
                     return 0
                 log.warning("The RQ worker stopped (Redis lost?); starting again")

@@ -174,7 +174,7 @@ def hold_work_dir(run: RunContext) -> Iterator[None]:
     """Own `run.work_dir` for this process; an identical request already running there is waited for."""
     lock_path = run.work_dir.with_name(run.work_dir.name + ".lock")
     while True:
-        with file_lock(lock_path, wait_s=1.0) as held:
+        with file_lock(lock_path, wait_s=1.0, remove=True) as held:
             if held:
                 yield
                 return

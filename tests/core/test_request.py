@@ -2,6 +2,7 @@
 trusted (its schema version only is checked)."""
 
 import json
+import time
 from datetime import date
 
 import pytest
@@ -91,3 +92,35 @@ def test_a_stored_spec_is_read_back_unchanged_and_an_older_schema_is_refused(tmp
     (store.job_dir(job_id) / "spec.json").write_text(json.dumps(older))
     with pytest.raises(SpecError, match="made by an older TerraSeg; submit it again"):
         store.read_spec(job_id)
+
+
+def test_a_lock_file_removed_by_its_holder_is_not_shared_by_two_waiters(tmp_path):
+    import threading
+
+    from core.jobstore import file_lock
+
+    path = tmp_path / "work.lock"
+    first_holds, first_may_go = threading.Event(), threading.Event()
+    second_holds, second_may_go = threading.Event(), threading.Event()
+
+    def hold(holds: threading.Event, may_go: threading.Event) -> None:
+        with file_lock(path, wait_s=10, remove=True) as held:
+            assert held
+            holds.set()
+            may_go.wait(10)
+
+    first = threading.Thread(target=hold, args=(first_holds, first_may_go))
+    first.start()
+    assert first_holds.wait(10)
+    second = threading.Thread(target=hold, args=(second_holds, second_may_go))
+    second.start()  # waits on the first one's file
+    time.sleep(0.3)
+    assert not second_holds.is_set()
+    first_may_go.set()  # the first releases and deletes its file
+    first.join(10)
+    assert second_holds.wait(10)
+    with file_lock(path, wait_s=0.3) as held:
+        assert not held  # the second holds the file now at `path`: a third process must wait
+    second_may_go.set()
+    second.join(10)
+    assert not path.exists()  # removed by its last holder

@@ -55,11 +55,13 @@ def test_a_worker_killed_mid_inference_is_replaced_and_the_outputs_are_identical
     first = start_worker()
     job_id = client.submit(large_spec(large_source))
     wait_for(client, job_id, ("running",), min_fraction=0.4, timeout_s=120)
+    first_start = client.status(job_id).started_at
     first.kill()
     start_worker()
     wait_for(client, job_id, ("finished",), timeout_s=180)
     status = client.status(job_id)
     assert status.attempts == 2
+    assert status.started_at == first_start  # the job's start, not the second attempt's
     log = client.logs(job_id)
     assert "re-queued by recovery: its worker stopped" in log
     assert "reused from an earlier run" in log  # the dates the killed run finished were not computed again

@@ -4,6 +4,7 @@ and the CLI. The faults a job survives (killed workers, Redis lost) are in test_
 import json
 import shutil
 import time
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,10 @@ def test_a_queued_job_runs_on_a_worker_and_an_identical_request_is_answered_at_o
     log = client.logs(job_id)
     for line in ("submitted", "started on", "Planning", "Predicting", "Exporting", "finished"):
         assert line in log
+    with pytest.raises(JobError, match="has already finished; its outputs are published, nothing to cancel"):
+        client.cancel(job_id)
+    assert not list(client.store.job_dir(job_id).glob(".outputs.staging*"))
+    assert not list((client.settings.cache_dir / "work").glob("*.lock"))  # the work folder's lock is gone too
 
     run_job(spec, tmp_path / "in_process", client.settings)
     assert_same_outputs(out, tmp_path / "in_process")
@@ -173,7 +178,14 @@ def test_a_source_that_is_down_is_retried_with_backoff_through_rq_and_the_job_th
         while "retrying in 5 s after a transient error" not in client.status(job_id).message:
             assert time.monotonic() < deadline, client.logs(job_id)
             time.sleep(0.1)
+        failed_at = time.time()
+        # The retry waits in RQ's schedule, not in the worker: the only worker takes another job at once.
+        other = client.submit(sample_spec())
+        wait_for(client, other, ("running", "finished"), timeout_s=60)
+        other_started = datetime.fromisoformat(client.status(other).started_at or "").timestamp()
+        assert other_started - failed_at < 4.0, "the worker was held by the waiting retry"
         stac.set_down(False)
+        wait_for(client, other, ("finished",), timeout_s=120)
         wait_for(client, job_id, ("finished",), timeout_s=120)
     finally:
         stac.stop()
@@ -292,3 +304,13 @@ def test_a_cancel_that_arrives_during_the_export_stops_the_job_before_it_publish
     assert not list(tmp_path.glob("out/*")) and not list(
         tmp_path.glob(".out*")
     )  # nothing published or staged
+
+
+def test_a_job_cancelled_between_two_attempts_does_not_say_it_never_started():
+    from core.jobstore import JobStatus
+    from worker.client import cancelled_before_start
+
+    fresh = JobStatus(job_id="20261129-120000-a1b2c3", state="queued")
+    assert cancelled_before_start(fresh) == "Cancelled before it started."
+    ran_once = JobStatus(job_id="20261129-120000-a1b2c3", state="queued", attempts=1)
+    assert "waiting for its next attempt" in cancelled_before_start(ran_once)
