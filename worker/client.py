@@ -340,9 +340,7 @@ class JobClient:
         lock, a 'running' job is dead; a 'queued' one is fine only if RQ still has it.
         """
         requeued = []
-        for job_id in sorted(
-            self.store.job_ids()
-        ):  # oldest first: re-queued jobs keep their submission order
+        for job_id in self.store.job_ids():
             try:
                 if self._recover_one(job_id):
                     requeued.append(job_id)

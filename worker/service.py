@@ -21,7 +21,6 @@ import signal
 import threading
 import time
 from collections.abc import Sequence
-from typing import cast
 
 import redis
 from redis.client import Pipeline
@@ -34,11 +33,6 @@ from worker.client import QUEUES, JobClient, SafeJob, redacted
 
 log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
-# A worker beats every HEARTBEAT_S (waiting for a job: its dequeue timeout; running one: the job monitoring
-# interval) and counts as alive for ALIVE_S after its last beat: a killed worker leaves the health count after
-# two beats (RQ's own default keeps it for 7 minutes).
-HEARTBEAT_S = 5
-ALIVE_S = 2 * HEARTBEAT_S + 2
 
 
 def die_with_parent() -> None:
@@ -47,24 +41,7 @@ def die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-class Liveness:
-    """Heartbeats that say within seconds when a worker died, and register the worker again when Redis lost it
-    (restarted empty): RQ's heartbeat only extends a key that may no longer exist."""
-
-    # A worker that runs its job in its own process cannot beat meanwhile: the long TTL RQ gives it for the
-    # job is kept (a killed --no-fork worker then counts as alive until its job's timeout).
-    keeps_job_ttl = False
-
-    def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
-        rq_self = cast(Worker, self)
-        if not rq_self.connection.exists(rq_self.key):
-            rq_self.log.warning("Worker %s: Redis lost this worker's record; registering again", rq_self.name)
-            rq_self.register_birth()
-        ttl = timeout if self.keeps_job_ttl and timeout else ALIVE_S
-        super().heartbeat(ttl, pipeline=pipeline)  # type: ignore[misc]
-
-
-class TerraSegWorker(Liveness, Worker):
+class TerraSegWorker(Worker):
     """RQ's forking worker, made to ride out a Redis outage while a job runs."""
 
     stop_asked = False  # set by SIGINT/SIGTERM: `serve` must not start a new worker then
@@ -102,10 +79,8 @@ class SafeQueue(Queue):
     job_class = SafeJob
 
 
-class InProcessWorker(Liveness, SimpleWorker):
+class InProcessWorker(SimpleWorker):
     """RQ's non-forking worker (`terraseg worker --no-fork`): jobs run in this process, one at a time."""
-
-    keeps_job_ttl = True
 
     stop_asked = False
 
@@ -189,8 +164,7 @@ def serve(
                     TerraSegWorker(
                         list(queues),
                         connection=connection,
-                        job_monitoring_interval=HEARTBEAT_S,
-                        worker_ttl=HEARTBEAT_S + 15,  # RQ waits worker_ttl - 15 s for a job between beats
+                        job_monitoring_interval=5,
                         job_class=SafeJob,
                         queue_class=SafeQueue,
                         serializer=JSONSerializer,
@@ -199,8 +173,6 @@ def serve(
                     else InProcessWorker(
                         list(queues),
                         connection=connection,
-                        job_monitoring_interval=HEARTBEAT_S,
-                        worker_ttl=HEARTBEAT_S + 15,
                         job_class=SafeJob,
                         queue_class=SafeQueue,
                         serializer=JSONSerializer,
