@@ -159,7 +159,12 @@ def run_stages(store: JobStore, status: JobStatus, settings: Settings, rq_job: J
                 job_id, state="queued", message=f"retrying in {wait_s} s after a transient error: {err}"
             )
             store.append_log(job_id, f"transient error; retry in {wait_s} s ({rq_job.retries_left} left)")
-            # RQ's Retry schedules the next attempt; this worker is free for other jobs meanwhile.
+            # The backoff happens here, so that no RQ scheduler process is needed; a cancel cuts it short. (RQ's
+            # scheduler would free the worker meanwhile, but its process, forked from the worker, inherits the
+            # job locks the recovery thread holds at that moment: see the README's Status.)
+            deadline = time.monotonic() + wait_s
+            while time.monotonic() < deadline and not store.cancel_requested(job_id):
+                time.sleep(0.5)
             raise
         sentence = f"The job failed after {settings.job_retries} retries of a transient error: {err}"
         return end(store, status, "failed", sentence, error=sentence)

@@ -178,8 +178,7 @@ def serve(
                         serializer=JSONSerializer,
                     )
                 )
-                # The scheduler puts jobs waiting for a retry back on their queue when their time comes.
-                rq_worker.work(burst=burst, logging_level="INFO", with_scheduler=True)
+                rq_worker.work(burst=burst, logging_level="INFO")
                 if burst or rq_worker.stop_asked:
                     return 0
                 log.warning("The RQ worker stopped (Redis lost?); starting again")
