@@ -62,7 +62,8 @@ def test_a_job_naming_any_other_function_is_refused_and_the_worker_carries_on(
         until(lambda job=job, serializer=serializer: rq_state(client, job.id, serializer) == "failed")
     assert not marker.exists()
     refused = Job.fetch(as_json.id, connection=client.redis, serializer=JSONSerializer)
-    assert "is not a TerraSeg entry point" in (refused.exc_info or "")
+    result = refused.latest_result()
+    assert result is not None and "is not a TerraSeg entry point" in (result.exc_string or "")
     ping = job_queue("inference", client.redis).enqueue("worker.entry.ping")  # the worker still serves jobs
     until(lambda: fetch_job(ping.id, client.redis).get_status(refresh=True) == "finished")
 
