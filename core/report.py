@@ -4,7 +4,9 @@ Both are typed here, built from the stages' results by the functions below, writ
 the Results page through the same types.
 """
 
+import csv
 import dataclasses
+import io
 import platform
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -65,18 +67,11 @@ class Stats(_Record):
 
     def csv(self) -> str:
         """The per-class areas as CSV text (one row per class, spreadsheet-ready)."""
-        rows = ["value,class,pixels,area_ha,percent"]
-        rows += [_csv_row([c.value, c.name, c.pixels, c.area_ha, c.percent]) for c in self.classes]
-        return "\n".join(rows) + "\n"
-
-
-def _csv_row(values: list[object]) -> str:
-    import csv
-    import io
-
-    buffer = io.StringIO()
-    csv.writer(buffer, lineterminator="").writerow(values)
-    return buffer.getvalue()
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["value", "class", "pixels", "area_ha", "percent"])
+        writer.writerows([c.value, c.name, c.pixels, c.area_ha, c.percent] for c in self.classes)
+        return buffer.getvalue()
 
 
 class InputRecord(_Record):

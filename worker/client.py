@@ -36,8 +36,6 @@ ENTRY_POINTS = frozenset({ENTRY_POINT, "worker.entry.ping"})
 LIVE_RQ_STATES = ("queued", "started", "deferred", "scheduled")
 # A job RQ reports as started but whose lock nobody holds gets this long to take it before it counts as dead.
 START_GRACE_S = 10.0
-# Waits before the 1st, 2nd, 3rd and later retries of a transient error (worker.entry waits them).
-RETRY_BACKOFF_S = (5, 30, 120)
 REDIS_RETRY_AFTER_S = 5.0
 
 

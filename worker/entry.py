@@ -22,7 +22,7 @@ from core import export
 from core.config import Settings, get_settings
 from core.errors import AppError, JobCancelled
 from core.jobstore import JobStatus, JobStore, utc_now
-from worker.client import RETRY_BACKOFF_S, cancelled_before_start
+from worker.client import cancelled_before_start
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 META_INTERVAL_S = 0.25  # Redis meta at most 4 times a second
 DISK_INTERVAL_S = 1.0  # status.json at most once a second
+RETRY_BACKOFF_S = (5, 30, 120)  # before the 1st, 2nd, 3rd and later retries of a transient error
 
 
 class JobProgress:
