@@ -214,6 +214,13 @@ def publish(staging: Path, out_dir: Path) -> list[Path]:
     return [out_dir / n for n in names]
 
 
+def published_outputs(out_dir: Path) -> list[Path] | None:
+    """The outputs `publish` left in `out_dir`, or None when it holds no complete set (no run.json)."""
+    if not (out_dir / "run.json").is_file():
+        return None
+    return [out_dir / n for n in OUTPUT_FILES if (out_dir / n).exists()]
+
+
 def check_writable(out_dir: Path) -> None:
     """Fail early, before any work, if `out_dir` cannot be created or written (tried for real, not guessed)."""
     if out_dir.exists() and not out_dir.is_dir():

@@ -20,6 +20,7 @@ import os
 import re
 import secrets
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
@@ -29,6 +30,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from core.diskspace import NO_SPACE_ERRNOS
 from core.errors import AppError, SpecError
 from core.jobs import SPEC_SCHEMA_VERSION, JobSpec
 
@@ -88,17 +90,42 @@ class JobStatus:
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON to a temporary file beside `path`, fsync, rename: readers see the old or the new file."""
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write JSON to a temporary file beside `path`, fsync, rename: readers see the old or the new file.
+
+    On a full disk the temporary file cannot be written: an existing file is then overwritten in place (its
+    blocks are already allocated), so that a job can still be recorded as failed instead of staying "running".
+    """
+    text = json.dumps(data, indent=1)
+    try:
+        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        if err.errno not in NO_SPACE_ERRNOS or not path.exists():
+            raise
+        overwrite_in_place(path, text)
+        return
     try:
         with os.fdopen(handle, "w") as out:
-            json.dump(data, out, indent=1)
+            out.write(text)
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        if err.errno not in NO_SPACE_ERRNOS or not path.exists():
+            raise
+        overwrite_in_place(path, text)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def overwrite_in_place(path: Path, text: str) -> None:
+    """Replace a small file's content without allocating a new file (not atomic: only for a full disk)."""
+    with open(path, "r+") as out:
+        out.write(text)
+        out.truncate()
+        out.flush()
+        os.fsync(out.fileno())
 
 
 class JobStore:
@@ -187,8 +214,13 @@ class JobStore:
 
     def append_log(self, job_id: str, message: str) -> None:
         """One timestamped line (or block, for tracebacks) at the end of log.txt."""
-        with open(self.job_dir(job_id) / "log.txt", "a") as out:
-            out.write(f"{utc_now()} {message.rstrip()}\n")
+        try:
+            with open(self.job_dir(job_id) / "log.txt", "a") as out:
+                out.write(f"{utc_now()} {message.rstrip()}\n")
+        except OSError as err:
+            if err.errno not in NO_SPACE_ERRNOS:
+                raise
+            # A full disk loses log lines, not the job: its status still records how it ended.
 
     def read_log(self, job_id: str) -> str:
         """The whole log ('' when nothing was logged yet)."""
@@ -219,6 +251,18 @@ class JobStore:
             return []
         return sorted((p.name for p in self.root.iterdir() if JOB_ID_PATTERN.match(p.name)), reverse=True)
 
+    def in_submission_order(self) -> list[str]:
+        """All job ids on disk, oldest first, to the nanosecond (ids alone order jobs only to the second):
+        job.json is written once, at submission."""
+
+        def submitted_ns(job_id: str) -> int:
+            try:
+                return (self.root / job_id / "job.json").stat().st_mtime_ns
+            except OSError:
+                return 0
+
+        return sorted(self.job_ids(), key=lambda job_id: (submitted_ns(job_id), job_id))
+
     def find_finished(self, spec_hash: str) -> JobStatus | None:
         """A finished job with this spec hash whose outputs are still on disk, newest first."""
         for job_id in self.job_ids():
@@ -248,16 +292,52 @@ class JobStore:
         return file_lock(self.job_dir(job_id) / ".lock", wait_s)
 
 
+# Lock files this process holds open. A forked child (RQ's work horse, its scheduler process) gets a copy of
+# every open file, and an flock belongs to the open file, not to the process: a long-lived child would keep a
+# lock taken by another thread of its parent (the recovery thread probing a job, a download's lock) long after
+# the parent released it, and that job would never run again. The child drops its copies right after the fork;
+# `_fork_guard` keeps a lock file from being opened while another thread forks, so none is missed.
+_held_lock_fds: set[int] = set()
+_fork_guard = threading.Lock()
+
+
+def _drop_inherited_locks() -> None:
+    """In a forked child: point every inherited lock file descriptor at /dev/null (the parent keeps its lock).
+
+    dup2 rather than close: code that still holds the handle (the forking thread's own `with file_lock`, if it
+    ever ran on in the child) closes a valid descriptor, not one a later open() reused.
+    """
+    _fork_guard.release()  # held by the forking thread (this child's only thread) since the `before` hook
+    if not _held_lock_fds:
+        return
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    try:
+        for fd in list(_held_lock_fds):
+            with contextlib.suppress(OSError):
+                os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+    _held_lock_fds.clear()
+
+
+os.register_at_fork(
+    before=_fork_guard.acquire, after_in_parent=_fork_guard.release, after_in_child=_drop_inherited_locks
+)
+
+
 @contextlib.contextmanager
 def file_lock(path: Path, wait_s: float = 0.0, remove: bool = False) -> Iterator[bool]:
     """Hold an exclusive flock on `path` (created if missing); yields False if not got within `wait_s`.
 
     With `remove`, the lock file is deleted when released (so such files do not pile up); a process that waited
-    on the deleted file notices (its file is no longer the one at `path`) and locks the new one instead.
+    on the deleted file notices (its file is no longer the one at `path`) and locks the new one instead. A
+    process forked while the lock is held does not hold it (see `_drop_inherited_locks`).
     """
     deadline = time.monotonic() + wait_s
     while True:
-        handle = open(path, "a")  # noqa: SIM115 (kept open while locked)
+        with _fork_guard:
+            handle = open(path, "a")  # noqa: SIM115 (kept open while locked)
+            _held_lock_fds.add(handle.fileno())
         try:
             while True:
                 try:
@@ -281,4 +361,6 @@ def file_lock(path: Path, wait_s: float = 0.0, remove: bool = False) -> Iterator
                     path.unlink(missing_ok=True)
             return
         finally:
-            handle.close()  # closing drops the lock
+            with _fork_guard:
+                _held_lock_fds.discard(handle.fileno())
+                handle.close()  # closing drops the lock

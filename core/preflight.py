@@ -20,6 +20,10 @@ _PIPELINE_S_PER_MPX = 0.5
 # Planning, search, model loading and export of a small job (the embedded sample takes about 1-2 s).
 _FIXED_S = 3.0
 _BYTES_PER_SAMPLE = 2  # Sentinel-2 DN are uint16
+# Work rasters per date and model run: classes + confidence, uint8, uncompressed (core.inference).
+_WORK_BYTES_PER_PX = 2
+# Published outputs: classes, confidence and 3-band true colour (uint8) with overviews, before compression.
+_OUTPUT_BYTES_PER_PX = 7
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,14 @@ class Estimate:
     read_mb: float  # uncompressed band data the job reads
     run_s: float | None  # None when the model has no throughput figure
     coverage_fraction: float = 1.0  # share of the AOI inside at least one scene's footprint (range: [0, 1])
+    work_mb: float = 0.0  # per-date rasters in the cache while the job runs
+    output_mb: float = 0.0  # the published outputs (upper bound: before compression)
+
+    @property
+    def cache_mb(self) -> float:
+        """Space the job needs in the cache folder: downloads and work rasters (outputs are published there
+        too for queued jobs)."""
+        return self.download_mb + self.work_mb
 
     def summary(self) -> str:
         """One plain sentence for the page."""
@@ -110,6 +122,7 @@ def estimate_job(
         run_s = _FIXED_S + dates * pixels / 1e6 * (every_date.cpu_s_per_mpx + _PIPELINE_S_PER_MPX)
         if one_date is not None and one_date.cpu_s_per_mpx is not None:
             run_s += pixels / 1e6 * (one_date.cpu_s_per_mpx + _PIPELINE_S_PER_MPX)
+    model_runs = dates + (3 if one_date else 0)  # the task's model, then masked, on one date (a series: once)
     return Estimate(
         len(scenes),
         dates,
@@ -118,6 +131,8 @@ def estimate_job(
         read_bytes / 1e6,
         run_s,
         coverage_fraction(aoi.geometry, scenes, grid.crs),
+        work_mb=pixels * model_runs * _WORK_BYTES_PER_PX / 1e6,
+        output_mb=pixels * _OUTPUT_BYTES_PER_PX / 1e6,
     )
 
 

@@ -90,6 +90,15 @@ def cpu_optimised_session(
             os.replace(
                 options.optimized_model_filepath, optimised
             )  # atomic: concurrent jobs write the same graph
+    except Exception as err:  # noqa: BLE001 - saving the graph failed (a full disk reads as InvalidProtobuf)
+        if not options.optimized_model_filepath:
+            raise
+        log.warning(
+            "Could not save the optimised ONNX graph under %s (%s); not caching it", optimised.parent, err
+        )
+        plain = onnxruntime.SessionOptions()
+        plain.intra_op_num_threads = threads
+        session = onnxruntime.InferenceSession(str(weights_file), sess_options=plain, providers=providers)
     finally:  # a session that failed (or a full disk) leaves no partial graph behind
         if options.optimized_model_filepath:
             Path(options.optimized_model_filepath).unlink(missing_ok=True)

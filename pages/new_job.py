@@ -5,6 +5,7 @@ from datetime import date
 import streamlit as st
 
 from core.config import Settings
+from core.diskspace import Folder, space_warning
 from core.errors import AppError
 from core.jobs import JobRequest, JobSpec, build_spec
 from core.preflight import Estimate, estimate_job, find_scenes, format_duration
@@ -115,6 +116,9 @@ else:
         cols[3].metric("Expected run time", format_duration(answer.run_s))
         st.caption(answer.summary() + " Estimates only.")
         if warning := answer.coverage_warning():
+            st.warning(warning)
+        cache = Folder(settings.cache_dir, "the workers' cache folder")  # queued jobs publish there too
+        if warning := space_warning(answer.cache_mb + answer.output_mb, cache):
             st.warning(warning)
 
 if st.button("Submit", type="primary", disabled=spec is None) and spec is not None:

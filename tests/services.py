@@ -178,6 +178,36 @@ def wait_for(
     )
 
 
+@pytest.fixture
+def tmpfs() -> Iterator[Callable[[Path, str], Path]]:
+    """Mount small tmpfs filesystems (`tmpfs(path, "64k")`) to fill a disk for real; unmounted afterwards.
+
+    Mounting needs root (CI runs as root); elsewhere the test is skipped with that reason.
+    """
+    mounted: list[Path] = []
+
+    def mount(path: Path, size: str) -> Path:
+        if os.geteuid() != 0:
+            pytest.skip("disk-full tests mount a small tmpfs, which needs root (CI runs as root)")
+        path.mkdir(parents=True, exist_ok=True)
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True, text=True
+        )
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}); disk-full tests need one")
+        mounted.append(path)
+        return path
+
+    yield mount
+    for path in reversed(mounted):
+        subprocess.run(["umount", "--lazy", str(path)], check=False)
+
+
+def resize_tmpfs(path: Path, size: str) -> None:
+    """Give a mounted tmpfs more (or less) room, as an operator freeing space would."""
+    subprocess.run(["mount", "-o", f"remount,size={size}", str(path)], check=True)
+
+
 def sample_spec(**changes: object) -> JobSpec:
     """The demo request: the embedded sample, all 5 dates, the default cloud model."""
     fields: dict[str, object] = {

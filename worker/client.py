@@ -36,6 +36,9 @@ ENTRY_POINTS = frozenset({ENTRY_POINT, "worker.entry.ping"})
 LIVE_RQ_STATES = ("queued", "started", "deferred", "scheduled")
 # A job RQ reports as started but whose lock nobody holds gets this long to take it before it counts as dead.
 START_GRACE_S = 10.0
+# Waits before the 1st, 2nd, 3rd and later retries of a transient error. RQ's scheduler (run by every worker;
+# one at a time holds its lock) puts the job back on its queue then; meanwhile the worker takes other jobs.
+RETRY_BACKOFF_S = (5, 30, 120)
 REDIS_RETRY_AFTER_S = 5.0
 
 
@@ -188,7 +191,9 @@ class JobClient:
                 job_timeout=self.settings.job_timeout_s,
                 result_ttl=24 * 3600,
                 failure_ttl=7 * 24 * 3600,
-                retry=Retry(max=self.settings.job_retries) if self.settings.job_retries else None,
+                retry=Retry(max=self.settings.job_retries, interval=list(RETRY_BACKOFF_S))
+                if self.settings.job_retries
+                else None,
                 description=f"TerraSeg job {job_id}",
             )
             return True
@@ -335,7 +340,7 @@ class JobClient:
         lock, a 'running' job is dead; a 'queued' one is fine only if RQ still has it.
         """
         requeued = []
-        for job_id in self.store.job_ids():
+        for job_id in self.store.in_submission_order():  # re-queued jobs keep their submission order
             try:
                 if self._recover_one(job_id):
                     requeued.append(job_id)

@@ -18,11 +18,11 @@ from rq import get_current_job
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
-from core import export
+from core import diskspace, export, report
 from core.config import Settings, get_settings
 from core.errors import AppError, JobCancelled
 from core.jobstore import JobStatus, JobStore, utc_now
-from worker.client import cancelled_before_start
+from worker.client import RETRY_BACKOFF_S, cancelled_before_start
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,6 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 META_INTERVAL_S = 0.25  # Redis meta at most 4 times a second
 DISK_INTERVAL_S = 1.0  # status.json at most once a second
-RETRY_BACKOFF_S = (5, 30, 120)  # before the 1st, 2nd, 3rd and later retries of a transient error
 
 
 class JobProgress:
@@ -124,22 +123,36 @@ def run_stages(store: JobStore, status: JobStatus, settings: Settings, rq_job: J
     from worker.tasks import run_job  # the heavy imports; already loaded in a worker's parent process
 
     job_id = status.job_id
+    outputs_dir = store.outputs_dir(job_id)
     try:
         spec = store.read_spec(job_id)
-        result = run_job(
-            spec,
-            store.outputs_dir(job_id),
-            settings,
-            progress=JobProgress(store, job_id, rq_job),
-            should_stop=lambda: store.cancel_requested(job_id),
-        )
+        published = export.published_outputs(outputs_dir)
+        if published is not None:  # an earlier attempt published them; only its copy to --out failed
+            store.append_log(
+                job_id, "outputs published by an earlier attempt: copying them, not computing again"
+            )
+            warnings = report.read_stats(outputs_dir / "stats.json").warnings
+        else:
+            result = run_job(
+                spec,
+                outputs_dir,
+                settings,
+                progress=JobProgress(store, job_id, rq_job),
+                should_stop=lambda: store.cancel_requested(job_id),
+            )
+            published, warnings = result.outputs, result.warnings
+        outputs = [str(p) for p in published]
         copy_to = store.read_info(job_id).get("copy_to")
         if copy_to:
-            copy_outputs(store.outputs_dir(job_id), Path(copy_to))
-        outputs = [str(p) for p in result.outputs]
+            try:
+                copy_outputs(outputs_dir, Path(copy_to))
+            except Exception as err:
+                sentence = copy_failed_sentence(job_id, outputs_dir, Path(copy_to), err)
+                store.append_log(job_id, traceback.format_exc())
+                return end(store, status, "failed", sentence, error=sentence, outputs=outputs)
         message = f"Done: {len(outputs)} outputs"
-        if result.warnings:  # an empty or nearly empty map still finishes, but says so
-            message += ". Warning: " + " ".join(result.warnings)
+        if warnings:  # an empty or nearly empty map still finishes, but says so
+            message += ". Warning: " + " ".join(warnings)
         return end(store, status, "finished", message, outputs=outputs)
     except JobCancelled:
         return end(store, status, "cancelled", "Cancelled; no outputs were published.")
@@ -160,12 +173,7 @@ def run_stages(store: JobStore, status: JobStatus, settings: Settings, rq_job: J
                 job_id, state="queued", message=f"retrying in {wait_s} s after a transient error: {err}"
             )
             store.append_log(job_id, f"transient error; retry in {wait_s} s ({rq_job.retries_left} left)")
-            # The backoff happens here, so that no RQ scheduler process is needed; a cancel cuts it short. (RQ's
-            # scheduler would free the worker meanwhile, but its process, forked from the worker, inherits the
-            # job locks the recovery thread holds at that moment: see the README's Status.)
-            deadline = time.monotonic() + wait_s
-            while time.monotonic() < deadline and not store.cancel_requested(job_id):
-                time.sleep(0.5)
+            # RQ's Retry schedules the next attempt; this worker is free for other jobs meanwhile.
             raise
         sentence = f"The job failed after {settings.job_retries} retries of a transient error: {err}"
         return end(store, status, "failed", sentence, error=sentence)
@@ -200,6 +208,24 @@ def copy_outputs(source: Path, out_dir: Path) -> None:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def copy_failed_sentence(job_id: str, outputs_dir: Path, copy_to: Path, err: Exception) -> str:
+    """Why the copy to --out failed, and that a retry copies the published outputs without computing again."""
+    folder = diskspace.Folder(copy_to, f"the output folder {copy_to}")
+    if diskspace.full_folder(err, [folder]) is not None:
+        needed_mb = sum(p.stat().st_size for p in outputs_dir.iterdir()) / 1e6
+        free_mb = diskspace.free_mb(copy_to)
+        reason = (
+            f"no space left (the outputs take {diskspace.format_mb(needed_mb)}, "
+            f"{diskspace.format_mb(free_mb)} are free)"
+        )
+    else:
+        reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
+    return (
+        f"Copying the outputs to {copy_to} failed: {reason}. They are published in the job's folder; "
+        f"'terraseg retry {job_id}' copies them there without computing again."
+    )
 
 
 def ping() -> float:

@@ -21,10 +21,11 @@ import signal
 import threading
 import time
 from collections.abc import Sequence
+from typing import cast
 
 import redis
 from redis.client import Pipeline
-from rq import Queue, SimpleWorker, Worker
+from rq import Queue, SimpleWorker, Worker, worker_registration
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
@@ -33,6 +34,11 @@ from worker.client import QUEUES, JobClient, SafeJob, redacted
 
 log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
+# A worker beats every HEARTBEAT_S (waiting for a job: its dequeue timeout; running one: the job monitoring
+# interval) and counts as alive for ALIVE_S after its last beat: a killed worker leaves the health count after
+# two beats (RQ's own default keeps it for 7 minutes).
+HEARTBEAT_S = 5
+ALIVE_S = 2 * HEARTBEAT_S + 2
 
 
 def die_with_parent() -> None:
@@ -41,7 +47,34 @@ def die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-class TerraSegWorker(Worker):
+class Liveness:
+    """Heartbeats that say within seconds when a worker died, and that put the worker back in Redis when Redis
+    lost it (restarted empty): RQ's heartbeat only extends a key, which other writes may have re-created without
+    the worker being listed again, and RQ restarts a scheduler that died with Redis only every 10 minutes."""
+
+    # A worker that runs its job in its own process cannot beat meanwhile: the long TTL RQ gives it for the
+    # job is kept (a killed --no-fork worker then counts as alive until its job's timeout).
+    keeps_job_ttl = False
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
+        rq_self = cast(Worker, self)
+        if not rq_self.connection.sismember(worker_registration.REDIS_WORKER_KEYS, rq_self.key):
+            rq_self.log.warning("Worker %s: Redis lost this worker's record; registering again", rq_self.name)
+            rq_self.connection.delete(rq_self.key)  # a partial record (working time only) blocks registering
+            rq_self.register_birth()
+        scheduler = rq_self.scheduler
+        in_worker = os.getpid() == rq_self.pid  # the work horse beats too; only the worker owns the scheduler
+        if (
+            in_worker
+            and scheduler is not None
+            and (not scheduler._process or not scheduler._process.is_alive())
+        ):
+            scheduler.acquire_locks(auto_start=True)  # one worker at a time holds a queue's scheduler lock
+        ttl = timeout if self.keeps_job_ttl and timeout else ALIVE_S
+        super().heartbeat(ttl, pipeline=pipeline)  # type: ignore[misc]
+
+
+class TerraSegWorker(Liveness, Worker):
     """RQ's forking worker, made to ride out a Redis outage while a job runs."""
 
     stop_asked = False  # set by SIGINT/SIGTERM: `serve` must not start a new worker then
@@ -79,8 +112,10 @@ class SafeQueue(Queue):
     job_class = SafeJob
 
 
-class InProcessWorker(SimpleWorker):
+class InProcessWorker(Liveness, SimpleWorker):
     """RQ's non-forking worker (`terraseg worker --no-fork`): jobs run in this process, one at a time."""
+
+    keeps_job_ttl = True
 
     stop_asked = False
 
@@ -164,7 +199,8 @@ def serve(
                     TerraSegWorker(
                         list(queues),
                         connection=connection,
-                        job_monitoring_interval=5,
+                        job_monitoring_interval=HEARTBEAT_S,
+                        worker_ttl=HEARTBEAT_S + 15,  # RQ waits worker_ttl - 15 s for a job between beats
                         job_class=SafeJob,
                         queue_class=SafeQueue,
                         serializer=JSONSerializer,
@@ -173,12 +209,16 @@ def serve(
                     else InProcessWorker(
                         list(queues),
                         connection=connection,
+                        job_monitoring_interval=HEARTBEAT_S,
+                        worker_ttl=HEARTBEAT_S + 15,
                         job_class=SafeJob,
                         queue_class=SafeQueue,
                         serializer=JSONSerializer,
                     )
                 )
-                rq_worker.work(burst=burst, logging_level="INFO")
+                # The scheduler puts jobs waiting for a retry back on their queue when their time comes. (Its
+                # process is forked from this one: core.jobstore.file_lock keeps it from holding job locks.)
+                rq_worker.work(burst=burst, logging_level="INFO", with_scheduler=True)
                 if burst or rq_worker.stop_asked:
                     return 0
                 log.warning("The RQ worker stopped (Redis lost?); starting again")

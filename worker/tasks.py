@@ -8,14 +8,14 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
-from core import analysis, export, report
+from core import analysis, diskspace, export, report
 from core.config import Settings
 from core.download import fetch_scenes
 from core.grid import Grid
 from core.inference import context_area, tile_layout
 from core.jobs import JobArea, JobSpec
 from core.jobstore import file_lock
-from core.preflight import find_scenes
+from core.preflight import estimate_job, find_scenes
 from core.progress import ProgressFn, RunContext, TilingOptions
 from core.report import Stats
 from core.series import predict_series
@@ -69,8 +69,34 @@ def run_job(
     """Plan -> search -> load models -> download -> predict every date -> export, publishing atomically.
 
     Per-date rasters go to `work_dir` (default: `<cache>/work/<spec hash>`), which outlives a crash or a cancel
-    so that running the same request again resumes there; it is removed once the outputs are published.
+    so that running the same request again resumes there; it is removed once the outputs are published. A full
+    disk ends it with a DiskFull sentence that names the folder and the space the job needs.
     """
+    folders = job_folders(settings, out_dir)
+    needs = diskspace.DiskNeeds()
+    with diskspace.disk_full_as_error(folders, needs):
+        return run_stages(spec, out_dir, settings, folders, needs, progress, should_stop, work_dir)
+
+
+def job_folders(settings: Settings, out_dir: Path) -> list[diskspace.Folder]:
+    """The folders a job writes to, named as a user knows them (a queued job publishes inside the cache)."""
+    cache = diskspace.Folder(settings.cache_dir, "the cache folder (TERRASEG_CACHE_DIR)")
+    if out_dir.resolve().is_relative_to(settings.cache_dir.resolve()):
+        return [cache]
+    return [diskspace.Folder(out_dir, f"the output folder {out_dir}"), cache]
+
+
+def run_stages(
+    spec: JobSpec,
+    out_dir: Path,
+    settings: Settings,
+    folders: list[diskspace.Folder],
+    needs: diskspace.DiskNeeds,
+    progress: ProgressFn | None,
+    should_stop: Callable[[], bool] | None,
+    work_dir: Path | None,
+) -> JobResult:
+    """run_job's stages."""
     cards = catalogue(settings.cache_dir)
     version = cards.get(spec.model_id).version
     run = RunContext(work_dir or settings.cache_dir / "work" / spec.spec_hash(version), progress, should_stop)
@@ -85,7 +111,8 @@ def run_job(
         scenes = find_scenes(
             spec.sources, area.aoi.geometry, spec.start, spec.end, spec.max_cloud_pct, settings
         )
-    run.report(0.1, f"Searching: {len(scenes)} scenes")
+    space_warnings = check_space(cards, spec, area, scenes, folders, needs)
+    run.report(0.1, "; ".join([f"Searching: {len(scenes)} scenes", *space_warnings]))
     with run.stage("load_model"):
         models = load_models(cards, spec, scenes, settings)
     with run.stage("download"):
@@ -121,6 +148,31 @@ def plan_area(spec: JobSpec, out_dir: Path) -> JobArea:
     """The stored AOI (validated when the spec was built) and its grid; the output folder checked first."""
     export.check_writable(out_dir)
     return JobArea.of(spec)
+
+
+def check_space(
+    cards: Catalogue,
+    spec: JobSpec,
+    area: JobArea,
+    scenes: list[Scene],
+    folders: list[diskspace.Folder],
+    needs: diskspace.DiskNeeds,
+) -> list[str]:
+    """Record the space the job needs in each folder (for a DiskFull sentence), and warn where it is short."""
+    chosen = cards.job_models(spec.task, spec.model_id)
+    estimate = estimate_job(area.aoi, scenes, chosen.model, chosen.cloud_model)
+    *out, cache = folders  # an --out outside the cache comes first
+    needs.mb_by_label[cache.label] = estimate.cache_mb + (0 if out else estimate.output_mb)
+    for folder in out:
+        needs.mb_by_label[folder.label] = estimate.output_mb
+    warnings = [
+        warning
+        for folder in folders
+        if (warning := diskspace.space_warning(needs.mb_by_label[folder.label], folder)) is not None
+    ]
+    for warning in warnings:
+        log.warning("%s", warning)
+    return warnings
 
 
 def load_models(cards: Catalogue, spec: JobSpec, scenes: list[Scene], settings: Settings) -> Models:

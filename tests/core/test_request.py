@@ -124,3 +124,50 @@ def test_a_lock_file_removed_by_its_holder_is_not_shared_by_two_waiters(tmp_path
     second_may_go.set()
     second.join(10)
     assert not path.exists()  # removed by its last holder
+
+
+def test_a_process_forked_while_another_thread_holds_a_lock_does_not_keep_it(tmp_path):
+    """RQ's scheduler and work horse are forked from the worker while its recovery thread may hold a job's lock:
+    the child must not keep that lock after the thread releases it (it would keep the job from ever running)."""
+    import multiprocessing
+    import threading
+
+    from core.jobstore import file_lock
+
+    path = tmp_path / ".lock"
+    holds, may_release, released = threading.Event(), threading.Event(), threading.Event()
+
+    def recovery_probe() -> None:
+        with file_lock(path) as held:
+            assert held
+            holds.set()
+            may_release.wait(10)
+        released.set()
+
+    thread = threading.Thread(target=recovery_probe)
+    thread.start()
+    assert holds.wait(10)
+    child = multiprocessing.get_context("fork").Process(target=time.sleep, args=(30,))
+    child.start()  # forked by this (main) thread while the other thread holds the lock
+    try:
+        may_release.set()
+        assert released.wait(10)
+        with file_lock(path, wait_s=2.0) as held:
+            assert held, "the forked child kept the lock its parent's thread released"
+        with file_lock(path) as held:  # the parent's own locks still work after the fork
+            assert held
+    finally:
+        child.kill()
+        child.join(10)
+        thread.join(10)
+
+
+def test_recovery_order_is_submission_order_within_one_second(tmp_path):
+    """Job ids order jobs to the second only; recovery re-queues by when each job was really submitted."""
+    store = JobStore(tmp_path / "jobs")
+    spec = build()
+    later_ids = ["20261129-120000-ffffff", "20261129-120000-000000", "20261129-120000-7a7a7a"]
+    for job_id in later_ids:
+        store.create(job_id, spec, {"spec_hash": "x"})
+        time.sleep(0.01)
+    assert store.in_submission_order() == later_ids

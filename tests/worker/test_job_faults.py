@@ -11,6 +11,7 @@ from core.config import Settings
 from tests.services import large_spec, sample_spec, wait_for
 from tests.worker.test_jobs import assert_same_outputs
 from worker.client import JobClient
+from worker.service import ALIVE_S, HEARTBEAT_S
 from worker.tasks import run_job
 
 pytestmark = pytest.mark.slow
@@ -101,9 +102,29 @@ def test_redis_killed_and_restarted_empty_loses_no_job(
     redis_server.kill()
     time.sleep(1.0)
     redis_server.start()  # empty: no persistence
+    lost_at = time.monotonic()
+    while client.health().workers != 1:  # the worker registers again at its next heartbeat
+        assert time.monotonic() - lost_at < 2 * HEARTBEAT_S + 5, client.health()
+        time.sleep(0.2)
     for job_id in [running, *queued]:
         wait_for(client, job_id, ("finished",), timeout_s=240)
     assert_same_outputs(client.store.outputs_dir(running), large_reference)
     states = {s.job_id: s.state for s in client.list_jobs()}
     assert states[done_before] == "finished"
     assert (client.store.outputs_dir(done_before) / "classes.tif").exists()
+    # Recovery re-queued the lost jobs in the order they were submitted, so they ran in that order.
+    starts = [client.status(job_id).ended_at or "" for job_id in queued]
+    assert starts == sorted(starts), starts
+
+
+def test_a_killed_worker_leaves_the_health_count_within_two_heartbeats(client: JobClient, start_worker):
+    worker = start_worker()
+    deadline = time.monotonic() + 60
+    while client.health().workers != 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    worker.kill()
+    killed = time.monotonic()
+    while client.health().workers != 0:
+        assert time.monotonic() - killed <= ALIVE_S + 2, "a dead worker still counts as alive"
+        time.sleep(0.2)

@@ -4,6 +4,7 @@ and the CLI. The faults a job survives (killed workers, Redis lost) are in test_
 import json
 import shutil
 import time
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -177,7 +178,14 @@ def test_a_source_that_is_down_is_retried_with_backoff_through_rq_and_the_job_th
         while "retrying in 5 s after a transient error" not in client.status(job_id).message:
             assert time.monotonic() < deadline, client.logs(job_id)
             time.sleep(0.1)
+        failed_at = time.time()
+        # The retry waits in RQ's schedule, not in the worker: the only worker takes another job at once.
+        other = client.submit(sample_spec())
+        wait_for(client, other, ("running", "finished"), timeout_s=60)
+        other_started = datetime.fromisoformat(client.status(other).started_at or "").timestamp()
+        assert other_started - failed_at < 4.0, "the worker was held by the waiting retry"
         stac.set_down(False)
+        wait_for(client, other, ("finished",), timeout_s=120)
         wait_for(client, job_id, ("finished",), timeout_s=120)
     finally:
         stac.stop()
