@@ -216,10 +216,10 @@ def _geojson_parts(document: dict[str, Any], where: str) -> list[BaseGeometry]:
         ) from err
     crs = document.get("crs")
     name = crs.get("properties", {}).get("name") if isinstance(crs, dict) else None
-    return _to_wgs84(parts, name, where) if name else parts
+    return to_wgs84(parts, name, where) if name else parts
 
 
-def _to_wgs84(geometries: list[BaseGeometry], crs: object, where: str) -> list[BaseGeometry]:
+def to_wgs84(geometries: list[BaseGeometry], crs: object, where: str) -> list[BaseGeometry]:
     """Reproject from `crs` (anything pyproj understands) to EPSG:4326 in (lon, lat) order."""
     try:
         source = CRS.from_user_input(crs)
@@ -256,7 +256,7 @@ def read_aoi_file(path: Path) -> list[BaseGeometry]:
             ".zip (Shapefile), .gpkg or .kml."
         )
     kind = VECTOR_FORMATS[suffix]
-    dataset = _shapefile_in_zip(path) if suffix == ".zip" else str(path)
+    dataset = shapefile_in_zip(path) if suffix == ".zip" else str(path)
     try:
         meta, _, wkb, _ = pyogrio.raw.read(dataset, layer=0, columns=[], force_2d=True)
     except (DataSourceError, DataLayerError, RuntimeError, OSError, ValueError) as err:
@@ -270,7 +270,7 @@ def read_aoi_file(path: Path) -> list[BaseGeometry]:
         raise AOIError(f"{path.name} holds no features with a geometry; add a polygon to it.")
     if meta.get("crs") is None:
         raise AOIError(f"{path.name} does not say which coordinate system it uses; save it with one.")
-    return _to_wgs84(parts, meta["crs"], path.name)
+    return to_wgs84(parts, meta["crs"], path.name)
 
 
 def _read_geojson_file(path: Path) -> list[BaseGeometry]:
@@ -294,7 +294,7 @@ def _read_geojson_file(path: Path) -> list[BaseGeometry]:
     return _geojson_parts(document, path.name)
 
 
-def _shapefile_in_zip(path: Path) -> str:
+def shapefile_in_zip(path: Path) -> str:
     """The GDAL path of the Shapefile inside a zip; its .prj must be there."""
     try:
         with zipfile.ZipFile(path) as archive:

@@ -19,6 +19,7 @@ class Settings(BaseSettings):
     cache_dir: Path = Path("cache")
     max_aoi_km2: float = Field(2500.0, gt=0)
     max_aoi_vertices: int = Field(10_000, gt=3)
+    max_label_vertices: int = Field(50_000, gt=3)  # all training label features together
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # Tiles in model pixels; the overlap is blended with a cosine window so there are no seams.
     tile_overlap_px: int = Field(32, ge=0)

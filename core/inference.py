@@ -120,7 +120,7 @@ def context_area(layouts: list[TileLayout]) -> BaseGeometry:
     return shapely.union_all(areas)
 
 
-def _prepare(
+def prepare_tile(
     read: ReadWindow, window: Window, card: ModelCard, size: int, factor: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Read, normalise, fill invalid pixels (see core.tiling.fill_nodata) and pad one tile to `size`.
@@ -241,7 +241,7 @@ def predict_grid(
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="terraseg-read") as pool:
 
             def submit(batch: list[Tile]) -> Future[list[tuple[np.ndarray, np.ndarray]]]:
-                return pool.submit(lambda: [_prepare(read, t.read, card, size, factor) for t in batch])
+                return pool.submit(lambda: [prepare_tile(read, t.read, card, size, factor) for t in batch])
 
             pending = submit(batches[start_batch])
             for index in range(start_batch, len(batches)):

@@ -197,6 +197,8 @@ class ModelCard(BaseModel):
     temporal: Temporal = SingleDate()
     # Reported by the model's authors or measured here.
     metrics: dict[str, object] = Field(default_factory=dict)
+    # For a model trained here: its base, mode, dataset hash, sample counts, seed, when (models.training).
+    training: dict[str, Any] = Field(default_factory=dict)
     weights_sha256: dict[str, str] = Field(default_factory=dict)  # weights file name -> pinned sha256
     # How the registry loads it (models.registry.LOADERS: a shipped runtime or a PyTorch architecture) and the
     # architecture's constructor arguments. Empty: no loader yet (the card documents a model to come).

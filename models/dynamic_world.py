@@ -83,6 +83,9 @@ def normalise_dn(dn: np.ndarray) -> np.ndarray:
     return normalise(dn.astype(np.float64) / 10_000.0, NORMALISATION)
 
 
+FEATURES = 144  # channels of the features the head classifies
+
+
 class ConvBNMish(nn.Sequential):
     """Conv (with bias, as in the SavedModel) -> BatchNorm -> Mish; 3x3 kernels use 'same' padding."""
 
@@ -113,18 +116,23 @@ class ResidualBlock(nn.Module):
 
 
 class DynamicWorldNet(nn.Module):
-    """(B, 9, H, W) normalised input -> (B, 9, H, W) logits. Any H, W >= 2; the output keeps the input size."""
+    """(B, 9, H, W) normalised input -> (B, K, H, W) logits (K = 9 for Google's head; a head trained here on
+    another legend has its own K). Any H, W >= 2; the output keeps the input size."""
 
-    def __init__(self) -> None:
+    def __init__(self, n_classes: int = len(CLASS_NAMES)) -> None:
         super().__init__()
         self.stem = ConvBNMish(9, 64, kernel=3)
         self.block1 = ResidualBlock(64, 96)
         self.block2 = ResidualBlock(96, 144)
         self.side = nn.Sequential(ConvBNMish(64, 48), ConvBNMish(48, 48, kernel=3, depthwise=True))
         self.block3 = ResidualBlock(144 + 48, 144)
-        self.head = nn.Conv2d(144, len(CLASS_NAMES), 1)
+        self.head = nn.Conv2d(FEATURES, n_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 9, H, W) -> (B, 144, H, W): the l2-normalised features the 1x1 head classifies."""
         stem = self.stem(x)
         height, width = stem.shape[-2:]
         # TF: size = int(shape / 2); ScaleAndTranslate(kernel "triangle", antialias) == antialiased bilinear.
@@ -133,8 +141,9 @@ class DynamicWorldNet(nn.Module):
         features = self.block3(torch.cat([deep, self.side(half)], dim=1))
         up = F.interpolate(features, size=(height, width), mode="bilinear", align_corners=False)
         # tf.math.l2_normalize: x * rsqrt(max(sum(x^2), 1e-12)) over channels.
-        up = up * torch.rsqrt(torch.clamp(up.float().pow(2).sum(dim=1, keepdim=True), min=1e-12)).to(up.dtype)
-        return self.head(up)
+        return up * torch.rsqrt(torch.clamp(up.float().pow(2).sum(dim=1, keepdim=True), min=1e-12)).to(
+            up.dtype
+        )
 
 
 # SavedModel layer name -> this module's parameter prefix, in graph order (see the module docstring).
@@ -167,12 +176,14 @@ def tf_layer_map() -> dict[str, tuple[str, str]]:
 WEIGHTS_FILE = Path(__file__).resolve().parent / "weights" / "dynamic_world" / "dynamic_world_forward.pt"
 
 
-def load_network(expected_sha256: str, weights: Path = WEIGHTS_FILE) -> tuple[DynamicWorldNet, str]:
-    """The network with its converted weights, after checking the file's sha256 (pinned in the card,
-    models/weights/dynamic_world/card.json) and every key and shape."""
+def load_network(
+    expected_sha256: str, weights: Path = WEIGHTS_FILE, n_classes: int = len(CLASS_NAMES)
+) -> tuple[DynamicWorldNet, str]:
+    """The network with its weights (converted, or with a head trained here), after checking the file's sha256
+    (pinned in the card, e.g. models/weights/dynamic_world/card.json) and every key and shape."""
     sha256 = verify_weights(weights, expected_sha256, "landcover-dynamic-world")
     state = torch.load(weights, map_location="cpu", weights_only=True)
-    net = DynamicWorldNet()
+    net = DynamicWorldNet(n_classes)
     check_state_dict(net, state, weights.name)
     net.load_state_dict(state)
     return net.eval(), sha256

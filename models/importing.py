@@ -108,10 +108,7 @@ def import_weights(
             f"Model {card.id} has no importer; its weights come with TerraSeg or are trained here."
         )
     model_id = new_id or f"{card.id}-imported"
-    if not MODEL_ID_PATTERN.fullmatch(model_id):
-        raise ModelError(
-            f"{model_id!r} is not a usable model id: use lower-case letters, digits, '.', '-' or '_'."
-        )
+    check_model_id(model_id)
     folder = models_dir / model_id
     if folder.exists() or model_id in taken_ids:
         raise ModelError(f"A model {model_id!r} is already installed; choose another id with --as.")
@@ -133,3 +130,11 @@ def import_weights(
     (staging / "card.json").write_text(imported.model_dump_json(indent=2) + "\n")
     staging.rename(folder)  # the card appears complete or not at all
     return folder / "card.json"
+
+
+def check_model_id(model_id: str) -> None:
+    """Refuse an id that could not name a model folder safely (imported or trained models)."""
+    if not MODEL_ID_PATTERN.fullmatch(model_id):
+        raise ModelError(
+            f"{model_id!r} is not a usable model id: use lower-case letters, digits, '.', '-' or '_'."
+        )

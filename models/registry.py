@@ -147,8 +147,8 @@ def _load_dynamic_world(card: ModelCard, folder: Path, options: LoadOptions) -> 
     from models.torch_predictor import TorchPredictor
 
     _require_bands(card.id, card.bands, options.available_bands)
-    weights = folder / dynamic_world.WEIGHTS_FILE.name
-    net, sha256 = dynamic_world.load_network(card.weights_sha256[weights.name], weights)
+    weights = folder / card.weights[0]  # Google's converted weights, or a copy with a head trained here
+    net, sha256 = dynamic_world.load_network(card.weights_sha256[weights.name], weights, card.n_classes)
     if options.threads:
         torch.set_num_threads(options.threads)
     return LoadedModel(card, TorchPredictor(net, device=options.device).predict, weights.name, sha256)

@@ -73,6 +73,27 @@ def build_parser() -> argparse.ArgumentParser:
         "files", nargs="+", type=Path, help="its checkpoint file(s), e.g. args.pkl checkpoint.pth"
     )
     importing.add_argument("--as", dest="new_id", help="id of the installed model (default: MODEL-imported)")
+    train = verbs.add_parser(
+        "train", help="train a new model from a base and your labels; prints the new model id last"
+    )
+    train.add_argument("--base", required=True, help="the model to start from, e.g. landcover-dynamic-world")
+    train.add_argument(
+        "--labels", required=True, type=Path, help="GeoJSON, GeoPackage, zipped Shapefile or KML"
+    )
+    train.add_argument("--label-field", required=True, help="the labels' field that holds the class")
+    train.add_argument("--aoi", required=True, help="the area whose imagery the labels describe (as for run)")
+    train.add_argument("--start", required=True, help="first date, YYYY-MM-DD")
+    train.add_argument("--end", required=True, help="last date, YYYY-MM-DD (inclusive)")
+    train.add_argument("--source", action="append", dest="sources", help="as for run (default: sample)")
+    train.add_argument("--as", dest="new_id", required=True, help="id of the new model")
+    train.add_argument("--mode", default="head", help="head (built), decoder or full (not built yet)")
+    train.add_argument("--epochs", type=int, default=200, help="at most this many epochs (early stopping)")
+    train.add_argument("--seed", type=int, default=0, help="the split's and the training's random seed")
+    train.add_argument("--block-px", type=int, default=32, help="spatial-split block size, grid pixels")
+    train.add_argument(
+        "--parent-classes",
+        help="how the base's classes match yours, to score it too: 'your class=base class,...'",
+    )
     worker = verbs.add_parser("worker", help="serve jobs from Redis (default: every queue)")
     worker.add_argument("--queues", nargs="+", metavar="QUEUE", help="download, inference and/or training")
     worker.add_argument("--burst", action="store_true", help="stop when the queues are empty")
@@ -227,6 +248,44 @@ def command_import(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def command_train(args: argparse.Namespace, settings: Settings) -> int:
+    """Train and install a model; metrics on stderr, the new model id as the last stdout line."""
+    from models.importing import check_model_id
+    from worker.training import TrainRequest, parse_parent_classes, train_model
+
+    check_model_id(args.new_id)
+    if args.epochs < 1 or args.block_px < 1:
+        raise AppError("--epochs and --block-px must be at least 1.")
+    request = TrainRequest(
+        base_id=args.base,
+        new_id=args.new_id,
+        labels=args.labels,
+        label_field=args.label_field,
+        aoi=args.aoi,
+        start=args.start,
+        end=args.end,
+        sources=tuple(args.sources or ["sample"]),
+        mode=args.mode,
+        epochs=args.epochs,
+        seed=args.seed,
+        block_px=args.block_px,
+        parent_classes=parse_parent_classes(args.parent_classes),
+    )
+    result = train_model(request, settings, progress=print_progress)
+    for warning in result.warnings:
+        print(f"terraseg: warning: {warning}", file=sys.stderr)
+    counts = ", ".join(
+        f"{name} {result.train_counts[name]}/{result.val_counts[name]}" for name in result.train_counts
+    )
+    print(f"Training/validation pixels: {counts}", file=sys.stderr)
+    print(f"{result.model_id}: {result.metrics.summary()}", file=sys.stderr)
+    if result.parent_metrics is not None:
+        print(f"{args.base} on the same pixels: {result.parent_metrics.summary()}", file=sys.stderr)
+    print(f"Installed {result.model_id} in {result.folder}")
+    print(result.model_id)
+    return 0
+
+
 def log_internal_error(settings: Settings) -> Path | None:
     """Write the current traceback to a log file under the cache folder; return its path (None if impossible)."""
     try:
@@ -304,6 +363,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return command_models(settings)
         if args.verb == "import":
             return command_import(args, settings)
+        if args.verb == "train":
+            return command_train(args, settings)
         return command_jobs(args, settings)
     except UntrainedModel as err:  # the remedy on the command line
         print(

@@ -1,0 +1,235 @@
+"""Training in PyTorch: a new classifier head on a frozen network's features ("head" mode), and saving the
+result as an installed model (card + weights + sha256) that jobs run like any other.
+
+Head mode fits a linear layer on features gathered once at the labelled pixels (core.training), the way
+microsoft/landcover's in-browser retraining and WorldCereal's custom heads do: seconds on a CPU. Decoder and
+full fine-tuning are not built yet.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from core.errors import ModelError
+from core.training import Features, Metrics, evaluate
+from core.types import ClassInfo, ModelCard
+from models.catalogue import Catalogue
+
+MODES = ("head", "decoder", "full")
+# Colours for a new legend (tab10), in class order.
+PALETTE = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """How the head is fitted. Same data and seed give the same head on a CPU."""
+
+    epochs: int = 200
+    learning_rate: float = 0.01
+    weight_decay: float = 1e-4
+    batch_size: int = 512
+    patience: int = 20  # epochs without a better validation macro F1 before stopping
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class FittedHead:
+    """The head's weights (K, F) and bias (K,), and each epoch's training loss and validation macro F1."""
+
+    weight: np.ndarray
+    bias: np.ndarray
+    best_epoch: int
+    history: list[dict[str, float]]
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """Class values of (N, F) features."""
+        return np.argmax(features @ self.weight.T + self.bias, axis=1)
+
+
+@dataclass
+class FeatureNetwork:
+    """A frozen network that gives per-pixel features, with the head it came with (for the parent's scores)."""
+
+    module: nn.Module
+    head_weight: np.ndarray  # (K0, F)
+    head_bias: np.ndarray  # (K0,)
+    weights_file: Path
+
+    def features(self) -> Features:
+        """(B, C, S, S) float32 -> (B, F, S, S) float32, in inference mode."""
+        module = self.module
+
+        def run(batch: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                return module.features(torch.from_numpy(batch)).float().numpy()  # type: ignore[operator]
+
+        return run
+
+
+def feature_network(cards: Catalogue, model_id: str, mode: str) -> FeatureNetwork:
+    """The base model's network, frozen, for training a new head; ModelError when that cannot be done."""
+    if mode not in MODES:
+        raise ModelError(f"Unknown training mode {mode!r}; the modes are {', '.join(MODES)}.")
+    card = cards.get(model_id)
+    if card.status == "untrained":
+        raise ModelError(
+            f"Model {model_id} has no trained weights, so --mode {mode} has no features to build on: an untrained "
+            "base can only be trained --mode full, which is not built yet."
+        )
+    if mode != "head":
+        raise ModelError(f"--mode {mode} is not built yet; --mode head is.")
+    if card.builder != "dynamic-world":
+        raise ModelError(
+            f"Head training reads the features of Dynamic World models; {model_id} ({card.builder or 'no builder'}) "
+            "is not one yet. Use --base landcover-dynamic-world."
+        )
+    from models import dynamic_world
+
+    weights = cards.folder(model_id) / card.weights[0]
+    net, _ = dynamic_world.load_network(card.weights_sha256[weights.name], weights, card.n_classes)
+    net.requires_grad_(False)
+    state = net.head.state_dict()  # the 1x1 conv: weight (K, F, 1, 1), bias (K,)
+    return FeatureNetwork(
+        net, state["weight"].numpy()[:, :, 0, 0].copy(), state["bias"].numpy().copy(), weights
+    )
+
+
+def fit_head(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    val_x: np.ndarray,
+    val_y: np.ndarray,
+    legend: tuple[str, ...],
+    class_weights: np.ndarray,
+    config: HeadConfig,
+    progress: Callable[[int, float, float], None] | None = None,
+    should_stop: Callable[[], None] | None = None,
+) -> FittedHead:
+    """Fit a linear head (class-weighted cross-entropy, AdamW, cosine schedule) on (N, F) features.
+
+    Stops early when the validation macro F1 has not improved for `config.patience` epochs and keeps the best
+    epoch's weights. `progress(epoch, loss, val_macro_f1)` after each epoch; `should_stop()` raises to cancel.
+    """
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    n_features, n_classes = train_x.shape[1], len(legend)
+    head = nn.Linear(n_features, n_classes)
+    optimiser = torch.optim.AdamW(
+        head.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+    )
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=config.epochs)
+    loss_fn = nn.CrossEntropyLoss(weight=torch.from_numpy(class_weights))
+    x, y = torch.from_numpy(train_x), torch.from_numpy(train_y.astype(np.int64))
+    best_f1, best_epoch, best_state = -1.0, 0, {k: v.clone() for k, v in head.state_dict().items()}
+    history: list[dict[str, float]] = []
+    for epoch in range(1, config.epochs + 1):
+        if should_stop is not None:
+            should_stop()
+        order = torch.randperm(len(x), generator=generator)
+        total = 0.0
+        for start in range(0, len(x), config.batch_size):
+            batch = order[start : start + config.batch_size]
+            optimiser.zero_grad()
+            loss = loss_fn(head(x[batch]), y[batch])
+            loss.backward()
+            optimiser.step()
+            total += float(loss.detach()) * len(batch)
+        schedule.step()
+        with torch.no_grad():
+            predicted = head(torch.from_numpy(val_x)).argmax(dim=1).numpy()
+        val_f1 = evaluate(val_y, predicted, legend).macro_f1
+        history.append({"epoch": epoch, "loss": total / len(x), "val_macro_f1": val_f1})
+        if progress is not None:
+            progress(epoch, total / len(x), val_f1)
+        if val_f1 > best_f1:
+            best_f1, best_epoch = val_f1, epoch
+            best_state = {k: v.clone() for k, v in head.state_dict().items()}
+        elif epoch - best_epoch >= config.patience:
+            break
+    return FittedHead(best_state["weight"].numpy(), best_state["bias"].numpy(), best_epoch, history)
+
+
+def trained_card(
+    base: ModelCard,
+    new_id: str,
+    legend: tuple[str, ...],
+    weights_name: str,
+    sha256: str,
+    training: dict[str, Any],
+    metrics: dict[str, Metrics | None],
+) -> ModelCard:
+    """The new model's card: the base's input and normalisation, the new legend, where it came from."""
+    classes = tuple(
+        ClassInfo(value, name, PALETTE[value % len(PALETTE)]) for value, name in enumerate(legend)
+    )
+    return base.replace(
+        id=new_id,
+        version="1.0.0",
+        description=(
+            f"{base.task.capitalize()} in {len(legend)} classes ({', '.join(legend)}): the features of "
+            f"{base.id} {base.version} with a classifier head trained here on labelled pixels."
+        ),
+        architecture=f"{base.architecture}; classifier head retrained here",
+        classes=[asdict(c) for c in classes],
+        status="trained-here",
+        licence=f"{base.licence} (the base's terms apply to the frozen layers)",
+        provenance=(
+            f"Head trained by TerraSeg on {training['trained_at']} from {base.id} {base.version} "
+            f"(dataset sha256 {training['dataset_sha256'][:16]}...)."
+        ),
+        weights=[weights_name],
+        weights_sha256={weights_name: sha256},
+        metrics={name: m.model_dump() if m is not None else None for name, m in metrics.items()},
+        default_for_task=False,
+        training=training,
+    )
+
+
+def save_head_model(
+    network: FeatureNetwork,
+    fitted: FittedHead,
+    base: ModelCard,
+    new_id: str,
+    legend: tuple[str, ...],
+    installed_dir: Path,
+    training: dict[str, Any],
+    metrics: dict[str, Metrics | None],
+) -> Path:
+    """Write `<installed_dir>/<new_id>/` (weights with the new head, sha256-pinned card), atomically."""
+    target = installed_dir / new_id
+    if target.exists():
+        raise ModelError(f"A model {new_id} is installed already; choose another --as id.")
+    state = {k: v.clone() for k, v in network.module.state_dict().items()}
+    state["head.weight"] = torch.from_numpy(fitted.weight.copy())[:, :, None, None]
+    state["head.bias"] = torch.from_numpy(fitted.bias.copy())
+    installed_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=installed_dir, prefix=f".{new_id}."))
+    try:
+        weights_name = f"{new_id}.pt"
+        torch.save(state, staging / weights_name)
+        sha256 = hashlib.sha256((staging / weights_name).read_bytes()).hexdigest()
+        card = trained_card(base, new_id, legend, weights_name, sha256, training, metrics)
+        (staging / "card.json").write_text(json.dumps(card.model_dump(mode="json"), indent=1))
+        os.rename(staging, target)  # fails if another run installed the id meanwhile
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def utc_now() -> str:
+    """Now, ISO-8601 UTC to the second."""
+    return datetime.now(UTC).isoformat(timespec="seconds")

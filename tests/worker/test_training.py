@@ -1,0 +1,160 @@
+"""Training a new model as a model owner does: `terraseg train` on real labels (eo-learn's Slovenia land-use
+polygons, in EPSG:32633) over the embedded sample's real scenes, then a job with the new model. Bad labels end
+with one sentence and install nothing.
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyogrio
+import pytest
+import rasterio
+
+from core.labels import IGNORE, LabelError, read_labels
+from core.training import block_split, class_weights, evaluate
+from tests.conftest import TEST_DATA
+from tests.worker.test_cli import SAMPLE_AOI, SAMPLE_DATES, terraseg
+
+LULC = TEST_DATA / "s2_slovenia_eolearn" / "LULC.gpkg"
+# The classes the sample's square kilometre holds enough of (cultivated land: 11 pixels).
+CLASSES = ["artificial surface", "forest", "grassland", "schrubland"]
+PARENT_CLASSES = "forest=trees,grassland=grass,schrubland=shrub and scrub,artificial surface=built"
+
+
+def label_file(tmp_path: Path, classes: list[str], name: str = "labels.gpkg") -> Path:
+    """The real polygons of `classes` (and their CRS, EPSG:32633) in a file of their own."""
+    frame = pyogrio.read_dataframe(LULC)
+    path = tmp_path / name
+    pyogrio.write_dataframe(frame[frame.LULC_NAME.isin(classes)][["LULC_NAME", "geometry"]], path)
+    return path
+
+
+def train(tmp_path: Path, labels: Path, *extra: str, new_id: str = "landcover-slovenia") -> "object":
+    return terraseg(
+        "train", "--base", "landcover-dynamic-world", "--labels", str(labels), "--label-field", "LULC_NAME",
+        "--aoi", SAMPLE_AOI, *SAMPLE_DATES, "--as", new_id, *extra,
+        cwd=tmp_path,
+    )  # fmt: skip
+
+
+def test_a_head_trained_on_real_labels_beats_its_parent_and_runs_as_a_job(tmp_path):
+    done = train(tmp_path, label_file(tmp_path, CLASSES), "--parent-classes", PARENT_CLASSES)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "landcover-slovenia"
+    card = json.loads((tmp_path / "cache" / "models" / "landcover-slovenia" / "card.json").read_text())
+    assert card["status"] == "trained-here" and [c["name"] for c in card["classes"]] == CLASSES
+    assert (
+        card["training"]["base"] == "landcover-dynamic-world"
+        and len(card["training"]["dataset_sha256"]) == 64
+    )
+    new, parent = card["metrics"]["validation"], card["metrics"]["parent_validation"]
+    assert new["samples"] == parent["samples"] > 1000  # the same validation pixels
+    # Google's head knows no "schrubland" vs "grassland" of the Slovenian land-use map; the new head learnt them.
+    assert new["macro_f1"] > parent["macro_f1"] + 0.1, (new["macro_f1"], parent["macro_f1"])
+    assert new["overall_accuracy"] > 0.8
+    assert "on the same pixels" in done.stderr and "Training/validation pixels:" in done.stderr
+
+    ran = terraseg(
+        "run", "--task", "landcover", "--model", "landcover-slovenia", "--aoi", SAMPLE_AOI, *SAMPLE_DATES,
+        "--out", str(tmp_path / "out"), cwd=tmp_path,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    with rasterio.open(tmp_path / "out" / "classes.tif") as classes:
+        values = np.unique(classes.read(1))
+    assert set(values.tolist()) <= {0, 1, 2, 3, 255} and {1, 2} <= set(values.tolist())  # forest, grassland
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert [c["name"] for c in stats["classes"]] == CLASSES
+
+
+@pytest.mark.parametrize(
+    ("classes", "extra", "sentence"),
+    [
+        (["forest"], (), "The labels hold one class only ('forest')"),
+        (CLASSES + ["cultivated land"], (), "No training pixel for 'cultivated land'"),
+        (CLASSES, ("--mode", "full"), "--mode full is not built yet"),
+        (CLASSES, ("--label-field", "NAME"), "has no field 'NAME'; its fields are: LULC_NAME"),
+    ],
+)
+def test_labels_that_cannot_be_trained_on_end_with_one_sentence(tmp_path, classes, extra, sentence):
+    done = train(tmp_path, label_file(tmp_path, classes), *extra)
+    assert done.returncode == 2, done.stderr
+    assert sentence in done.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in done.stderr
+    installed = tmp_path / "cache" / "models"
+    assert not list(installed.glob("*/card.json")) and not list(installed.glob(".landcover-slovenia*"))
+
+
+def test_an_untrained_base_cannot_get_a_new_head(tmp_path):
+    done = terraseg(
+        "train", "--base", "landcover-dfc2020-unet", "--labels", str(LULC), "--label-field", "LULC_NAME",
+        "--aoi", SAMPLE_AOI, *SAMPLE_DATES, "--as", "x", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "has no trained weights, so --mode head has no features to build on" in done.stderr
+
+
+def test_labels_outside_the_area_are_refused(tmp_path):
+    frame = pyogrio.read_dataframe(LULC)
+    frame["geometry"] = frame.geometry.translate(50_000, 0)  # 50 km east of the sample
+    moved = tmp_path / "moved.gpkg"
+    pyogrio.write_dataframe(frame[["LULC_NAME", "geometry"]], moved)
+    done = train(tmp_path, moved)
+    assert done.returncode == 2
+    assert "None of the labels in moved.gpkg lies inside the area" in done.stderr
+
+
+def test_a_label_file_with_too_many_vertices_is_refused(tmp_path):
+    angles = np.linspace(0, 2 * np.pi, 100_000, endpoint=False)
+    ring = np.c_[14.5 + 0.01 * np.cos(angles), 45.9 + 0.01 * np.sin(angles)].tolist()
+    feature = {
+        "type": "Feature",
+        "properties": {"c": "a"},
+        "geometry": {"type": "Polygon", "coordinates": [ring + ring[:1]]},
+    }
+    path = tmp_path / "dense.geojson"
+    path.write_text(json.dumps({"type": "FeatureCollection", "features": [feature]}))
+    with pytest.raises(LabelError, match="dense.geojson has 100,001 vertices, more than the 50,000"):
+        read_labels(path, "c", 50_000)
+
+
+def test_the_validation_split_takes_whole_blocks():
+    labels = np.random.default_rng(1).integers(0, 3, (100, 90)).astype(np.uint8)
+    labels[:10] = IGNORE
+    val = block_split(labels, 16, 0.2, seed=3)
+    for row in range(0, 100, 16):
+        for col in range(0, 90, 16):
+            block = val[row : row + 16, col : col + 16]
+            assert block.all() or not block.any()  # no block has pixels on both sides
+    share = (val & (labels != IGNORE)).sum() / (labels != IGNORE).sum()
+    assert 0.2 <= share < 0.2 + 16 * 16 / (labels != IGNORE).sum()
+    assert np.array_equal(val, block_split(labels, 16, 0.2, seed=3))  # the seed fixes the split
+    assert not np.array_equal(val, block_split(labels, 16, 0.2, seed=4))
+
+
+def test_metrics_match_a_hand_count():
+    truth = np.array([0, 0, 0, 1, 1, 2])
+    predicted = np.array([0, 0, 1, 1, 1, 3])  # 3: a parent class with no counterpart, always wrong
+    metrics = evaluate(truth, predicted, ("a", "b", "c"))
+    assert metrics.confusion == [[2, 1, 0], [0, 2, 0], [0, 0, 0]]
+    assert metrics.overall_accuracy == pytest.approx(4 / 6)
+    assert metrics.balanced_accuracy == pytest.approx((2 / 3 + 1 + 0) / 3)
+    a, b = metrics.per_class[0], metrics.per_class[1]
+    assert (a.precision, a.recall, a.iou) == (1.0, pytest.approx(2 / 3), pytest.approx(2 / 3))
+    assert (b.precision, b.recall, b.iou) == (pytest.approx(2 / 3), 1.0, pytest.approx(2 / 3))
+    assert metrics.macro_f1 == pytest.approx((0.8 + 0.8 + 0) / 3)
+    assert class_weights(np.array([100, 10, 0])).tolist() == pytest.approx([2 / 11, 20 / 11, 0.0])
+
+
+def test_a_head_fitted_twice_with_one_seed_is_the_same():
+    from models.training import HeadConfig, fit_head
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 8)).astype(np.float32)
+    y = np.argmax(x[:, :3], axis=1)  # linearly separable: a linear head can learn it
+    config = HeadConfig(epochs=60, seed=7)
+    weights = np.ones(3, np.float32)
+    first = fit_head(x[:400], y[:400], x[400:], y[400:], ("a", "b", "c"), weights, config)
+    second = fit_head(x[:400], y[:400], x[400:], y[400:], ("a", "b", "c"), weights, config)
+    assert np.array_equal(first.weight, second.weight) and first.history == second.history
+    assert evaluate(y[400:], first.predict(x[400:]), ("a", "b", "c")).overall_accuracy > 0.8  # chance: 0.33

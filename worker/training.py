@@ -1,0 +1,246 @@
+"""A training run, as a list of stage calls: imagery through the job's own search, download and cloud masking;
+labels rasterised on the job grid; a spatial-block split; a new head on the base model's features; the new and
+the parent model scored on the same validation pixels; the result installed as a model jobs can run.
+"""
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import rasterio
+
+from core import analysis, training
+from core.config import Settings
+from core.errors import AppError
+from core.inference import tile_layout
+from core.jobs import JobArea, JobRequest, build_spec
+from core.labels import IGNORE, LabelError, rasterise_labels, read_labels
+from core.preflight import find_scenes
+from core.progress import ProgressFn, RunContext, TilingOptions
+from core.reading import SceneReader
+from core.sources import parse_source
+from core.types import ClassInfo
+from models.catalogue import catalogue
+from worker.tasks import download, load_models
+
+if TYPE_CHECKING:
+    from models.training import FeatureNetwork
+
+log = logging.getLogger(__name__)
+CLEAR_CLASS = 0  # the cloud models' "clear" class
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    """What `terraseg train` was asked (labels over imagery, head mode)."""
+
+    base_id: str
+    new_id: str
+    labels: Path
+    label_field: str
+    aoi: str
+    start: str
+    end: str
+    sources: tuple[str, ...] = ("sample",)
+    mode: str = "head"
+    epochs: int = 200
+    seed: int = 0
+    block_px: int = 32  # spatial-split block, in grid pixels (320 m at 10 m)
+    val_fraction: float = 0.2
+    parent_classes: dict[str, str] = field(default_factory=dict)  # new class -> the parent's class it matches
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """The installed model and how it scored, next to its parent on the same validation pixels."""
+
+    model_id: str
+    folder: Path
+    metrics: training.Metrics
+    parent_metrics: training.Metrics | None
+    train_counts: dict[str, int]
+    val_counts: dict[str, int]
+    warnings: list[str]
+
+
+def parse_parent_classes(text: str | None) -> dict[str, str]:
+    """'cultivated land=crops,forest=trees' -> {'cultivated land': 'crops', 'forest': 'trees'}."""
+    if not text:
+        return {}
+    pairs = [part.split("=", 1) for part in text.split(",") if part.strip()]
+    if any(len(pair) != 2 for pair in pairs):
+        raise AppError("--parent-classes takes 'new class=parent class' pairs separated by commas.")
+    return {new.strip(): parent.strip() for new, parent in pairs}
+
+
+def train_model(
+    request: TrainRequest,
+    settings: Settings,
+    progress: ProgressFn | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Train `request.new_id` from `request.base_id` and install it under `<cache>/models/`."""
+    from models.training import HeadConfig, feature_network, fit_head, save_head_model, utc_now
+
+    cards = catalogue(settings.cache_dir)
+    if request.new_id in {c.id for c in cards.all()}:
+        raise AppError(f"A model {request.new_id} exists already; choose another --as id.")
+    network = feature_network(cards, request.base_id, request.mode)  # refuses what cannot be trained first
+    base = cards.get(request.base_id)
+    labels = read_labels(request.labels, request.label_field, settings.max_label_vertices)
+    training.check_legend(labels.legend)
+    unknown = sorted(set(request.parent_classes) - set(labels.legend))
+    if unknown:
+        raise AppError(f"--parent-classes names classes the labels do not have: {', '.join(unknown)}.")
+    spec = build_spec(
+        JobRequest(request.aoi, request.start, request.end, base.task, base.id, request.sources),
+        settings,
+        cards,
+        lambda name: parse_source(name, settings),
+    )
+    work = settings.cache_dir / "training" / f"{request.new_id}-{spec.spec_hash(base.version)[:16]}"
+    run = RunContext(work, progress, should_stop)
+    tiling = TilingOptions(settings.batch_size, settings.tile_overlap_px)
+    area = JobArea.of(spec)
+    run.report(0.02, f"Labels: {len(labels.geometries)} features, classes {', '.join(labels.legend)}")
+    scenes = find_scenes(spec.sources, area.aoi.geometry, spec.start, spec.end, spec.max_cloud_pct, settings)
+    models = load_models(cards, spec, scenes, settings)
+    groups = download(models, area, scenes, tiling, settings, run.within(0.05, 0.15, "Downloading"))
+    if models.cloud_model is None:
+        raise AppError(f"Training a {base.task} model needs the cloud model to choose and mask the date.")
+    cloud = analysis.predict_dates(
+        groups,
+        models.cloud_model,
+        area.grid,
+        area.aoi_grid,
+        run.within(0.15, 0.5, "Cloud masking", run.work_dir / "cloud"),
+        tiling,
+    )
+    clearest = analysis.select_date(cloud, None)
+    label_px = rasterise_labels(labels, area.grid, area.aoi_grid)
+    if not (label_px != IGNORE).any():
+        raise LabelError(
+            f"None of the labels in {request.labels.name} lies inside the area (or every labelled pixel is "
+            "claimed by two classes); draw the area over the labels."
+        )
+    with rasterio.open(clearest.classes_path) as dataset:
+        clear = dataset.read(1) == CLEAR_CLASS
+    label_px[~clear] = IGNORE  # clouds, shadows and no data are not what the label says
+    val = training.block_split(label_px, request.block_px, request.val_fraction, request.seed)
+    n_classes = len(labels.legend)
+    train_counts = training.class_counts(np.where(val, IGNORE, label_px), n_classes)
+    val_counts = training.class_counts(np.where(val, label_px, IGNORE), n_classes)
+    warnings = training.check_samples(train_counts, val_counts, labels.legend)
+    for warning in warnings:
+        log.warning("%s", warning)
+    run.report(
+        0.5,
+        f"Samples on {clearest.date}: {int(train_counts.sum())} training, {int(val_counts.sum())} validation px",
+    )
+    samples = np.full(label_px.shape, -1, np.int64)
+    labelled = label_px != IGNORE
+    samples[labelled] = np.arange(int(labelled.sum()))
+    layout = tile_layout(base, area.grid, tiling.overlap_px)
+    with SceneReader(list(clearest.scenes), base.bands, layout.context) as reader:
+        features = training.labelled_features(
+            reader.read,
+            layout,
+            models.model.card,
+            network.features(),
+            samples,
+            run.within(0.5, 0.8, "Features"),
+            tiling.batch_size,
+        )
+    y = label_px[labelled].astype(np.int64)
+    is_val = val[labelled]
+    seen = ~np.isnan(features).any(axis=1)
+    train_x, train_y = features[seen & ~is_val], y[seen & ~is_val]
+    val_x, val_y = features[seen & is_val], y[seen & is_val]
+    if len(val_y) == 0:
+        raise LabelError("No validation pixel is left; label a larger area or lower --block-px.")
+    config = HeadConfig(epochs=request.epochs, seed=request.seed)
+    epochs_run = run.within(0.8, 0.97, "Training")
+
+    def on_epoch(epoch: int, loss: float, val_f1: float) -> None:
+        epochs_run.report(
+            epoch / config.epochs,
+            f"epoch {epoch}/{config.epochs}, loss {loss:.4f}, val macro F1 {val_f1:.3f}",
+        )
+
+    fitted = fit_head(
+        train_x,
+        train_y,
+        val_x,
+        val_y,
+        labels.legend,
+        training.class_weights(training.class_counts(train_y.astype(np.uint8), n_classes)),
+        config,
+        on_epoch,
+        run.check_cancelled,
+    )
+    metrics = training.evaluate(val_y, fitted.predict(val_x), labels.legend)
+    parent_metrics = parent_scores(network, base.classes, val_x, val_y, labels.legend, request.parent_classes)
+    record = {
+        "base": base.id,
+        "base_version": base.version,
+        "mode": request.mode,
+        "dataset_sha256": training.dataset_hash(label_px, val, [s.id for s in clearest.scenes], base.id),
+        "labels": request.labels.name,
+        "label_field": request.label_field,
+        "date": clearest.date.isoformat(),
+        "processing_level": clearest.scenes[0].processing_level,
+        "train_pixels": {n: int(c) for n, c in zip(labels.legend, train_counts, strict=True)},
+        "val_pixels": {n: int(c) for n, c in zip(labels.legend, val_counts, strict=True)},
+        "block_px": request.block_px,
+        "seed": request.seed,
+        "epochs": request.epochs,
+        "best_epoch": fitted.best_epoch,
+        "parent_classes": request.parent_classes,
+        "trained_at": utc_now(),
+    }
+    folder = save_head_model(
+        network,
+        fitted,
+        base,
+        request.new_id,
+        labels.legend,
+        settings.cache_dir / "models",
+        record,
+        {"validation": metrics, "parent_validation": parent_metrics},
+    )
+    catalogue.cache_clear()  # this process sees the new model at once
+    run.report(1.0, f"Trained {request.new_id}: {metrics.summary()}")
+    return TrainResult(
+        request.new_id,
+        folder,
+        metrics,
+        parent_metrics,
+        {n: int(c) for n, c in zip(labels.legend, train_counts, strict=True)},
+        {n: int(c) for n, c in zip(labels.legend, val_counts, strict=True)},
+        warnings,
+    )
+
+
+def parent_scores(
+    network: "FeatureNetwork",
+    parent_classes: tuple[ClassInfo, ...],
+    val_x: np.ndarray,
+    val_y: np.ndarray,
+    legend: tuple[str, ...],
+    mapping: dict[str, str],
+) -> training.Metrics | None:
+    """The parent's own head on the same validation pixels, its classes mapped to the new legend by name (or by
+    `mapping`); None when no class of the new legend has a counterpart in the parent's."""
+    by_name = {c.name.lower(): c.value for c in parent_classes}
+    to_new = np.full(len(parent_classes), len(legend), np.int64)  # unmatched parent classes: always wrong
+    for value, name in enumerate(legend):
+        parent_name = mapping.get(name, name).lower()
+        if parent_name in by_name:
+            to_new[by_name[parent_name]] = value
+    if (to_new == len(legend)).all():
+        return None
+    parent_predicted = np.argmax(val_x @ network.head_weight.T + network.head_bias, axis=1)
+    return training.evaluate(val_y, to_new[parent_predicted], legend)
