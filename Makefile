@@ -53,7 +53,7 @@ $(BROWSER_ASSETS): tests/browser/package-lock.json | system-deps
 test: install system-deps $(BROWSER_ASSETS)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/pytest -q -n 2 --dist loadfile
+	$(BIN)/pytest -q -n 2 --dist loadfile --durations=15
 
 bench: install
 	$(BIN)/python bench/pipeline.py

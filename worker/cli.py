@@ -94,6 +94,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--parent-classes",
         help="how the base's classes match yours, to score it too: 'your class=base class,...'",
     )
+    evaluate = verbs.add_parser("evaluate", help="score a model's map against labelled polygons or points")
+    evaluate.add_argument("--model", required=True, help="the model to score")
+    evaluate.add_argument(
+        "--labels", required=True, type=Path, help="GeoJSON, GeoPackage, zipped Shapefile or KML"
+    )
+    evaluate.add_argument("--label-field", required=True, help="the labels' field that holds the class")
+    evaluate.add_argument("--aoi", required=True, help="the area to map and score (as for run)")
+    evaluate.add_argument("--start", required=True, help="first date, YYYY-MM-DD")
+    evaluate.add_argument("--end", required=True, help="last date, YYYY-MM-DD (inclusive)")
+    evaluate.add_argument("--source", action="append", dest="sources", help="as for run (default: sample)")
+    evaluate.add_argument(
+        "--class-map", help="how your classes match the model's: 'your class=model class,...'"
+    )
+    evaluate.add_argument("--predictions", type=Path, help="write one CSV row per scored pixel here")
+    evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
     worker = verbs.add_parser("worker", help="serve jobs from Redis (default: every queue)")
     worker.add_argument("--queues", nargs="+", metavar="QUEUE", help="download, inference and/or training")
     worker.add_argument("--burst", action="store_true", help="stop when the queues are empty")
@@ -251,7 +266,7 @@ def command_import(args: argparse.Namespace, settings: Settings) -> int:
 def command_train(args: argparse.Namespace, settings: Settings) -> int:
     """Train and install a model; metrics on stderr, the new model id as the last stdout line."""
     from models.importing import check_model_id
-    from worker.training import TrainRequest, parse_parent_classes, train_model
+    from worker.training import TrainRequest, parse_class_pairs, train_model
 
     check_model_id(args.new_id)
     if args.epochs < 1 or args.block_px < 1:
@@ -269,7 +284,7 @@ def command_train(args: argparse.Namespace, settings: Settings) -> int:
         epochs=args.epochs,
         seed=args.seed,
         block_px=args.block_px,
-        parent_classes=parse_parent_classes(args.parent_classes),
+        parent_classes=parse_class_pairs(args.parent_classes, "--parent-classes"),
     )
     result = train_model(request, settings, progress=print_progress)
     for warning in result.warnings:
@@ -283,6 +298,45 @@ def command_train(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{args.base} on the same pixels: {result.parent_metrics.summary()}", file=sys.stderr)
     print(f"Installed {result.model_id} in {result.folder}")
     print(result.model_id)
+    return 0
+
+
+def command_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    """Map the area with the model and print its scores against the labels (a table, or JSON)."""
+    import csv
+    import tempfile
+
+    from worker.training import EvaluateRequest, evaluate_model, parse_class_pairs
+
+    request = EvaluateRequest(
+        model_id=args.model,
+        labels=args.labels,
+        label_field=args.label_field,
+        aoi=args.aoi,
+        start=args.start,
+        end=args.end,
+        sources=tuple(args.sources or ["sample"]),
+        class_map=parse_class_pairs(args.class_map, "--class-map"),
+    )
+    with tempfile.TemporaryDirectory(dir=settings.cache_dir if settings.cache_dir.exists() else None) as work:
+        evaluation = evaluate_model(request, settings, Path(work), progress=print_progress)
+    metrics = evaluation.metrics
+    if args.predictions:
+        with open(args.predictions, "w", newline="") as out:
+            writer = csv.writer(out, lineterminator="\n")
+            writer.writerow([f"x ({evaluation.crs})", f"y ({evaluation.crs})", "true", "predicted"])
+            writer.writerows(evaluation.rows)
+    if args.json:
+        print(json.dumps(metrics.model_dump() | {"model": args.model, "date": evaluation.date}, indent=1))
+        return 0
+    print(f"{args.model} on {evaluation.date}: {metrics.summary()}")
+    print(f"{'class':24s} {'support':>8s} {'precision':>9s} {'recall':>7s} {'F1':>6s} {'IoU':>6s}")
+    for c in metrics.per_class:
+        print(f"{c.name:24s} {c.support:8d} {c.precision:9.3f} {c.recall:7.3f} {c.f1:6.3f} {c.iou:6.3f}")
+    names = [c.name[:10] for c in metrics.per_class]
+    print("confusion (rows: true, columns: predicted): " + " | ".join(names))
+    for name, row in zip(names, metrics.confusion, strict=True):
+        print(f"{name:10s} " + " ".join(f"{n:7d}" for n in row))
     return 0
 
 
@@ -365,6 +419,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return command_import(args, settings)
         if args.verb == "train":
             return command_train(args, settings)
+        if args.verb == "evaluate":
+            return command_evaluate(args, settings)
         return command_jobs(args, settings)
     except UntrainedModel as err:  # the remedy on the command line
         print(

@@ -66,13 +66,13 @@ class TrainResult:
     warnings: list[str]
 
 
-def parse_parent_classes(text: str | None) -> dict[str, str]:
+def parse_class_pairs(text: str | None, option: str) -> dict[str, str]:
     """'cultivated land=crops,forest=trees' -> {'cultivated land': 'crops', 'forest': 'trees'}."""
     if not text:
         return {}
     pairs = [part.split("=", 1) for part in text.split(",") if part.strip()]
     if any(len(pair) != 2 for pair in pairs):
-        raise AppError("--parent-classes takes 'new class=parent class' pairs separated by commas.")
+        raise AppError(f"{option} takes 'your class=model class' pairs separated by commas.")
     return {new.strip(): parent.strip() for new, parent in pairs}
 
 
@@ -244,3 +244,82 @@ def parent_scores(
         return None
     parent_predicted = np.argmax(val_x @ network.head_weight.T + network.head_bias, axis=1)
     return training.evaluate(val_y, to_new[parent_predicted], legend)
+
+
+@dataclass(frozen=True)
+class EvaluateRequest:
+    """What `terraseg evaluate` was asked: a model, and labels over the imagery of an area and dates."""
+
+    model_id: str
+    labels: Path
+    label_field: str
+    aoi: str
+    start: str
+    end: str
+    sources: tuple[str, ...] = ("sample",)
+    class_map: dict[str, str] = field(default_factory=dict)  # label class -> the model's class it matches
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """A model's map scored against labels, and each scored pixel for a predictions table."""
+
+    metrics: training.Metrics
+    rows: list[tuple[float, float, str, str]]  # x, y (the grid's CRS), true class, predicted class
+    crs: str
+    date: str
+
+
+def evaluate_model(
+    request: EvaluateRequest, settings: Settings, work_dir: Path, progress: ProgressFn | None = None
+) -> Evaluation:
+    """Run `request.model_id` as a job does over the area (clearest date, clouds masked) and score its map on
+    every labelled pixel it mapped; its classes count as the labels' classes of the same name (or `class_map`)."""
+    from worker.tasks import run_job
+
+    cards = catalogue(settings.cache_dir)
+    card = cards.get(request.model_id)
+    labels = read_labels(request.labels, request.label_field, settings.max_label_vertices)
+    unknown = sorted(set(request.class_map) - set(labels.legend))
+    if unknown:
+        raise AppError(f"--class-map names classes the labels do not have: {', '.join(unknown)}.")
+    spec = build_spec(
+        JobRequest(request.aoi, request.start, request.end, card.task, card.id, request.sources),
+        settings,
+        cards,
+        lambda name: parse_source(name, settings),
+    )
+    # The model's class values -> the labels' legend; a class with no counterpart stays out of it (always wrong).
+    by_name = {name.lower(): value for value, name in enumerate(labels.legend)}
+    to_label = np.full(256, len(labels.legend), np.int64)
+    for info in card.classes:
+        matched = [n for n, m in request.class_map.items() if m.lower() == info.name.lower()]
+        name = matched[0] if matched else info.name
+        to_label[info.value] = by_name.get(name.lower(), len(labels.legend))
+    if (to_label[: card.n_classes] == len(labels.legend)).all():
+        raise AppError(
+            f"No class of {card.id} ({', '.join(c.name for c in card.classes)}) matches a label class "
+            f"({', '.join(labels.legend)}); say which match with --class-map 'label class=model class,...'."
+        )
+    result = run_job(spec, work_dir / "map", settings, progress=progress)
+    area = JobArea.of(spec)
+    label_px = rasterise_labels(labels, area.grid, area.aoi_grid)
+    with rasterio.open(result.out_dir / "classes.tif") as dataset:
+        mapped = dataset.read(1)
+    scored = (label_px != IGNORE) & (mapped != card.nodata_value)
+    if not scored.any():
+        raise LabelError(
+            "No labelled pixel was mapped (outside the area, no data or cloud); nothing to score."
+        )
+    truth = label_px[scored].astype(np.int64)
+    predicted = to_label[mapped[scored]]
+    rows_px, cols_px = np.nonzero(scored)
+    xs, ys = rasterio.transform.xy(area.grid.transform, rows_px, cols_px)
+    names = {info.value: info.name for info in card.classes}
+    rows = [
+        (float(x), float(y), labels.legend[t], names[int(m)])
+        for x, y, t, m in zip(xs, ys, truth, mapped[scored], strict=True)
+    ]
+    return Evaluation(
+        training.evaluate(truth, predicted, labels.legend), rows, area.grid.crs, result.selected_date
+    )

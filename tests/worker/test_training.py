@@ -38,8 +38,16 @@ def train(tmp_path: Path, labels: Path, *extra: str, new_id: str = "landcover-sl
     )  # fmt: skip
 
 
+def evaluate_cli(tmp_path: Path, model_id: str, labels: Path, *extra: str) -> "object":
+    return terraseg(
+        "evaluate", "--model", model_id, "--labels", str(labels), "--label-field", "LULC_NAME",
+        "--aoi", SAMPLE_AOI, *SAMPLE_DATES, *extra, cwd=tmp_path,
+    )  # fmt: skip
+
+
 def test_a_head_trained_on_real_labels_beats_its_parent_and_runs_as_a_job(tmp_path):
-    done = train(tmp_path, label_file(tmp_path, CLASSES), "--parent-classes", PARENT_CLASSES)
+    labels = label_file(tmp_path, CLASSES)
+    done = train(tmp_path, labels, "--parent-classes", PARENT_CLASSES)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "landcover-slovenia"
     card = json.loads((tmp_path / "cache" / "models" / "landcover-slovenia" / "card.json").read_text())
@@ -65,6 +73,24 @@ def test_a_head_trained_on_real_labels_beats_its_parent_and_runs_as_a_job(tmp_pa
     assert set(values.tolist()) <= {0, 1, 2, 3, 255} and {1, 2} <= set(values.tolist())  # forest, grassland
     stats = json.loads((tmp_path / "out" / "stats.json").read_text())
     assert [c["name"] for c in stats["classes"]] == CLASSES
+
+    # terraseg evaluate maps the area as a job does and scores every labelled pixel it mapped.
+    predictions = tmp_path / "predictions.csv"
+    scored = evaluate_cli(tmp_path, "landcover-slovenia", labels, "--json", "--predictions", str(predictions))
+    assert scored.returncode == 0, scored.stderr
+    own = json.loads(scored.stdout)
+    rows = predictions.read_text().splitlines()
+    assert (
+        rows[0] == "x (EPSG:32633),y (EPSG:32633),true,predicted" and len(rows) == own["samples"] + 1 > 5000
+    )
+    assert sum(map(sum, own["confusion"])) == own["samples"]
+    google = evaluate_cli(
+        tmp_path, "landcover-dynamic-world", labels, "--json", "--class-map", PARENT_CLASSES
+    )
+    assert google.returncode == 0, google.stderr
+    assert json.loads(google.stdout)["macro_f1"] < own["macro_f1"]
+    unmatched = evaluate_cli(tmp_path, "landcover-dynamic-world", labels)
+    assert unmatched.returncode == 2 and "say which match with --class-map" in unmatched.stderr
 
 
 @pytest.mark.parametrize(
