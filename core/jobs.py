@@ -146,7 +146,9 @@ def build_spec(
     start, end = as_date(request.start, "start"), as_date(request.end, "end")
     chosen = as_date(request.selected_date, "chosen") if request.selected_date is not None else None
     card = models.job_models(request.task, request.model_id).model
-    models.require_weights(card.id)  # an untrained model cannot run: say so before anything is searched
+    # `id@N` names one version of a model trained here; a plain id runs the version in production when it starts.
+    model_id = request.model_id if request.model_id and "@" in request.model_id else card.id
+    models.require_weights(model_id)  # an untrained model cannot run: say so before anything is searched
     if not request.sources:
         raise SpecError("Name at least one source, e.g. 'sample'.")
     for name in request.sources:
@@ -157,7 +159,7 @@ def build_spec(
             start=start,
             end=end,
             task=request.task,
-            model_id=card.id,
+            model_id=model_id,
             sources=request.sources,
             selected_date=chosen,
             max_cloud_pct=request.max_cloud_pct,

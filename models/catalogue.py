@@ -6,7 +6,6 @@ installation. Reading cards needs no PyTorch (the web app lists them); models.re
 """
 
 import logging
-from functools import lru_cache
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -14,6 +13,7 @@ from pydantic import ValidationError
 from core.errors import ModelError, UntrainedModel
 from core.jobs import JobModels
 from core.types import ModelCard, UnknownNormalisation
+from models.versions import VERSIONS_FILE, State, read_versions, version_folders
 
 log = logging.getLogger(__name__)
 MODELS_DIR = Path(__file__).resolve().parent
@@ -22,7 +22,9 @@ CLOUD_TASK = "cloud"
 
 
 def card_files(installed_dir: Path | None) -> list[Path]:
-    """Every card file: shipped ones, then those installed under `installed_dir` (`<cache>/models`)."""
+    """Every card file: shipped ones, then those installed under `installed_dir` (`<cache>/models`): imported
+    models (`<id>/card.json`); models trained here keep one folder per version (`<id>/v<N>/card.json`, read by
+    `build_catalogue` through models.versions)."""
     installed = sorted(installed_dir.glob("*/card.json")) if installed_dir is not None else []
     return (
         sorted((MODELS_DIR / "cards").glob("*.json"))
@@ -51,21 +53,54 @@ def read_card(path: Path) -> ModelCard:
 class Catalogue:
     """The cards of one installation, by id; every lookup error lists what exists."""
 
-    def __init__(self, cards: dict[str, ModelCard], paths: dict[str, Path]) -> None:
-        self.cards, self.paths = cards, paths
+    def __init__(
+        self,
+        cards: dict[str, ModelCard],
+        paths: dict[str, Path],
+        versions: dict[str, dict[str, tuple[ModelCard, Path, State]]] | None = None,
+    ) -> None:
+        # `cards` holds each id's card (for a versioned model: its production version); `versions` every version
+        # of the models trained here, which `get("id@N")` reaches.
+        self.cards, self.paths, self.versions = cards, paths, versions or {}
+
+    def _pinned(self, model_id: str) -> tuple[ModelCard, Path] | None:
+        """The card and path of `id@N`, or None when `model_id` names no version."""
+        base, _, version = model_id.partition("@")
+        if not version:
+            return None
+        if base not in self.versions:
+            raise ModelError(
+                f"{base} has no versions to choose from (only models trained here have); drop '@{version}'."
+            )
+        if version not in self.versions[base]:
+            known = ", ".join(self.versions[base])
+            raise ModelError(f"{base} has no version {version}; its versions are {known}.")
+        card, path, _ = self.versions[base][version]
+        return card, path
 
     def all(self) -> list[ModelCard]:
         """All cards, by task then id."""
         return sorted(self.cards.values(), key=lambda c: (c.task, c.id))
 
     def get(self, model_id: str) -> ModelCard:
-        """The card of `model_id`, or a ModelError listing the known ids."""
+        """The card of `model_id` (`id@N`: version N of a model trained here), or a ModelError listing the ids."""
+        if pinned := self._pinned(model_id):
+            return pinned[0]
         if model_id not in self.cards:
             raise ModelError(f"Unknown model {model_id!r}. Known models: {', '.join(sorted(self.cards))}.")
         return self.cards[model_id]
 
+    def pinned(self, model_id: str) -> str:
+        """`id@N` for a model trained here (N: its production version now, unless `model_id` names one), else
+        `model_id` as it is."""
+        if "@" in model_id or model_id not in self.versions:
+            return model_id
+        return f"{model_id}@{self.get(model_id).version}"
+
     def folder(self, model_id: str) -> Path:
         """The folder of the card's file (where weights that travel with a card lie)."""
+        if pinned := self._pinned(model_id):
+            return pinned[1].parent
         return self.paths[model_id].parent
 
     def runnable_tasks(self) -> list[str]:
@@ -107,7 +142,7 @@ class Catalogue:
         if isinstance(card.normalisation, UnknownNormalisation):
             raise UntrainedModel(
                 f"Model {model_id}'s card does not say how to normalise its input (normalisation 'unknown'); set "
-                f"the statistics its weights were trained with in {self.paths[model_id]}.",
+                f"the statistics its weights were trained with in {self.folder(model_id) / 'card.json'}.",
                 model_id,
             )
         if not card.builder:
@@ -134,11 +169,62 @@ def build_catalogue(installed_dir: Path | None) -> Catalogue:
             log.warning("Skipping %s: the id %r is taken by %s", path, card.id, paths[card.id])
             continue
         cards[card.id], paths[card.id] = card, path
-    return Catalogue(cards, paths)
+    versions: dict[str, dict[str, tuple[ModelCard, Path, State]]] = {}
+    for model_dir in (
+        sorted(installed_dir.iterdir()) if installed_dir is not None and installed_dir.is_dir() else []
+    ):
+        try:
+            record = read_versions(model_dir)
+            if record is None:
+                continue
+            found = {}
+            for version, folder in version_folders(model_dir).items():
+                card = read_card(folder / "card.json")
+                found[version] = (card, folder / "card.json", record.state(version))
+        except ModelError as err:
+            log.warning("Skipping a trained model: %s", err)
+            continue
+        if record.production not in found or model_dir.name in cards:
+            log.warning("Skipping %s: no production version, or its id is taken", model_dir)
+            continue
+        versions[model_dir.name] = found
+        cards[model_dir.name], paths[model_dir.name] = (
+            found[record.production][0],
+            found[record.production][1],
+        )
+    return Catalogue(cards, paths, versions)
 
 
-@lru_cache(maxsize=4)
+_BUILT: dict[Path | None, tuple[tuple[object, ...], Catalogue]] = {}
+
+
+def _signature(installed_dir: Path | None) -> tuple[object, ...]:
+    """What changes when a model is installed, trained, promoted or rolled back (a few stat calls)."""
+    if installed_dir is None:
+        return ()
+    try:
+        stamps: list[object] = [installed_dir.stat().st_mtime_ns]
+    except OSError:
+        return ("missing",)
+    for path in sorted(installed_dir.glob(f"*/{VERSIONS_FILE}")):
+        try:
+            stamps.append((path.parent.name, path.stat().st_mtime_ns))
+        except OSError:
+            continue
+    return tuple(stamps)
+
+
 def catalogue(cache_dir: Path | None = None) -> Catalogue:
-    """The cards of the installation whose cache folder is `cache_dir` (None: the shipped cards only), read once
-    per process: a model installed meanwhile appears at the next start."""
-    return build_catalogue(cache_dir / "models" if cache_dir is not None else None)
+    """The cards of the installation whose cache folder is `cache_dir` (None: the shipped cards only).
+
+    Read again only when the installed models changed (a model imported or trained, a version promoted or rolled
+    back), so running workers and the app see a promotion without a restart.
+    """
+    installed = cache_dir / "models" if cache_dir is not None else None
+    signature = _signature(installed)
+    known = _BUILT.get(installed)
+    if known is not None and known[0] == signature:
+        return known[1]
+    built = build_catalogue(installed)
+    _BUILT[installed] = (signature, built)
+    return built

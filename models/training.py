@@ -22,9 +22,11 @@ import torch
 from torch import nn
 
 from core.errors import ModelError
+from core.jobstore import file_lock
 from core.training import Features, Metrics, evaluate
 from core.types import ClassInfo, ModelCard
 from models.catalogue import Catalogue
+from models.versions import next_version, read_versions, record_new_version
 
 MODES = ("head", "decoder", "full")
 # Colours for a new legend (tab10), in class order.
@@ -165,6 +167,7 @@ def fit_head(
 def trained_card(
     base: ModelCard,
     new_id: str,
+    version: str,
     legend: tuple[str, ...],
     weights_name: str,
     sha256: str,
@@ -177,7 +180,7 @@ def trained_card(
     )
     return base.replace(
         id=new_id,
-        version="1.0.0",
+        version=version,
         description=(
             f"{base.task.capitalize()} in {len(legend)} classes ({', '.join(legend)}): the features of "
             f"{base.id} {base.version} with a classifier head trained here on labelled pixels."
@@ -207,27 +210,34 @@ def save_head_model(
     installed_dir: Path,
     training: dict[str, Any],
     metrics: dict[str, Metrics | None],
-) -> Path:
-    """Write `<installed_dir>/<new_id>/` (weights with the new head, sha256-pinned card), atomically."""
-    target = installed_dir / new_id
-    if target.exists():
-        raise ModelError(f"A model {new_id} is installed already; choose another --as id.")
+) -> tuple[Path, str, str]:
+    """Install the model as a new version `<installed_dir>/<new_id>/v<N>/` (weights with the new head and a
+    sha256-pinned card, written to a staging folder and renamed into place); returns the folder, the version and
+    the state it starts in (the first version of an id goes to production, later ones are candidates)."""
+    model_dir = installed_dir / new_id
+    if model_dir.exists() and read_versions(model_dir) is None:
+        raise ModelError(
+            f"A model {new_id} is installed already and has no versions; choose another --as id."
+        )
     state = {k: v.clone() for k, v in network.module.state_dict().items()}
     state["head.weight"] = torch.from_numpy(fitted.weight.copy())[:, :, None, None]
     state["head.bias"] = torch.from_numpy(fitted.bias.copy())
-    installed_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=installed_dir, prefix=f".{new_id}."))
-    try:
-        weights_name = f"{new_id}.pt"
-        torch.save(state, staging / weights_name)
-        sha256 = hashlib.sha256((staging / weights_name).read_bytes()).hexdigest()
-        card = trained_card(base, new_id, legend, weights_name, sha256, training, metrics)
-        (staging / "card.json").write_text(json.dumps(card.model_dump(mode="json"), indent=1))
-        os.rename(staging, target)  # fails if another run installed the id meanwhile
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return target
+    model_dir.mkdir(parents=True, exist_ok=True)
+    with file_lock(model_dir / ".install.lock", wait_s=60):
+        version = next_version(model_dir)
+        staging = Path(tempfile.mkdtemp(dir=model_dir, prefix=f".v{version}."))
+        try:
+            weights_name = f"{new_id}-v{version}.pt"
+            torch.save(state, staging / weights_name)
+            sha256 = hashlib.sha256((staging / weights_name).read_bytes()).hexdigest()
+            card = trained_card(base, new_id, version, legend, weights_name, sha256, training, metrics)
+            (staging / "card.json").write_text(json.dumps(card.model_dump(mode="json"), indent=1))
+            os.rename(staging, model_dir / f"v{version}")
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        started_as = record_new_version(model_dir, version, training.get("by"))
+    return model_dir / f"v{version}", version, started_as
 
 
 def utc_now() -> str:

@@ -66,7 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
         "outputs lands in --out when the job finishes",
     )
     verbs.add_parser("sources", help="list the kinds of data source")
-    verbs.add_parser("models", help="list the models and their status")
+    models = verbs.add_parser("models", help="list the models; versions, promote and roll back trained ones")
+    actions = models.add_subparsers(dest="models_action")
+    actions.add_parser("versions", help="a trained model's versions, states and metrics").add_argument(
+        "model"
+    )
+    promote = actions.add_parser("promote", help="put a version of a trained model in production")
+    promote.add_argument("model")
+    promote.add_argument("version")
+    actions.add_parser("rollback", help="put the previous production version back").add_argument("model")
     importing = verbs.add_parser("import", help="install published weights for an untrained architecture")
     importing.add_argument("model", help="the untrained model id, e.g. landcover-dfc2020-unet")
     importing.add_argument(
@@ -233,8 +241,10 @@ def command_sources() -> int:
     return 0
 
 
-def command_models(settings: Settings) -> int:
-    """Print one line per model card."""
+def command_models(args: argparse.Namespace, settings: Settings) -> int:
+    """Print one line per model card, or a trained model's versions, or promote / roll back one."""
+    if args.models_action:
+        return command_versions(args, settings)
     cards = catalogue(settings.cache_dir).all()
     id_width, task_width = max(len(c.id) for c in cards), max(len(c.task) for c in cards)
     for card in cards:
@@ -243,6 +253,41 @@ def command_models(settings: Settings) -> int:
         print(
             f"{card.id:{id_width}s} {card.task:{task_width}s} {card.status:11s} v{card.version}{default}: "
             f"{card.description} Classes: {classes}."
+        )
+    return 0
+
+
+def command_versions(args: argparse.Namespace, settings: Settings) -> int:
+    """`terraseg models versions|promote|rollback`: one line per version after the change."""
+    from models import versions
+
+    cards = catalogue(settings.cache_dir)
+    if args.model not in cards.versions:
+        cards.get(args.model)  # an unknown id: the error lists the known ones
+        raise ModelError(
+            f"{args.model} has no versions: only models trained here have (see 'terraseg train')."
+        )
+    model_dir = cards.folder(args.model).parent
+    if args.models_action == "promote":
+        versions.promote(model_dir, args.version)
+    elif args.models_action == "rollback":
+        versions.rollback(model_dir)
+    record = versions.read_versions(model_dir)
+    for version, (card, _, _) in catalogue(settings.cache_dir).versions[args.model].items():
+        state = record.state(version) if record else "?"
+        validation = card.metrics.get("validation") or {}
+        parent = card.metrics.get("parent_validation") or {}
+        scores = (
+            f"val macro F1 {validation['macro_f1']:.3f}"
+            if isinstance(validation, dict) and validation
+            else "no metrics"
+        )
+        if isinstance(parent, dict) and parent:
+            scores += f" (parent {parent['macro_f1']:.3f})"
+        made = card.training.get("trained_at", "?")
+        by = card.training.get("by", "?")
+        print(
+            f"{args.model}@{version:4s} {state:10s} {made} by {by}, from {card.training.get('base', '?')}: {scores}"
         )
     return 0
 
@@ -296,7 +341,13 @@ def command_train(args: argparse.Namespace, settings: Settings) -> int:
     print(f"{result.model_id}: {result.metrics.summary()}", file=sys.stderr)
     if result.parent_metrics is not None:
         print(f"{args.base} on the same pixels: {result.parent_metrics.summary()}", file=sys.stderr)
-    print(f"Installed {result.model_id} in {result.folder}")
+    print(f"Installed {result.model_id} version {result.version} ({result.state}) in {result.folder}")
+    if result.state == "candidate":
+        print(
+            f"Jobs use the production version until you run 'terraseg models promote {result.model_id} "
+            f"{result.version}'; try it first with --model {result.model_id}@{result.version}.",
+            file=sys.stderr,
+        )
     print(result.model_id)
     return 0
 
@@ -414,7 +465,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verb == "sources":
             return command_sources()
         if args.verb == "models":
-            return command_models(settings)
+            return command_models(args, settings)
         if args.verb == "import":
             return command_import(args, settings)
         if args.verb == "train":

@@ -98,6 +98,9 @@ def run_stages(
 ) -> JobResult:
     """run_job's stages."""
     cards = catalogue(settings.cache_dir)
+    # A model trained here runs the version in production now, for the whole job (a promotion meanwhile does not
+    # mix versions); run.json records it.
+    spec = spec.model_copy(update={"model_id": cards.pinned(spec.model_id)})
     version = cards.get(spec.model_id).version
     run = RunContext(work_dir or settings.cache_dir / "work" / spec.spec_hash(version), progress, should_stop)
     tiling = TilingOptions(settings.batch_size, settings.tile_overlap_px)
@@ -186,7 +189,7 @@ def load_models(cards: Catalogue, spec: JobSpec, scenes: list[Scene], settings: 
     )
     chosen = cards.job_models(spec.task, spec.model_id)
     cloud = load(cards, chosen.cloud_model.id, options) if chosen.cloud_model is not None else None
-    return Models(load(cards, chosen.model.id, options), cloud)
+    return Models(load(cards, spec.model_id, options), cloud)  # spec.model_id may name a version (id@N)
 
 
 def cloud_grid(models: Models, area: JobArea, tiling: TilingOptions) -> Grid:

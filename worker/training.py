@@ -3,6 +3,7 @@ labels rasterised on the job grid; a spatial-block split; a new head on the base
 the parent model scored on the same validation pixels; the result installed as a model jobs can run.
 """
 
+import getpass
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -58,6 +59,8 @@ class TrainResult:
     """The installed model and how it scored, next to its parent on the same validation pixels."""
 
     model_id: str
+    version: str
+    state: str  # production (the id's first version) or candidate
     folder: Path
     metrics: training.Metrics
     parent_metrics: training.Metrics | None
@@ -86,8 +89,14 @@ def train_model(
     from models.training import HeadConfig, feature_network, fit_head, save_head_model, utc_now
 
     cards = catalogue(settings.cache_dir)
-    if request.new_id in {c.id for c in cards.all()}:
-        raise AppError(f"A model {request.new_id} exists already; choose another --as id.")
+    if request.new_id in cards.cards and request.new_id not in cards.versions:
+        raise AppError(
+            f"A model {request.new_id} exists already and is not one trained here; choose another --as id."
+        )
+    if request.new_id in cards.versions and cards.get(request.new_id).task != cards.get(request.base_id).task:
+        raise AppError(
+            f"{request.new_id} is a {cards.get(request.new_id).task} model; its versions keep that task."
+        )
     network = feature_network(cards, request.base_id, request.mode)  # refuses what cannot be trained first
     base = cards.get(request.base_id)
     labels = read_labels(request.labels, request.label_field, settings.max_label_vertices)
@@ -200,8 +209,9 @@ def train_model(
         "best_epoch": fitted.best_epoch,
         "parent_classes": request.parent_classes,
         "trained_at": utc_now(),
+        "by": getpass.getuser(),
     }
-    folder = save_head_model(
+    folder, version, state = save_head_model(
         network,
         fitted,
         base,
@@ -211,10 +221,11 @@ def train_model(
         record,
         {"validation": metrics, "parent_validation": parent_metrics},
     )
-    catalogue.cache_clear()  # this process sees the new model at once
-    run.report(1.0, f"Trained {request.new_id}: {metrics.summary()}")
+    run.report(1.0, f"Trained {request.new_id} version {version} ({state}): {metrics.summary()}")
     return TrainResult(
         request.new_id,
+        version,
+        state,
         folder,
         metrics,
         parent_metrics,

@@ -3,6 +3,7 @@ polygons, in EPSG:32633) over the embedded sample's real scenes, then a job with
 with one sentence and install nothing.
 """
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -184,3 +185,85 @@ def test_a_head_fitted_twice_with_one_seed_is_the_same():
     second = fit_head(x[:400], y[:400], x[400:], y[400:], ("a", "b", "c"), weights, config)
     assert np.array_equal(first.weight, second.weight) and first.history == second.history
     assert evaluate(y[400:], first.predict(x[400:]), ("a", "b", "c")).overall_accuracy > 0.8  # chance: 0.33
+
+
+def test_versions_promotion_and_rollback_reach_a_running_worker(client, start_worker, tmp_path):
+    """Two trainings of one id make versions 1 (production) and 2 (candidate); jobs use production; a promotion
+    made from the command line reaches a worker that was already running, and a rollback restores version 1."""
+    from core.jobs import JobRequest, build_spec
+    from models.catalogue import catalogue
+    from tests.services import wait_for
+    from worker.training import TrainRequest, train_model
+
+    def request_spec(**fields: object):  # noqa: ANN202 - as the CLI builds it, with this installation's models
+        cards = catalogue(client.settings.cache_dir)
+        return build_spec(JobRequest(**fields), client.settings, cards, lambda name: None)  # type: ignore[arg-type]
+
+    labels = label_file(tmp_path, CLASSES)
+    request = TrainRequest(
+        base_id="landcover-dynamic-world", new_id="slovenia", labels=labels, label_field="LULC_NAME",
+        aoi=SAMPLE_AOI, start="2015-07-01", end="2015-09-30", epochs=60,
+    )  # fmt: skip
+    first = train_model(request, client.settings)
+    second = train_model(dataclasses.replace(request, seed=1), client.settings)
+    assert (first.version, first.state, second.version, second.state) == ("1", "production", "2", "candidate")
+    start_worker()
+
+    def job_version() -> str:
+        spec = request_spec(
+            aoi=SAMPLE_AOI, start="2015-07-01", end="2015-09-30", task="landcover", model_id="slovenia"
+        )
+        job_id = client.submit(spec)
+        wait_for(client, job_id, ("finished",), timeout_s=120)
+        return json.loads((client.store.outputs_dir(job_id) / "run.json").read_text())["model"]["version"]
+
+    env = {
+        "TERRASEG_CACHE_DIR": str(client.settings.cache_dir),
+        "TERRASEG_REDIS_URL": client.settings.redis_url,
+    }
+    assert job_version() == "1"
+    promoted = terraseg("models", "promote", "slovenia", "2", cwd=tmp_path, env=env)
+    assert promoted.returncode == 0, promoted.stderr
+    assert "slovenia@1    archived" in promoted.stdout and "slovenia@2    production" in promoted.stdout
+    assert job_version() == "2"  # the worker started before the promotion
+    rolled = terraseg("models", "rollback", "slovenia", cwd=tmp_path, env=env)
+    assert "slovenia@1    production" in rolled.stdout and "slovenia@2    archived" in rolled.stdout
+    assert job_version() == "1"
+    pinned = request_spec(
+        aoi=SAMPLE_AOI, start="2015-07-01", end="2015-09-30", task="landcover", model_id="slovenia@2"
+    )
+    assert pinned.model_id == "slovenia@2"
+    events = json.loads((client.settings.cache_dir / "models" / "slovenia" / "versions.json").read_text())[
+        "events"
+    ]
+    assert [e["action"].split(" (")[0] for e in events] == [
+        "created",
+        "created",
+        "promoted to production",
+        "rolled back from 2",
+    ]
+
+
+def test_version_states_and_their_refusals(tmp_path):
+    from core.errors import ModelError
+    from models import versions
+
+    model_dir = tmp_path / "m"
+    for version in ("1", "2", "3"):
+        (model_dir / f"v{version}").mkdir(parents=True)
+        (model_dir / f"v{version}" / "card.json").write_text("{}")
+        versions.record_new_version(model_dir, version, by="tester")
+    record = versions.read_versions(model_dir)
+    assert record is not None and [record.state(v) for v in "123"] == ["production", "candidate", "candidate"]
+    with pytest.raises(ModelError, match="m has no earlier production version to roll back to"):
+        versions.rollback(model_dir)
+    with pytest.raises(ModelError, match="Version 1 of m is in production already"):
+        versions.promote(model_dir, "1")
+    with pytest.raises(ModelError, match="m has no version 9; its versions are 1, 2, 3"):
+        versions.promote(model_dir, "9")
+    versions.promote(model_dir, "2")
+    record = versions.promote(model_dir, "3")
+    assert [record.state(v) for v in "123"] == ["archived", "archived", "production"]
+    record = versions.rollback(model_dir)
+    assert [record.state(v) for v in "123"] == ["archived", "production", "archived"]
+    assert versions.next_version(model_dir) == "4"
