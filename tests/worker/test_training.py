@@ -51,7 +51,7 @@ def test_a_head_trained_on_real_labels_beats_its_parent_and_runs_as_a_job(tmp_pa
     done = train(tmp_path, labels, "--parent-classes", PARENT_CLASSES)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "landcover-slovenia"
-    card = json.loads((tmp_path / "cache" / "models" / "landcover-slovenia" / "card.json").read_text())
+    card = json.loads((tmp_path / "cache" / "models" / "landcover-slovenia" / "v1" / "card.json").read_text())
     assert card["status"] == "trained-here" and [c["name"] for c in card["classes"]] == CLASSES
     assert (
         card["training"]["base"] == "landcover-dynamic-world"
