@@ -11,6 +11,7 @@ navigation = st.navigation(
         st.Page("pages/new_job.py", title="New job", icon=":material/add_location_alt:", default=True),
         st.Page("pages/jobs.py", title="Jobs", icon=":material/list:"),
         st.Page("pages/results.py", title="Results", icon=":material/map:"),
+        st.Page("pages/admin.py", title="Admin", icon=":material/admin_panel_settings:"),
     ]
 )
 

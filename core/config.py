@@ -20,6 +20,8 @@ class Settings(BaseSettings):
     max_aoi_km2: float = Field(2500.0, gt=0)
     max_aoi_vertices: int = Field(10_000, gt=3)
     max_label_vertices: int = Field(50_000, gt=3)  # all training label features together
+    # The admin page's password, as an argon2 hash (`terraseg admin-password`); None: the admin page is off.
+    admin_password_hash: str | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # Tiles in model pixels; the overlap is blended with a cosine window so there are no seams.
     tile_overlap_px: int = Field(32, ge=0)
@@ -127,6 +129,23 @@ def dhus_accounts(settings: Settings, secrets_files: tuple[Path, ...] = SECRETS_
             accounts.extend(found)
             break
     return accounts
+
+
+def admin_password_hash(settings: Settings, secrets_files: tuple[Path, ...] = SECRETS_FILES) -> str | None:
+    """The admin password's hash: TERRASEG_ADMIN_PASSWORD_HASH, else `admin_password_hash` in the first
+    Streamlit secrets file that has it; None when neither is set (the admin page then offers nothing)."""
+    import tomllib
+
+    if settings.admin_password_hash:
+        return settings.admin_password_hash
+    for path in secrets_files:
+        try:
+            value = tomllib.loads(path.read_text()).get("admin_password_hash")
+        except (OSError, tomllib.TOMLDecodeError):
+            continue
+        if isinstance(value, str) and value:
+            return value
+    return None
 
 
 def dhus_credentials(

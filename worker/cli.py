@@ -117,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--predictions", type=Path, help="write one CSV row per scored pixel here")
     evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    verbs.add_parser(
+        "admin-password", help="read a new admin password on stdin and print its hash for the app's settings"
+    )
     worker = verbs.add_parser("worker", help="serve jobs from Redis (default: every queue)")
     worker.add_argument("--queues", nargs="+", metavar="QUEUE", help="download, inference and/or training")
     worker.add_argument("--burst", action="store_true", help="stop when the queues are empty")
@@ -391,6 +394,26 @@ def command_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def command_admin_password() -> int:
+    """Ask for the admin password (twice on a terminal, one line on a pipe) and print only its argon2 hash."""
+    import getpass
+
+    from core.admin import hash_password
+
+    if sys.stdin.isatty():
+        password = getpass.getpass("New admin password: ")
+        if getpass.getpass("Again: ") != password:
+            raise AppError("The two passwords differ; nothing was changed.")
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    print(hash_password(password))
+    print(
+        "Set it as TERRASEG_ADMIN_PASSWORD_HASH (or admin_password_hash in .streamlit/secrets.toml).",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def log_internal_error(settings: Settings) -> Path | None:
     """Write the current traceback to a log file under the cache folder; return its path (None if impossible)."""
     try:
@@ -472,6 +495,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return command_train(args, settings)
         if args.verb == "evaluate":
             return command_evaluate(args, settings)
+        if args.verb == "admin-password":
+            return command_admin_password()
         return command_jobs(args, settings)
     except UntrainedModel as err:  # the remedy on the command line
         print(

@@ -1,0 +1,86 @@
+"""Admin: sign in, then see the models trained here with their versions and metrics, promote or roll back a
+version, and read the audit log. Without a configured admin password the page says how to set one and offers
+nothing else."""
+
+import streamlit as st
+
+from core.admin import AdminGate, SignInRefused, audit, read_audit
+from core.config import admin_password_hash
+from core.errors import AppError
+from models import versions
+from models.catalogue import catalogue
+from pages import ui
+
+st.title("Admin")
+settings = ui.settings()
+password_hash = admin_password_hash(settings)
+admin_dir = settings.cache_dir / "admin"
+if not password_hash:
+    st.info(
+        "The admin page is off: no admin password is set. On the server, run `terraseg admin-password`, put the "
+        "hash it prints in `TERRASEG_ADMIN_PASSWORD_HASH` (or `admin_password_hash` in "
+        "`.streamlit/secrets.toml`), and restart the app."
+    )
+    st.stop()
+
+if not st.session_state.get("admin_signed_in"):
+    with st.form("sign-in"):
+        password = st.text_input("Admin password", type="password")
+        if st.form_submit_button("Sign in"):
+            try:
+                AdminGate(password_hash, admin_dir).sign_in(password, "admin (web)")
+                st.session_state["admin_signed_in"] = True
+                st.rerun()
+            except SignInRefused as err:
+                st.error(str(err))
+    st.stop()
+
+if st.button("Sign out"):
+    audit(admin_dir, "admin (web)", "signed out")
+    st.session_state["admin_signed_in"] = False
+    st.rerun()
+
+cards = catalogue(settings.cache_dir)
+st.subheader("Models trained here")
+if not cards.versions:
+    st.info(
+        "No model has been trained on this installation yet. Training from this page comes with the training "
+        "queue; meanwhile train on the server with `terraseg train` (see the README)."
+    )
+for model_id, found in sorted(cards.versions.items()):
+    rows = []
+    for version, (card, _, state) in found.items():
+        validation, parent = card.metrics.get("validation"), card.metrics.get("parent_validation")
+        rows.append(
+            {
+                "version": version,
+                "state": state,
+                "trained": card.training.get("trained_at", ""),
+                "by": card.training.get("by", ""),
+                "base": card.training.get("base", ""),
+                "val macro F1": round(validation["macro_f1"], 3) if isinstance(validation, dict) else None,
+                "parent's": round(parent["macro_f1"], 3) if isinstance(parent, dict) else None,
+            }
+        )
+    with st.container(border=True):
+        production = cards.get(model_id)
+        st.markdown(f"**{model_id}** ({production.task}): {', '.join(c.name for c in production.classes)}")
+        st.dataframe(rows, hide_index=True, use_container_width=True)
+        left, right = st.columns(2)
+        candidates = [v for v, (_, _, state) in found.items() if state != "production"]
+        chosen = left.selectbox("Version", candidates, key=f"version-{model_id}", disabled=not candidates)
+        model_dir = cards.folder(model_id).parent
+        try:
+            if left.button("Promote to production", key=f"promote-{model_id}", disabled=not candidates):
+                versions.promote(model_dir, str(chosen), by="admin (web)")
+                audit(admin_dir, "admin (web)", f"promoted {model_id} version {chosen}")
+                st.rerun()
+            if right.button("Roll back", key=f"rollback-{model_id}"):
+                versions.rollback(model_dir, by="admin (web)")
+                audit(admin_dir, "admin (web)", f"rolled back {model_id}")
+                st.rerun()
+        except AppError as err:
+            st.error(str(err))
+
+st.subheader("Audit log")
+st.dataframe(read_audit(admin_dir), hide_index=True, use_container_width=True)

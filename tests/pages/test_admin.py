@@ -1,0 +1,105 @@
+"""The admin page in AppTest: off without a password hash; sign-in with lock-out; promote and roll back the
+versions of a model trained here; every action in the audit log."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from core.admin import LOCKOUT_S, MAX_FAILURES, AdminGate, SignInRefused, hash_password, read_audit
+from core.config import get_settings
+from models import versions
+from models.catalogue import catalogue
+from tests.pages.test_pages import app_env, assert_no_crash, open_page, texts  # noqa: F401 (app_env: fixture)
+
+PASSWORD = "correct horse battery staple"
+
+
+def sign_in(at, password: str):  # noqa: ANN001, ANN201
+    at.text_input[0].input(password)
+    next(b for b in at.button if b.label == "Sign in").click()
+    return at.run()
+
+
+@pytest.fixture
+def admin_env(app_env, monkeypatch):  # noqa: ANN001, ANN201, F811
+    monkeypatch.setenv("TERRASEG_ADMIN_PASSWORD_HASH", hash_password(PASSWORD))
+    get_settings.cache_clear()
+    return app_env
+
+
+def install_versions(cache_dir: Path) -> Path:
+    """A model trained here with two versions: Dynamic World's card and weights under another id."""
+    shipped = catalogue()
+    card = shipped.get("landcover-dynamic-world")
+    model_dir = cache_dir / "models" / "slovenia"
+    for version in ("1", "2"):
+        folder = model_dir / f"v{version}"
+        folder.mkdir(parents=True)
+        shutil.copy(shipped.folder(card.id) / card.weights[0], folder / card.weights[0])
+        trained = card.replace(
+            id="slovenia",
+            version=version,
+            status="trained-here",
+            default_for_task=False,
+            metrics={"validation": {"macro_f1": 0.4 + 0.1 * int(version)}},
+            training={"trained_at": "2026-11-29T12:00:00+00:00", "by": "tester", "base": card.id},
+        )
+        (folder / "card.json").write_text(json.dumps(trained.model_dump(mode="json")))
+        versions.record_new_version(model_dir, version, by="tester")
+    return model_dir
+
+
+def test_without_an_admin_password_the_page_offers_nothing(app_env, monkeypatch):  # noqa: F811
+    monkeypatch.delenv("TERRASEG_ADMIN_PASSWORD_HASH", raising=False)
+    get_settings.cache_clear()
+    at = open_page("pages/admin.py")
+    assert_no_crash(at)
+    assert any("The admin page is off" in t for t in texts(at.info))
+    assert not at.text_input and not [b for b in at.button if b.label == "Sign in"]
+
+
+def test_a_wrong_password_is_refused_and_repeated_failures_lock_sign_in(admin_env):
+    at = open_page("pages/admin.py")
+    at = sign_in(at, "not the password")
+    assert texts(at.error) == ["Wrong password."]
+    for _ in range(MAX_FAILURES - 1):
+        at = sign_in(at, "still not it")
+    assert f"Sign-in is locked for {LOCKOUT_S // 60} min" in texts(at.error)[0]
+    at = sign_in(at, PASSWORD)  # the right password, but locked
+    assert "Too many failed sign-ins" in texts(at.error)[0]
+    assert not [b for b in at.button if b.label == "Promote to production"]
+    actions = [e["action"] for e in read_audit(admin_env.cache_dir / "admin")]
+    assert actions[0] == "sign-in refused: locked" and actions.count("failed sign-in (1 in a row)") == 1
+    assert PASSWORD not in (admin_env.cache_dir / "admin" / "audit.log").read_text()
+
+
+def test_an_admin_promotes_and_rolls_back_a_version(admin_env):
+    model_dir = install_versions(admin_env.cache_dir)
+    at = sign_in(open_page("pages/admin.py"), PASSWORD)
+    assert_no_crash(at)
+    assert not at.error
+    at.selectbox(key="version-slovenia").select("2")
+    next(b for b in at.button if b.label == "Promote to production").click()
+    at = at.run()
+    assert_no_crash(at)
+    assert versions.read_versions(model_dir).production == "2"  # type: ignore[union-attr]
+    next(b for b in at.button if b.label == "Roll back").click()
+    at = at.run()
+    assert versions.read_versions(model_dir).production == "1"  # type: ignore[union-attr]
+    actions = [e["action"] for e in read_audit(admin_env.cache_dir / "admin")]
+    assert actions[:3] == ["rolled back slovenia", "promoted slovenia version 2", "signed in"]
+
+
+def test_the_gate_checks_the_hash_and_never_stores_the_password(tmp_path):
+    gate = AdminGate(hash_password(PASSWORD), tmp_path)
+    with pytest.raises(SignInRefused, match="Wrong password"):
+        gate.sign_in("nope", "tester")
+    gate.sign_in(PASSWORD, "tester")
+    assert gate.locked_for_s() == 0
+    assert hash_password(PASSWORD).startswith("$argon2id$")
+    with pytest.raises(Exception, match="at least 12 characters"):
+        hash_password("short")
+    stored = "".join(p.read_text() for p in tmp_path.iterdir() if p.is_file())
+    assert PASSWORD not in stored
