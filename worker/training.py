@@ -17,13 +17,13 @@ from core import analysis, training
 from core.config import Settings
 from core.errors import AppError
 from core.inference import tile_layout
-from core.jobs import JobArea, JobRequest, build_spec
-from core.labels import IGNORE, LabelError, rasterise_labels, read_labels
+from core.jobs import JobArea, JobRequest, JobSpec, build_spec
+from core.labels import IGNORE, LabelError, Labels, rasterise_labels, read_labels
 from core.preflight import find_scenes
 from core.progress import ProgressFn, RunContext, TilingOptions
 from core.reading import SceneReader
 from core.sources import parse_source
-from core.types import ClassInfo
+from core.types import ClassInfo, ModelCard
 from models.catalogue import catalogue
 from worker.tasks import download, load_models
 
@@ -34,18 +34,24 @@ log = logging.getLogger(__name__)
 CLEAR_CLASS = 0  # the cloud models' "clear" class
 
 
-@dataclass(frozen=True)
-class TrainRequest:
-    """What `terraseg train` was asked (labels over imagery, head mode)."""
+@dataclass(frozen=True, kw_only=True)
+class LabelledArea:
+    """Labels (a vector file and its class field) and the area, dates and sources of the imagery they describe."""
 
-    base_id: str
-    new_id: str
     labels: Path
     label_field: str
     aoi: str
     start: str
     end: str
     sources: tuple[str, ...] = ("sample",)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainRequest(LabelledArea):
+    """What `terraseg train` was asked (labels over imagery, head mode)."""
+
+    base_id: str
+    new_id: str
     mode: str = "head"
     epochs: int = 200
     seed: int = 0
@@ -99,17 +105,8 @@ def train_model(
         )
     network = feature_network(cards, request.base_id, request.mode)  # refuses what cannot be trained first
     base = cards.get(request.base_id)
-    labels = read_labels(request.labels, request.label_field, settings.max_label_vertices)
+    labels, spec = labels_over_imagery(request, base, request.parent_classes, "--parent-classes", settings)
     training.check_legend(labels.legend)
-    unknown = sorted(set(request.parent_classes) - set(labels.legend))
-    if unknown:
-        raise AppError(f"--parent-classes names classes the labels do not have: {', '.join(unknown)}.")
-    spec = build_spec(
-        JobRequest(request.aoi, request.start, request.end, base.task, base.id, request.sources),
-        settings,
-        cards,
-        lambda name: parse_source(name, settings),
-    )
     work = settings.cache_dir / "training" / f"{request.new_id}-{spec.spec_hash(base.version)[:16]}"
     run = RunContext(work, progress, should_stop)
     tiling = TilingOptions(settings.batch_size, settings.tile_overlap_px)
@@ -235,6 +232,42 @@ def train_model(
     )
 
 
+def labels_over_imagery(
+    request: LabelledArea,
+    card: ModelCard,
+    mapping: dict[str, str],
+    option: str,
+    settings: Settings,
+) -> tuple[Labels, JobSpec]:
+    """The request's labels, and the spec of the job whose imagery they describe (checked as a job's is);
+    `mapping` (from `option`) may name only classes the labels have."""
+    labels = read_labels(request.labels, request.label_field, settings.max_label_vertices)
+    unknown = sorted(set(mapping) - set(labels.legend))
+    if unknown:
+        raise AppError(f"{option} names classes the labels do not have: {', '.join(unknown)}.")
+    spec = build_spec(
+        JobRequest(request.aoi, request.start, request.end, card.task, card.id, request.sources),
+        settings,
+        catalogue(settings.cache_dir),
+        lambda name: parse_source(name, settings),
+    )
+    return labels, spec
+
+
+def to_legend(
+    model_classes: tuple[ClassInfo, ...], legend: tuple[str, ...], mapping: dict[str, str]
+) -> np.ndarray:
+    """Model class value -> legend value, by class name or `mapping` (legend class -> model class); a model class
+    with no counterpart maps to len(legend), a prediction that is always wrong."""
+    by_name = {c.name.lower(): c.value for c in model_classes}
+    translated = np.full(len(model_classes), len(legend), np.int64)
+    for value, name in enumerate(legend):
+        model_name = mapping.get(name, name).lower()
+        if model_name in by_name:
+            translated[by_name[model_name]] = value
+    return translated
+
+
 def parent_scores(
     network: "FeatureNetwork",
     parent_classes: tuple[ClassInfo, ...],
@@ -245,29 +278,18 @@ def parent_scores(
 ) -> training.Metrics | None:
     """The parent's own head on the same validation pixels, its classes mapped to the new legend by name (or by
     `mapping`); None when no class of the new legend has a counterpart in the parent's."""
-    by_name = {c.name.lower(): c.value for c in parent_classes}
-    to_new = np.full(len(parent_classes), len(legend), np.int64)  # unmatched parent classes: always wrong
-    for value, name in enumerate(legend):
-        parent_name = mapping.get(name, name).lower()
-        if parent_name in by_name:
-            to_new[by_name[parent_name]] = value
+    to_new = to_legend(parent_classes, legend, mapping)
     if (to_new == len(legend)).all():
         return None
     parent_predicted = np.argmax(val_x @ network.head_weight.T + network.head_bias, axis=1)
     return training.evaluate(val_y, to_new[parent_predicted], legend)
 
 
-@dataclass(frozen=True)
-class EvaluateRequest:
+@dataclass(frozen=True, kw_only=True)
+class EvaluateRequest(LabelledArea):
     """What `terraseg evaluate` was asked: a model, and labels over the imagery of an area and dates."""
 
     model_id: str
-    labels: Path
-    label_field: str
-    aoi: str
-    start: str
-    end: str
-    sources: tuple[str, ...] = ("sample",)
     class_map: dict[str, str] = field(default_factory=dict)  # label class -> the model's class it matches
 
 
@@ -290,24 +312,9 @@ def evaluate_model(
 
     cards = catalogue(settings.cache_dir)
     card = cards.get(request.model_id)
-    labels = read_labels(request.labels, request.label_field, settings.max_label_vertices)
-    unknown = sorted(set(request.class_map) - set(labels.legend))
-    if unknown:
-        raise AppError(f"--class-map names classes the labels do not have: {', '.join(unknown)}.")
-    spec = build_spec(
-        JobRequest(request.aoi, request.start, request.end, card.task, card.id, request.sources),
-        settings,
-        cards,
-        lambda name: parse_source(name, settings),
-    )
-    # The model's class values -> the labels' legend; a class with no counterpart stays out of it (always wrong).
-    by_name = {name.lower(): value for value, name in enumerate(labels.legend)}
-    to_label = np.full(256, len(labels.legend), np.int64)
-    for info in card.classes:
-        matched = [n for n, m in request.class_map.items() if m.lower() == info.name.lower()]
-        name = matched[0] if matched else info.name
-        to_label[info.value] = by_name.get(name.lower(), len(labels.legend))
-    if (to_label[: card.n_classes] == len(labels.legend)).all():
+    labels, spec = labels_over_imagery(request, card, request.class_map, "--class-map", settings)
+    to_label = to_legend(card.classes, labels.legend, request.class_map)
+    if (to_label == len(labels.legend)).all():
         raise AppError(
             f"No class of {card.id} ({', '.join(c.name for c in card.classes)}) matches a label class "
             f"({', '.join(labels.legend)}); say which match with --class-map 'label class=model class,...'."
@@ -323,7 +330,7 @@ def evaluate_model(
             "No labelled pixel was mapped (outside the area, no data or cloud); nothing to score."
         )
     truth = label_px[scored].astype(np.int64)
-    predicted = to_label[mapped[scored]]
+    predicted = to_label[mapped[scored]]  # mapped[scored] holds class values only (no data was left out)
     rows_px, cols_px = np.nonzero(scored)
     xs, ys = rasterio.transform.xy(area.grid.transform, rows_px, cols_px)
     names = {info.value: info.name for info in card.classes}
