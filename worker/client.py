@@ -12,7 +12,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import redis
 from rq import Queue, Retry, Worker
@@ -36,6 +36,8 @@ ENTRY_POINTS = frozenset({ENTRY_POINT, "worker.entry.ping"})
 LIVE_RQ_STATES = ("queued", "started", "deferred", "scheduled")
 # A job RQ reports as started but whose lock nobody holds gets this long to take it before it counts as dead.
 START_GRACE_S = 10.0
+# What one recovery look at a job did: re-queued it, left it (running, queued in RQ, ended), or found Redis down.
+RecoveryOutcome = Literal["requeued", "left", "redis unreachable"]
 # Waits before the 1st, 2nd, 3rd and later retries of a transient error. RQ's scheduler (run by every worker;
 # one at a time holds its lock) puts the job back on its queue then; meanwhile the worker takes other jobs.
 RETRY_BACKOFF_S = (5, 30, 120)
@@ -342,32 +344,38 @@ class JobClient:
         requeued = []
         for job_id in self.store.in_submission_order():  # re-queued jobs keep their submission order
             try:
-                if self._recover_one(job_id):
-                    requeued.append(job_id)
+                outcome = self._recover_one(job_id)
             except (UnknownJob, OSError) as err:
                 log.warning("Recovery skipped job %s: %s", job_id, err)
+                continue
+            if outcome == "requeued":
+                requeued.append(job_id)
+            elif outcome == "redis unreachable":
+                # End the pass: a later job re-queued while Redis fails now and then (a pooled connection
+                # that died with a restarted Redis fails once) would run before this one.
+                break
         return requeued
 
-    def _recover_one(self, job_id: str) -> bool:
+    def _recover_one(self, job_id: str) -> RecoveryOutcome:
         if self.store.read_status(job_id).is_terminal:
-            return False
+            return "left"
         with self.store.try_lock(job_id) as held:
             if not held:
                 self._first_seen_dead.pop(job_id, None)
-                return False
+                return "left"
             status = self.store.read_status(job_id)  # again, now that nobody can change it
             if status.is_terminal:
-                return False
+                return "left"
             rq_state = self._rq_state(job_id)
             if rq_state == "unreachable":
-                return False
+                return "redis unreachable"
             if rq_state in ("queued", "deferred", "scheduled"):
-                return False  # RQ will run it (RQ's own retry of a killed work horse lands here too)
+                return "left"  # RQ will run it (RQ's own retry of a killed work horse lands here too)
             if rq_state == "started":
                 # Started by RQ but nobody holds the lock: the horse is starting, or it died.
                 first = self._first_seen_dead.setdefault(job_id, time.monotonic())
                 if time.monotonic() - first < START_GRACE_S:
-                    return False
+                    return "left"
             if status.state == "running":
                 reason = "its worker stopped"
             else:
@@ -382,10 +390,10 @@ class JobClient:
                     job_id, state="failed", error=sentence, message=sentence, ended_at=utc_now()
                 )
                 self.store.append_log(job_id, f"failed: {sentence}")
-                return False
+                return "left"
             self.store.update_status(job_id, state="queued", message=f"re-queued: {reason}", eta_s=None)
             self.store.append_log(job_id, f"re-queued by recovery: {reason}")
-            return self._enqueue(job_id)
+            return "requeued" if self._enqueue(job_id) else "redis unreachable"
 
     def _rq_state(self, job_id: str) -> str | None:
         """RQ's status of the job, None when Redis does not know it, 'unreachable' when Redis is down."""
