@@ -101,11 +101,11 @@ class Metrics(BaseModel):
     per_class: list[ClassMetrics]
     confusion: list[list[int]]
 
-    def summary(self) -> str:
+    def summary(self, unit: str = "pixels") -> str:
         """One line: 'OA 0.912, balanced 0.874, macro F1 0.861, mIoU 0.771 on 1,234 pixels'."""
         return (
             f"OA {self.overall_accuracy:.3f}, balanced {self.balanced_accuracy:.3f}, macro F1 "
-            f"{self.macro_f1:.3f}, mIoU {self.miou:.3f} on {self.samples:,} pixels"
+            f"{self.macro_f1:.3f}, mIoU {self.miou:.3f} on {self.samples:,} {unit}"
         )
 
 

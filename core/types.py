@@ -121,6 +121,13 @@ class ScaleClipNormalisation(BaseModel):
     high: float
 
 
+class PrestoNormalisation(BaseModel):
+    """Presto's fixed per-channel shift and scale of physical values (core.presto_inputs.normalise)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: Literal["presto"] = "presto"
+
+
 class UnknownNormalisation(BaseModel):
     """An untrained card whose input statistics are not known offline: such a model cannot run."""
 
@@ -134,6 +141,7 @@ Normalisation = Annotated[
     | StandardNormalisation
     | LogSigmoidNormalisation
     | ScaleClipNormalisation
+    | PrestoNormalisation
     | UnknownNormalisation,
     Field(discriminator="kind"),
 ]
@@ -213,6 +221,8 @@ class ModelCard(BaseModel):
     # True for models that classify each pixel from its own values (s2cloudless): they need no context
     # around the grid, so their tiles follow the job's grid instead of the CRS-anchored lattice.
     per_pixel: bool = False
+    # For a model whose labels come from a WorldCereal legend: the legend's name in class_mappings.json.
+    label_mapping: str = ""
 
     @model_validator(mode="after")
     def _consistent(self) -> "ModelCard":

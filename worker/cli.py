@@ -28,6 +28,7 @@ from worker.client import redacted
 
 if TYPE_CHECKING:
     from core.jobstore import JobStatus
+    from core.training import Metrics
 
 log = logging.getLogger("terraseg")
 
@@ -102,15 +103,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--parent-classes",
         help="how the base's classes match yours, to score it too: 'your class=base class,...'",
     )
-    evaluate = verbs.add_parser("evaluate", help="score a model's map against labelled polygons or points")
+    evaluate = verbs.add_parser(
+        "evaluate",
+        help="score a model's map against labelled polygons or points, or a crop model on a samples parquet",
+    )
     evaluate.add_argument("--model", required=True, help="the model to score")
     evaluate.add_argument(
-        "--labels", required=True, type=Path, help="GeoJSON, GeoPackage, zipped Shapefile or KML"
+        "--samples",
+        type=Path,
+        help="WorldCereal reference samples (geo)parquet: score a Presto crop model on them (no map is made)",
     )
-    evaluate.add_argument("--label-field", required=True, help="the labels' field that holds the class")
-    evaluate.add_argument("--aoi", required=True, help="the area to map and score (as for run)")
-    evaluate.add_argument("--start", required=True, help="first date, YYYY-MM-DD")
-    evaluate.add_argument("--end", required=True, help="last date, YYYY-MM-DD (inclusive)")
+    evaluate.add_argument("--labels", type=Path, help="GeoJSON, GeoPackage, zipped Shapefile or KML")
+    evaluate.add_argument("--label-field", help="the labels' field that holds the class")
+    evaluate.add_argument("--aoi", help="the area to map and score (as for run)")
+    evaluate.add_argument("--start", help="first date, YYYY-MM-DD")
+    evaluate.add_argument("--end", help="last date, YYYY-MM-DD (inclusive)")
     evaluate.add_argument("--source", action="append", dest="sources", help="as for run (default: sample)")
     evaluate.add_argument(
         "--class-map", help="how your classes match the model's: 'your class=model class,...'"
@@ -362,6 +369,21 @@ def command_evaluate(args: argparse.Namespace, settings: Settings) -> int:
 
     from worker.training import EvaluateRequest, evaluate_model, parse_class_pairs
 
+    if args.samples:
+        return command_evaluate_samples(args, settings)
+    absent = [
+        option
+        for option, value in (
+            ("--labels", args.labels),
+            ("--label-field", args.label_field),
+            ("--aoi", args.aoi),
+            ("--start", args.start),
+            ("--end", args.end),
+        )
+        if not value
+    ]
+    if absent:
+        raise AppError(f"evaluate needs --samples FILE, or {', '.join(absent)} to map an area and score it.")
     request = EvaluateRequest(
         model_id=args.model,
         labels=args.labels,
@@ -384,6 +406,36 @@ def command_evaluate(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(metrics.model_dump() | {"model": args.model, "date": evaluation.date}, indent=1))
         return 0
     print(f"{args.model} on {evaluation.date}: {metrics.summary()}")
+    print_metrics_table(metrics)
+    return 0
+
+
+def command_evaluate_samples(args: argparse.Namespace, settings: Settings) -> int:
+    """Score a Presto crop model on a samples parquet; print the scores, write the per-sample CSV."""
+    import csv
+
+    from worker.training import evaluate_samples
+
+    evaluation = evaluate_samples(args.model, args.samples, settings)
+    metrics = evaluation.metrics
+    if args.predictions:
+        with open(args.predictions, "w", newline="") as out:
+            writer = csv.writer(out, lineterminator="\n")
+            writer.writerow(["sample_id", "ewoc_code", "label", "predicted", "probability"])
+            writer.writerows(
+                (sid, code, label, predicted, f"{p:.4f}")
+                for sid, code, label, predicted, p in evaluation.rows
+            )
+    if args.json:
+        print(json.dumps(metrics.model_dump() | {"model": args.model, "legend": evaluation.legend}, indent=1))
+        return 0
+    print(f"{args.model} on {args.samples.name} (legend {evaluation.legend}): {metrics.summary('samples')}")
+    print_metrics_table(metrics)
+    return 0
+
+
+def print_metrics_table(metrics: "Metrics") -> None:
+    """Per-class scores and the confusion matrix, as text."""
     print(f"{'class':24s} {'support':>8s} {'precision':>9s} {'recall':>7s} {'F1':>6s} {'IoU':>6s}")
     for c in metrics.per_class:
         print(f"{c.name:24s} {c.support:8d} {c.precision:9.3f} {c.recall:7.3f} {c.f1:6.3f} {c.iou:6.3f}")
@@ -391,7 +443,6 @@ def command_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     print("confusion (rows: true, columns: predicted): " + " | ".join(names))
     for name, row in zip(names, metrics.confusion, strict=True):
         print(f"{name:10s} " + " ".join(f"{n:7d}" for n in row))
-    return 0
 
 
 def command_admin_password() -> int:

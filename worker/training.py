@@ -341,3 +341,48 @@ def evaluate_model(
     return Evaluation(
         training.evaluate(truth, predicted, labels.legend), rows, area.grid.crs, result.selected_date
     )
+
+
+@dataclass(frozen=True)
+class SampleEvaluation:
+    """A Presto crop model scored on a samples table: metrics on the samples its legend maps to one of its
+    classes, and one row per sample (sample_id, ewoc_code, label under the legend or "", predicted class,
+    probability of the predicted class)."""
+
+    metrics: training.Metrics
+    rows: list[tuple[str, int, str, str, float]]
+    legend: str
+
+
+def evaluate_samples(model_id: str, samples: Path, settings: Settings) -> SampleEvaluation:
+    """Score model `model_id` (a Presto head model) on a WorldCereal samples parquet."""
+    from core.crop_samples import read_samples_table, to_series
+    from models.presto_heads import BUILDER, load_head_model
+
+    cards = catalogue(settings.cache_dir)
+    card = cards.require_weights(model_id)
+    if card.builder != BUILDER:
+        raise AppError(
+            f"Model {model_id} does not read pixel time series; --samples scores Presto crop models "
+            f"({', '.join(c.id for c in cards.cards.values() if c.builder == BUILDER)})."
+        )
+    if not samples.is_file():
+        raise AppError(f"No samples file {samples.name}.")
+    series = to_series(read_samples_table(str(samples)))
+    model = load_head_model(card, cards.folder(model_id))
+    legend_names, truth = model.labels(series)
+    probabilities = model.probabilities(series)
+    predicted = probabilities.argmax(axis=1)
+    scored = truth >= 0
+    if not scored.any():
+        raise AppError(
+            f"Every sample's class is 'ignore' under the legend {model.legend_name}; nothing to score."
+        )
+    rows = [
+        (str(sid), int(code), name or "", model.classes[int(p)], float(probabilities[i, p]))
+        for i, (sid, code, name, p) in enumerate(
+            zip(series.sample_id, series.ewoc_code, legend_names, predicted, strict=True)
+        )
+    ]
+    metrics = training.evaluate(truth[scored], predicted[scored], model.classes)
+    return SampleEvaluation(metrics, rows, model.legend_name)

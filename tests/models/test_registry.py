@@ -38,7 +38,8 @@ def test_the_tasks_a_job_can_run_come_from_the_cards():
     with pytest.raises(ModelError, match="is a cloud model, not a landcover model"):
         models.job_models("landcover", "cloud-csmask")
     with pytest.raises(
-        ModelError, match="The crop task has no default model yet; name one of crop-utae-pastis"
+        ModelError,
+        match="The crop task has no default model yet; name one of crop-presto-cropland, crop-presto-croptype",
     ):
         models.job_models("crop", None)
 

@@ -1,0 +1,77 @@
+"""`terraseg evaluate --samples`: the shipped Presto crop models scored on real WorldCereal samples."""
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from core.crop_samples import concatenate, read_samples_table, to_series
+from core.training import evaluate
+from models.catalogue import catalogue
+from models.conversion.presto_heads import DEFAULT_SAMPLES, HOLDOUT_FRACTION
+from models.presto_heads import block_holdout, load_head_model, spatial_blocks
+from tests.worker.test_cli import terraseg
+
+DEKADS = (
+    Path(__file__).resolve().parents[1] / "data" / "worldcereal" / "reference_2023_FRA_dekad_part.geoparquet"
+)
+
+
+def test_evaluate_scores_a_crop_model_on_a_samples_parquet_and_writes_the_predictions(tmp_path):
+    result = terraseg(
+        "evaluate", "--model", "crop-presto-croptype", "--samples", str(DEKADS),
+        "--predictions", "predictions.csv", "--json", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(result.stdout)
+    assert metrics["legend"] == "CROPTYPE20_EUROPE"
+    with open(tmp_path / "predictions.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["sample_id", "ewoc_code", "label", "predicted", "probability"]
+    assert len(rows) == 291 and len({r["sample_id"] for r in rows}) == 291
+    ignored = [r for r in rows if r["label"] == ""]
+    assert len(ignored) == 117  # 'ignore' under CROPTYPE20_EUROPE: left out of the scores, still predicted
+    assert all(0 < float(r["probability"]) <= 1 for r in rows)
+    # the printed scores are the CSV's: recompute them from its rows
+    legend = tuple(c["name"] for c in metrics["per_class"])
+    to_class = {name: name if name in legend else "other_crop" for name in {r["label"] for r in rows} - {""}}
+    scored = [r for r in rows if r["label"]]
+    truth = np.array([legend.index(to_class[r["label"]]) for r in scored])
+    predicted = np.array([legend.index(r["predicted"]) for r in scored])
+    again = evaluate(truth, predicted, legend)
+    assert metrics["samples"] == 174 and again.overall_accuracy == pytest.approx(metrics["overall_accuracy"])
+    assert again.macro_f1 == pytest.approx(metrics["macro_f1"])
+
+
+def test_the_shipped_heads_give_their_cards_held_out_scores():
+    """The held-out split is rebuilt from the samples; the shipped weights score on it what their cards say."""
+    series = concatenate([to_series(read_samples_table(str(p))) for p in DEFAULT_SAMPLES])
+    cards = catalogue()
+    for model_id in ("crop-presto-croptype", "crop-presto-cropland"):
+        model = load_head_model(cards.get(model_id), cards.folder(model_id))
+        _, truth = model.labels(series)
+        held_out = block_holdout(spatial_blocks(series.latlon_deg), truth, HOLDOUT_FRACTION, 0)
+        predicted = model.probabilities(series.take(held_out)).argmax(axis=1)
+        scores = evaluate(truth[held_out], predicted, model.classes)
+        card_scores = model.card.metrics["held_out"]
+        assert scores.samples == card_scores["samples"]  # type: ignore[index]
+        assert scores.overall_accuracy == pytest.approx(card_scores["overall_accuracy"], abs=1e-6)  # type: ignore[index]
+        assert scores.macro_f1 == pytest.approx(card_scores["macro_f1"], abs=1e-6)  # type: ignore[index]
+
+
+def test_evaluate_with_samples_refuses_what_it_cannot_score(tmp_path):
+    not_presto = terraseg("evaluate", "--model", "cloud-csmask", "--samples", str(DEKADS), cwd=tmp_path)
+    assert not_presto.returncode != 0 and "does not read pixel time series" in not_presto.stderr
+    assert "crop-presto-croptype" in not_presto.stderr and "Traceback" not in not_presto.stderr
+    absent = terraseg(
+        "evaluate", "--model", "crop-presto-cropland", "--samples", "nope.parquet", cwd=tmp_path
+    )
+    assert absent.returncode != 0 and "No samples file nope.parquet" in absent.stderr
+    broken = tmp_path / "broken.parquet"
+    read_samples_table(str(DEKADS)).drop(columns=["S2-L2A-B04"]).to_parquet(broken)
+    lacks = terraseg("evaluate", "--model", "crop-presto-cropland", "--samples", str(broken), cwd=tmp_path)
+    assert lacks.returncode != 0 and "lacks the column(s) S2-L2A-B04" in lacks.stderr
+    neither = terraseg("evaluate", "--model", "crop-presto-cropland", cwd=tmp_path)
+    assert neither.returncode != 0 and "needs --samples FILE, or --labels" in neither.stderr
