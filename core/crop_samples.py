@@ -86,16 +86,28 @@ def read_samples_table(path: str) -> pd.DataFrame:
 
 
 def decode(table: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """The table's values [rows, 17] in physical units (models.presto.CHANNELS) and their mask (True = none)."""
-    rows = len(table)
-    values = np.zeros((rows, len(CHANNELS)), np.float64)
-    missing = np.ones((rows, len(CHANNELS)), bool)
-    columns = {**S1_COLUMNS, **S2_COLUMNS, **OPTIONAL_COLUMNS}
-    for channel, column in columns.items():
-        if column not in table:
-            continue  # an optional input the table does not have: masked
-        raw = pd.to_numeric(table[column], errors="coerce").to_numpy(np.float64)
-        bad = ~np.isfinite(raw) | (raw == NO_DATA)
+    """The table's values [rows, 17] in physical units (core.presto_inputs.CHANNELS) and their mask (True =
+    none)."""
+    columns = {
+        column: pd.to_numeric(table[column], errors="coerce").to_numpy(np.float64)
+        for column in (*S1_COLUMNS.values(), *S2_COLUMNS.values(), *OPTIONAL_COLUMNS.values())
+        if column in table
+    }
+    return decode_columns(columns, len(table))
+
+
+def decode_columns(
+    columns: Mapping[str, np.ndarray], size: int, no_data: float = NO_DATA
+) -> tuple[np.ndarray, np.ndarray]:
+    """Raw WorldCereal-encoded arrays by column name (each of `size` values; absent columns are masked) ->
+    values [size, 17] in physical units and their mask. `no_data` is no data too (besides 65535)."""
+    values = np.zeros((size, len(CHANNELS)), np.float64)
+    missing = np.ones((size, len(CHANNELS)), bool)
+    for channel, column in {**S1_COLUMNS, **S2_COLUMNS, **OPTIONAL_COLUMNS}.items():
+        if column not in columns:
+            continue  # an input the table does not have: masked
+        raw = np.asarray(columns[column], np.float64).reshape(size)
+        bad = ~np.isfinite(raw) | (raw == NO_DATA) | (raw == no_data)
         if channel in S1_COLUMNS:
             bad |= raw <= 0
             with np.errstate(divide="ignore", invalid="ignore"):

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 OUTPUT_FILES = (
     "classes.tif",
     "confidence.tif",
+    "cropland.tif",  # crop jobs: the cropland model's map beside the crop types
     "scene.tif",
     "preview.png",
     "stats.json",

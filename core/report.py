@@ -64,6 +64,8 @@ class Stats(_Record):
     series_dates: list[str] | None = None  # the dates a series model used
     cloud_model_id: str | None = None  # the model that chose the date and masked clouds (single-date models)
     cloud_masked_pixels: int | None = None
+    cropland_model_id: str | None = None  # crop jobs: the model of cropland.tif
+    cropland: list[ClassArea] | None = None  # crop jobs: cropland.tif's areas
 
     def csv(self) -> str:
         """The per-class areas as CSV text (one row per class, spreadsheet-ready)."""
@@ -128,6 +130,7 @@ class RunRecord(_Record):
     settings: dict[str, Any]
     timings_s: dict[str, float]
     versions: dict[str, str]
+    notes: list[str] = []  # what a reader of the outputs must know (e.g. a crop map made without Sentinel-1)
 
 
 class Weights(Protocol):
@@ -258,16 +261,11 @@ def build_run_record(
     timings_s: dict[str, float],
 ) -> RunRecord:
     """Provenance of a run: inputs, model and weights, grid, timings and software versions."""
-    import lightgbm
-    import onnxruntime
-    import rasterio
-    import torch
-
     model, cloud_model = models
     card = model.card
     return RunRecord(
-        terraseg_version=core.__version__,
-        finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        terraseg_version=terraseg_version(),
+        finished_at=utc_now(),
         spec=spec.model_dump(mode="json"),
         spec_hash=spec.spec_hash(card.version),
         aoi=AOIRecord(geometry=area.aoi.to_geojson(), area_km2=round(area.aoi.area_km2, 6)),
@@ -296,16 +294,35 @@ def build_run_record(
         ),
         settings=dataclasses.asdict(settings),
         timings_s=dict(timings_s),
-        versions={
-            "python": platform.python_version(),
-            "numpy": np.__version__,
-            "rasterio": rasterio.__version__,
-            "gdal": rasterio.__gdal_version__,
-            "torch": torch.__version__,
-            "onnxruntime": onnxruntime.__version__,
-            "lightgbm": lightgbm.__version__,
-        },
+        versions=software_versions(),
     )
+
+
+def terraseg_version() -> str:
+    return core.__version__
+
+
+def utc_now() -> str:
+    """Now, ISO-8601 UTC to the second."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def software_versions() -> dict[str, str]:
+    """The versions a run's outputs depend on, for run.json."""
+    import lightgbm
+    import onnxruntime
+    import rasterio
+    import torch
+
+    return {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "rasterio": rasterio.__version__,
+        "gdal": rasterio.__gdal_version__,
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "lightgbm": lightgbm.__version__,
+    }
 
 
 def read_stats(path: Path) -> Stats:

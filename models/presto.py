@@ -236,8 +236,10 @@ def embed(
     autocast_dtype: torch.dtype | None = None,
 ) -> np.ndarray:
     """Embeddings [N, 128] (float32) of N pixels, in batches; inputs as `PrestoEncoder.forward`, as arrays."""
+    from models.torch_predictor import resolve_device
+
     out = np.empty((len(x), EMBEDDING_SIZE), dtype=np.float32)
-    device = torch.device(device)
+    device = resolve_device(device) if isinstance(device, str) else device
     encoder = encoder.to(device)
     with torch.inference_mode():
         for start in range(0, len(x), batch_size):

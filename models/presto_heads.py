@@ -87,7 +87,16 @@ class PrestoHead:
 
     def probabilities(self, series: SampleSeries, device: str = "cpu") -> np.ndarray:
         """[N, K] class probabilities of the samples."""
-        return softmax(embeddings(self.encoder, series, device) @ self.weight.T + self.bias)
+        return self.head(embeddings(self.encoder, series, device))
+
+    def head(self, embedded: np.ndarray) -> np.ndarray:
+        """[N, K] class probabilities of [N, 128] embeddings of this model's encoder."""
+        return softmax(embedded @ self.weight.T + self.bias)
+
+    @property
+    def encoder_file(self) -> str:
+        """The encoder weights it sits on (two heads on the same file share one embedding pass)."""
+        return str(self.card.builder_args.get("encoder", ""))
 
 
 def embeddings(encoder: presto.PrestoEncoder, series: SampleSeries, device: str = "cpu") -> np.ndarray:

@@ -17,6 +17,7 @@ INLINE_DOWNLOAD_MAX_BYTES = 2**20
 DOWNLOADS = (
     ("classes.tif", "Classes (COG)", "image/tiff"),
     ("confidence.tif", "Confidence (COG)", "image/tiff"),
+    ("cropland.tif", "Cropland (COG)", "image/tiff"),
     ("scene.tif", "True-colour image (COG)", "image/tiff"),
     ("preview.png", "Preview (PNG)", "image/png"),
     ("stats.csv", "Areas (CSV)", "text/csv"),

@@ -21,6 +21,7 @@ from core.report import Stats
 from core.series import predict_series
 from core.types import Scene
 from models.catalogue import Catalogue, catalogue
+from models.presto_heads import BUILDER as PRESTO_BUILDER
 from models.registry import LoadedModel, LoadOptions, load
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,12 @@ def run_stages(
     run.report(
         0.05, f"Planning: {area.aoi.area_km2:.2f} km2, grid {grid.width}x{grid.height} px in {grid.crs}"
     )
+    if cards.get(spec.model_id).builder == PRESTO_BUILDER:  # a crop map from a monthly cube: its own stages
+        from worker.crop import run_crop
+
+        outputs, stats = run_crop(spec, area, cards, run, out_dir, settings)
+        run.report(1.0, f"Done: {out_dir}")
+        return JobResult(out_dir, outputs, stats.selected_date, stats, stats.warnings)
     with run.stage("search"):
         scenes = find_scenes(
             spec.sources, area.aoi.geometry, spec.start, spec.end, spec.max_cloud_pct, settings

@@ -27,7 +27,28 @@ SOURCE_HELP = {
     "stac:URL": "any STAC API whose items carry eo:bands (and raster:bands) metadata",
     "cesnet": "CESNET's DHuS mirror (Sentinel-1 GRD, Sentinel-2 L1C/L2A SAFE products; account needed)",
     "dhus:URL": "any Copernicus DHuS API (OpenSearch + OData), e.g. dhus:https://dhr1.cesnet.cz/",
+    "cube:FILE.nc": "a ready monthly cube (openEO netCDF, 12 months of S2 L2A, S1, DEM, weather) for crop models",
 }
+
+
+class CubeSource:
+    """A ready monthly cube (`cube:FILE.nc`): read whole by a crop job (worker.crop), never searched for scenes."""
+
+    download_slots = 1
+
+    def __init__(self, path: Path, name: str) -> None:
+        if path.suffix.lower() not in (".nc", ".nc4", ".netcdf"):
+            raise SourceError(f"A cube source is a netCDF file (.nc); {path.name} is not.")
+        self.path, self.name = path, name
+
+    def search(self, *args: object, **kwargs: object) -> list[Scene]:
+        raise SourceError(
+            f"{self.name} is a monthly cube: only Presto crop models read it (terraseg run --task crop). Other "
+            "models need scenes: use sample, local:DIR or a catalogue."
+        )
+
+    def fetch(self, scene: Scene, *args: object, **kwargs: object) -> Scene:
+        raise SourceError(f"{self.name} holds no scenes.")
 
 
 def parse_source(name: str, settings: Settings) -> Source:
@@ -36,6 +57,8 @@ def parse_source(name: str, settings: Settings) -> Source:
         return LocalSource(SAMPLE_DIR, "sample")
     if name.startswith("local:") and len(name) > len("local:"):
         return LocalSource(Path(name.removeprefix("local:")).expanduser(), name)
+    if name.startswith("cube:") and len(name) > len("cube:"):
+        return CubeSource(Path(name.removeprefix("cube:")).expanduser(), name)
     if name in PRESETS:
         preset = PRESETS[name]
         return StacSource(preset.url, name, preset.collections, sign_url=preset.sign_url)
@@ -47,20 +70,20 @@ def parse_source(name: str, settings: Settings) -> Source:
         return DhusSource(name.removeprefix("dhus:"), name, settings)
     raise SourceError(
         f"Unknown source {name!r}. Use 'sample', 'local:DIR', a STAC preset ({', '.join(PRESETS)}), "
-        f"a DHuS preset ({', '.join(DHUS_PRESETS)}), 'stac:https://...' or 'dhus:https://...' "
+        f"a DHuS preset ({', '.join(DHUS_PRESETS)}), 'stac:https://...', 'dhus:https://...' or 'cube:FILE.nc' "
         "(run 'terraseg sources')."
     )
 
 
 def check_local_roots(name: str, roots: tuple[Path, ...] | list[Path]) -> None:
-    """Refuse a `local:DIR` source outside `roots` (no roots: no folder at all); other sources pass.
+    """Refuse a `local:DIR` or `cube:FILE` source outside `roots` (no roots: none at all); other sources pass.
 
     For the web app, before anything else reads the folder: the message is the same whether the folder exists
     or not, and names only what the user typed, so a user learns nothing about the server's files.
     """
-    if not name.startswith("local:"):
+    if not name.startswith(("local:", "cube:")):
         return
-    typed = name.removeprefix("local:")
+    typed = name.partition(":")[2]
     if not roots:
         raise SourceError(
             "This server accepts no local folders as sources; the operator can allow some with "

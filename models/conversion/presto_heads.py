@@ -61,6 +61,8 @@ class HeadPlan:
     classes: tuple[tuple[str, str], ...]  # (name, colour)
     legend_classes: dict[str, str]
     description: str
+    default_for_task: bool = False
+    cropland_model: str = ""  # a crop job also writes this model's map (cropland.tif)
 
 
 PLANS = (
@@ -81,6 +83,8 @@ PLANS = (
         "Crop types (wheat, maize, barley, rapeseed, grass and fodder, other crops, no crop) from a 12-month "
         "S1 + S2 series: WorldCereal's fine-tuned Presto encoder with a linear head trained here on 791 real "
         "French LPIS parcels.",
+        default_for_task=True,
+        cropland_model="crop-presto-cropland",
     ),
     HeadPlan(
         "crop-presto-cropland",
@@ -188,7 +192,9 @@ def write_model(
         weights=(weights_name,),
         weights_sha256={weights_name: sha256_of(folder / weights_name)},
         temporal=Series(
-            max_dates=12, date_choice="12 monthly steps: for samples, centred on the label's date"
+            max_dates=12,
+            date_choice="12 monthly composites: a job's cube (--source cube:FILE.nc); for a sample, the 12 "
+            "months centred on its label's date",
         ),
         metrics={
             "held_out": result.presto_head.model_dump(),
@@ -207,7 +213,9 @@ def write_model(
             "encoder": ENCODER,
             "encoder_sha256": sha256_of(WEIGHTS_DIR / ENCODER),
             "legend_classes": plan.legend_classes,
+            **({"cropland_model": plan.cropland_model} if plan.cropland_model else {}),
         },
+        default_for_task=plan.default_for_task,
         label_mapping=plan.legend,
     )
     (folder / "card.json").write_text(json.dumps(card.model_dump(mode="json"), indent=1) + "\n")

@@ -1,0 +1,304 @@
+"""A crop job with a Presto model, as a list of stage calls: open the monthly cube, load the crop-type model and
+its cropland companion, map the AOI strip by strip (one Presto pass feeds both heads), export.
+
+Its input is a ready monthly cube (`--source cube:FILE.nc`: 12 monthly composites of S2 L2A, S1, DEM and
+weather, as WorldCereal makes them with openEO). Monthly composites made from the job's own scenes are not
+built yet; a Presto model asked to run on scenes says so.
+"""
+
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from pyproj import Transformer
+from rasterio.features import rasterize
+
+from core import export, report
+from core.config import Settings
+from core.errors import AppError
+from core.jobs import JobArea, JobSpec
+from core.monthly_cube import MonthlyCube, open_cube, read_strip
+from core.presto_inputs import CHANNELS, normalise
+from core.progress import RunContext
+from models import presto
+from models.catalogue import Catalogue
+from models.presto_heads import PrestoHead, load_head_model
+
+log = logging.getLogger(__name__)
+CUBE_PREFIX = "cube:"
+STRIP_ROWS = 32  # grid rows read, embedded and written at once: ~40 MB of inputs on a 1,000-pixel-wide grid
+S2_BANDS = [CHANNELS.index(b) for b in ("B02", "B03", "B04", "B08")]
+
+
+@dataclass(frozen=True)
+class CropMap:
+    """What mapping found: crop-type and cropland class counts, the AOI's pixels and the pixels mapped."""
+
+    counts: np.ndarray
+    cropland_counts: np.ndarray
+    aoi_px: int
+    mapped_px: int
+
+
+@dataclass(frozen=True)
+class CropModels:
+    crop_type: PrestoHead
+    cropland: PrestoHead | None
+
+
+def cube_path(spec: JobSpec) -> Path:
+    """The job's monthly cube (its one `cube:` source), or an AppError saying what a Presto model reads."""
+    cubes = [s for s in spec.sources if s.startswith(CUBE_PREFIX)]
+    if len(cubes) != 1 or len(spec.sources) != 1:
+        raise AppError(
+            f"Model {spec.model_id} maps crops from 12 monthly composites; give one ready monthly cube with "
+            "--source cube:FILE.nc (an openEO netCDF as WorldCereal makes them). Monthly composites made from "
+            "scenes are not built yet."
+        )
+    return Path(cubes[0].removeprefix(CUBE_PREFIX)).expanduser()
+
+
+def load_crop_models(cards: Catalogue, spec: JobSpec) -> CropModels:
+    card = cards.require_weights(spec.model_id)
+    crop_type = load_head_model(card, cards.folder(spec.model_id))
+    companion = str(card.builder_args.get("cropland_model", ""))
+    cropland = None
+    if companion and companion != card.id:
+        cropland = load_head_model(cards.require_weights(companion), cards.folder(companion))
+    return CropModels(crop_type, cropland)
+
+
+def check_season(cube: MonthlyCube, spec: JobSpec) -> None:
+    """The cube's 12 months must meet the job's dates (a job's season ends at --end)."""
+    first, last = cube.months[0], cube.months[-1]
+    if last < spec.start.replace(day=1) or first > spec.end:
+        raise AppError(
+            f"The cube's season is {cube.season}, outside the job's dates {spec.start}..{spec.end}; choose dates "
+            "within it."
+        )
+
+
+def lat_lon_of(grid_crs: str, transform: rasterio.Affine, rows: slice, width: int) -> np.ndarray:
+    """[rows x width, 2] latitude and longitude (degrees) of the pixel centres."""
+    row_index, col_index = np.mgrid[rows, 0:width]
+    xs, ys = rasterio.transform.xy(transform, row_index.ravel(), col_index.ravel())
+    lon, lat = Transformer.from_crs(grid_crs, "EPSG:4326", always_xy=True).transform(
+        np.asarray(xs), np.asarray(ys)
+    )
+    return np.stack([lat, lon], axis=1)
+
+
+def map_crops(
+    cube: MonthlyCube, area: JobArea, models: CropModels, run: RunContext, settings: Settings
+) -> CropMap:
+    """Write classes, confidence and cropland rasters to `run.work_dir`."""
+    grid = area.grid
+    inside_aoi = rasterize(
+        [(area.aoi_grid, 1)],
+        out_shape=(grid.height, grid.width),
+        transform=grid.transform,
+        fill=0,
+        dtype="uint8",
+    ).astype(bool)
+    nodata = models.crop_type.card.nodata_value
+    counts = np.zeros(models.crop_type.card.n_classes, np.int64)
+    cropland_counts = np.zeros(models.cropland.card.n_classes if models.cropland else 0, np.int64)
+    mapped_px = 0
+    strips = range(0, grid.height, STRIP_ROWS)
+    with (
+        export.open_intermediate(run.work_dir / "classes.tif", grid, nodata) as classes_out,
+        export.open_intermediate(run.work_dir / "confidence.tif", grid, 0) as confidence_out,
+        export.open_intermediate(run.work_dir / "cropland.tif", grid, nodata) as cropland_out,
+    ):
+        for number, row0 in enumerate(strips):
+            run.check_cancelled()
+            rows = slice(row0, min(row0 + STRIP_ROWS, grid.height))
+            height = rows.stop - rows.start
+            run.report(
+                number / len(strips),
+                f"rows {row0}-{rows.stop} of {grid.height}: 12 months {cube.season}, Presto on each pixel",
+            )
+            values, missing = read_strip(cube, grid, rows)
+            # A pixel is mapped when it is inside the AOI and the cube has one clear S2 month for it at least.
+            has_s2 = np.any(~np.any(missing[:, :, S2_BANDS], axis=2), axis=1)
+            todo = inside_aoi[rows].ravel() & has_s2
+            classes = np.full(height * grid.width, nodata, np.uint8)
+            confidence = np.zeros(height * grid.width, np.uint8)
+            cropland = np.full(height * grid.width, nodata, np.uint8)
+            if todo.any():
+                x, mask = normalise(values[todo], missing[todo])
+                latlon = lat_lon_of(grid.crs, grid.transform, rows, grid.width)[todo]
+                months = presto.months_from(np.full(int(todo.sum()), cube.start_month), 12)
+                embedded = presto.embed(
+                    models.crop_type.encoder, x, mask, latlon, months, device=settings.device
+                )
+                probabilities = models.crop_type.head(embedded)
+                classes[todo] = probabilities.argmax(axis=1)
+                confidence[todo] = np.clip(np.rint(probabilities.max(axis=1) * 255), 1, 255)
+                counts += np.bincount(classes[todo], minlength=len(counts))[: len(counts)]
+                if models.cropland is not None:
+                    cropland_embedded = (
+                        embedded
+                        if models.cropland.encoder_file == models.crop_type.encoder_file
+                        else presto.embed(
+                            models.cropland.encoder, x, mask, latlon, months, device=settings.device
+                        )
+                    )
+                    cropland[todo] = models.cropland.head(cropland_embedded).argmax(axis=1)
+                    cropland_counts += np.bincount(cropland[todo], minlength=len(cropland_counts))[
+                        : len(cropland_counts)
+                    ]
+                mapped_px += int(todo.sum())
+            window = rasterio.windows.Window(0, row0, grid.width, height)
+            classes_out.write(classes.reshape(height, grid.width), 1, window=window)
+            confidence_out.write(confidence.reshape(height, grid.width), 1, window=window)
+            cropland_out.write(cropland.reshape(height, grid.width), 1, window=window)
+    return CropMap(counts, cropland_counts, int(inside_aoi.sum()), mapped_px)
+
+
+def crop_warnings(cube: MonthlyCube, aoi_px: int, mapped_px: int) -> list[str]:
+    warnings = []
+    if not cube.has_s1:
+        warnings.append("The cube has no Sentinel-1: crops were mapped from Sentinel-2 alone (S1 masked).")
+    if mapped_px < aoi_px:
+        share = 100 * (1 - mapped_px / max(aoi_px, 1))
+        warnings.append(
+            f"{share:.1f} % of the AOI has no class: outside the cube, or no clear Sentinel-2 month there."
+        )
+    return warnings
+
+
+def run_crop(
+    spec: JobSpec, area: JobArea, cards: Catalogue, run: RunContext, out_dir: Path, settings: Settings
+) -> tuple[list[Path], report.Stats]:
+    """The crop stages after planning; returns the published outputs and the statistics."""
+    with run.stage("search"):
+        path = cube_path(spec)
+        cube = open_cube(path)
+        check_season(cube, spec)
+    run.report(0.1, f"Monthly cube {path.name}: {cube.season}, {'S1 + S2' if cube.has_s1 else 'S2 only'}")
+    with run.stage("load_model"):
+        models = load_crop_models(cards, spec)
+    run.work_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        with run.stage("predict"):
+            mapped = map_crops(cube, area, models, run.within(0.15, 0.88, "Mapping crops"), settings)
+        if mapped.mapped_px == 0:
+            raise AppError(
+                f"No pixel of the AOI has a clear Sentinel-2 month in the cube ({cube.season}): the AOI lies "
+                "outside the cube, or every month is cloudy there. Nothing was written."
+            )
+        run.report(0.9, "Exporting: writing COGs")
+        staging = export.make_staging_dir(out_dir)
+        try:
+            with run.stage("export"):
+                stats = write_crop_outputs(spec, area, cube, models, mapped, run.work_dir, staging)
+            record = crop_run_record(spec, area, cube, models, stats, run, settings)
+            export.write_json(staging / "run.json", record.model_dump(mode="json"))
+            run.check_cancelled()
+            outputs = export.publish(staging, out_dir)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    finally:
+        shutil.rmtree(run.work_dir, ignore_errors=True)
+    return outputs, stats
+
+
+def write_crop_outputs(
+    spec: JobSpec,
+    area: JobArea,
+    cube: MonthlyCube,
+    models: CropModels,
+    mapped: CropMap,
+    work_dir: Path,
+    staging: Path,
+) -> report.Stats:
+    """classes.tif, confidence.tif, preview.png, cropland.tif and the statistics, into `staging`."""
+    card, nodata = models.crop_type.card, models.crop_type.card.nodata_value
+    title = f"{card.id} {cube.season}"
+    export.write_class_cog(work_dir / "classes.tif", staging / "classes.tif", card.classes, nodata, title)
+    export.write_confidence_cog(work_dir / "confidence.tif", staging / "confidence.tif")
+    export.write_preview_png(staging / "classes.tif", staging / "preview.png", card.classes, nodata, title)
+    cropland_areas = None
+    if models.cropland is not None:
+        land = models.cropland.card
+        export.write_class_cog(
+            work_dir / "cropland.tif", staging / "cropland.tif", land.classes, land.nodata_value, land.id
+        )
+        cropland_areas = report.class_areas(mapped.cropland_counts, land, area.grid.pixel_area_m2)
+    stats = report.Stats(
+        task=spec.task,
+        model_id=card.id,
+        selected_date=f"{cube.season} (12 monthly composites)",
+        aoi_area_km2=round(area.aoi.area_km2, 6),
+        pixel_area_m2=area.grid.pixel_area_m2,
+        aoi_pixels=mapped.aoi_px,
+        valid_pixels=mapped.mapped_px,
+        classes=report.class_areas(mapped.counts, card, area.grid.pixel_area_m2),
+        dates=[],
+        warnings=crop_warnings(cube, mapped.aoi_px, mapped.mapped_px),
+        series_dates=[m.isoformat() for m in cube.months],
+        cropland_model_id=models.cropland.card.id if models.cropland is not None else None,
+        cropland=cropland_areas,
+    )
+    export.write_json(staging / "stats.json", stats.model_dump(mode="json"))
+    (staging / "stats.csv").write_text(stats.csv())
+    return stats
+
+
+def crop_run_record(
+    spec: JobSpec,
+    area: JobArea,
+    cube: MonthlyCube,
+    models: CropModels,
+    stats: report.Stats,
+    run: RunContext,
+    settings: Settings,
+) -> report.RunRecord:
+    card = models.crop_type.card
+    head_file = card.weights[0]
+    inputs = [
+        report.InputRecord(
+            id=f"{cube.path.name} {month:%Y-%m}",
+            source=f"{CUBE_PREFIX}{cube.path.name}",
+            date=month.isoformat(),
+            acquired=month.isoformat(),
+            path=cube.path.name,
+            processing_level="L2A",
+            processing_baseline=None,
+            cloud_cover_pct=None,
+            radiometry={},
+        )
+        for month in cube.months
+    ]
+    return report.RunRecord(
+        terraseg_version=report.terraseg_version(),
+        finished_at=report.utc_now(),
+        spec=spec.model_dump(mode="json"),
+        spec_hash=spec.spec_hash(card.version),
+        aoi=report.AOIRecord(geometry=area.aoi.to_geojson(), area_km2=round(area.aoi.area_km2, 6)),
+        grid=area.grid.to_dict(),
+        selected_date=stats.selected_date,
+        series_dates=stats.series_dates,
+        inputs=inputs,
+        model=report.ModelRecord(
+            id=card.id,
+            version=card.version,
+            status=card.status,
+            weights_file=head_file,
+            weights_sha256=card.weights_sha256[head_file],
+            bands=list(card.bands),
+            resolution_m=card.resolution_m,
+            licence=card.licence,
+            provenance=card.provenance,
+        ),
+        cloud_model=None,
+        settings={"device": settings.device, "strip_rows": STRIP_ROWS, "sentinel1": cube.has_s1},
+        timings_s=dict(run.timings_s),
+        versions=report.software_versions(),
+        notes=stats.warnings,
+    )
