@@ -98,7 +98,7 @@ class JobModels:
     """The models a job of one task runs: its own, and the cloud model that chooses its date and masks it."""
 
     model: ModelCard
-    cloud_model: ModelCard | None  # None for the cloud task itself
+    cloud_model: ModelCard | None  # None for the cloud task itself, and for crop models on monthly cubes
 
 
 class Models(Protocol):

@@ -23,6 +23,7 @@ from core.grid import Grid
 from core.presto_inputs import CHANNELS
 
 SEASON_MONTHS = 12
+CUBE_PREFIX = "cube:"
 VARIABLES = (*S2_COLUMNS.values(), *S1_COLUMNS.values(), *OPTIONAL_COLUMNS.values())
 
 
@@ -39,6 +40,7 @@ class MonthlyCube:
     months: tuple[date, ...]  # first day of each month, in band order after sorting
     band_order: tuple[int, ...]  # 1-based bands of each variable, by month
     crs: str
+    bounds: tuple[float, float, float, float]  # left, bottom, right, top in `crs`
 
     @property
     def season(self) -> str:
@@ -90,7 +92,7 @@ def open_cube(path: Path) -> MonthlyCube:
             raise CubeError(
                 "The cube's bands carry no time (NETCDF_DIM_t); it is not a monthly cube."
             ) from err
-        crs, shape = first.crs.to_string(), (first.width, first.height)
+        crs, shape, bounds = first.crs.to_string(), (first.width, first.height), tuple(first.bounds)
     months_by_band = sorted((origin + timedelta(days=d), band) for band, d in enumerate(days, start=1))
     months = tuple(m.replace(day=1) for m, _ in months_by_band)
     consecutive = all(
@@ -106,7 +108,27 @@ def open_cube(path: Path) -> MonthlyCube:
                 raise CubeError(
                     f"The cube's variable {name.rsplit(':', 1)[-1]} is not on the same grid and months."
                 )
-    return MonthlyCube(path, subdatasets, months, tuple(b for _, b in months_by_band), crs)
+    return MonthlyCube(path, subdatasets, months, tuple(b for _, b in months_by_band), crs, bounds)
+
+
+def cube_path(sources: tuple[str, ...] | list[str], model_id: str) -> Path:
+    """The job's monthly cube (its one `cube:` source), or an AppError saying what a crop model reads."""
+    cubes = [s for s in sources if s.startswith(CUBE_PREFIX)]
+    if len(cubes) != 1 or len(sources) != 1:
+        raise AppError(
+            f"Model {model_id} maps crops from 12 monthly composites; give one ready monthly cube with "
+            "--source cube:FILE.nc (an openEO netCDF as WorldCereal makes them). Monthly composites made from "
+            "scenes are not built yet."
+        )
+    return Path(cubes[0].removeprefix(CUBE_PREFIX)).expanduser()
+
+
+def check_season(cube: MonthlyCube, start: date, end: date) -> None:
+    """The cube's 12 months must meet the job's dates."""
+    if cube.months[-1] < start.replace(day=1) or cube.months[0] > end:
+        raise AppError(
+            f"The cube's season is {cube.season}, outside the job's dates {start}..{end}; choose dates within it."
+        )
 
 
 def read_strip(cube: MonthlyCube, grid: Grid, rows: slice) -> tuple[np.ndarray, np.ndarray]:

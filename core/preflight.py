@@ -3,6 +3,7 @@
 import math
 from dataclasses import dataclass
 from datetime import date
+from typing import TYPE_CHECKING
 
 import shapely
 from shapely.geometry.base import BaseGeometry
@@ -13,6 +14,9 @@ from core.config import Settings
 from core.grid import grid_for_aoi, project_geometry
 from core.sources import search_scenes
 from core.types import ModelCard, Scene
+
+if TYPE_CHECKING:
+    from core.monthly_cube import MonthlyCube
 
 # Reading, resampling, stitching and writing per million 10 m pixels and per date, on a 2-vCPU worker
 # (the pipeline benchmark's whole-pipeline minus model time, rounded up).
@@ -39,6 +43,7 @@ class Estimate:
     coverage_fraction: float = 1.0  # share of the AOI inside at least one scene's footprint (range: [0, 1])
     work_mb: float = 0.0  # per-date rasters in the cache while the job runs
     output_mb: float = 0.0  # the published outputs (upper bound: before compression)
+    inputs_note: str = ""  # what the job reads when it is not scenes (a monthly cube), for the summary
 
     @property
     def cache_mb(self) -> float:
@@ -49,6 +54,11 @@ class Estimate:
     def summary(self) -> str:
         """One plain sentence for the page."""
         run = f"about {format_duration(self.run_s)} on a CPU worker" if self.run_s is not None else "unknown"
+        if self.inputs_note:
+            return (
+                f"{self.inputs_note} covers {format_share(self.coverage_fraction)} of the area; nothing to download, "
+                f"{self.read_mb:,.1f} MB to read; run time {run}."
+            )
         return (
             f"{self.scenes} scenes on {self.dates} dates cover {format_share(self.coverage_fraction)} of the area; "
             f"{self.download_mb:,.0f} MB to download, {self.read_mb:,.1f} MB of bands to read; run time {run}."
@@ -133,6 +143,27 @@ def estimate_job(
         coverage_fraction(aoi.geometry, scenes, grid.crs),
         work_mb=pixels * model_runs * _WORK_BYTES_PER_PX / 1e6,
         output_mb=pixels * _OUTPUT_BYTES_PER_PX / 1e6,
+    )
+
+
+def estimate_cube_job(aoi: AOI, cube: "MonthlyCube", card: ModelCard) -> Estimate:
+    """Estimate a crop job over `aoi` that reads the monthly cube `cube` (no download, no cloud model)."""
+    grid = grid_for_aoi(aoi.geometry)
+    pixels = grid.width * grid.height
+    footprint = project_geometry(shapely.box(*cube.bounds), cube.crs, "EPSG:4326")
+    covered = aoi.geometry.intersection(footprint).area / aoi.geometry.area if aoi.geometry.area > 0 else 0.0
+    run_s = None if card.cpu_s_per_mpx is None else pixels / 1e6 * (card.cpu_s_per_mpx + _PIPELINE_S_PER_MPX)
+    return Estimate(
+        scenes=len(cube.months),
+        dates=len(cube.months),
+        pixels=pixels,
+        download_mb=0.0,
+        read_mb=pixels * len(cube.months) * len(cube.subdatasets) * 2 / 1e6,  # uint16 values
+        run_s=run_s,
+        coverage_fraction=min(1.0, covered),
+        work_mb=pixels * 3 / 1e6,  # classes, confidence, cropland
+        output_mb=pixels * _OUTPUT_BYTES_PER_PX / 1e6,
+        inputs_note=f"A monthly cube of 12 months ({cube.season}, {'S1 + S2' if cube.has_s1 else 'S2 only'})",
     )
 
 

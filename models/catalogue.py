@@ -128,7 +128,8 @@ class Catalogue:
             )
         if card.task != task or card.output != "map":
             raise ModelError(f"Model {card.id} is a {card.task} model, not a {task} model.")
-        cloud = None if task == CLOUD_TASK else self.default_for(CLOUD_TASK)
+        # Presto crop models read monthly composites whose clouds are masked already: no cloud model runs.
+        cloud = None if task == CLOUD_TASK or card.builder == "presto-head" else self.default_for(CLOUD_TASK)
         return JobModels(card, cloud)
 
     def require_weights(self, model_id: str) -> ModelCard:

@@ -8,7 +8,8 @@ from core.config import Settings
 from core.diskspace import Folder, space_warning
 from core.errors import AppError
 from core.jobs import JobRequest, JobSpec, build_spec
-from core.preflight import Estimate, estimate_job, find_scenes, format_duration
+from core.monthly_cube import check_season, cube_path, open_cube
+from core.preflight import Estimate, estimate_cube_job, estimate_job, find_scenes, format_duration
 from core.sources import SOURCE_HELP, check_app_source, parse_source
 from models.catalogue import catalogue
 from pages import ui
@@ -21,8 +22,12 @@ SAMPLE_DATES = (date(2015, 7, 1), date(2015, 9, 30))
 def preflight(spec: JobSpec, _settings: Settings) -> Estimate:
     """A real search and the estimate. Errors are raised, so Streamlit caches only successful answers."""
     aoi = spec.aoi.to_aoi()
-    scenes = find_scenes(spec.sources, aoi.geometry, spec.start, spec.end, spec.max_cloud_pct, _settings)
     models = catalogue(_settings.cache_dir).job_models(spec.task, spec.model_id)
+    if models.model.builder == "presto-head":  # a crop model reads a monthly cube, not scenes
+        cube = open_cube(cube_path(spec.sources, spec.model_id))
+        check_season(cube, spec.start, spec.end)
+        return estimate_cube_job(aoi, cube, models.model)
+    scenes = find_scenes(spec.sources, aoi.geometry, spec.start, spec.end, spec.max_cloud_pct, _settings)
     return estimate_job(aoi, scenes, models.model, models.cloud_model)
 
 
@@ -62,7 +67,7 @@ with right:
     card = models.get(model_id)
     st.caption(
         f"{card.description}  \nClasses: {', '.join(c.name for c in card.classes)}.  \n"
-        f"Weights: {card.status}; licence {card.licence}."
+        f"Weights: {card.status}; licence {card.licence}.{ui.held_out_sentence(card)}"
     )
     shown: set[str] = set()  # errors said next to their field, not again below
     try:
@@ -70,6 +75,11 @@ with right:
     except AppError as err:
         shown.add(str(err))
         st.error(str(err))
+    if card.builder == "presto-head":
+        st.caption(
+            "This model reads a ready monthly cube (12 months of S2, S1, DEM and weather, an openEO netCDF): "
+            "give it as the source cube:FILE.nc, inside a folder the operator allows."
+        )
     sources_text = st.text_input(
         "Sources, in priority order (comma-separated)",
         "sample",
@@ -110,8 +120,9 @@ else:
         spec = None
     if spec is not None:
         cols = st.columns(4)
-        cols[0].metric("Scenes found", answer.scenes)
-        cols[1].metric("Dates", answer.dates)
+        cube = bool(answer.inputs_note)  # a crop model's monthly cube: composites, not scenes
+        cols[0].metric("Monthly composites" if cube else "Scenes found", answer.scenes)
+        cols[1].metric("Months" if cube else "Dates", answer.dates)
         cols[2].metric("Download", f"{answer.download_mb:,.0f} MB")
         cols[3].metric("Expected run time", format_duration(answer.run_s))
         st.caption(answer.summary() + " Estimates only.")

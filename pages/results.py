@@ -9,6 +9,7 @@ import streamlit as st
 from core.errors import AppError
 from core.overlay import read_classes
 from core.report import read_stats
+from core.types import ClassInfo
 from pages import ui
 from pages.result_view import download_buttons, overlay_of, percent, result_map, run_aoi
 
@@ -51,10 +52,16 @@ with map_column:
     scene_overlay = overlay_of(outputs["scene.tif"]) if "scene.tif" in outputs else None
     result_map(class_overlay, scene_overlay, opacity, run_aoi(outputs))
 
-st.subheader("Image and classes side by side")
+cropland_overlay = overlay_of(outputs["cropland.tif"]) if "cropland.tif" in outputs else None
+st.subheader(
+    "Image and classes side by side" if cropland_overlay is None else "Cropland and crop types side by side"
+)
 left, right = st.columns(2)
 if scene_overlay is not None:
     left.image(scene_overlay.png, caption=f"True colour, {stats.selected_date}", width="stretch")
+elif cropland_overlay is not None:  # a crop job on a monthly cube: no single date to show
+    left.image(cropland_overlay.png, caption=f"Cropland ({stats.cropland_model_id})", width="stretch")
+    left.html(ui.legend_html(tuple(ClassInfo(c.value, c.name, c.color) for c in stats.cropland or [])))
 else:
     left.info("No true-colour image: the scenes lack the red, green or blue band.")
 right.image(class_overlay.png, caption="Classes", width="stretch")
@@ -76,6 +83,14 @@ st.altair_chart(
     )
 )
 
+if stats.cropland:
+    st.subheader("Cropland area")
+    cropland = pd.DataFrame([c.model_dump() for c in stats.cropland])[
+        ["name", "area_ha", "percent", "pixels"]
+    ]
+    cropland.columns = ["class", "area (ha)", "share (%)", "pixels"]
+    st.dataframe(cropland, hide_index=True)
+    st.caption(f"From {stats.cropland_model_id} on the same monthly composites (cropland.tif).")
 if stats.cloud_model_id:
     st.caption(
         f"Date chosen and clouds masked by {stats.cloud_model_id}: "

@@ -20,7 +20,7 @@ from core import export, report
 from core.config import Settings
 from core.errors import AppError
 from core.jobs import JobArea, JobSpec
-from core.monthly_cube import MonthlyCube, open_cube, read_strip
+from core.monthly_cube import CUBE_PREFIX, MonthlyCube, check_season, cube_path, open_cube, read_strip
 from core.presto_inputs import CHANNELS, normalise
 from core.progress import RunContext
 from models import presto
@@ -28,7 +28,6 @@ from models.catalogue import Catalogue
 from models.presto_heads import PrestoHead, load_head_model
 
 log = logging.getLogger(__name__)
-CUBE_PREFIX = "cube:"
 STRIP_ROWS = 32  # grid rows read, embedded and written at once: ~40 MB of inputs on a 1,000-pixel-wide grid
 S2_BANDS = [CHANNELS.index(b) for b in ("B02", "B03", "B04", "B08")]
 
@@ -49,18 +48,6 @@ class CropModels:
     cropland: PrestoHead | None
 
 
-def cube_path(spec: JobSpec) -> Path:
-    """The job's monthly cube (its one `cube:` source), or an AppError saying what a Presto model reads."""
-    cubes = [s for s in spec.sources if s.startswith(CUBE_PREFIX)]
-    if len(cubes) != 1 or len(spec.sources) != 1:
-        raise AppError(
-            f"Model {spec.model_id} maps crops from 12 monthly composites; give one ready monthly cube with "
-            "--source cube:FILE.nc (an openEO netCDF as WorldCereal makes them). Monthly composites made from "
-            "scenes are not built yet."
-        )
-    return Path(cubes[0].removeprefix(CUBE_PREFIX)).expanduser()
-
-
 def load_crop_models(cards: Catalogue, spec: JobSpec) -> CropModels:
     card = cards.require_weights(spec.model_id)
     crop_type = load_head_model(card, cards.folder(spec.model_id))
@@ -69,16 +56,6 @@ def load_crop_models(cards: Catalogue, spec: JobSpec) -> CropModels:
     if companion and companion != card.id:
         cropland = load_head_model(cards.require_weights(companion), cards.folder(companion))
     return CropModels(crop_type, cropland)
-
-
-def check_season(cube: MonthlyCube, spec: JobSpec) -> None:
-    """The cube's 12 months must meet the job's dates (a job's season ends at --end)."""
-    first, last = cube.months[0], cube.months[-1]
-    if last < spec.start.replace(day=1) or first > spec.end:
-        raise AppError(
-            f"The cube's season is {cube.season}, outside the job's dates {spec.start}..{spec.end}; choose dates "
-            "within it."
-        )
 
 
 def lat_lon_of(grid_crs: str, transform: rasterio.Affine, rows: slice, width: int) -> np.ndarray:
@@ -176,9 +153,9 @@ def run_crop(
 ) -> tuple[list[Path], report.Stats]:
     """The crop stages after planning; returns the published outputs and the statistics."""
     with run.stage("search"):
-        path = cube_path(spec)
+        path = cube_path(spec.sources, spec.model_id)
         cube = open_cube(path)
-        check_season(cube, spec)
+        check_season(cube, spec.start, spec.end)
     run.report(0.1, f"Monthly cube {path.name}: {cube.season}, {'S1 + S2' if cube.has_s1 else 'S2 only'}")
     with run.stage("load_model"):
         models = load_crop_models(cards, spec)

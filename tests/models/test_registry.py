@@ -19,9 +19,13 @@ def test_every_card_loads_and_every_task_default_exists():
     assert len({c.id for c in cards}) == len(cards) >= 10
     assert DW_CARD in card_files(None)  # the card lies next to the weights it describes
     defaults = {c.task: c.id for c in cards if c.default_for_task}
-    assert defaults == {"cloud": "cloud-csmask", "landcover": "landcover-dynamic-world"}
+    assert defaults == {
+        "cloud": "cloud-csmask",
+        "landcover": "landcover-dynamic-world",
+        "crop": "crop-presto-croptype",
+    }
     for model_id in defaults.values():
-        assert catalogue().require_weights(model_id).status == "pretrained"
+        assert catalogue().require_weights(model_id).status in ("pretrained", "trained-here")
     for card in cards:
         assert card.status in STATUSES and card.weights_sha256.keys() >= set(
             card.weights if card.status != "untrained" else ()
@@ -37,11 +41,8 @@ def test_the_tasks_a_job_can_run_come_from_the_cards():
         models.job_models("scene-tags", None)
     with pytest.raises(ModelError, match="is a cloud model, not a landcover model"):
         models.job_models("landcover", "cloud-csmask")
-    with pytest.raises(
-        ModelError,
-        match="The crop task has no default model yet; name one of crop-presto-cropland, crop-presto-croptype",
-    ):
-        models.job_models("crop", None)
+    crop = models.job_models("crop", None)
+    assert crop.model.id == "crop-presto-croptype" and crop.cloud_model is None  # its cube is cloud-free
 
 
 def test_tagged_fields_are_typed_where_they_are_read():

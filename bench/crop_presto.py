@@ -1,0 +1,150 @@
+"""Crop benchmark: Presto crop inference throughput on WorldCereal's real monthly cube, fp32 against bf16 autocast,
+an end-to-end crop job on the cube, and what masking the DEM and weather inputs costs the shipped heads on the
+held-out samples. Prints JSON.
+
+    .venv/bin/python bench/crop_presto.py [--repeats 3] [--device cpu|cuda]
+
+Throughput is pixels (10 m) per second of Presto + both heads on the cube's pixels, already read (the cube is
+read once, outside the timing); km2/h = px/s x 3600 / 10,000. Target (issue 16): >= 400 km2/h on a 2-core CPU.
+"""
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+CUBE = ROOT / "tests" / "data" / "worldcereal" / "monthly_cube_inputs.nc"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+
+    import torch
+
+    from core.config import Settings
+    from core.crop_samples import concatenate, read_samples_table, to_series
+    from core.grid import Grid
+    from core.jobs import JobRequest, build_spec
+    from core.monthly_cube import open_cube, read_strip
+    from core.presto_inputs import CHANNELS, normalise
+    from core.sources import parse_source
+    from core.training import evaluate
+    from models import presto
+    from models.catalogue import catalogue
+    from models.conversion.presto_heads import DEFAULT_SAMPLES, HOLDOUT_FRACTION
+    from models.presto_heads import block_holdout, load_head_model, spatial_blocks
+    from worker.crop import lat_lon_of
+    from worker.tasks import run_job
+
+    cards = catalogue()
+    crop_type = load_head_model(cards.get("crop-presto-croptype"), cards.folder("crop-presto-croptype"))
+    cropland = load_head_model(cards.get("crop-presto-cropland"), cards.folder("crop-presto-cropland"))
+    cube = open_cube(CUBE)
+    with __import__("rasterio").open(cube.subdatasets["S2-L2A-B02"]) as first:
+        grid = Grid(cube.crs, first.transform, first.width, first.height)
+    values, missing = read_strip(cube, grid, slice(0, grid.height))
+    x, mask = normalise(values, missing)
+    latlon = lat_lon_of(grid.crs, grid.transform, slice(0, grid.height), grid.width)
+    months = presto.months_from(np.full(len(x), cube.start_month), 12)
+
+    def run(dtype: "torch.dtype | None") -> tuple[float, np.ndarray, np.ndarray]:
+        times, embedded = [], None
+        for _ in range(args.repeats):
+            started = time.perf_counter()
+            embedded = presto.embed(
+                crop_type.encoder, x, mask, latlon, months, device=args.device, autocast_dtype=dtype
+            )
+            classes = crop_type.head(embedded).argmax(1)
+            land = cropland.head(embedded).argmax(1)
+            times.append(time.perf_counter() - started)
+        return len(x) / statistics.median(times), classes, land
+
+    fp32_px_s, fp32_classes, fp32_land = run(None)
+    low = torch.float16 if args.device == "cuda" else torch.bfloat16
+    low_px_s, low_classes, low_land = run(low)
+
+    # End to end: a crop job over the whole cube (read, Presto, both heads, COGs, preview, stats), in process.
+    from pyproj import Transformer
+
+    to_wgs84 = Transformer.from_crs(cube.crs, "EPSG:4326", always_xy=True)
+    left, bottom, right, top = cube.bounds
+    area_km2 = (right - left) * (top - bottom) / 1e6
+    corners = ((left + 2, bottom + 2), (right - 2, bottom + 2), (right - 2, top - 2), (left + 2, top - 2))
+    ring = [to_wgs84.transform(px, py) for px, py in (*corners, corners[0])]
+    job_s = []
+    with tempfile.TemporaryDirectory() as work:
+        settings = Settings(cache_dir=Path(work) / "cache", device=args.device)
+        request = JobRequest(
+            aoi={"type": "Polygon", "coordinates": [ring]}, start="2020-11-01", end="2021-10-31", task="crop",
+            model_id=None, sources=(f"cube:{CUBE}",),
+        )  # fmt: skip
+        spec = build_spec(request, settings, cards, lambda name: parse_source(name, settings))
+        for repeat in range(args.repeats):
+            started = time.perf_counter()
+            run_job(spec, Path(work) / f"out{repeat}", settings)
+            job_s.append(time.perf_counter() - started)
+
+    # What the shipped heads lose on their held-out samples when the job has no DEM or weather (masked inputs).
+    series = concatenate([to_series(read_samples_table(str(p))) for p in DEFAULT_SAMPLES])
+    masking = {}
+    for model in (crop_type, cropland):
+        _, truth = model.labels(series)
+        held = block_holdout(spatial_blocks(series.latlon_deg), truth, HOLDOUT_FRACTION, 0)
+        scores = {}
+        for name, channels in (
+            ("all inputs", ()),
+            ("no DEM", ("elevation", "slope")),
+            ("no weather", ("temperature_2m", "total_precipitation")),
+            ("no DEM, no weather", ("elevation", "slope", "temperature_2m", "total_precipitation")),
+            ("no S1", ("VV", "VH")),
+        ):
+            part = series.take(held)
+            hidden = part.missing.copy()
+            for channel in channels:
+                hidden[..., CHANNELS.index(channel)] = True
+            part = type(part)(**{**part.__dict__, "missing": hidden})
+            metrics = evaluate(truth[held], model.probabilities(part).argmax(1), model.classes)
+            scores[name] = {
+                "overall_accuracy": round(metrics.overall_accuracy, 4),
+                "macro_f1": round(metrics.macro_f1, 4),
+            }
+        masking[model.card.id] = scores
+
+    print(
+        json.dumps(
+            {
+                "device": args.device,
+                "torch_threads": torch.get_num_threads(),
+                "cube_pixels": len(x),
+                "fp32": {"px_per_s": round(fp32_px_s), "km2_per_h": round(fp32_px_s * 0.36, 1)},
+                str(low).removeprefix("torch."): {
+                    "px_per_s": round(low_px_s),
+                    "km2_per_h": round(low_px_s * 0.36, 1),
+                    "argmax_agreement_crop_type": round(float((low_classes == fp32_classes).mean()), 4),
+                    "argmax_agreement_cropland": round(float((low_land == fp32_land).mean()), 4),
+                },
+                "low_precision_speedup": round(low_px_s / fp32_px_s, 3),
+                "crop_job_on_the_cube_s": {
+                    "median": round(statistics.median(job_s), 2),
+                    "runs": [round(t, 2) for t in job_s],
+                },
+                "crop_job_km2_per_h": round(area_km2 / statistics.median(job_s) * 3600, 1),
+                "held_out_with_inputs_masked": masking,
+            },
+            indent=1,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
