@@ -20,7 +20,7 @@ from worker.client import JobClient
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "worldcereal"
 CUBE = DATA / "monthly_cube_inputs.nc"
-CUBE_BBOX = "5.3192,50.6291,5.3331,50.6373"  # inside the cube's footprint (EPSG:32631, 1 km2)
+CUBE_BBOX = "5.3248,50.6342,5.3276,50.6358"  # 200 m x 180 m inside the cube (EPSG:32631, 1 km2)
 
 
 def test_a_crop_job_from_a_monthly_cube_runs_from_the_app_and_shows_its_cropland(

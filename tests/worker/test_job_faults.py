@@ -127,5 +127,7 @@ def test_a_killed_worker_leaves_the_health_count_within_two_heartbeats(client: J
     worker.kill()
     killed = time.monotonic()
     while client.health().workers != 0:
-        assert time.monotonic() - killed <= ALIVE_S + 2, "a dead worker still counts as alive"
+        # Alive for ALIVE_S after its last beat, which came at most one beat before the kill; a loaded machine
+        # (two test processes and their workers on 2 cores) adds seconds to each health poll.
+        assert time.monotonic() - killed <= ALIVE_S + HEARTBEAT_S, "a dead worker still counts as alive"
         time.sleep(0.2)
