@@ -56,21 +56,27 @@ def check_legend(legend: tuple[str, ...]) -> None:
         )
 
 
-def check_samples(train: np.ndarray, val: np.ndarray, legend: tuple[str, ...]) -> list[str]:
+def check_samples(
+    train: np.ndarray, val: np.ndarray, legend: tuple[str, ...], unit: str = "pixels", few: int = FEW_SAMPLES
+) -> list[str]:
     """Refuse what cannot be trained (one class, a class without training samples); warn about thin classes."""
     check_legend(legend)
     empty = [name for name, count in zip(legend, train, strict=True) if count == 0]
     if empty:
         raise LabelError(
-            f"No training pixel for {', '.join(repr(n) for n in empty)}: their labels lie outside the area, "
-            "under clouds or in the validation blocks only. Label more of them inside the area, or leave the "
+            f"No training {unit.rstrip('s')} for {', '.join(repr(n) for n in empty)}: their labels lie outside the "
+            "area, under clouds or in the validation blocks only. Label more of them inside the area, or leave the "
             "class out."
         )
     return [
-        f"Only {count} training pixels for {name!r} (fewer than {FEW_SAMPLES}): its metrics will be shaky."
+        f"Only {count} training {unit} for {name!r} (fewer than {few}): its metrics will be shaky."
         for name, count in zip(legend, train, strict=True)
-        if count < FEW_SAMPLES
-    ] + [f"No validation pixel for {name!r}." for name, count in zip(legend, val, strict=True) if count == 0]
+        if count < few
+    ] + [
+        f"No validation {unit.rstrip('s')} for {name!r}."
+        for name, count in zip(legend, val, strict=True)
+        if count == 0
+    ]
 
 
 def class_weights(counts: np.ndarray) -> np.ndarray:

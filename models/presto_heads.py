@@ -165,3 +165,21 @@ def raw_monthly_features(series: SampleSeries) -> np.ndarray:
     RandomForest is trained on."""
     values = np.where(series.missing, -999.0, series.values)[:, :, :16]
     return values.reshape(len(series), -1).astype(np.float32)
+
+
+OTHER = "other"  # the class that legend classes with too few samples merge into
+
+
+def plan_classes(
+    legend_names: np.ndarray, min_samples: int, other: str = OTHER
+) -> tuple[tuple[str, ...], dict[str, str]]:
+    """A new model's classes from its samples' legend classes: those with at least `min_samples` samples keep
+    their name (in order of frequency), the rest merge into `other`. Returns the classes and `legend_classes`."""
+    present = [name for name in legend_names if name is not None]
+    counts: dict[str, int] = {}
+    for name in present:
+        counts[name] = counts.get(name, 0) + 1
+    kept = tuple(sorted((n for n, c in counts.items() if c >= min_samples), key=lambda n: (-counts[n], n)))
+    if len(kept) < len(counts) and other not in kept:
+        return (*kept, other), {"*": other}
+    return kept, {}

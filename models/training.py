@@ -212,31 +212,44 @@ def save_head_model(
     metrics: dict[str, Metrics | None],
 ) -> tuple[Path, str, str]:
     """Install the model as a new version `<installed_dir>/<new_id>/v<N>/` (weights with the new head and a
-    sha256-pinned card, written to a staging folder and renamed into place); returns the folder, the version and
-    the state it starts in (the first version of an id goes to production, later ones are candidates)."""
+    sha256-pinned card); returns the folder, the version and the state it starts in."""
+    state = {k: v.clone() for k, v in network.module.state_dict().items()}
+    state["head.weight"] = torch.from_numpy(fitted.weight.copy())[:, :, None, None]
+    state["head.bias"] = torch.from_numpy(fitted.bias.copy())
+
+    def write(staging: Path, version: str) -> ModelCard:
+        weights_name = f"{new_id}-v{version}.pt"
+        torch.save(state, staging / weights_name)
+        sha256 = hashlib.sha256((staging / weights_name).read_bytes()).hexdigest()
+        return trained_card(base, new_id, version, legend, weights_name, sha256, training, metrics)
+
+    return install_version(installed_dir, new_id, write, training.get("by"))
+
+
+def install_version(
+    installed_dir: Path, new_id: str, write: Callable[[Path, str], ModelCard], by: str | None
+) -> tuple[Path, str, str]:
+    """Install a new version of `new_id`: `write(staging, version)` writes its weights into a staging folder and
+    returns its card; the card is written next to them and the folder renamed into place as
+    `<installed_dir>/<new_id>/v<N>/`. Returns the folder, the version and the state it starts in (the first
+    version of an id goes to production, later ones are candidates)."""
     model_dir = installed_dir / new_id
     if model_dir.exists() and read_versions(model_dir) is None:
         raise ModelError(
             f"A model {new_id} is installed already and has no versions; choose another --as id."
         )
-    state = {k: v.clone() for k, v in network.module.state_dict().items()}
-    state["head.weight"] = torch.from_numpy(fitted.weight.copy())[:, :, None, None]
-    state["head.bias"] = torch.from_numpy(fitted.bias.copy())
     model_dir.mkdir(parents=True, exist_ok=True)
     with file_lock(model_dir / ".install.lock", wait_s=60):
         version = next_version(model_dir)
         staging = Path(tempfile.mkdtemp(dir=model_dir, prefix=f".v{version}."))
         try:
-            weights_name = f"{new_id}-v{version}.pt"
-            torch.save(state, staging / weights_name)
-            sha256 = hashlib.sha256((staging / weights_name).read_bytes()).hexdigest()
-            card = trained_card(base, new_id, version, legend, weights_name, sha256, training, metrics)
+            card = write(staging, version)
             (staging / "card.json").write_text(json.dumps(card.model_dump(mode="json"), indent=1))
             os.rename(staging, model_dir / f"v{version}")
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        started_as = record_new_version(model_dir, version, training.get("by"))
+        started_as = record_new_version(model_dir, version, by)
     return model_dir / f"v{version}", version, started_as
 
 

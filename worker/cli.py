@@ -29,6 +29,7 @@ from worker.client import redacted
 if TYPE_CHECKING:
     from core.jobstore import JobStatus
     from core.training import Metrics
+    from worker.training import TrainResult
 
 log = logging.getLogger("terraseg")
 
@@ -87,16 +88,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--base", required=True, help="the model to start from, e.g. landcover-dynamic-world")
     train.add_argument(
-        "--labels", required=True, type=Path, help="GeoJSON, GeoPackage, zipped Shapefile or KML"
+        "--samples",
+        type=Path,
+        action="append",
+        help="a WorldCereal samples (geo)parquet, repeatable: train a head on a Presto crop model (--base)",
     )
-    train.add_argument("--label-field", required=True, help="the labels' field that holds the class")
-    train.add_argument("--aoi", required=True, help="the area whose imagery the labels describe (as for run)")
-    train.add_argument("--start", required=True, help="first date, YYYY-MM-DD")
-    train.add_argument("--end", required=True, help="last date, YYYY-MM-DD (inclusive)")
+    train.add_argument("--legend", help="with --samples: the WorldCereal legend (default: the base's)")
+    train.add_argument(
+        "--min-samples", type=int, default=10, help="with --samples: rarer classes merge into 'other'"
+    )
+    train.add_argument("--labels", type=Path, help="GeoJSON, GeoPackage, zipped Shapefile or KML")
+    train.add_argument("--label-field", help="the labels' field that holds the class")
+    train.add_argument("--aoi", help="the area whose imagery the labels describe (as for run)")
+    train.add_argument("--start", help="first date, YYYY-MM-DD")
+    train.add_argument("--end", help="last date, YYYY-MM-DD (inclusive)")
     train.add_argument("--source", action="append", dest="sources", help="as for run (default: sample)")
     train.add_argument("--as", dest="new_id", required=True, help="id of the new model")
     train.add_argument("--mode", default="head", help="head (built), decoder or full (not built yet)")
-    train.add_argument("--epochs", type=int, default=200, help="at most this many epochs (early stopping)")
+    train.add_argument(
+        "--epochs",
+        type=int,
+        help="at most this many epochs (early stopping); default 200, 100 with --samples",
+    )
     train.add_argument("--seed", type=int, default=0, help="the split's and the training's random seed")
     train.add_argument("--block-px", type=int, default=32, help="spatial-split block size, grid pixels")
     train.add_argument(
@@ -324,8 +337,24 @@ def command_train(args: argparse.Namespace, settings: Settings) -> int:
     from worker.training import TrainRequest, parse_class_pairs, train_model
 
     check_model_id(args.new_id)
-    if args.epochs < 1 or args.block_px < 1:
+    if args.samples:
+        return command_train_samples(args, settings)
+    epochs = 200 if args.epochs is None else args.epochs
+    if epochs < 1 or args.block_px < 1:
         raise AppError("--epochs and --block-px must be at least 1.")
+    absent = [
+        option
+        for option, value in (
+            ("--labels", args.labels),
+            ("--label-field", args.label_field),
+            ("--aoi", args.aoi),
+            ("--start", args.start),
+            ("--end", args.end),
+        )
+        if not value
+    ]
+    if absent:
+        raise AppError(f"train needs --samples FILE, or {', '.join(absent)} to read labels over imagery.")
     request = TrainRequest(
         base_id=args.base,
         new_id=args.new_id,
@@ -336,21 +365,45 @@ def command_train(args: argparse.Namespace, settings: Settings) -> int:
         end=args.end,
         sources=tuple(args.sources or ["sample"]),
         mode=args.mode,
-        epochs=args.epochs,
+        epochs=epochs,
         seed=args.seed,
         block_px=args.block_px,
         parent_classes=parse_class_pairs(args.parent_classes, "--parent-classes"),
     )
     result = train_model(request, settings, progress=print_progress)
+    return report_training(args, result)
+
+
+def command_train_samples(args: argparse.Namespace, settings: Settings) -> int:
+    """`terraseg train --samples`: a new head on a Presto crop model's encoder."""
+    from worker.training import SamplesTrainRequest, train_from_samples
+
+    epochs = 100 if args.epochs is None else args.epochs
+    if epochs < 1 or args.min_samples < 1:
+        raise AppError("--epochs and --min-samples must be at least 1.")
+    request = SamplesTrainRequest(
+        base_id=args.base,
+        new_id=args.new_id,
+        samples=tuple(args.samples),
+        legend=args.legend or "",
+        min_samples=args.min_samples,
+        epochs=epochs,
+        seed=args.seed,
+    )
+    return report_training(args, train_from_samples(request, settings, progress=print_progress), "samples")
+
+
+def report_training(args: argparse.Namespace, result: "TrainResult", unit: str = "pixels") -> int:
+    """Warnings, counts and scores on stderr; the new model id as the last stdout line."""
     for warning in result.warnings:
         print(f"terraseg: warning: {warning}", file=sys.stderr)
     counts = ", ".join(
         f"{name} {result.train_counts[name]}/{result.val_counts[name]}" for name in result.train_counts
     )
-    print(f"Training/validation pixels: {counts}", file=sys.stderr)
-    print(f"{result.model_id}: {result.metrics.summary()}", file=sys.stderr)
+    print(f"Training/validation {unit}: {counts}", file=sys.stderr)
+    print(f"{result.model_id}: {result.metrics.summary(unit)}", file=sys.stderr)
     if result.parent_metrics is not None:
-        print(f"{args.base} on the same pixels: {result.parent_metrics.summary()}", file=sys.stderr)
+        print(f"{args.base} on the same {unit}: {result.parent_metrics.summary(unit)}", file=sys.stderr)
     print(f"Installed {result.model_id} version {result.version} ({result.state}) in {result.folder}")
     if result.state == "candidate":
         print(

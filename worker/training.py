@@ -6,9 +6,9 @@ the parent model scored on the same validation pixels; the result installed as a
 import getpass
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import rasterio
@@ -386,3 +386,136 @@ def evaluate_samples(model_id: str, samples: Path, settings: Settings) -> Sample
     ]
     metrics = training.evaluate(truth[scored], predicted[scored], model.classes)
     return SampleEvaluation(metrics, rows, model.legend_name)
+
+
+@dataclass(frozen=True)
+class SamplesTrainRequest:
+    """What `terraseg train --samples` was asked: a new head on a Presto model's encoder from sample tables."""
+
+    base_id: str
+    new_id: str
+    samples: tuple[Path, ...]
+    legend: str = ""  # default: the base's legend
+    min_samples: int = 10  # legend classes with fewer samples merge into "other"
+    epochs: int = 100
+    seed: int = 0
+
+
+def train_from_samples(
+    request: SamplesTrainRequest, settings: Settings, progress: ProgressFn | None = None
+) -> TrainResult:
+    """Train a head on the base Presto model's encoder from WorldCereal sample tables, scored on held-out 0.1
+    degree cells (against the base, when its classes cover the legend), installed as a new version."""
+    from core.crop_samples import concatenate, labels_under, read_samples_table, to_series
+    from models.presto_heads import (
+        BUILDER,
+        block_holdout,
+        embeddings,
+        load_head_model,
+        model_classes,
+        plan_classes,
+        spatial_blocks,
+        worldcereal_legends,
+    )
+    from models.training import HeadConfig, fit_head, install_version, utc_now
+
+    cards = catalogue(settings.cache_dir)
+    base_card = cards.require_weights(request.base_id)
+    if base_card.builder != BUILDER:
+        raise AppError(
+            f"--samples trains a head on a Presto crop model's encoder; {request.base_id} is not one (use "
+            f"{', '.join(c.id for c in cards.cards.values() if c.builder == BUILDER)})."
+        )
+    missing = [p.name for p in request.samples if not p.is_file()]
+    if missing:
+        raise AppError(f"No samples file {', '.join(missing)}.")
+    base = load_head_model(base_card, cards.folder(request.base_id))
+    report = progress or (lambda fraction, message: None)
+    report(0.05, f"Reading {len(request.samples)} samples table(s)")
+    series = concatenate([to_series(read_samples_table(str(p))) for p in request.samples])
+    legend_name = request.legend or base.legend_name
+    names = labels_under(series.ewoc_code, legend_name, worldcereal_legends())
+    # Rare classes merge into the base's catch-all class when it has one (other_crop), so the two compare.
+    other = str(base.card.builder_args.get("legend_classes", {}).get("*", "other"))
+    classes, legend_classes = plan_classes(names, request.min_samples, other)
+    training.check_legend(classes)
+    y = model_classes(names, legend_classes, classes)
+    held_out = block_holdout(spatial_blocks(series.latlon_deg), y, 0.25, request.seed)
+    train = (y >= 0) & ~held_out
+    train_counts = np.bincount(y[train], minlength=len(classes))
+    val_counts = np.bincount(y[held_out], minlength=len(classes))
+    warnings = training.check_samples(train_counts, val_counts, classes, unit="samples", few=10)
+    report(0.15, f"Presto on {len(series)} samples")
+    features = embeddings(base.encoder, series, settings.device)
+    report(0.5, f"Training a head for {len(classes)} classes on {int(train.sum())} samples")
+    weights = training.class_weights(train_counts)
+    config = HeadConfig(epochs=request.epochs, patience=request.epochs, seed=request.seed)
+    fitted = fit_head(features[train], y[train], features[train], y[train], classes, weights, config)
+    metrics = training.evaluate(y[held_out], fitted.predict(features[held_out]), classes)
+    parent_metrics = None
+    if legend_name == base.legend_name and set(classes) <= set(base.classes):
+        # the base on the same held-out samples, its classes as ours by name (one of its own is simply wrong)
+        to_ours = np.array([classes.index(c) if c in classes else len(classes) for c in base.classes])
+        predicted = to_ours[base.head(features[held_out]).argmax(axis=1)]
+        parent_metrics = training.evaluate(y[held_out], predicted, classes)
+    trained: dict[str, Any] = {
+        "base": f"{base_card.id} {base_card.version}",
+        "mode": "head",
+        "samples": [p.name for p in request.samples],
+        "legend": legend_name,
+        "counts": {"train": int(train.sum()), "held_out": int(held_out.sum())},
+        "seed": request.seed,
+        "epochs": request.epochs,
+        "best_epoch": fitted.best_epoch,
+        "trained_at": utc_now(),
+        "by": getpass.getuser(),
+    }
+
+    def write(staging: Path, version: str) -> ModelCard:
+        import hashlib
+
+        import torch
+
+        weights_name = f"{request.new_id}-v{version}-head.pt"
+        torch.save(
+            {"weight": torch.from_numpy(fitted.weight.copy()), "bias": torch.from_numpy(fitted.bias.copy())},
+            staging / weights_name,
+        )
+        palette = [c.color for c in base_card.classes] + ["#e7298a", "#66a61e", "#1b9e77", "#7570b3"]
+        return base_card.replace(
+            id=request.new_id,
+            version=version,
+            description=(
+                f"Crops in {len(classes)} classes ({', '.join(classes)}) of the legend {legend_name}: the Presto "
+                f"encoder of {base_card.id} with a head trained here on {len(series)} samples."
+            ),
+            classes=[asdict(ClassInfo(v, n, palette[v % len(palette)])) for v, n in enumerate(classes)],
+            status="trained-here",
+            provenance=f"Head trained by TerraSeg on {trained['trained_at']} from {base_card.id} "
+            f"{base_card.version} on {', '.join(p.name for p in request.samples)}.",
+            weights=[weights_name],
+            weights_sha256={weights_name: hashlib.sha256((staging / weights_name).read_bytes()).hexdigest()},
+            metrics={"held_out": metrics.model_dump()}
+            | ({"base_on_held_out": parent_metrics.model_dump()} if parent_metrics else {}),
+            training=trained,
+            builder_args={k: v for k, v in base_card.builder_args.items() if k != "cropland_model"}
+            | {"legend_classes": legend_classes},
+            label_mapping=legend_name,
+            default_for_task=False,
+        )
+
+    report(0.9, "Installing")
+    folder, version, state = install_version(
+        settings.cache_dir / "models", request.new_id, write, str(trained["by"])
+    )
+    return TrainResult(
+        request.new_id,
+        version,
+        state,
+        folder,
+        metrics,
+        parent_metrics,
+        {name: int(n) for name, n in zip(classes, train_counts, strict=True)},
+        {name: int(n) for name, n in zip(classes, val_counts, strict=True)},
+        warnings,
+    )

@@ -75,3 +75,53 @@ def test_evaluate_with_samples_refuses_what_it_cannot_score(tmp_path):
     assert lacks.returncode != 0 and "lacks the column(s) S2-L2A-B04" in lacks.stderr
     neither = terraseg("evaluate", "--model", "crop-presto-cropland", cwd=tmp_path)
     assert neither.returncode != 0 and "needs --samples FILE, or --labels" in neither.stderr
+
+
+def test_a_model_owner_trains_a_crop_head_from_samples_and_maps_a_cube_with_it(tmp_path):
+    """`terraseg train --samples` on the base's encoder, then the new model scored on samples and run as a job."""
+    monthly, dekads = DEFAULT_SAMPLES
+    trained = terraseg(
+        "train", "--base", "crop-presto-croptype", "--samples", str(monthly), "--samples", str(dekads),
+        "--as", "my-crops", cwd=tmp_path,
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    assert trained.stdout.strip().splitlines()[-1] == "my-crops"
+    assert "Training/validation samples: no_crop 132/58, wheat 35/22" in trained.stderr
+    scores = [line for line in trained.stderr.splitlines() if " on 142 samples" in line]
+    assert [line.split(":")[0].split(" on the")[0] for line in scores] == ["my-crops", "crop-presto-croptype"]
+    card = json.loads((tmp_path / "cache" / "models" / "my-crops" / "v1" / "card.json").read_text())
+    assert card["status"] == "trained-here" and card["label_mapping"] == "CROPTYPE20_EUROPE"
+    assert card["metrics"]["held_out"]["samples"] == 142 and card["builder_args"]["legend_classes"] == {
+        "*": "other_crop"
+    }
+    evaluated = terraseg("evaluate", "--model", "my-crops", "--samples", str(dekads), "--json", cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads(evaluated.stdout)["samples"] == 174
+    aoi = "5.3248,50.6342,5.3276,50.6358"  # 200 m inside the shipped cube
+    cube = Path(__file__).resolve().parents[1] / "data" / "worldcereal" / "monthly_cube_inputs.nc"
+    mapped = terraseg(
+        "run", "--task", "crop", "--model", "my-crops", "--source", f"cube:{cube}", "--aoi", aoi,
+        "--start", "2020-11-01", "--end", "2021-10-31", "--out", "out", cwd=tmp_path,
+    )  # fmt: skip
+    assert mapped.returncode == 0, mapped.stderr
+    stats = json.loads((tmp_path / "out" / "stats.json").read_text())
+    assert stats["model_id"] == "my-crops" and stats["valid_pixels"] > 300
+    assert not (tmp_path / "out" / "cropland.tif").exists()  # a trained head brings no cropland companion
+
+
+def test_training_from_samples_refuses_what_it_cannot_train(tmp_path):
+    monthly, _ = DEFAULT_SAMPLES
+    not_presto = terraseg(
+        "train", "--base", "landcover-dynamic-world", "--samples", str(monthly), "--as", "x", cwd=tmp_path
+    )
+    assert not_presto.returncode != 0 and "is not one (use crop-presto-cropland" in not_presto.stderr
+    legend = terraseg(
+        "train", "--base", "crop-presto-croptype", "--samples", str(monthly), "--legend", "NOPE", "--as", "x",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert legend.returncode != 0 and "No legend 'NOPE'; the legends are" in legend.stderr
+    neither = terraseg("train", "--base", "crop-presto-croptype", "--as", "x", cwd=tmp_path)
+    assert neither.returncode != 0 and "train needs --samples FILE, or --labels" in neither.stderr
+    for result in (not_presto, legend, neither):
+        assert "Traceback" not in result.stderr
+    assert not (tmp_path / "cache" / "models" / "x").exists()
