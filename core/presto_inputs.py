@@ -3,6 +3,10 @@ and the normalisation Presto was trained with (nasaharvest/presto's S1_S2_ERA5_S
 
 import numpy as np
 
+# The card builder of a Presto crop model (models.presto_heads), here so torch-free code (the catalogue, the
+# pages) can tell such a model without importing torch.
+PRESTO_BUILDER = "presto-head"
+
 # The 17 input channels, in the order the published weights expect.
 CHANNELS: tuple[str, ...] = (
     "VV", "VH",  # S1 backscatter, dB

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from core.errors import ModelError, UntrainedModel
 from core.jobs import JobModels
+from core.presto_inputs import PRESTO_BUILDER
 from core.types import ModelCard, UnknownNormalisation
 from models.versions import VERSIONS_FILE, State, read_versions, version_folders
 
@@ -129,7 +130,7 @@ class Catalogue:
         if card.task != task or card.output != "map":
             raise ModelError(f"Model {card.id} is a {card.task} model, not a {task} model.")
         # Presto crop models read monthly composites whose clouds are masked already: no cloud model runs.
-        cloud = None if task == CLOUD_TASK or card.builder == "presto-head" else self.default_for(CLOUD_TASK)
+        cloud = None if task == CLOUD_TASK or card.builder == PRESTO_BUILDER else self.default_for(CLOUD_TASK)
         return JobModels(card, cloud)
 
     def require_weights(self, model_id: str) -> ModelCard:

@@ -20,14 +20,14 @@ import numpy as np
 import torch
 
 from core.crop_samples import SampleError, SampleSeries, labels_under
-from core.presto_inputs import normalise
+from core.presto_inputs import PRESTO_BUILDER, normalise
 from core.types import ModelCard
 from models import presto
 
 MODELS_DIR = Path(__file__).resolve().parent
 LEGENDS_FILE = MODELS_DIR / "legends" / "class_mappings.json"
 WEIGHTS_DIR = MODELS_DIR / "weights"
-BUILDER = "presto-head"
+BUILDER = PRESTO_BUILDER
 
 
 @cache

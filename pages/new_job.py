@@ -10,6 +10,7 @@ from core.errors import AppError
 from core.jobs import JobRequest, JobSpec, build_spec
 from core.monthly_cube import check_season, cube_path, open_cube
 from core.preflight import Estimate, estimate_cube_job, estimate_job, find_scenes, format_duration
+from core.presto_inputs import PRESTO_BUILDER
 from core.sources import SOURCE_HELP, check_app_source, parse_source
 from models.catalogue import catalogue
 from pages import ui
@@ -23,7 +24,7 @@ def preflight(spec: JobSpec, _settings: Settings) -> Estimate:
     """A real search and the estimate. Errors are raised, so Streamlit caches only successful answers."""
     aoi = spec.aoi.to_aoi()
     models = catalogue(_settings.cache_dir).job_models(spec.task, spec.model_id)
-    if models.model.builder == "presto-head":  # a crop model reads a monthly cube, not scenes
+    if models.model.builder == PRESTO_BUILDER:  # a crop model reads a monthly cube, not scenes
         cube = open_cube(cube_path(spec.sources, spec.model_id))
         check_season(cube, spec.start, spec.end)
         return estimate_cube_job(aoi, cube, models.model)
@@ -75,7 +76,7 @@ with right:
     except AppError as err:
         shown.add(str(err))
         st.error(str(err))
-    if card.builder == "presto-head":
+    if card.builder == PRESTO_BUILDER:
         st.caption(
             "This model reads a ready monthly cube (12 months of S2, S1, DEM and weather, an openEO netCDF): "
             "give it as the source cube:FILE.nc, inside a folder the operator allows."

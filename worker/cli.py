@@ -342,17 +342,7 @@ def command_train(args: argparse.Namespace, settings: Settings) -> int:
     epochs = 200 if args.epochs is None else args.epochs
     if epochs < 1 or args.block_px < 1:
         raise AppError("--epochs and --block-px must be at least 1.")
-    absent = [
-        option
-        for option, value in (
-            ("--labels", args.labels),
-            ("--label-field", args.label_field),
-            ("--aoi", args.aoi),
-            ("--start", args.start),
-            ("--end", args.end),
-        )
-        if not value
-    ]
+    absent = absent_area_options(args)
     if absent:
         raise AppError(f"train needs --samples FILE, or {', '.join(absent)} to read labels over imagery.")
     request = TrainRequest(
@@ -372,6 +362,18 @@ def command_train(args: argparse.Namespace, settings: Settings) -> int:
     )
     result = train_model(request, settings, progress=print_progress)
     return report_training(args, result)
+
+
+def absent_area_options(args: argparse.Namespace) -> list[str]:
+    """The options of labels over imagery (train and evaluate without --samples) that were not given."""
+    given = (
+        ("--labels", args.labels),
+        ("--label-field", args.label_field),
+        ("--aoi", args.aoi),
+        ("--start", args.start),
+        ("--end", args.end),
+    )
+    return [option for option, value in given if not value]
 
 
 def command_train_samples(args: argparse.Namespace, settings: Settings) -> int:
@@ -424,17 +426,7 @@ def command_evaluate(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.samples:
         return command_evaluate_samples(args, settings)
-    absent = [
-        option
-        for option, value in (
-            ("--labels", args.labels),
-            ("--label-field", args.label_field),
-            ("--aoi", args.aoi),
-            ("--start", args.start),
-            ("--end", args.end),
-        )
-        if not value
-    ]
+    absent = absent_area_options(args)
     if absent:
         raise AppError(f"evaluate needs --samples FILE, or {', '.join(absent)} to map an area and score it.")
     request = EvaluateRequest(
