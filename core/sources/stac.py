@@ -199,7 +199,9 @@ class StacSource(NoProducts):
         if sensor != "S2":
             raise SourceError(f"{self.name}: only Sentinel-2 is searched in STAC catalogues so far.")
         import pystac_client
+        from pystac.errors import STACError, STACTypeError
         from pystac_client.conformance import ConformanceClasses
+        from pystac_client.errors import ClientTypeError
         from pystac_client.exceptions import APIError
 
         try:
@@ -230,6 +232,12 @@ class StacSource(NoProducts):
             raise SourceError(f"{self.name} answered with an error: {str(err)[:200]}") from err
         except OSError as err:  # requests' connection errors and timeouts are OSErrors
             raise SourceUnavailable(f"{self.name} cannot be reached ({type(err).__name__}).") from err
+        except (ValueError, TypeError, AttributeError, KeyError, STACError, STACTypeError, ClientTypeError) as err:
+            # Not JSON (a web page), or JSON that is not a STAC API: the URL is wrong, and retrying will not help.
+            log.info("%s: not a STAC API answer: %r", self.name, err)
+            raise SourceError(
+                f"{self.name} did not answer as a STAC API; check that the URL is the catalogue's root."
+            ) from err
         scenes = [s for s in (item_to_scene(item, self.name) for item in self.sign(items)) if s is not None]
         if not scenes:
             raise NoScenesFound(

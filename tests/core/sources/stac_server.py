@@ -172,6 +172,16 @@ class StacServer:
                     server.log(method, parsed.path, self.headers.get("Range"), 0)
                     self.send_error(503, "Service Unavailable")
                     return
+                answer = server.folder / "answer_instead"  # a URL that is not a STAC API (a web page, other JSON)
+                if answer.exists() and not parsed.path.startswith("/v1/data/"):
+                    body = answer.read_bytes()
+                    server.log(method, parsed.path, None, len(body))
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/html" if body.startswith(b"<") else "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                    return
                 if m := re.fullmatch(r"/api/sas/v1/token/([^/]+)", parsed.path):  # Planetary Computer's SAS
                     self._json(
                         {"msft:expiry": "2099-01-01T00:00:00Z", "token": f"st=now&sig=test-{m.group(1)}"}
@@ -331,6 +341,14 @@ class StacServerProcess:
     def set_rate(self, mb_s: float | None) -> None:
         """Serve file bodies at about `mb_s` MB/s (None: as fast as the machine allows)."""
         self._flag("rate_mb_s", None if mb_s is None else str(mb_s))
+
+    def answer_instead(self, body: bytes | None) -> None:
+        """Answer every catalogue request with `body` and 200, as a web page or another API at that URL would."""
+        flag = self.folder / "answer_instead"
+        if body is None:
+            flag.unlink(missing_ok=True)
+        else:
+            flag.write_bytes(body)
 
     def set_down(self, down: bool) -> None:
         self._flag("down", "" if down else None)

@@ -132,6 +132,20 @@ def test_an_unreachable_catalogue_is_unavailable_not_an_internal_error():
         parse_source("stac:http://127.0.0.1:9/v1", Settings()).search(AOI.geometry, *SUMMER)
 
 
+@pytest.mark.parametrize(
+    "answer",
+    [b"<html><body>Welcome to nginx!</body></html>", b'{"hello": "world"}', b"[1, 2]", b'{"type": "Catalog"}'],
+    ids=["web page", "other json", "json list", "catalog without links"],
+)
+def test_a_url_that_is_not_a_stac_api_gets_a_sentence_not_a_parser_error(stac, answer):
+    stac.answer_instead(answer)
+    try:
+        with pytest.raises(SourceError, match="did not answer as a STAC API; check that the URL is the catalogue"):
+            parse_source(f"stac:{stac.url}", Settings()).search(AOI.geometry, *SUMMER)
+    finally:
+        stac.answer_instead(None)
+
+
 def test_a_catalogue_with_sas_signing_gets_tokens_and_unsigned_links_are_refused(stac, tmp_path):
     from core.sources.stac import StacSource
 
