@@ -178,3 +178,27 @@ def as_date(value: date | str, what: str) -> date:
         return date.fromisoformat(value)
     except ValueError as err:
         raise DateRangeError(f"The {what} date {value!r} is not a date in the form YYYY-MM-DD.") from err
+
+
+class TrainingSpec(BaseModel):
+    """A training run queued for a worker (labels over imagery, as `terraseg train` takes them), checked at
+    submission. The labels file is copied into the run's folder as `labels_file`; the area is stored as GeoJSON."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = 1  # older training specs are refused, not guessed at
+    base_id: str
+    new_id: str
+    mode: str = "head"
+    epochs: int = Field(200, ge=1)
+    seed: int = 0
+    block_px: int = Field(32, ge=1)
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    parent_classes: dict[str, str] = Field(default_factory=dict)
+    labels_file: str = Field(pattern=r"^labels\.[a-z]+$")  # a name inside the run's folder, never a path
+    label_field: str
+    aoi_geojson: str
+    start: date
+    end: date
+    sources: tuple[str, ...] = ("sample",)
+    by: str  # who started it, for the new version's card

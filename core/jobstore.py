@@ -1,7 +1,7 @@
 """The job directories under `cache/jobs/<job_id>/`: the truth about every job, whatever Redis remembers.
 
 A job directory holds:
-- `spec.json`: the JobSpec, written once at submission;
+- `spec.json`: the request (a JobSpec; a training run's TrainingSpec), written once at submission;
 - `job.json`: submission facts (spec hash, queue, when, where to copy the outputs), written once;
 - `status.json`: the current state, replaced atomically on every change;
 - `log.txt`: an append-only log of stages, warnings and, for internal errors, the traceback;
@@ -26,17 +26,18 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from core.diskspace import NO_SPACE_ERRNOS
 from core.errors import AppError, SpecError
-from core.jobs import SPEC_SCHEMA_VERSION, JobSpec
+from core.jobs import JobSpec
 
 STATES = ("queued", "running", "finished", "failed", "cancelled")
 TERMINAL_STATES = ("finished", "failed", "cancelled")
 JOB_ID_PATTERN = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$")
+Request = TypeVar("Request", bound=BaseModel)
 
 
 class UnknownJob(AppError):
@@ -144,7 +145,7 @@ class JobStore:
         """Whether the job has a directory with a status file."""
         return (self.job_dir(job_id) / "status.json").exists()
 
-    def create(self, job_id: str, spec: JobSpec, info: dict[str, Any]) -> JobStatus:
+    def create(self, job_id: str, spec: BaseModel, info: dict[str, Any]) -> JobStatus:
         """Write spec.json, job.json and a first 'queued' status.json for a new job."""
         job_dir = self.job_dir(job_id)
         job_dir.mkdir(parents=True, exist_ok=True)
@@ -163,14 +164,22 @@ class JobStore:
 
     def read_spec(self, job_id: str) -> JobSpec:
         """The job's request, or a SpecError saying plainly that its file is damaged."""
+        return self.read_request(job_id, JobSpec)
+
+    def read_request(self, job_id: str, kind: type[Request]) -> Request:
+        """The job's request as a `kind` (whose `schema_version` field's default is the version this TerraSeg
+        writes), or a SpecError saying plainly that its file is damaged or was made by an older TerraSeg."""
         path = self.job_dir(job_id) / "spec.json"
         try:
             document = json.loads(path.read_text())
-            if isinstance(document, dict) and document.get("schema_version") != SPEC_SCHEMA_VERSION:
+            if (
+                isinstance(document, dict)
+                and document.get("schema_version") != kind.model_fields["schema_version"].default
+            ):
                 raise SpecError(
                     f"Job {job_id}'s request was made by an older TerraSeg; submit it again."
                 ) from None
-            return JobSpec.model_validate(document)
+            return kind.model_validate(document)
         except FileNotFoundError:
             raise SpecError(f"Job {job_id} has no request file ({path.name}); it cannot run.") from None
         except (ValueError, ValidationError) as err:

@@ -152,6 +152,28 @@ class Catalogue:
         return card
 
 
+MODES = ("head", "decoder", "full")  # what `terraseg train --mode` names
+
+
+def check_trainable(cards: "Catalogue", model_id: str, mode: str) -> None:
+    """ModelError when a new head cannot be trained on `model_id` in `mode` (nothing is loaded)."""
+    if mode not in MODES:
+        raise ModelError(f"Unknown training mode {mode!r}; the modes are {', '.join(MODES)}.")
+    card = cards.get(model_id)
+    if card.status == "untrained":
+        raise ModelError(
+            f"Model {model_id} has no trained weights, so --mode {mode} has no features to build on: an untrained "
+            "base can only be trained --mode full, which is not built yet."
+        )
+    if mode != "head":
+        raise ModelError(f"--mode {mode} is not built yet; --mode head is.")
+    if card.builder != "dynamic-world":
+        raise ModelError(
+            f"Head training reads the features of Dynamic World models; {model_id} ({card.builder or 'no builder'}) "
+            "is not one yet. Use --base landcover-dynamic-world."
+        )
+
+
 def build_catalogue(installed_dir: Path | None) -> Catalogue:
     """Read every card; a shipped card must be right, a bad installed one is skipped with a warning."""
     cards: dict[str, ModelCard] = {}

@@ -25,10 +25,9 @@ from core.errors import ModelError
 from core.jobstore import file_lock
 from core.training import Features, Metrics, evaluate
 from core.types import ClassInfo, ModelCard
-from models.catalogue import Catalogue
+from models.catalogue import Catalogue, check_trainable
 from models.versions import next_version, read_versions, record_new_version
 
-MODES = ("head", "decoder", "full")
 # Colours for a new legend (tab10), in class order.
 PALETTE = (
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
@@ -83,21 +82,8 @@ class FeatureNetwork:
 
 def feature_network(cards: Catalogue, model_id: str, mode: str) -> FeatureNetwork:
     """The base model's network, frozen, for training a new head; ModelError when that cannot be done."""
-    if mode not in MODES:
-        raise ModelError(f"Unknown training mode {mode!r}; the modes are {', '.join(MODES)}.")
+    check_trainable(cards, model_id, mode)
     card = cards.get(model_id)
-    if card.status == "untrained":
-        raise ModelError(
-            f"Model {model_id} has no trained weights, so --mode {mode} has no features to build on: an untrained "
-            "base can only be trained --mode full, which is not built yet."
-        )
-    if mode != "head":
-        raise ModelError(f"--mode {mode} is not built yet; --mode head is.")
-    if card.builder != "dynamic-world":
-        raise ModelError(
-            f"Head training reads the features of Dynamic World models; {model_id} ({card.builder or 'no builder'}) "
-            "is not one yet. Use --base landcover-dynamic-world."
-        )
     from models import dynamic_world
 
     weights = cards.folder(model_id) / card.weights[0]

@@ -116,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--parent-classes",
         help="how the base's classes match yours, to score it too: 'your class=base class,...'",
     )
+    train.add_argument(
+        "--queue",
+        action="store_true",
+        help="check the request here, then run it on a worker of the training queue ('terraseg worker --queues "
+        "training'); prints the run's id last (follow it with 'terraseg status ID')",
+    )
     evaluate = verbs.add_parser(
         "evaluate",
         help="score a model's map against labelled polygons or points, or a crop model on a samples parquet",
@@ -226,9 +232,13 @@ def format_status(status: "JobStatus") -> str:
 
 def command_jobs(args: argparse.Namespace, settings: Settings) -> int:
     """The job verbs: status, jobs, cancel, logs, retry, delete, recover, worker."""
-    from worker.client import JobClient
+    from worker.client import JobClient, TrainingClient
 
     client = JobClient(settings)
+    runs = TrainingClient(settings)
+    job_id = getattr(args, "job_id", None)
+    if job_id is not None and not client.store.exists(job_id) and runs.store.exists(job_id):
+        client = runs  # a training run's id: the same verbs work on it
     if args.verb == "worker":
         from worker.service import QUEUES, serve
 
@@ -237,7 +247,7 @@ def command_jobs(args: argparse.Namespace, settings: Settings) -> int:
         status = client.status(args.job_id)
         print(json.dumps(status.to_dict(), indent=1) if args.json else format_status(status))
     elif args.verb == "jobs":
-        statuses = client.list_jobs()
+        statuses = client.list_jobs() + runs.list_jobs()
         if args.json:
             print(json.dumps([s.to_dict() for s in statuses], indent=1))
         for status in [] if args.json else statuses:
@@ -252,7 +262,7 @@ def command_jobs(args: argparse.Namespace, settings: Settings) -> int:
         client.delete(args.job_id)
         print(f"deleted {args.job_id}")
     elif args.verb == "recover":
-        requeued = client.recover()
+        requeued = client.recover() + runs.recover()
         print(f"re-queued {len(requeued)} job(s)" + (": " + " ".join(requeued) if requeued else ""))
     return 0
 
@@ -338,6 +348,8 @@ def command_train(args: argparse.Namespace, settings: Settings) -> int:
 
     check_model_id(args.new_id)
     if args.samples:
+        if args.queue:
+            raise AppError("--queue trains from labels over imagery; --samples heads train here, in seconds.")
         return command_train_samples(args, settings)
     epochs = 200 if args.epochs is None else args.epochs
     if epochs < 1 or args.block_px < 1:
@@ -360,6 +372,15 @@ def command_train(args: argparse.Namespace, settings: Settings) -> int:
         block_px=args.block_px,
         parent_classes=parse_class_pairs(args.parent_classes, "--parent-classes"),
     )
+    if args.queue:
+        from worker.client import TrainingClient
+        from worker.training import queue_training
+
+        run_id = queue_training(request, settings)
+        status = TrainingClient(settings).status(run_id)
+        print(f"terraseg: training run {run_id} {status.state}: {status.message}", file=sys.stderr)
+        print(run_id)
+        return 0
     result = train_model(request, settings, progress=print_progress)
     return report_training(args, result)
 

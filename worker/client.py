@@ -1,11 +1,15 @@
 """The job API that pages and the CLI use: submit, status, list, cancel, retry, delete, logs, recover.
 
 Callers get plain values (core.jobstore.JobStatus, str, dict); no RQ type leaves this module. Every job runs
-whole on the `inference` queue (the local sources need no download step); the `download` and `training`
-queues exist for the remote sources and retraining, which will enqueue there.
+whole on the `inference` queue (the local sources need no download step); training runs (TrainingClient) run on
+the `training` queue, with folders of their own under `<cache>/training-runs`; the `download` queue exists for
+the remote sources, which will enqueue there.
 """
 
 import contextlib
+import glob
+import hashlib
+import json
 import logging
 import os
 import shutil
@@ -22,7 +26,7 @@ from rq.serializers import JSONSerializer
 
 from core.config import Settings, get_settings
 from core.errors import AppError, SpecError
-from core.jobs import JobSpec
+from core.jobs import JobSpec, TrainingSpec
 from core.jobstore import JobStatus, JobStore, UnknownJob, file_lock, new_job_id, utc_now
 
 log = logging.getLogger(__name__)
@@ -30,9 +34,11 @@ log = logging.getLogger(__name__)
 QUEUES = ("download", "inference", "training")
 JOB_QUEUE = "inference"
 ENTRY_POINT = "worker.entry.execute_job"
+TRAINING_QUEUE = "training"
+TRAINING_ENTRY_POINT = "worker.entry.execute_training"
 # Jobs in Redis are JSON (a job id and plain values), never pickles, and workers run no function but these: a
 # process that can write to Redis cannot make a worker run code of its choosing.
-ENTRY_POINTS = frozenset({ENTRY_POINT, "worker.entry.ping"})
+ENTRY_POINTS = frozenset({ENTRY_POINT, TRAINING_ENTRY_POINT, "worker.entry.ping"})
 LIVE_RQ_STATES = ("queued", "started", "deferred", "scheduled")
 # A job RQ reports as started but whose lock nobody holds gets this long to take it before it counts as dead.
 START_GRACE_S = 10.0
@@ -101,9 +107,13 @@ class Health:
 class JobClient:
     """Submits and inspects jobs; the job folders under `<cache>/jobs` are the truth, Redis the live view."""
 
+    queue_name = JOB_QUEUE
+    entry_point = ENTRY_POINT
+    folder_name = "jobs"
+
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
-        self.store = JobStore(self.settings.cache_dir / "jobs")
+        self.store = JobStore(self.settings.cache_dir / self.folder_name)
         self.redis = redis.Redis.from_url(
             self.settings.redis_url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=10
         )
@@ -186,8 +196,8 @@ class JobClient:
         try:
             with contextlib.suppress(NoSuchJobError):
                 fetch_job(job_id, self.redis).delete()
-            job_queue(JOB_QUEUE, self.redis).enqueue(
-                ENTRY_POINT,
+            job_queue(self.queue_name, self.redis).enqueue(
+                self.entry_point,
                 job_id,
                 job_id=job_id,
                 job_timeout=self.settings.job_timeout_s,
@@ -213,7 +223,7 @@ class JobClient:
         if status.is_terminal:
             return status
         try:
-            self.store.read_spec(job_id)
+            self.check_request(job_id)
         except SpecError as err:
             status.state, status.error, status.message = "failed", str(err), str(err)
             return status
@@ -244,6 +254,10 @@ class JobClient:
             except UnknownJob:  # a folder being created or deleted right now
                 continue
         return statuses
+
+    def check_request(self, job_id: str) -> None:
+        """SpecError when the job's request file is damaged or too old to run."""
+        self.store.read_spec(job_id)
 
     def spec(self, job_id: str) -> JobSpec:
         """The job's request as submitted (SpecError when its file is damaged)."""
@@ -305,7 +319,7 @@ class JobClient:
                 raise JobError(
                     f"Job {job_id} is {status.state}; only failed or cancelled jobs can be retried."
                 )
-            self.store.read_spec(job_id)  # a damaged request cannot be retried; say so now
+            self.check_request(job_id)  # a damaged request cannot be retried; say so now
             self.store.clear_cancel(job_id)
             self.store.update_status(
                 job_id,
@@ -405,6 +419,68 @@ class JobClient:
             return None
         except redis.exceptions.RedisError:
             return "unreachable"
+
+
+class TrainingClient(JobClient):
+    """Training runs on the `training` queue: the same folders, states, progress, cancel, retry and recovery as
+    jobs, under `<cache>/training-runs`. A run's folder also holds its labels and `epochs.jsonl` (one line per
+    epoch: loss and validation macro F1), and, when it has finished, `outputs/training.json`."""
+
+    queue_name = TRAINING_QUEUE
+    entry_point = TRAINING_ENTRY_POINT
+    folder_name = "training-runs"
+
+    def check_request(self, job_id: str) -> None:
+        self.store.read_request(job_id, TrainingSpec)
+
+    def training_spec(self, job_id: str) -> TrainingSpec:
+        """The run's request as submitted (SpecError when its file is damaged)."""
+        return self.store.read_request(job_id, TrainingSpec)
+
+    def submit_training(self, spec: TrainingSpec, labels: Path) -> str:
+        """Queue a checked training run whose labels are the file `labels` (copied into the run's folder, with
+        a Shapefile's sidecar files); returns the run's id. An identical queued or running run answers."""
+        spec_hash = hashlib.sha256(spec.model_dump_json().encode() + labels.read_bytes()).hexdigest()
+        job_id = new_job_id()
+        info = {"spec_hash": spec_hash, "queue": self.queue_name, "submitted_at": utc_now(), "kind": "training"}
+        self.store.root.mkdir(parents=True, exist_ok=True)
+        with file_lock(self.store.root / ".submit.lock", wait_s=30.0):
+            active = self.store.find_active(spec_hash)
+            if active is not None:
+                self.store.append_log(active.job_id, "an identical run was submitted: answered with this run")
+                return active.job_id
+            folder = self.store.job_dir(job_id)
+            folder.mkdir()
+            with self.store.try_lock(job_id):
+                shutil.copyfile(labels, folder / spec.labels_file)
+                if labels.suffix.lower() == ".shp":  # a plain Shapefile is several files of one name
+                    for sidecar in labels.parent.glob(f"{glob.escape(labels.stem)}.*"):
+                        if sidecar.suffix.lower() != ".shp":
+                            shutil.copyfile(sidecar, folder / f"labels{sidecar.suffix.lower()}")
+                self.store.create(job_id, spec, info)
+                self._enqueue(job_id)
+        return job_id
+
+    def epochs(self, job_id: str) -> list[dict[str, float]]:
+        """The run's epochs so far: {"epoch", "loss", "val_macro_f1"} each (of its latest attempt)."""
+        path = self.store.job_dir(job_id) / "epochs.jsonl"
+        rows = []
+        with contextlib.suppress(FileNotFoundError):
+            for line in path.read_text().splitlines():
+                with contextlib.suppress(ValueError):  # a line being written right now
+                    row = json.loads(line)
+                    if isinstance(row, dict):
+                        rows.append(row)
+        return rows
+
+    def result(self, job_id: str) -> dict[str, Any] | None:
+        """What a finished run installed and how it scored (outputs/training.json), None before."""
+        path = self.store.outputs_dir(job_id) / "training.json"
+        try:
+            document = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return document if isinstance(document, dict) else None
 
 
 def cancelled_before_start(status: JobStatus) -> str:

@@ -5,11 +5,13 @@ failure ends the job as "failed" with its sentence, an unexpected one as "intern
 one (Redis or network) goes back to RQ's Retry with backoff while retries are left.
 """
 
+import json
 import logging
 import shutil
 import socket
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from rq.timeouts import JobTimeoutException
 from core import diskspace, export, report
 from core.config import Settings, get_settings
 from core.errors import AppError, JobCancelled
+from core.jobs import TrainingSpec
 from core.jobstore import JobStatus, JobStore, utc_now
 from worker.client import RETRY_BACKOFF_S, cancelled_before_start
 
@@ -84,7 +87,21 @@ class JobProgress:
 def execute_job(job_id: str) -> str:
     """RQ entry point: run job `job_id` from its folder; returns the state it ended in."""
     settings = get_settings()
-    store = JobStore(settings.cache_dir / "jobs")
+    return execute(JobStore(settings.cache_dir / "jobs"), job_id, settings, run_stages)
+
+
+def execute_training(job_id: str) -> str:
+    """RQ entry point of the `training` queue: run training run `job_id` from its folder."""
+    settings = get_settings()
+    return execute(JobStore(settings.cache_dir / "training-runs"), job_id, settings, run_training)
+
+
+# The part of a run that differs between jobs and training runs: it ends the run with `end` and returns the state.
+Stages = Callable[[JobStore, JobStatus, Settings, Job | None], str]
+
+
+def execute(store: JobStore, job_id: str, settings: Settings, stages: Stages) -> str:
+    """Lock the run's folder, mark it running, and run `stages`; how it ends is decided in `guarded`."""
     if not store.job_dir(job_id).exists():
         log.warning("Job %s has no folder (deleted?); nothing to run", job_id)
         return "missing"
@@ -115,45 +132,77 @@ def execute_job(job_id: str) -> str:
             worker=rq_job.worker_name if rq_job else socket.gethostname(),
         )
         store.append_log(job_id, f"started on {status.worker} (attempt {status.attempts})")
-        return run_stages(store, status, settings, rq_job)
+        return guarded(store, status, settings, rq_job, stages)
 
 
 def run_stages(store: JobStore, status: JobStatus, settings: Settings, rq_job: Job | None) -> str:
-    """The job's stages, and the one place that decides how a job ends."""
+    """A job's stages: map the area (or reuse what an earlier attempt published), copy to --out, finish."""
     from worker.tasks import run_job  # the heavy imports; already loaded in a worker's parent process
 
     job_id = status.job_id
     outputs_dir = store.outputs_dir(job_id)
+    spec = store.read_spec(job_id)
+    published = export.published_outputs(outputs_dir)
+    if published is not None:  # an earlier attempt published them; only its copy to --out failed
+        store.append_log(job_id, "outputs published by an earlier attempt: copying them, not computing again")
+        warnings = report.read_stats(outputs_dir / "stats.json").warnings
+    else:
+        result = run_job(
+            spec,
+            outputs_dir,
+            settings,
+            progress=JobProgress(store, job_id, rq_job),
+            should_stop=lambda: store.cancel_requested(job_id),
+        )
+        published, warnings = result.outputs, result.warnings
+    outputs = [str(p) for p in published]
+    copy_to = store.read_info(job_id).get("copy_to")
+    if copy_to:
+        try:
+            copy_outputs(outputs_dir, Path(copy_to))
+        except Exception as err:
+            sentence = copy_failed_sentence(job_id, outputs_dir, Path(copy_to), err)
+            store.append_log(job_id, traceback.format_exc())
+            return end(store, status, "failed", sentence, error=sentence, outputs=outputs)
+    message = f"Done: {len(outputs)} outputs"
+    if warnings:  # an empty or nearly empty map still finishes, but says so
+        message += ". Warning: " + " ".join(warnings)
+    return end(store, status, "finished", message, outputs=outputs)
+
+
+def run_training(store: JobStore, status: JobStatus, settings: Settings, rq_job: Job | None) -> str:
+    """A training run: train and install the new version, record its epochs and result, finish."""
+    from worker.training import run_queued_training
+
+    job_id = status.job_id
+    epochs_file = store.job_dir(job_id) / "epochs.jsonl"
+    epochs_file.unlink(missing_ok=True)  # an attempt starts training from its first epoch
+
+    def on_epoch(epoch: int, loss: float, val_macro_f1: float) -> None:
+        with open(epochs_file, "a") as out:
+            out.write(json.dumps({"epoch": epoch, "loss": loss, "val_macro_f1": val_macro_f1}) + "\n")
+
+    result_file = run_queued_training(
+        store.read_request(job_id, TrainingSpec),
+        store.job_dir(job_id),
+        settings,
+        progress=JobProgress(store, job_id, rq_job),
+        should_stop=lambda: store.cancel_requested(job_id),
+        on_epoch=on_epoch,
+    )
+    summary = json.loads(result_file.read_text())
+    message = f"Done: installed {summary['model_id']} version {summary['version']} ({summary['state']})"
+    message += f"; validation macro F1 {summary['metrics']['macro_f1']:.3f}"
+    if summary.get("parent_metrics"):
+        message += f", the parent's {summary['parent_metrics']['macro_f1']:.3f}"
+    return end(store, status, "finished", message, outputs=[str(result_file)])
+
+
+def guarded(store: JobStore, status: JobStatus, settings: Settings, rq_job: Job | None, stages: Stages) -> str:
+    """Run `stages`; the one place that decides how a run that raised ends."""
+    job_id = status.job_id
     try:
-        spec = store.read_spec(job_id)
-        published = export.published_outputs(outputs_dir)
-        if published is not None:  # an earlier attempt published them; only its copy to --out failed
-            store.append_log(
-                job_id, "outputs published by an earlier attempt: copying them, not computing again"
-            )
-            warnings = report.read_stats(outputs_dir / "stats.json").warnings
-        else:
-            result = run_job(
-                spec,
-                outputs_dir,
-                settings,
-                progress=JobProgress(store, job_id, rq_job),
-                should_stop=lambda: store.cancel_requested(job_id),
-            )
-            published, warnings = result.outputs, result.warnings
-        outputs = [str(p) for p in published]
-        copy_to = store.read_info(job_id).get("copy_to")
-        if copy_to:
-            try:
-                copy_outputs(outputs_dir, Path(copy_to))
-            except Exception as err:
-                sentence = copy_failed_sentence(job_id, outputs_dir, Path(copy_to), err)
-                store.append_log(job_id, traceback.format_exc())
-                return end(store, status, "failed", sentence, error=sentence, outputs=outputs)
-        message = f"Done: {len(outputs)} outputs"
-        if warnings:  # an empty or nearly empty map still finishes, but says so
-            message += ". Warning: " + " ".join(warnings)
-        return end(store, status, "finished", message, outputs=outputs)
+        return stages(store, status, settings, rq_job)
     except JobCancelled:
         return end(store, status, "cancelled", "Cancelled; no outputs were published.")
     except AppError as err:

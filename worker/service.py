@@ -30,7 +30,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from core.config import Settings
-from worker.client import QUEUES, JobClient, SafeJob, redacted
+from worker.client import QUEUES, JobClient, SafeJob, TrainingClient, redacted
 
 log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
@@ -152,15 +152,17 @@ def warm_up() -> None:
         log.warning("Warm-up skipped: %s", err)
 
 
-def recovery_loop(client: JobClient, stop: threading.Event) -> None:
-    """Re-queue abandoned or lost jobs until `stop` is set (a thread in the worker's main process)."""
+def recovery_loop(clients: Sequence[JobClient], stop: threading.Event) -> None:
+    """Re-queue abandoned or lost jobs and training runs until `stop` is set (a thread in the worker's main
+    process; every worker recovers both kinds, whichever queues it serves)."""
     while not stop.is_set():
-        try:
-            for job_id in client.recover():
-                log.warning("Re-queued job %s", job_id)
-        except Exception:  # recovery must never take the worker down
-            log.exception("Recovery pass failed")
-        stop.wait(client.settings.recover_interval_s)
+        for client in clients:
+            try:
+                for job_id in client.recover():
+                    log.warning("Re-queued %s %s", client.folder_name, job_id)
+            except Exception:  # recovery must never take the worker down
+                log.exception("Recovery pass failed")
+        stop.wait(clients[0].settings.recover_interval_s)
 
 
 def serve(
@@ -186,9 +188,9 @@ def serve(
         from core.errors import AppError
 
         raise AppError(f"Unknown queue(s) {', '.join(unknown)}; the queues are {', '.join(QUEUES)}.")
-    client = JobClient(settings)
+    clients = (JobClient(settings), TrainingClient(settings))
     stop = threading.Event()
-    threading.Thread(target=recovery_loop, args=(client, stop), daemon=True, name="terraseg-recover").start()
+    threading.Thread(target=recovery_loop, args=(clients, stop), daemon=True, name="terraseg-recover").start()
     connection = redis.Redis.from_url(settings.redis_url)
     # JSON jobs, and only TerraSeg's entry points (worker.client.SafeJob): Redis is no way to run code here.
     wait_s = 1.0

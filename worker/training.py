@@ -4,6 +4,7 @@ the parent model scored on the same validation pixels; the result installed as a
 """
 
 import getpass
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -17,7 +18,7 @@ from core import analysis, training
 from core.config import Settings
 from core.errors import AppError
 from core.inference import tile_layout
-from core.jobs import JobArea, JobRequest, JobSpec, build_spec
+from core.jobs import JobArea, JobRequest, JobSpec, TrainingSpec, build_spec
 from core.labels import IGNORE, LabelError, Labels, rasterise_labels, read_labels
 from core.preflight import find_scenes
 from core.progress import ProgressFn, RunContext, TilingOptions
@@ -58,6 +59,7 @@ class TrainRequest(LabelledArea):
     block_px: int = 32  # spatial-split block, in grid pixels (320 m at 10 m)
     val_fraction: float = 0.2
     parent_classes: dict[str, str] = field(default_factory=dict)  # new class -> the parent's class it matches
+    by: str = ""  # who started it (default: the user running the process)
 
 
 @dataclass(frozen=True)
@@ -85,15 +87,16 @@ def parse_class_pairs(text: str | None, option: str) -> dict[str, str]:
     return {new.strip(): parent.strip() for new, parent in pairs}
 
 
-def train_model(
-    request: TrainRequest,
-    settings: Settings,
-    progress: ProgressFn | None = None,
-    should_stop: Callable[[], bool] | None = None,
-) -> TrainResult:
-    """Train `request.new_id` from `request.base_id` and install it under `<cache>/models/`."""
-    from models.training import HeadConfig, feature_network, fit_head, save_head_model, utc_now
+def check_train_request(
+    request: TrainRequest, settings: Settings, check_source: Callable[[str], object] | None = None
+) -> tuple[Labels, JobSpec]:
+    """Everything about a training request that can be checked before any imagery is read: the new id, the
+    base and mode, the labels and their legend, and the area, dates and sources (`check_source`: as for a job;
+    the web app passes its operator's limits). Returns the labels and the spec of the imagery they describe."""
+    from models.catalogue import check_trainable
+    from models.importing import check_model_id
 
+    check_model_id(request.new_id)
     cards = catalogue(settings.cache_dir)
     if request.new_id in cards.cards and request.new_id not in cards.versions:
         raise AppError(
@@ -103,10 +106,31 @@ def train_model(
         raise AppError(
             f"{request.new_id} is a {cards.get(request.new_id).task} model; its versions keep that task."
         )
-    network = feature_network(cards, request.base_id, request.mode)  # refuses what cannot be trained first
+    check_trainable(cards, request.base_id, request.mode)  # refuses what cannot be trained first
     base = cards.get(request.base_id)
-    labels, spec = labels_over_imagery(request, base, request.parent_classes, "--parent-classes", settings)
+    labels, spec = labels_over_imagery(
+        request, base, request.parent_classes, "--parent-classes", settings, check_source
+    )
     training.check_legend(labels.legend)
+    return labels, spec
+
+
+def train_model(
+    request: TrainRequest,
+    settings: Settings,
+    progress: ProgressFn | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    on_epoch: Callable[[int, float, float], None] | None = None,
+) -> TrainResult:
+    """Train `request.new_id` from `request.base_id` and install it under `<cache>/models/`.
+
+    `on_epoch(epoch, loss, val_macro_f1)` after each epoch of fitting (the admin page's loss chart)."""
+    from models.training import HeadConfig, feature_network, fit_head, save_head_model, utc_now
+
+    labels, spec = check_train_request(request, settings)
+    cards = catalogue(settings.cache_dir)
+    network = feature_network(cards, request.base_id, request.mode)
+    base = cards.get(request.base_id)
     work = settings.cache_dir / "training" / f"{request.new_id}-{spec.spec_hash(base.version)[:16]}"
     run = RunContext(work, progress, should_stop)
     tiling = TilingOptions(settings.batch_size, settings.tile_overlap_px)
@@ -170,11 +194,13 @@ def train_model(
     config = HeadConfig(epochs=request.epochs, seed=request.seed)
     epochs_run = run.within(0.8, 0.97, "Training")
 
-    def on_epoch(epoch: int, loss: float, val_f1: float) -> None:
+    def report_epoch(epoch: int, loss: float, val_f1: float) -> None:
         epochs_run.report(
             epoch / config.epochs,
             f"epoch {epoch}/{config.epochs}, loss {loss:.4f}, val macro F1 {val_f1:.3f}",
         )
+        if on_epoch is not None:
+            on_epoch(epoch, loss, val_f1)
 
     fitted = fit_head(
         train_x,
@@ -184,7 +210,7 @@ def train_model(
         labels.legend,
         training.class_weights(training.class_counts(train_y.astype(np.uint8), n_classes)),
         config,
-        on_epoch,
+        report_epoch,
         run.check_cancelled,
     )
     metrics = training.evaluate(val_y, fitted.predict(val_x), labels.legend)
@@ -206,8 +232,9 @@ def train_model(
         "best_epoch": fitted.best_epoch,
         "parent_classes": request.parent_classes,
         "trained_at": utc_now(),
-        "by": getpass.getuser(),
+        "by": request.by or getpass.getuser(),
     }
+    run.check_cancelled()  # a cancel during the last epoch or the scoring: nothing is installed
     folder, version, state = save_head_model(
         network,
         fitted,
@@ -238,9 +265,11 @@ def labels_over_imagery(
     mapping: dict[str, str],
     option: str,
     settings: Settings,
+    check_source: Callable[[str], object] | None = None,
 ) -> tuple[Labels, JobSpec]:
-    """The request's labels, and the spec of the job whose imagery they describe (checked as a job's is);
-    `mapping` (from `option`) may name only classes the labels have."""
+    """The request's labels, and the spec of the job whose imagery they describe (checked as a job's is, with
+    `check_source`, by default the CLI's syntax check); `mapping` (from `option`) may name only classes the
+    labels have."""
     labels = read_labels(request.labels, request.label_field, settings.max_label_vertices)
     unknown = sorted(set(mapping) - set(labels.legend))
     if unknown:
@@ -249,9 +278,84 @@ def labels_over_imagery(
         JobRequest(request.aoi, request.start, request.end, card.task, card.id, request.sources),
         settings,
         catalogue(settings.cache_dir),
-        lambda name: parse_source(name, settings),
+        check_source or (lambda name: parse_source(name, settings)),
     )
     return labels, spec
+
+
+def queue_training(
+    request: TrainRequest, settings: Settings, check_source: Callable[[str], object] | None = None
+) -> str:
+    """Check `request` now (a bad one gets its sentence before anything is queued) and queue it on the
+    `training` queue; returns the run's id."""
+    from worker.client import TrainingClient
+
+    _, spec = check_train_request(request, settings, check_source)
+    suffix = request.labels.suffix.lower()
+    queued = TrainingSpec(
+        base_id=request.base_id,
+        new_id=request.new_id,
+        mode=request.mode,
+        epochs=request.epochs,
+        seed=request.seed,
+        block_px=request.block_px,
+        val_fraction=request.val_fraction,
+        parent_classes=request.parent_classes,
+        labels_file=f"labels{suffix}",
+        label_field=request.label_field,
+        aoi_geojson=json.dumps(spec.aoi.geometry),
+        start=spec.start,
+        end=spec.end,
+        sources=spec.sources,
+        by=request.by or getpass.getuser(),
+    )
+    return TrainingClient(settings).submit_training(queued, request.labels)
+
+
+def run_queued_training(
+    spec: TrainingSpec,
+    folder: Path,
+    settings: Settings,
+    progress: ProgressFn | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    on_epoch: Callable[[int, float, float], None] | None = None,
+) -> Path:
+    """Run a queued training run from its folder; returns the `outputs/training.json` it published (the new
+    version, its validation metrics next to the parent's, the pixel counts, the warnings)."""
+    from core.jobstore import write_json_atomic
+
+    request = TrainRequest(
+        base_id=spec.base_id,
+        new_id=spec.new_id,
+        labels=folder / spec.labels_file,
+        label_field=spec.label_field,
+        aoi=spec.aoi_geojson,
+        start=spec.start.isoformat(),
+        end=spec.end.isoformat(),
+        sources=spec.sources,
+        mode=spec.mode,
+        epochs=spec.epochs,
+        seed=spec.seed,
+        block_px=spec.block_px,
+        val_fraction=spec.val_fraction,
+        parent_classes=spec.parent_classes,
+        by=spec.by,
+    )
+    result = train_model(request, settings, progress, should_stop, on_epoch)
+    summary = {
+        "model_id": result.model_id,
+        "version": result.version,
+        "state": result.state,
+        "metrics": result.metrics.model_dump(mode="json"),
+        "parent_metrics": result.parent_metrics.model_dump(mode="json") if result.parent_metrics else None,
+        "train_pixels": result.train_counts,
+        "val_pixels": result.val_counts,
+        "warnings": result.warnings,
+    }
+    outputs = folder / "outputs"
+    outputs.mkdir(exist_ok=True)
+    write_json_atomic(outputs / "training.json", summary)
+    return outputs / "training.json"
 
 
 def to_legend(
