@@ -123,3 +123,73 @@ def rasterise_labels(labels: Labels, grid: Grid, aoi_grid: BaseGeometry) -> np.n
     inside = rasterize([(aoi_grid, 1)], out_shape=shape, transform=grid.transform, fill=0, dtype="uint8")
     raster[inside == 0] = IGNORE
     return raster
+
+
+def label_fields(path: Path) -> list[str]:
+    """The fields of a label file (to choose the class field from), or a LabelError saying why it cannot be read."""
+    suffix = path.suffix.lower()
+    if suffix not in LABEL_SUFFIXES:
+        raise LabelError(f"{path.name}: use .geojson, .gpkg, .zip (Shapefile), .shp or .kml for labels.")
+    try:
+        dataset = shapefile_in_zip(path) if suffix == ".zip" else str(path)
+        return [str(f) for f in pyogrio.read_info(dataset, layer=0)["fields"]]
+    except AppError as err:
+        raise LabelError(str(err)) from None
+    except (DataSourceError, DataLayerError, RuntimeError, OSError, ValueError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise LabelError(f"{path.name} cannot be read as a {LABEL_SUFFIXES[suffix]} ({reason}).") from err
+
+
+@dataclass(frozen=True)
+class LabelClass:
+    """One class of a label file, before it meets the imagery: how many features and how much ground."""
+
+    name: str
+    features: int
+    area_ha: float  # geodesic area of its polygons (points count 0)
+
+    @property
+    def approx_pixels(self) -> int:
+        """About how many 10 m pixels its polygons cover (points: one each)."""
+        points = self.features if self.area_ha == 0 else 0
+        return round(self.area_ha * 100) + points
+
+
+def class_summary(labels: Labels) -> list[LabelClass]:
+    """Features and area per class, in legend order (the training pre-flight's sample counts)."""
+    from pyproj import Geod
+
+    geod = Geod(ellps="WGS84")
+    features = dict.fromkeys(labels.legend, 0)
+    area_m2 = dict.fromkeys(labels.legend, 0.0)
+    for geometry, name in zip(labels.geometries, labels.names, strict=True):
+        features[name] += 1
+        if geometry.geom_type in ("Polygon", "MultiPolygon"):
+            area_m2[name] += abs(geod.geometry_area_perimeter(geometry)[0])
+    return [LabelClass(n, features[n], area_m2[n] / 1e4) for n in labels.legend]
+
+
+UPLOAD_SUFFIXES = (".geojson", ".json", ".gpkg", ".zip", ".kml")  # single files (a bare .shp needs its sidecars)
+MAX_LABEL_UPLOAD_BYTES = 50 * 2**20
+
+
+def store_label_upload(name: str, data: bytes, folder: Path, max_bytes: int = MAX_LABEL_UPLOAD_BYTES) -> Path:
+    """Keep an uploaded label file as `<folder>/<sha256 prefix><suffix>`: the user's file name never becomes a
+    path (only its suffix, from a fixed list, is kept); the same content is stored once."""
+    import hashlib
+
+    suffix = Path(name).suffix.lower()
+    if suffix not in UPLOAD_SUFFIXES:
+        raise LabelError(f"{Path(name).name}: upload labels as {', '.join(UPLOAD_SUFFIXES)}.")
+    if len(data) > max_bytes:
+        raise LabelError(
+            f"{Path(name).name} is {len(data) / 2**20:.1f} MB; the limit for a label upload is "
+            f"{max_bytes // 2**20} MB."
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{hashlib.sha256(data).hexdigest()[:24]}{suffix}"
+    if not path.exists():
+        partial = path.with_suffix(suffix + ".part")
+        partial.write_bytes(data)
+        partial.replace(path)
+    return path

@@ -1,6 +1,6 @@
-"""Admin: sign in, then see the models trained here with their versions and metrics, promote or roll back a
-version, and read the audit log. Without a configured admin password the page says how to set one and offers
-nothing else."""
+"""Admin: sign in, then start and follow training runs, see the models trained here with their versions and
+metrics, promote or roll back a version, and read the audit log. Without a configured admin password the page
+says how to set one and offers nothing else."""
 
 import streamlit as st
 
@@ -10,6 +10,7 @@ from core.errors import AppError
 from models import versions
 from models.catalogue import catalogue
 from pages import ui
+from pages.admin_training import training_form, training_runs
 
 st.title("Admin")
 settings = ui.settings()
@@ -41,12 +42,20 @@ if st.button("Sign out"):
     st.rerun()
 
 cards = catalogue(settings.cache_dir)
+st.subheader("Train a model")
+st.caption(
+    "A new classifier on a base model's features, from your labels over the imagery of an area and dates. "
+    "Runs go to the `training` queue: a worker must serve it (`terraseg worker --queues training`, or a worker "
+    "on every queue)."
+)
+with st.container(border=True):
+    training_form(settings, cards, admin_dir)
+st.subheader("Training runs")
+training_runs()
+
 st.subheader("Models trained here")
 if not cards.versions:
-    st.info(
-        "No model has been trained on this installation yet. Training from this page comes with the training "
-        "queue; meanwhile train on the server with `terraseg train` (see the README)."
-    )
+    st.info("No model has been trained on this installation yet: start a run above.")
 for model_id, found in sorted(cards.versions.items()):
     rows = []
     for version, (card, _, state) in found.items():

@@ -11,7 +11,7 @@ from core.jobs import JobRequest, JobSpec, build_spec
 from core.monthly_cube import check_season, cube_path, open_cube
 from core.preflight import Estimate, estimate_cube_job, estimate_job, find_scenes, format_duration
 from core.presto_inputs import PRESTO_BUILDER
-from core.sources import SOURCE_HELP, check_app_source, parse_source
+from core.sources import SOURCE_HELP
 from models.catalogue import catalogue
 from pages import ui
 from pages.aoi_input import area_of_interest
@@ -30,12 +30,6 @@ def preflight(spec: JobSpec, _settings: Settings) -> Estimate:
         return estimate_cube_job(aoi, cube, models.model)
     scenes = find_scenes(spec.sources, aoi.geometry, spec.start, spec.end, spec.max_cloud_pct, _settings)
     return estimate_job(aoi, scenes, models.model, models.cloud_model)
-
-
-def app_source(name: str, settings: Settings) -> None:
-    """What the web app accepts as a source: the operator's limits first (nothing is read before), then syntax."""
-    check_app_source(name, settings)
-    parse_source(name, settings)
 
 
 st.title("New job")
@@ -89,7 +83,7 @@ with right:
     sources = tuple(s.strip() for s in sources_text.split(",") if s.strip())
     for name in sources:  # at once, before an area is drawn; the request's own check says the same
         try:
-            app_source(name, settings)
+            ui.app_source(name, settings)
         except AppError as err:
             shown.add(str(err))
             st.error(str(err))
@@ -110,7 +104,7 @@ else:
         max_cloud_pct=None if max_cloud_pct >= 100 else float(max_cloud_pct),
     )
     try:  # the one check of the whole request, as the CLI's; then a real search
-        spec = build_spec(request, settings, models, lambda name: app_source(name, settings))
+        spec = build_spec(request, settings, models, lambda name: ui.app_source(name, settings))
         answer = preflight(spec, settings)
     except AppError as err:
         if str(err) not in shown:

@@ -8,12 +8,31 @@ import streamlit as st
 
 from core.config import Settings, get_settings
 from core.types import ClassInfo, ModelCard
-from worker.client import Health, JobClient
+from worker.client import Health, JobClient, TrainingClient
 
 
 @st.cache_resource(show_spinner=False)
 def _client(redis_url: str, cache_dir: str) -> JobClient:
     return JobClient(Settings(redis_url=redis_url, cache_dir=Path(cache_dir)))
+
+
+@st.cache_resource(show_spinner=False)
+def _training_client(redis_url: str, cache_dir: str) -> TrainingClient:
+    return TrainingClient(Settings(redis_url=redis_url, cache_dir=Path(cache_dir)))
+
+
+def training_client() -> TrainingClient:
+    """The training-run client (the admin page's), shared like `client()`."""
+    current = settings()
+    return _training_client(current.redis_url, str(current.cache_dir))
+
+
+def app_source(name: str, settings: Settings) -> None:
+    """What the web app accepts as a source: the operator's limits first (nothing is read before), then syntax."""
+    from core.sources import check_app_source, parse_source
+
+    check_app_source(name, settings)
+    parse_source(name, settings)
 
 
 def settings() -> Settings:

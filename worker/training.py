@@ -29,6 +29,8 @@ from models.catalogue import catalogue
 from worker.tasks import download, load_models
 
 if TYPE_CHECKING:
+    from core.labels import LabelClass
+    from core.preflight import Estimate
     from models.training import FeatureNetwork
 
 log = logging.getLogger(__name__)
@@ -281,6 +283,40 @@ def labels_over_imagery(
         check_source or (lambda name: parse_source(name, settings)),
     )
     return labels, spec
+
+
+@dataclass(frozen=True)
+class TrainingPreflight:
+    """What a training run will have to work with, before it is queued (the admin page shows it)."""
+
+    classes: list["LabelClass"]
+    estimate: "Estimate"  # the imagery part: a land-cover job of the area (cloud masking and features)
+    warnings: list[str]
+
+
+def preflight_training(
+    request: TrainRequest, settings: Settings, check_source: Callable[[str], object] | None = None
+) -> TrainingPreflight:
+    """Check `request` as queue_training does, search its imagery and estimate the run; per-class feature counts
+    and areas, with a warning for a class too small to learn from or to validate on."""
+    from core.labels import class_summary
+    from core.preflight import estimate_job
+
+    _, spec = check_train_request(request, settings, check_source)
+    labels = read_labels(request.labels, request.label_field, settings.max_label_vertices)
+    classes = class_summary(labels)
+    area = spec.aoi.to_aoi()
+    scenes = find_scenes(spec.sources, area.geometry, spec.start, spec.end, spec.max_cloud_pct, settings)
+    models = catalogue(settings.cache_dir).job_models(spec.task, spec.model_id)
+    estimate = estimate_job(area, scenes, models.model, models.cloud_model)
+    # About a fifth goes to validation, and clouds take their share: below twice FEW_SAMPLES, the training side
+    # is likely to end up with fewer than FEW_SAMPLES pixels, which the run itself warns about.
+    warnings = [
+        f"'{c.name}' covers only about {c.approx_pixels} pixels; its scores will be shaky: label more of it."
+        for c in classes
+        if c.approx_pixels < 2 * training.FEW_SAMPLES
+    ]
+    return TrainingPreflight(classes, estimate, warnings)
 
 
 def queue_training(

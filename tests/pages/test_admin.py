@@ -103,3 +103,70 @@ def test_the_gate_checks_the_hash_and_never_stores_the_password(tmp_path):
         hash_password("short")
     stored = "".join(p.read_text() for p in tmp_path.iterdir() if p.is_file())
     assert PASSWORD not in stored
+
+
+def by_label(elements, label: str):  # noqa: ANN001, ANN201
+    return next(e for e in elements if e.label.startswith(label))
+
+
+def test_an_admin_checks_and_starts_a_training_run_and_follows_it_to_a_new_version(
+    admin_env, start_worker, tmp_path
+):
+    """Upload real labels, choose their class field, check (samples per class, estimate), start; a training
+    worker runs it and the page shows its epochs, its scores next to the base's, and the new model."""
+    from tests.services import wait_for
+    from tests.worker.test_training import CLASSES, PARENT_CLASSES, label_file
+    from worker.client import TrainingClient
+
+    labels = label_file(tmp_path, CLASSES)
+    at = sign_in(open_page("pages/admin.py"), PASSWORD)
+    assert_no_crash(at)
+    assert "Dynamic World" in texts(at.caption)[0] or at.selectbox[0].value == "landcover-dynamic-world"
+    at.get("file_uploader")[0].set_value(("parcels.gpkg", labels.read_bytes(), "application/geopackage+sqlite3"))
+    at = at.run()
+    assert_no_crash(at)
+    assert by_label(at.selectbox, "Class field").options == ["LULC_NAME"]
+    area = by_label(at.text_input, "Area of the imagery").value
+    assert len(area.split(",")) == 4  # the labels' extent, filled in
+    by_label(at.text_input, "Area of the imagery").set_value("14.5525,45.8665,14.5630,45.8745")
+    by_label(at.text_input, "New model id").set_value("Bad Id")
+    at = at.run()
+    next(b for b in at.button if b.label == "Check").click()
+    at = at.run()
+    assert any("is not a usable model id" in t for t in texts(at.error))
+    assert not [b for b in at.button if b.label == "Start training"]
+    by_label(at.text_input, "New model id").set_value("landcover-slovenia")
+    by_label(at.number_input, "Epochs").set_value(60)
+    by_label(at.text_input, "How the base's classes match yours").set_value(PARENT_CLASSES)
+    by_label(at.text_input, "Sources").set_value("local:/etc")
+    at = at.run()
+    next(b for b in at.button if b.label == "Check").click()
+    at = at.run()
+    assert any("accepts no local folders" in t for t in texts(at.error)), texts(at.error)  # the app's rules
+    by_label(at.text_input, "Sources").set_value("sample")
+    at = at.run()
+    next(b for b in at.button if b.label == "Check").click()
+    at = at.run()
+    assert_no_crash(at)
+    table = at.dataframe[0].value
+    assert list(table["class"]) == sorted(CLASSES) and (table["features"] > 0).all()
+    assert any("date(s)" in t and "pixels" in t for t in texts(at.caption))
+    next(b for b in at.button if b.label == "Start training").click()
+    at = at.run()
+    assert_no_crash(at)
+    runs = TrainingClient(admin_env)
+    [status] = runs.list_jobs()
+    assert any(f"Training run {status.job_id} is queued" in t for t in texts(at.success))
+    assert runs.training_spec(status.job_id).by == "admin (web)"
+
+    start_worker("--queues", "training")
+    wait_for(runs, status.job_id, ("finished",), timeout_s=240)
+    at = at.run()
+    assert_no_crash(at)
+    assert any("installed landcover-slovenia version 1" in t for t in texts(at.caption))
+    scored = [d.value for d in at.dataframe if "macro F1" in d.value.columns]
+    assert list(scored[0]["model"]) == ["landcover-slovenia@1", "its base, same pixels"]
+    assert scored[0]["macro F1"][0] > scored[0]["macro F1"][1]
+    assert any("landcover-slovenia" in t for t in texts(at.markdown))  # among the models trained here
+    actions = [e["action"] for e in read_audit(admin_env.cache_dir / "admin")]
+    assert any(a.startswith(f"started training run {status.job_id}: landcover-slovenia") for a in actions)

@@ -4,6 +4,7 @@ results, check overlay and legend, download the class COG. The results page's sc
 tests/artifacts/ (git-ignored)."""
 
 import re
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -113,3 +114,72 @@ def test_upload_submit_follow_and_open_the_results_in_a_real_browser(
     page.get_by_role("heading", name="Results").scroll_into_view_if_needed()
     page.wait_for_timeout(500)  # let Leaflet finish drawing after the scroll
     page.screenshot(path=str(ARTIFACTS / "results_page.png"))
+
+
+def test_an_admin_signs_in_starts_a_training_run_watches_it_and_promotes_it_in_a_real_browser(
+    settings: Settings,
+    start_worker: Callable[..., WorkerProcess],
+    browser_page,  # noqa: ANN001 - playwright Page
+    tmp_path: Path,
+):
+    from core.admin import hash_password
+    from models import versions
+    from tests.pages.test_admin import PASSWORD, install_versions
+    from tests.worker.test_training import CLASSES, label_file
+
+    model_dir = install_versions(settings.cache_dir)  # slovenia: version 1 in production, 2 a candidate
+    env = job_env(settings) | {"TERRASEG_ADMIN_PASSWORD_HASH": hash_password(PASSWORD)}
+    server = StreamlitServer(free_port(), env, tmp_path / "streamlit.log")
+    try:
+        server.wait_ready()
+        start_worker("--queues", "training")
+        page = browser_page
+        expect = playwright_api.expect
+        page.goto(server.url)
+        expect(page.get_by_text("Workers and queues")).to_be_visible()  # app.py's navigation is in place
+        page.get_by_role("link", name="Admin", exact=True).click()
+        page.get_by_label("Admin password").fill(PASSWORD)
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.get_by_text("Train a model")).to_be_visible()
+        page.locator('input[type="file"]').set_input_files(str(label_file(tmp_path, CLASSES, "parcels.gpkg")))
+        expect(page.get_by_text("Class field", exact=True)).to_be_visible()
+        for label, value in (("Area of the imagery", "14.5525,45.8665,14.5630,45.8745"), ("New model id", "slovenia")):
+            field = page.get_by_role("textbox", name=label)
+            field.fill(value)
+            field.press("Enter")  # Streamlit takes a text input's value on Enter or when it loses focus
+        page.get_by_role("button", name="Check").click()
+        expect(page.get_by_text(re.compile(r"\d+ date\(s\), [\d,]+ pixels"))).to_be_visible()
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "admin_check.png"))
+        page.get_by_role("button", name="Start training").click()
+        expect(page.get_by_text(re.compile(r"Training run \d{8}-\d{6}-[0-9a-f]{6} is queued"))).to_be_visible()
+        # The runs list refreshes on its own: progress, then the epochs' chart and the scores.
+        expect(page.get_by_text("Training loss and validation macro F1 per epoch")).to_be_visible(timeout=120_000)
+        expect(page.get_by_text(re.compile(r"installed slovenia version 3 \(candidate\)"))).to_be_visible(
+            timeout=120_000
+        )
+        page.get_by_role("heading", name="Training runs").scroll_into_view_if_needed()
+        page.wait_for_timeout(1000)
+        page.screenshot(path=str(ARTIFACTS / "admin_trained.png"))
+        # The page redraws when the run has installed its version: the models' list offers it for promotion.
+        option = page.get_by_role("option", name="3", exact=True)
+        deadline = time.monotonic() + 30
+        while True:
+            page.get_by_role("combobox", name="Version").click()
+            try:
+                option.wait_for(timeout=2000)
+                break
+            except playwright_api.TimeoutError:
+                assert time.monotonic() < deadline, "version 3 is not offered for promotion"
+                page.keyboard.press("Escape")
+        option.click()
+        page.get_by_role("button", name="Promote to production").click()
+        deadline = time.monotonic() + 30
+        while versions.read_versions(model_dir).production != "3":  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "the promotion did not reach the model's versions"
+            time.sleep(0.2)
+        page.get_by_role("heading", name="Models trained here").scroll_into_view_if_needed()
+        page.wait_for_timeout(1000)
+        page.screenshot(path=str(ARTIFACTS / "admin_promoted.png"))
+    finally:
+        server.stop()

@@ -1,0 +1,244 @@
+"""The admin page's training part: a form that checks a training request (labels per class, the imagery's
+estimate) and queues it on the `training` queue, and the list of training runs with live progress, a loss and
+validation chart per epoch, and cancel / retry. The checks and the run are worker.training's."""
+
+from dataclasses import replace
+from datetime import date
+from pathlib import Path
+
+import streamlit as st
+
+from core.admin import audit
+from core.config import Settings
+from core.errors import AppError
+from core.jobstore import JobStatus
+from core.labels import UPLOAD_SUFFIXES, label_fields, read_labels, store_label_upload
+from core.preflight import format_duration
+from models.catalogue import Catalogue, check_trainable
+from pages import ui
+
+SAMPLE_DATES = (date(2015, 7, 1), date(2015, 9, 30))
+WHO = "admin (web)"
+REFRESH_S = 2.0
+
+
+def trainable_bases(cards: Catalogue) -> list[str]:
+    """The models a head can be trained on here."""
+    bases = []
+    for card in cards.all():
+        try:
+            check_trainable(cards, card.id, "head")
+        except AppError:
+            continue
+        bases.append(card.id)
+    return bases
+
+
+@st.cache_data(max_entries=8, show_spinner="Reading the labels...")
+def labels_extent(path: str, label_field: str, max_vertices: int) -> str:
+    """'west,south,east,north' around the labels (a few pixels wider), or why they cannot be read."""
+    try:
+        labels = read_labels(Path(path), label_field, max_vertices)
+    except AppError as err:
+        return f"error: {err}"
+    west = min(g.bounds[0] for g in labels.geometries) - 0.0005
+    south = min(g.bounds[1] for g in labels.geometries) - 0.0005
+    east = max(g.bounds[2] for g in labels.geometries) + 0.0005
+    north = max(g.bounds[3] for g in labels.geometries) + 0.0005
+    return f"{west:.4f},{south:.4f},{east:.4f},{north:.4f}"
+
+
+def training_form(settings: Settings, cards: Catalogue, admin_dir: Path) -> None:
+    """Base, labels, class field, area, dates, sources, new id, epochs; Check shows the pre-flight, Start queues."""
+    from worker.training import TrainRequest, parse_class_pairs, preflight_training, queue_training
+
+    bases = trainable_bases(cards)
+    if not bases:
+        st.info("No installed model can get a new head yet (head training reads Dynamic World's features).")
+        return
+    base = st.selectbox(
+        "Base model", bases, help="The new model keeps its network and gets a new classifier."
+    )
+    upload = st.file_uploader(
+        "Labels: polygons or points with a class field (GeoJSON, GeoPackage, zipped Shapefile or KML; any CRS)",
+        type=[s.lstrip(".") for s in UPLOAD_SUFFIXES],
+    )
+    if upload is None:
+        st.caption("Upload labels to choose their class field and see how much of each class there is.")
+        return
+    try:
+        labels_path = store_label_upload(upload.name, upload.getvalue(), admin_dir / "uploads")
+        fields = label_fields(labels_path)
+    except AppError as err:
+        st.error(str(err))
+        return
+    if not fields:
+        st.error(f"{upload.name} has no attribute field to take the class from.")
+        return
+    label_field = st.selectbox("Class field", fields)
+    extent = labels_extent(str(labels_path), label_field, settings.max_label_vertices)
+    if extent.startswith("error: "):
+        st.error(extent.removeprefix("error: "))
+        return
+    area = st.text_input(
+        "Area of the imagery (west,south,east,north in degrees)",
+        extent,
+        help="By default the labels' extent. Labels outside it are not used.",
+    )
+    left, right = st.columns(2)
+    start = left.date_input("Start date", SAMPLE_DATES[0], format="YYYY-MM-DD", key="train-start")
+    end = right.date_input("End date", SAMPLE_DATES[1], format="YYYY-MM-DD", key="train-end")
+    sources_text = st.text_input(
+        "Sources, in priority order (comma-separated)", "sample", key="train-sources"
+    )
+    new_id = left.text_input("New model id", help="Lower-case letters, digits, '.', '-' or '_'.")
+    epochs = right.number_input("Epochs (at most; early stopping)", 1, 2000, 200)
+    parent_classes = st.text_input(
+        "How the base's classes match yours (optional, to score the base too)",
+        placeholder="forest=trees,grassland=grass",
+    )
+    if not new_id.strip():
+        st.caption("Name the new model to check the request.")
+        return
+    try:
+        request = TrainRequest(
+            base_id=base,
+            new_id=new_id.strip(),
+            labels=labels_path,
+            label_field=label_field,
+            aoi=area,
+            start=start.isoformat() if isinstance(start, date) else "",
+            end=end.isoformat() if isinstance(end, date) else "",
+            sources=tuple(s.strip() for s in sources_text.split(",") if s.strip()),
+            epochs=int(epochs),
+            parent_classes=parse_class_pairs(parent_classes, "The class matches"),
+            by=WHO,
+        )
+    except AppError as err:
+        st.error(str(err))
+        return
+
+    def app_source(name: str) -> None:
+        ui.app_source(name, settings)
+
+    checked = st.session_state.get("training-check")
+    if st.button("Check"):
+        try:
+            checked = (request, preflight_training(request, settings, app_source))
+        except AppError as err:
+            checked = None
+            st.error(str(err))
+        st.session_state["training-check"] = checked
+    if checked is None or checked[0] != request:
+        st.caption("Check the request to see the samples per class and the estimate before starting.")
+        return
+    preflight = checked[1]
+    st.dataframe(
+        [
+            {
+                "class": c.name,
+                "features": c.features,
+                "area (ha)": round(c.area_ha, 2),
+                "≈ pixels": c.approx_pixels,
+            }
+            for c in preflight.classes
+        ],
+        hide_index=True,
+    )
+    estimate = preflight.estimate
+    st.caption(
+        f"{estimate.dates} date(s), {estimate.pixels:,} pixels; imagery and features about "
+        f"{format_duration(estimate.run_s)}, then the fitting ({request.epochs} epochs at most)."
+    )
+    for warning in preflight.warnings:
+        st.warning(warning)
+    if st.button("Start training", type="primary"):
+        try:
+            run_id = queue_training(replace(request), settings, app_source)
+        except AppError as err:
+            st.error(str(err))
+            return
+        audit(admin_dir, WHO, f"started training run {run_id}: {request.new_id} from {request.base_id}")
+        st.session_state["training-check"] = None
+        st.success(f"Training run {run_id} is queued; follow it below.")
+
+
+def run_panel(status: JobStatus) -> None:
+    """One training run: what, where it stands, its epochs so far, and cancel / retry / log."""
+    runs = ui.training_client()
+    run_id = status.job_id
+    with st.container(border=True):
+        try:
+            spec = runs.training_spec(run_id)
+            what = f"{spec.new_id} from {spec.base_id} · {spec.label_field} · {spec.start}..{spec.end} · {spec.by}"
+        except AppError:
+            what = "request unreadable"
+        st.markdown(f"**{run_id}** · {status.state} · {what}")
+        if status.state == "failed" and status.error:
+            st.error(status.error)
+        elif status.state in ("queued", "running"):
+            text = " · ".join(t for t in (status.stage, status.message) if t)
+            st.progress(min(max(status.fraction, 0.0), 1.0), text=text or status.state)
+        elif status.message:
+            st.caption(status.message)
+        epochs = runs.epochs(run_id)
+        if epochs:
+            st.caption("Training loss and validation macro F1 per epoch")
+            st.line_chart(
+                {
+                    "epoch": [row["epoch"] for row in epochs],
+                    "loss": [row["loss"] for row in epochs],
+                    "validation macro F1": [row["val_macro_f1"] for row in epochs],
+                },
+                x="epoch",
+                height=180,
+            )
+        result = runs.result(run_id) if status.state == "finished" else None
+        if result is not None:
+            rows = [{"model": f"{result['model_id']}@{result['version']}", **scores(result["metrics"])}]
+            if result.get("parent_metrics"):
+                rows.append({"model": "its base, same pixels", **scores(result["parent_metrics"])})
+            st.dataframe(rows, hide_index=True)
+        actions = st.columns(3)
+        try:
+            if status.state in ("queued", "running") and actions[0].button("Cancel", key=f"cancel-{run_id}"):
+                runs.cancel(run_id)
+                audit(ui.settings().cache_dir / "admin", WHO, f"cancelled training run {run_id}")
+                st.toast("Cancel requested; a running training stops within about 2 s.")
+            if status.state in ("failed", "cancelled") and actions[1].button("Retry", key=f"retry-{run_id}"):
+                runs.retry(run_id)
+                audit(ui.settings().cache_dir / "admin", WHO, f"retried training run {run_id}")
+                st.toast("Queued again.")
+        except AppError as err:
+            st.toast(str(err))
+        if actions[2].toggle("Log", key=f"log-{run_id}"):
+            st.code(runs.logs(run_id) or "(empty)", language=None)
+
+
+def scores(metrics: dict[str, float]) -> dict[str, float]:
+    """The validation scores a run shows, rounded."""
+    names = {
+        "overall_accuracy": "OA",
+        "balanced_accuracy": "balanced",
+        "macro_f1": "macro F1",
+        "miou": "mIoU",
+    }
+    return {label: round(float(metrics[key]), 3) for key, label in names.items()} | {
+        "pixels": int(metrics["samples"])
+    }
+
+
+@st.fragment(run_every=REFRESH_S)
+def training_runs() -> None:
+    """The training runs, newest first, re-drawn every REFRESH_S seconds."""
+    statuses = ui.training_client().list_jobs()
+    finished = {s.job_id for s in statuses if s.state == "finished"}
+    seen = st.session_state.get("finished-runs")
+    st.session_state["finished-runs"] = finished
+    if seen is not None and finished - seen:
+        st.rerun()  # a run has installed a version: redraw the whole page, so the models' list shows it
+    if not statuses:
+        st.caption("No training run yet.")
+        return
+    for status in statuses:
+        run_panel(status)
