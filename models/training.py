@@ -105,11 +105,15 @@ def fit_head(
     config: HeadConfig,
     progress: Callable[[int, float, float], None] | None = None,
     should_stop: Callable[[], None] | None = None,
+    checkpoint_dir: Path | None = None,
 ) -> FittedHead:
     """Fit a linear head (class-weighted cross-entropy, AdamW, cosine schedule) on (N, F) features.
 
     Stops early when the validation macro F1 has not improved for `config.patience` epochs and keeps the best
     epoch's weights. `progress(epoch, loss, val_macro_f1)` after each epoch; `should_stop()` raises to cancel.
+    With `checkpoint_dir`, the whole state (head, optimiser, schedule, shuffling generator, best epoch, history)
+    is saved after every epoch, and a fit of the same data and config that was cancelled or killed resumes
+    from its last epoch and ends exactly as an uninterrupted fit; the checkpoint is removed when the fit ends.
     """
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
@@ -123,7 +127,24 @@ def fit_head(
     x, y = torch.from_numpy(train_x), torch.from_numpy(train_y.astype(np.int64))
     best_f1, best_epoch, best_state = -1.0, 0, {k: v.clone() for k, v in head.state_dict().items()}
     history: list[dict[str, float]] = []
-    for epoch in range(1, config.epochs + 1):
+    checkpoint, first_epoch = None, 1
+    if checkpoint_dir is not None:
+        key = fit_fingerprint(train_x, train_y, val_x, val_y, legend, class_weights, config)
+        checkpoint = checkpoint_dir / f"head-{key[:24]}.pt"
+        if checkpoint.exists():
+            saved = torch.load(checkpoint, weights_only=False)
+            head.load_state_dict(saved["head"])
+            optimiser.load_state_dict(saved["optimiser"])
+            schedule.load_state_dict(saved["schedule"])
+            generator.set_state(saved["generator"])
+            best_f1, best_epoch, best_state = saved["best_f1"], saved["best_epoch"], saved["best_state"]
+            history = saved["history"]
+            # A fit that had stopped (killed before it returned) does not go on: it returns what it had.
+            first_epoch = config.epochs + 1 if saved["stopped"] else len(history) + 1
+            if progress is not None:  # the epochs before the interruption, as if they had just run
+                for row in history:
+                    progress(int(row["epoch"]), row["loss"], row["val_macro_f1"])
+    for epoch in range(first_epoch, config.epochs + 1):
         if should_stop is not None:
             should_stop()
         order = torch.randperm(len(x), generator=generator)
@@ -140,14 +161,50 @@ def fit_head(
             predicted = head(torch.from_numpy(val_x)).argmax(dim=1).numpy()
         val_f1 = evaluate(val_y, predicted, legend).macro_f1
         history.append({"epoch": epoch, "loss": total / len(x), "val_macro_f1": val_f1})
-        if progress is not None:
-            progress(epoch, total / len(x), val_f1)
         if val_f1 > best_f1:
             best_f1, best_epoch = val_f1, epoch
             best_state = {k: v.clone() for k, v in head.state_dict().items()}
-        elif epoch - best_epoch >= config.patience:
+        stopped = best_epoch != epoch and epoch - best_epoch >= config.patience
+        if checkpoint is not None:
+            state = {
+                "head": head.state_dict(),
+                "optimiser": optimiser.state_dict(),
+                "schedule": schedule.state_dict(),
+                "generator": generator.get_state(),
+                "best_f1": best_f1,
+                "best_epoch": best_epoch,
+                "best_state": best_state,
+                "history": history,
+                "stopped": stopped,
+            }
+            partial = checkpoint.with_suffix(".part")
+            checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(state, partial)
+            os.replace(partial, checkpoint)  # a kill mid-save leaves the previous epoch's checkpoint
+        if progress is not None:
+            progress(epoch, total / len(x), val_f1)
+        if stopped:
             break
+    if checkpoint is not None:
+        checkpoint.unlink(missing_ok=True)
     return FittedHead(best_state["weight"].numpy(), best_state["bias"].numpy(), best_epoch, history)
+
+
+def fit_fingerprint(
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    val_x: np.ndarray,
+    val_y: np.ndarray,
+    legend: tuple[str, ...],
+    class_weights: np.ndarray,
+    config: HeadConfig,
+) -> str:
+    """sha256 of everything a fit depends on: a checkpoint resumes only the fit it was made by."""
+    digest = hashlib.sha256(json.dumps([asdict(config), list(legend)]).encode())
+    for array in (train_x, train_y, val_x, val_y, class_weights):
+        digest.update(str((array.dtype, array.shape)).encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
 
 
 def trained_card(

@@ -462,16 +462,16 @@ class TrainingClient(JobClient):
         return job_id
 
     def epochs(self, job_id: str) -> list[dict[str, float]]:
-        """The run's epochs so far: {"epoch", "loss", "val_macro_f1"} each (of its latest attempt)."""
+        """The run's epochs so far, in order: {"epoch", "loss", "val_macro_f1"} each (an epoch written again by a
+        later attempt counts once, as last written)."""
         path = self.store.job_dir(job_id) / "epochs.jsonl"
-        rows = []
+        rows: dict[int, dict[str, float]] = {}
         with contextlib.suppress(FileNotFoundError):
             for line in path.read_text().splitlines():
-                with contextlib.suppress(ValueError):  # a line being written right now
+                with contextlib.suppress(ValueError, KeyError, TypeError):  # a line being written right now
                     row = json.loads(line)
-                    if isinstance(row, dict):
-                        rows.append(row)
-        return rows
+                    rows[int(row["epoch"])] = row
+        return [rows[epoch] for epoch in sorted(rows)]
 
     def result(self, job_id: str) -> dict[str, Any] | None:
         """What a finished run installed and how it scored (outputs/training.json), None before."""

@@ -175,8 +175,8 @@ def run_training(store: JobStore, status: JobStatus, settings: Settings, rq_job:
     from worker.training import run_queued_training
 
     job_id = status.job_id
+    # One line per epoch as it ends; an attempt that resumes from a checkpoint writes its earlier epochs again.
     epochs_file = store.job_dir(job_id) / "epochs.jsonl"
-    epochs_file.unlink(missing_ok=True)  # an attempt starts training from its first epoch
 
     def on_epoch(epoch: int, loss: float, val_macro_f1: float) -> None:
         with open(epochs_file, "a") as out:

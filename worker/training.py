@@ -214,6 +214,7 @@ def train_model(
         config,
         report_epoch,
         run.check_cancelled,
+        checkpoint_dir=run.work_dir,  # a cancelled or killed run resumes at its last epoch
     )
     metrics = training.evaluate(val_y, fitted.predict(val_x), labels.legend)
     parent_metrics = parent_scores(network, base.classes, val_x, val_y, labels.legend, request.parent_classes)

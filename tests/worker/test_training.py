@@ -188,6 +188,36 @@ def test_a_head_fitted_twice_with_one_seed_is_the_same():
     assert evaluate(y[400:], first.predict(x[400:]), ("a", "b", "c")).overall_accuracy > 0.8  # chance: 0.33
 
 
+def test_a_fit_cancelled_mid_way_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted_fit(tmp_path):
+    from core.errors import JobCancelled
+    from models.training import HeadConfig, fit_head
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 8)).astype(np.float32)
+    y = np.argmax(x[:, :3] + rng.normal(scale=0.5, size=(600, 3)), axis=1)  # noisy: no early perfect score
+    config, weights, legend = HeadConfig(epochs=40, seed=3, patience=100), np.ones(3, np.float32), ("a", "b", "c")
+    data = (x[:400], y[:400], x[400:], y[400:], legend, weights, config)
+    whole = fit_head(*data)
+    epochs_started = []
+
+    def cancel_at_epoch_13() -> None:
+        if len(epochs_started) == 12:
+            raise JobCancelled("cancelled")
+        epochs_started.append(1)
+
+    with pytest.raises(JobCancelled):
+        fit_head(*data, should_stop=cancel_at_epoch_13, checkpoint_dir=tmp_path)
+    assert len(list(tmp_path.glob("head-*.pt"))) == 1
+    other = fit_head(x[:300], y[:300], *data[2:], checkpoint_dir=tmp_path)  # other data: not that checkpoint
+    assert len(other.history) == 40 and len(list(tmp_path.glob("head-*.pt"))) == 1
+    reported = []
+    resumed = fit_head(*data, progress=lambda e, loss, f1: reported.append(e), checkpoint_dir=tmp_path)
+    assert np.array_equal(resumed.weight, whole.weight) and np.array_equal(resumed.bias, whole.bias)
+    assert resumed.history == whole.history and resumed.best_epoch == whole.best_epoch
+    assert reported == list(range(1, 41))  # the 12 epochs before the cancel are reported again, then 13..40
+    assert not list(tmp_path.glob("head-*"))  # a finished fit leaves no checkpoint
+
+
 def test_versions_promotion_and_rollback_reach_a_running_worker(client, start_worker, tmp_path):
     """Two trainings of one id make versions 1 (production) and 2 (candidate); jobs use production; a promotion
     made from the command line reaches a worker that was already running, and a rollback restores version 1."""
@@ -279,6 +309,7 @@ def test_a_training_run_on_the_training_queue_can_be_cancelled_retried_and_insta
     from models.catalogue import catalogue
     from tests.services import job_env, wait_for
     from worker.client import TrainingClient
+    from worker.training import parse_class_pairs
 
     env = job_env(settings)
     labels = label_file(tmp_path, CLASSES)
@@ -297,7 +328,7 @@ def test_a_training_run_on_the_training_queue_can_be_cancelled_retried_and_insta
     start_worker("--queues", "inference")
     time.sleep(3)
     assert runs.status(run_id).state == "queued"  # an inference worker leaves it to a training worker
-    start_worker("--queues", "training")
+    trainer = start_worker("--queues", "training")
     wait_for(runs, run_id, ("running",), min_fraction=0.15, timeout_s=120)
     asked = time.monotonic()
     runs.cancel(run_id)
@@ -305,10 +336,13 @@ def test_a_training_run_on_the_training_queue_can_be_cancelled_retried_and_insta
     assert time.monotonic() - asked < 5
     assert "landcover-slovenia" not in catalogue(settings.cache_dir).cards  # nothing installed
 
-    runs.retry(run_id)
+    runs.retry(run_id)  # goes on from where the cancel stopped it (cloud masking strips, the head's last epoch)
+    wait_for(runs, run_id, ("running",), min_fraction=0.5, timeout_s=120)
+    trainer.kill()  # a training worker dies mid-run; another one takes the run over
+    start_worker("--queues", "training")
     wait_for(runs, run_id, ("finished",), timeout_s=240)
     status = runs.status(run_id)
-    assert status.attempts == 2 and "installed landcover-slovenia version 1 (production)" in status.message
+    assert status.attempts == 3 and "installed landcover-slovenia version 1 (production)" in status.message
     epochs = runs.epochs(run_id)
     assert [row["epoch"] for row in epochs] == list(range(1, len(epochs) + 1)) and len(epochs) >= 10
     assert epochs[-1]["loss"] < epochs[0]["loss"]
@@ -317,5 +351,17 @@ def test_a_training_run_on_the_training_queue_can_be_cancelled_retried_and_insta
     assert result["metrics"]["macro_f1"] > result["parent_metrics"]["macro_f1"] + 0.1
     card = catalogue(settings.cache_dir).get("landcover-slovenia")
     assert card.metrics["validation"]["macro_f1"] == result["metrics"]["macro_f1"]
+    # The interrupted run ends with the metrics of one that ran through (same data, same seed).
+    from worker.training import TrainRequest, train_model
+
+    uninterrupted = train_model(
+        TrainRequest(
+            base_id="landcover-dynamic-world", new_id="reference", labels=labels, label_field="LULC_NAME",
+            aoi=SAMPLE_AOI, start="2015-07-01", end="2015-09-30", epochs=60,
+            parent_classes=parse_class_pairs(PARENT_CLASSES, "test"),
+        ),
+        settings,
+    )  # fmt: skip
+    assert uninterrupted.metrics.model_dump(mode="json") == result["metrics"]
     shown = terraseg("status", run_id, cwd=tmp_path, env=env)  # the job verbs know training runs
     assert shown.returncode == 0 and "finished" in shown.stdout, shown.stderr
