@@ -94,6 +94,9 @@ class ClassMetrics(BaseModel):
     recall: float
     f1: float
     iou: float
+    # F2 weighs recall four times as much as precision: what cloud masks are judged by (a missed cloud spoils a
+    # map, a false one costs a pixel). 0 in records made before it was computed.
+    f2: float = 0.0
 
 
 class Metrics(BaseModel):
@@ -108,10 +111,12 @@ class Metrics(BaseModel):
     confusion: list[list[int]]
 
     def summary(self, unit: str = "pixels") -> str:
-        """One line: 'OA 0.912, balanced 0.874, macro F1 0.861, mIoU 0.771 on 1,234 pixels'."""
+        """One line: 'OA 0.912, balanced 0.874, macro F1 0.861, mIoU 0.771 on 1,234 pixels' (with the cloud
+        class's F2 when the legend has a class named cloud)."""
+        cloud = [f", cloud F2 {c.f2:.3f}" for c in self.per_class if c.name.lower() == "cloud"]
         return (
             f"OA {self.overall_accuracy:.3f}, balanced {self.balanced_accuracy:.3f}, macro F1 "
-            f"{self.macro_f1:.3f}, mIoU {self.miou:.3f} on {self.samples:,} {unit}"
+            f"{self.macro_f1:.3f}, mIoU {self.miou:.3f}{''.join(cloud)} on {self.samples:,} {unit}"
         )
 
 
@@ -128,6 +133,7 @@ def evaluate(truth: np.ndarray, predicted: np.ndarray, legend: tuple[str, ...]) 
     precision = np.divide(hits, predicted_as, out=np.zeros(n), where=predicted_as > 0)
     recall = np.divide(hits, support, out=np.zeros(n), where=support > 0)
     f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(n), where=precision + recall > 0)
+    f2 = np.divide(5 * precision * recall, 4 * precision + recall, out=np.zeros(n), where=4 * precision + recall > 0)
     union = support + predicted_as - hits
     iou = np.divide(hits, union, out=np.zeros(n), where=union > 0)
     present = support > 0
@@ -145,6 +151,7 @@ def evaluate(truth: np.ndarray, predicted: np.ndarray, legend: tuple[str, ...]) 
                 recall=float(recall[k]),
                 f1=float(f1[k]),
                 iou=float(iou[k]),
+                f2=float(f2[k]),
             )
             for k in range(n)
         ],

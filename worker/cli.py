@@ -502,9 +502,11 @@ def command_evaluate_samples(args: argparse.Namespace, settings: Settings) -> in
 
 def print_metrics_table(metrics: "Metrics") -> None:
     """Per-class scores and the confusion matrix, as text."""
-    print(f"{'class':24s} {'support':>8s} {'precision':>9s} {'recall':>7s} {'F1':>6s} {'IoU':>6s}")
+    print(f"{'class':24s} {'support':>8s} {'precision':>9s} {'recall':>7s} {'F1':>6s} {'F2':>6s} {'IoU':>6s}")
     for c in metrics.per_class:
-        print(f"{c.name:24s} {c.support:8d} {c.precision:9.3f} {c.recall:7.3f} {c.f1:6.3f} {c.iou:6.3f}")
+        print(
+            f"{c.name:24s} {c.support:8d} {c.precision:9.3f} {c.recall:7.3f} {c.f1:6.3f} {c.f2:6.3f} {c.iou:6.3f}"
+        )
     names = [c.name[:10] for c in metrics.per_class]
     print("confusion (rows: true, columns: predicted): " + " | ".join(names))
     for name, row in zip(names, metrics.confusion, strict=True):

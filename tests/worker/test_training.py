@@ -171,6 +171,9 @@ def test_metrics_match_a_hand_count():
     assert (a.precision, a.recall, a.iou) == (1.0, pytest.approx(2 / 3), pytest.approx(2 / 3))
     assert (b.precision, b.recall, b.iou) == (pytest.approx(2 / 3), 1.0, pytest.approx(2 / 3))
     assert metrics.macro_f1 == pytest.approx((0.8 + 0.8 + 0) / 3)
+    assert (a.f2, b.f2) == (pytest.approx(10 / 14), pytest.approx(10 / 11))  # 5PR / (4P + R)
+    clouds = evaluate(truth, predicted, ("clear", "cloud", "cloud shadow"))
+    assert ", cloud F2 0.909 on 6 pixels" in clouds.summary() and "F2" not in metrics.summary()
     assert class_weights(np.array([100, 10, 0])).tolist() == pytest.approx([2 / 11, 20 / 11, 0.0])
 
 
