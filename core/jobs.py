@@ -6,6 +6,7 @@ stored spec is trusted afterwards (the worker checks its schema version only).
 
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
@@ -180,18 +181,14 @@ def as_date(value: date | str, what: str) -> date:
         raise DateRangeError(f"The {what} date {value!r} is not a date in the form YYYY-MM-DD.") from err
 
 
-class TrainingSpec(BaseModel):
-    """A training run queued for a worker (labels over imagery, as `terraseg train` takes them), checked at
-    submission. The labels file is copied into the run's folder as `labels_file`; the area is stored as GeoJSON."""
+class LabelsTraining(BaseModel):
+    """A training run's data: labels over imagery (as `terraseg train --labels` takes them), checked at submission.
+    The labels file is in the run's folder as `labels_file`; the area is stored as GeoJSON."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    schema_version: Literal[1] = 1  # older training specs are refused, not guessed at
-    base_id: str
-    new_id: str
+    kind: Literal["labels"] = "labels"
     mode: str = "head"
-    epochs: int = Field(200, ge=1)
-    seed: int = 0
     block_px: int = Field(32, ge=1)
     val_fraction: float = Field(0.2, gt=0, lt=1)
     parent_classes: dict[str, str] = Field(default_factory=dict)
@@ -201,4 +198,42 @@ class TrainingSpec(BaseModel):
     start: date
     end: date
     sources: tuple[str, ...] = ("sample",)
+
+    def describe(self) -> str:
+        return f"labels {self.label_field} · {self.start}..{self.end} · {', '.join(self.sources)}"
+
+
+class SamplesTraining(BaseModel):
+    """A training run's data: WorldCereal sample tables (as `terraseg train --samples` takes them), copied into the
+    run's folder as `sample_files`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["samples"] = "samples"
+    sample_files: tuple[str, ...] = Field(min_length=1)
+    legend: str = ""  # default: the base's
+    min_samples: int = Field(10, ge=1)
+
+    @model_validator(mode="after")
+    def _names_in_the_folder(self) -> "SamplesTraining":
+        for name in self.sample_files:
+            if not re.fullmatch(r"samples-[0-9]+\.(parquet|geoparquet)", name):
+                raise ValueError(f"{name!r} is not a samples file name of a training run")
+        return self
+
+    def describe(self) -> str:
+        return f"{len(self.sample_files)} samples table(s) · legend {self.legend or 'of the base'}"
+
+
+class TrainingSpec(BaseModel):
+    """A training run queued for a worker, checked at submission."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = 1  # older training specs are refused, not guessed at
+    base_id: str
+    new_id: str
+    epochs: int = Field(200, ge=1)
+    seed: int = 0
     by: str  # who started it, for the new version's card
+    data: LabelsTraining | SamplesTraining = Field(discriminator="kind")

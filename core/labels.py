@@ -170,20 +170,26 @@ def class_summary(labels: Labels) -> list[LabelClass]:
 
 
 UPLOAD_SUFFIXES = (".geojson", ".json", ".gpkg", ".zip", ".kml")  # single files (a bare .shp needs its sidecars)
-MAX_LABEL_UPLOAD_BYTES = 50 * 2**20
+MAX_UPLOAD_BYTES = 20 * 2**20  # the app's own limit (server.maxUploadSize in .streamlit/config.toml)
 
 
-def store_label_upload(name: str, data: bytes, folder: Path, max_bytes: int = MAX_LABEL_UPLOAD_BYTES) -> Path:
-    """Keep an uploaded label file as `<folder>/<sha256 prefix><suffix>`: the user's file name never becomes a
-    path (only its suffix, from a fixed list, is kept); the same content is stored once."""
+def store_upload(
+    name: str,
+    data: bytes,
+    folder: Path,
+    suffixes: tuple[str, ...] = UPLOAD_SUFFIXES,
+    max_bytes: int = MAX_UPLOAD_BYTES,
+) -> Path:
+    """Keep an uploaded file (labels, sample tables) as `<folder>/<sha256 prefix><suffix>`: the user's file name
+    never becomes a path (only its suffix, from `suffixes`, is kept); the same content is stored once."""
     import hashlib
 
     suffix = Path(name).suffix.lower()
-    if suffix not in UPLOAD_SUFFIXES:
-        raise LabelError(f"{Path(name).name}: upload labels as {', '.join(UPLOAD_SUFFIXES)}.")
+    if suffix not in suffixes:
+        raise LabelError(f"{Path(name).name}: upload {', '.join(suffixes)} files here.")
     if len(data) > max_bytes:
         raise LabelError(
-            f"{Path(name).name} is {len(data) / 2**20:.1f} MB; the limit for a label upload is "
+            f"{Path(name).name} is {len(data) / 2**20:.1f} MB; the limit for an upload is "
             f"{max_bytes // 2**20} MB."
         )
     folder.mkdir(parents=True, exist_ok=True)

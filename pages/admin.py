@@ -10,7 +10,7 @@ from core.errors import AppError
 from models import versions
 from models.catalogue import catalogue
 from pages import ui
-from pages.admin_training import training_form, training_runs
+from pages.admin_training import samples_form, training_form, training_runs
 
 st.title("Admin")
 settings = ui.settings()
@@ -44,12 +44,15 @@ if st.button("Sign out"):
 cards = catalogue(settings.cache_dir)
 st.subheader("Train a model")
 st.caption(
-    "A new classifier on a base model's features, from your labels over the imagery of an area and dates. "
-    "Runs go to the `training` queue: a worker must serve it (`terraseg worker --queues training`, or a worker "
-    "on every queue)."
+    "A new classifier on a base model's features: from your labels over the imagery of an area and dates, or a "
+    "crop head from WorldCereal sample tables. Runs go to the `training` queue: a worker must serve it "
+    "(`terraseg worker --queues training`, or a worker on every queue)."
 )
-with st.container(border=True):
+over_imagery, from_samples = st.tabs(["Labels over imagery (land cover)", "WorldCereal samples (crop heads)"])
+with over_imagery, st.container(border=True):
     training_form(settings, cards, admin_dir)
+with from_samples, st.container(border=True):
+    samples_form(settings, cards, admin_dir)
 st.subheader("Training runs")
 training_runs()
 

@@ -12,12 +12,14 @@ from core.admin import audit
 from core.config import Settings
 from core.errors import AppError
 from core.jobstore import JobStatus
-from core.labels import UPLOAD_SUFFIXES, label_fields, read_labels, store_label_upload
+from core.labels import UPLOAD_SUFFIXES, label_fields, read_labels, store_upload
 from core.preflight import format_duration
+from core.presto_inputs import PRESTO_BUILDER
 from models.catalogue import Catalogue, check_trainable
 from pages import ui
 
 SAMPLE_DATES = (date(2015, 7, 1), date(2015, 9, 30))
+SAMPLE_SUFFIXES = (".parquet", ".geoparquet")
 WHO = "admin (web)"
 REFRESH_S = 2.0
 
@@ -67,7 +69,7 @@ def training_form(settings: Settings, cards: Catalogue, admin_dir: Path) -> None
         st.caption("Upload labels to choose their class field and see how much of each class there is.")
         return
     try:
-        labels_path = store_label_upload(upload.name, upload.getvalue(), admin_dir / "uploads")
+        labels_path = store_upload(upload.name, upload.getvalue(), admin_dir / "uploads")
         fields = label_fields(labels_path)
     except AppError as err:
         st.error(str(err))
@@ -163,6 +165,90 @@ def training_form(settings: Settings, cards: Catalogue, admin_dir: Path) -> None
         st.success(f"Training run {run_id} is queued; follow it below.")
 
 
+def samples_form(settings: Settings, cards: Catalogue, admin_dir: Path) -> None:
+    """A crop head from WorldCereal sample tables: base, tables, legend, rare-class threshold, new id, epochs;
+    Check shows the samples per class of the new head, Start queues the run."""
+    from models.presto_heads import worldcereal_legends
+    from worker.training import SamplesTrainRequest, check_samples_request, queue_training
+
+    presto = [c for c in cards.all() if c.builder == PRESTO_BUILDER and c.status != "untrained"]
+    bases = [c.id for c in sorted(presto, key=lambda c: not c.default_for_task)]  # the crop task's default first
+    if not bases:
+        st.info("No Presto crop model is installed.")
+        return
+    base = st.selectbox("Base crop model", bases, help="The new head reads this model's Presto encoder.")
+    uploads = st.file_uploader(
+        "WorldCereal sample tables (extraction (geo)parquet: point time series, monthly or 10-day steps)",
+        type=[s.lstrip(".") for s in SAMPLE_SUFFIXES],
+        accept_multiple_files=True,
+    )
+    if not uploads:
+        st.caption("Upload one or more sample tables to see how many samples each class would get.")
+        return
+    try:
+        tables = tuple(
+            store_upload(u.name, u.getvalue(), admin_dir / "uploads", SAMPLE_SUFFIXES) for u in uploads
+        )
+    except AppError as err:
+        st.error(str(err))
+        return
+    legends = sorted(worldcereal_legends())
+    base_legend = cards.get(base).label_mapping
+    left, right = st.columns(2)
+    legend = left.selectbox(
+        "Legend",
+        legends,
+        index=legends.index(base_legend) if base_legend in legends else 0,
+        key="samples-legend",
+    )
+    min_samples = right.number_input("Classes with fewer samples join 'other'", 1, 10_000, 10)
+    new_id = left.text_input(
+        "New model id", key="samples-new-id", help="Lower-case letters, digits, '.', '-' or '_'."
+    )
+    epochs = right.number_input("Epochs", 1, 2000, 100, key="samples-epochs")
+    if not new_id.strip():
+        st.caption("Name the new model to check the request.")
+        return
+    request = SamplesTrainRequest(
+        base_id=base,
+        new_id=new_id.strip(),
+        samples=tables,
+        legend=legend,
+        min_samples=int(min_samples),
+        epochs=int(epochs),
+        by=WHO,
+    )
+    checked = st.session_state.get("samples-check")
+    if st.button("Check", key="samples-check-button"):
+        try:
+            checked = (request, check_samples_request(request, settings).counts())
+        except AppError as err:
+            checked = None
+            st.error(str(err))
+        st.session_state["samples-check"] = checked
+    if checked is None or checked[0] != request:
+        st.caption("Check the request to see the samples per class before starting.")
+        return
+    counts = checked[1]
+    st.dataframe([{"class": name, "samples": n} for name, n in counts.items()], hide_index=True)
+    st.caption(
+        f"{sum(counts.values()):,} labelled samples in {len(counts)} classes; about a quarter, in whole 0.1-degree "
+        "cells, is held out to score the new head (and the base, when its classes cover the legend)."
+    )
+    for name, n in counts.items():
+        if n < 40:  # a quarter held out leaves fewer than 30 to learn from
+            st.warning(f"'{name}' has only {n} samples; its scores will be shaky.")
+    if st.button("Start training", type="primary", key="samples-start"):
+        try:
+            run_id = queue_training(request, settings)
+        except AppError as err:
+            st.error(str(err))
+            return
+        audit(admin_dir, WHO, f"started training run {run_id}: {request.new_id} from {request.base_id}")
+        st.session_state["samples-check"] = None
+        st.success(f"Training run {run_id} is queued; follow it below.")
+
+
 def run_panel(status: JobStatus) -> None:
     """One training run: what, where it stands, its epochs so far, and cancel / retry / log."""
     runs = ui.training_client()
@@ -170,9 +256,12 @@ def run_panel(status: JobStatus) -> None:
     with st.container(border=True):
         try:
             spec = runs.training_spec(run_id)
-            what = f"{spec.new_id} from {spec.base_id} · {spec.label_field} · {spec.start}..{spec.end} · {spec.by}"
+            what = f"{spec.new_id} from {spec.base_id} · {spec.data.describe()} · {spec.by}"
+            # Crop heads from samples keep no validation set while fitting (the shipped heads' recipe): their
+            # per-epoch score is on the training samples, their held-out score comes at the end.
+            score_name = "training macro F1" if spec.data.kind == "samples" else "validation macro F1"
         except AppError:
-            what = "request unreadable"
+            what, score_name = "request unreadable", "macro F1"
         st.markdown(f"**{run_id}** · {status.state} · {what}")
         if status.state == "failed" and status.error:
             st.error(status.error)
@@ -183,21 +272,22 @@ def run_panel(status: JobStatus) -> None:
             st.caption(status.message)
         epochs = runs.epochs(run_id)
         if epochs:
-            st.caption("Training loss and validation macro F1 per epoch")
+            st.caption(f"Training loss and {score_name} per epoch")
             st.line_chart(
                 {
                     "epoch": [row["epoch"] for row in epochs],
                     "loss": [row["loss"] for row in epochs],
-                    "validation macro F1": [row["val_macro_f1"] for row in epochs],
+                    score_name: [row["val_macro_f1"] for row in epochs],
                 },
                 x="epoch",
                 height=180,
             )
         result = runs.result(run_id) if status.state == "finished" else None
         if result is not None:
-            rows = [{"model": f"{result['model_id']}@{result['version']}", **scores(result["metrics"])}]
+            unit = str(result.get("unit", "pixels"))
+            rows = [{"model": f"{result['model_id']}@{result['version']}", **scores(result["metrics"], unit)}]
             if result.get("parent_metrics"):
-                rows.append({"model": "its base, same pixels", **scores(result["parent_metrics"])})
+                rows.append({"model": f"its base, same {unit}", **scores(result["parent_metrics"], unit)})
             st.dataframe(rows, hide_index=True)
         actions = st.columns(3)
         try:
@@ -215,17 +305,10 @@ def run_panel(status: JobStatus) -> None:
             st.code(runs.logs(run_id) or "(empty)", language=None)
 
 
-def scores(metrics: dict[str, float]) -> dict[str, float]:
-    """The validation scores a run shows, rounded."""
-    names = {
-        "overall_accuracy": "OA",
-        "balanced_accuracy": "balanced",
-        "macro_f1": "macro F1",
-        "miou": "mIoU",
-    }
-    return {label: round(float(metrics[key]), 3) for key, label in names.items()} | {
-        "pixels": int(metrics["samples"])
-    }
+def scores(metrics: dict[str, float], unit: str) -> dict[str, float]:
+    """The held-out scores a run shows, rounded, and how many `unit` they were computed on."""
+    names = {"overall_accuracy": "OA", "balanced_accuracy": "balanced", "macro_f1": "macro F1", "miou": "mIoU"}
+    return {label: round(float(metrics[key]), 3) for key, label in names.items()} | {unit: int(metrics["samples"])}
 
 
 @st.fragment(run_every=REFRESH_S)

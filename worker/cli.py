@@ -29,7 +29,7 @@ from worker.client import redacted
 if TYPE_CHECKING:
     from core.jobstore import JobStatus
     from core.training import Metrics
-    from worker.training import TrainResult
+    from worker.training import SamplesTrainRequest, TrainRequest, TrainResult
 
 log = logging.getLogger("terraseg")
 
@@ -348,8 +348,6 @@ def command_train(args: argparse.Namespace, settings: Settings) -> int:
 
     check_model_id(args.new_id)
     if args.samples:
-        if args.queue:
-            raise AppError("--queue trains from labels over imagery; --samples heads train here, in seconds.")
         return command_train_samples(args, settings)
     epochs = 200 if args.epochs is None else args.epochs
     if epochs < 1 or args.block_px < 1:
@@ -373,16 +371,21 @@ def command_train(args: argparse.Namespace, settings: Settings) -> int:
         parent_classes=parse_class_pairs(args.parent_classes, "--parent-classes"),
     )
     if args.queue:
-        from worker.client import TrainingClient
-        from worker.training import queue_training
-
-        run_id = queue_training(request, settings)
-        status = TrainingClient(settings).status(run_id)
-        print(f"terraseg: training run {run_id} {status.state}: {status.message}", file=sys.stderr)
-        print(run_id)
-        return 0
+        return queue_run(request, settings)
     result = train_model(request, settings, progress=print_progress)
     return report_training(args, result)
+
+
+def queue_run(request: "TrainRequest | SamplesTrainRequest", settings: Settings) -> int:
+    """`train --queue`: check the request, queue it, print the run's id last."""
+    from worker.client import TrainingClient
+    from worker.training import queue_training
+
+    run_id = queue_training(request, settings)
+    status = TrainingClient(settings).status(run_id)
+    print(f"terraseg: training run {run_id} {status.state}: {status.message}", file=sys.stderr)
+    print(run_id)
+    return 0
 
 
 def absent_area_options(args: argparse.Namespace) -> list[str]:
@@ -413,6 +416,8 @@ def command_train_samples(args: argparse.Namespace, settings: Settings) -> int:
         epochs=epochs,
         seed=args.seed,
     )
+    if args.queue:
+        return queue_run(request, settings)
     return report_training(args, train_from_samples(request, settings, progress=print_progress), "samples")
 
 

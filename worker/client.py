@@ -7,7 +7,6 @@ the remote sources, which will enqueue there.
 """
 
 import contextlib
-import glob
 import hashlib
 import json
 import logging
@@ -437,10 +436,13 @@ class TrainingClient(JobClient):
         """The run's request as submitted (SpecError when its file is damaged)."""
         return self.store.read_request(job_id, TrainingSpec)
 
-    def submit_training(self, spec: TrainingSpec, labels: Path) -> str:
-        """Queue a checked training run whose labels are the file `labels` (copied into the run's folder, with
-        a Shapefile's sidecar files); returns the run's id. An identical queued or running run answers."""
-        spec_hash = hashlib.sha256(spec.model_dump_json().encode() + labels.read_bytes()).hexdigest()
+    def submit_training(self, spec: TrainingSpec, files: dict[str, Path]) -> str:
+        """Queue a checked training run whose data files are `files` (name in the run's folder -> the file to copy
+        there); returns the run's id. An identical queued or running run is the answer itself."""
+        digest = hashlib.sha256(spec.model_dump_json(exclude={"by"}).encode())
+        for name, path in sorted(files.items()):
+            digest.update(name.encode() + hashlib.sha256(path.read_bytes()).digest())
+        spec_hash = digest.hexdigest()
         job_id = new_job_id()
         info = {"spec_hash": spec_hash, "queue": self.queue_name, "submitted_at": utc_now(), "kind": "training"}
         self.store.root.mkdir(parents=True, exist_ok=True)
@@ -452,11 +454,8 @@ class TrainingClient(JobClient):
             folder = self.store.job_dir(job_id)
             folder.mkdir()
             with self.store.try_lock(job_id):
-                shutil.copyfile(labels, folder / spec.labels_file)
-                if labels.suffix.lower() == ".shp":  # a plain Shapefile is several files of one name
-                    for sidecar in labels.parent.glob(f"{glob.escape(labels.stem)}.*"):
-                        if sidecar.suffix.lower() != ".shp":
-                            shutil.copyfile(sidecar, folder / f"labels{sidecar.suffix.lower()}")
+                for name, path in files.items():
+                    shutil.copyfile(path, folder / Path(name).name)
                 self.store.create(job_id, spec, info)
                 self._enqueue(job_id)
         return job_id

@@ -4,6 +4,7 @@ the parent model scored on the same validation pixels; the result installed as a
 """
 
 import getpass
+import glob
 import json
 import logging
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from core import analysis, training
 from core.config import Settings
 from core.errors import AppError
 from core.inference import tile_layout
-from core.jobs import JobArea, JobRequest, JobSpec, TrainingSpec, build_spec
+from core.jobs import JobArea, JobRequest, JobSpec, LabelsTraining, SamplesTraining, TrainingSpec, build_spec
 from core.labels import IGNORE, LabelError, Labels, rasterise_labels, read_labels
 from core.preflight import find_scenes
 from core.progress import ProgressFn, RunContext, TilingOptions
@@ -29,6 +30,7 @@ from models.catalogue import catalogue
 from worker.tasks import download, load_models
 
 if TYPE_CHECKING:
+    from core.crop_samples import SampleSeries
     from core.labels import LabelClass
     from core.preflight import Estimate
     from models.training import FeatureNetwork
@@ -321,32 +323,50 @@ def preflight_training(
 
 
 def queue_training(
-    request: TrainRequest, settings: Settings, check_source: Callable[[str], object] | None = None
+    request: "TrainRequest | SamplesTrainRequest",
+    settings: Settings,
+    check_source: Callable[[str], object] | None = None,
 ) -> str:
     """Check `request` now (a bad one gets its sentence before anything is queued) and queue it on the
-    `training` queue; returns the run's id."""
+    `training` queue with copies of its files; returns the run's id."""
     from worker.client import TrainingClient
 
-    _, spec = check_train_request(request, settings, check_source)
-    suffix = request.labels.suffix.lower()
+    data: LabelsTraining | SamplesTraining
+    files: dict[str, Path] = {}
+    if isinstance(request, SamplesTrainRequest):
+        check_samples_request(request, settings)
+        names = [f"samples-{i}{p.suffix.lower()}" for i, p in enumerate(request.samples)]
+        files = dict(zip(names, request.samples, strict=True))
+        data = SamplesTraining(sample_files=tuple(names), legend=request.legend, min_samples=request.min_samples)
+    else:
+        _, spec = check_train_request(request, settings, check_source)
+        suffix = request.labels.suffix.lower()
+        files[f"labels{suffix}"] = request.labels
+        if suffix == ".shp":  # a plain Shapefile is several files of one name
+            for sidecar in request.labels.parent.glob(f"{glob.escape(request.labels.stem)}.*"):
+                if sidecar.suffix.lower() != ".shp":
+                    files[f"labels{sidecar.suffix.lower()}"] = sidecar
+        data = LabelsTraining(
+            mode=request.mode,
+            block_px=request.block_px,
+            val_fraction=request.val_fraction,
+            parent_classes=request.parent_classes,
+            labels_file=f"labels{suffix}",
+            label_field=request.label_field,
+            aoi_geojson=json.dumps(spec.aoi.geometry),
+            start=spec.start,
+            end=spec.end,
+            sources=spec.sources,
+        )
     queued = TrainingSpec(
         base_id=request.base_id,
         new_id=request.new_id,
-        mode=request.mode,
         epochs=request.epochs,
         seed=request.seed,
-        block_px=request.block_px,
-        val_fraction=request.val_fraction,
-        parent_classes=request.parent_classes,
-        labels_file=f"labels{suffix}",
-        label_field=request.label_field,
-        aoi_geojson=json.dumps(spec.aoi.geometry),
-        start=spec.start,
-        end=spec.end,
-        sources=spec.sources,
         by=request.by or getpass.getuser(),
+        data=data,
     )
-    return TrainingClient(settings).submit_training(queued, request.labels)
+    return TrainingClient(settings).submit_training(queued, files)
 
 
 def run_queued_training(
@@ -358,35 +378,51 @@ def run_queued_training(
     on_epoch: Callable[[int, float, float], None] | None = None,
 ) -> Path:
     """Run a queued training run from its folder; returns the `outputs/training.json` it published (the new
-    version, its validation metrics next to the parent's, the pixel counts, the warnings)."""
+    version, its validation metrics next to the parent's, the counts per class, the warnings)."""
     from core.jobstore import write_json_atomic
 
-    request = TrainRequest(
-        base_id=spec.base_id,
-        new_id=spec.new_id,
-        labels=folder / spec.labels_file,
-        label_field=spec.label_field,
-        aoi=spec.aoi_geojson,
-        start=spec.start.isoformat(),
-        end=spec.end.isoformat(),
-        sources=spec.sources,
-        mode=spec.mode,
-        epochs=spec.epochs,
-        seed=spec.seed,
-        block_px=spec.block_px,
-        val_fraction=spec.val_fraction,
-        parent_classes=spec.parent_classes,
-        by=spec.by,
-    )
-    result = train_model(request, settings, progress, should_stop, on_epoch)
+    data = spec.data
+    unit = "samples" if isinstance(data, SamplesTraining) else "pixels"
+    if isinstance(data, SamplesTraining):
+        samples_request = SamplesTrainRequest(
+            base_id=spec.base_id,
+            new_id=spec.new_id,
+            samples=tuple(folder / name for name in data.sample_files),
+            legend=data.legend,
+            min_samples=data.min_samples,
+            epochs=spec.epochs,
+            seed=spec.seed,
+            by=spec.by,
+        )
+        result = train_from_samples(samples_request, settings, progress, should_stop, on_epoch)
+    else:
+        request = TrainRequest(
+            base_id=spec.base_id,
+            new_id=spec.new_id,
+            labels=folder / data.labels_file,
+            label_field=data.label_field,
+            aoi=data.aoi_geojson,
+            start=data.start.isoformat(),
+            end=data.end.isoformat(),
+            sources=data.sources,
+            mode=data.mode,
+            epochs=spec.epochs,
+            seed=spec.seed,
+            block_px=data.block_px,
+            val_fraction=data.val_fraction,
+            parent_classes=data.parent_classes,
+            by=spec.by,
+        )
+        result = train_model(request, settings, progress, should_stop, on_epoch)
     summary = {
         "model_id": result.model_id,
         "version": result.version,
         "state": result.state,
+        "unit": unit,
         "metrics": result.metrics.model_dump(mode="json"),
         "parent_metrics": result.parent_metrics.model_dump(mode="json") if result.parent_metrics else None,
-        "train_pixels": result.train_counts,
-        "val_pixels": result.val_counts,
+        "train_counts": result.train_counts,
+        "val_counts": result.val_counts,
         "warnings": result.warnings,
     }
     outputs = folder / "outputs"
@@ -540,58 +576,115 @@ class SamplesTrainRequest:
     min_samples: int = 10  # legend classes with fewer samples merge into "other"
     epochs: int = 100
     seed: int = 0
+    by: str = ""  # who started it (default: the user running the process)
 
 
-def train_from_samples(
-    request: SamplesTrainRequest, settings: Settings, progress: ProgressFn | None = None
-) -> TrainResult:
-    """Train a head on the base Presto model's encoder from WorldCereal sample tables, scored on held-out 0.1
-    degree cells (against the base, when its classes cover the legend), installed as a new version."""
+@dataclass(frozen=True)
+class SamplesPlan:
+    """What sample tables give a new crop head, before any model runs: the samples and the head's classes."""
+
+    series: "SampleSeries"
+    legend_name: str
+    classes: tuple[str, ...]
+    legend_classes: dict[str, str]  # legend class -> the head's class it counts as
+    y: np.ndarray  # each sample's class value, -1 where the legend says ignore
+
+    def counts(self) -> dict[str, int]:
+        """Samples per class of the new head."""
+        found = np.bincount(self.y[self.y >= 0], minlength=len(self.classes))
+        return {name: int(n) for name, n in zip(self.classes, found, strict=True)}
+
+
+def check_samples_request(request: SamplesTrainRequest, settings: Settings) -> SamplesPlan:
+    """Everything about a samples training request that can be checked without running Presto: the new id, the
+    base, the tables and their legend, the classes; SampleError or AppError with a sentence otherwise."""
     from core.crop_samples import concatenate, labels_under, read_samples_table, to_series
-    from models.presto_heads import (
-        BUILDER,
-        block_holdout,
-        embeddings,
-        load_head_model,
-        model_classes,
-        plan_classes,
-        spatial_blocks,
-        worldcereal_legends,
-    )
-    from models.training import HeadConfig, fit_head, install_version, utc_now
+    from models.importing import check_model_id
+    from models.presto_heads import BUILDER, model_classes, plan_classes, worldcereal_legends
 
+    check_model_id(request.new_id)
     cards = catalogue(settings.cache_dir)
+    if request.new_id in cards.cards and request.new_id not in cards.versions:
+        raise AppError(
+            f"A model {request.new_id} exists already and is not one trained here; choose another --as id."
+        )
     base_card = cards.require_weights(request.base_id)
     if base_card.builder != BUILDER:
         raise AppError(
             f"--samples trains a head on a Presto crop model's encoder; {request.base_id} is not one (use "
             f"{', '.join(c.id for c in cards.cards.values() if c.builder == BUILDER)})."
         )
+    if request.new_id in cards.versions and cards.get(request.new_id).builder != BUILDER:
+        raise AppError(f"{request.new_id} is not a Presto crop model; its versions keep their kind.")
     missing = [p.name for p in request.samples if not p.is_file()]
     if missing:
         raise AppError(f"No samples file {', '.join(missing)}.")
-    base = load_head_model(base_card, cards.folder(request.base_id))
-    report = progress or (lambda fraction, message: None)
-    report(0.05, f"Reading {len(request.samples)} samples table(s)")
     series = concatenate([to_series(read_samples_table(str(p))) for p in request.samples])
-    legend_name = request.legend or base.legend_name
+    legend_name = request.legend or base_card.label_mapping
     names = labels_under(series.ewoc_code, legend_name, worldcereal_legends())
     # Rare classes merge into the base's catch-all class when it has one (other_crop), so the two compare.
-    other = str(base.card.builder_args.get("legend_classes", {}).get("*", "other"))
+    other = str(base_card.builder_args.get("legend_classes", {}).get("*", "other"))
     classes, legend_classes = plan_classes(names, request.min_samples, other)
     training.check_legend(classes)
-    y = model_classes(names, legend_classes, classes)
+    return SamplesPlan(series, legend_name, classes, legend_classes, model_classes(names, legend_classes, classes))
+
+
+def train_from_samples(
+    request: SamplesTrainRequest,
+    settings: Settings,
+    progress: ProgressFn | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    on_epoch: Callable[[int, float, float], None] | None = None,
+) -> TrainResult:
+    """Train a head on the base Presto model's encoder from WorldCereal sample tables, scored on held-out 0.1
+    degree cells (against the base, when its classes cover the legend), installed as a new version."""
+    from models.presto_heads import block_holdout, embeddings, load_head_model, spatial_blocks
+    from models.training import HeadConfig, fit_head, install_version, utc_now
+
+    run = RunContext(settings.cache_dir / "training" / f"{request.new_id}-samples", progress, should_stop)
+    run.report(0.05, f"Reading {len(request.samples)} samples table(s)")
+    plan = check_samples_request(request, settings)
+    cards = catalogue(settings.cache_dir)
+    base_card = cards.get(request.base_id)
+    base = load_head_model(base_card, cards.folder(request.base_id))
+    series, legend_name, classes, legend_classes, y = (
+        plan.series,
+        plan.legend_name,
+        plan.classes,
+        plan.legend_classes,
+        plan.y,
+    )
     held_out = block_holdout(spatial_blocks(series.latlon_deg), y, 0.25, request.seed)
     train = (y >= 0) & ~held_out
     train_counts = np.bincount(y[train], minlength=len(classes))
     val_counts = np.bincount(y[held_out], minlength=len(classes))
     warnings = training.check_samples(train_counts, val_counts, classes, unit="samples", few=10)
-    report(0.15, f"Presto on {len(series)} samples")
+    run.report(0.15, f"Presto on {len(series)} samples")
+    run.check_cancelled()
     features = embeddings(base.encoder, series, settings.device)
-    report(0.5, f"Training a head for {len(classes)} classes on {int(train.sum())} samples")
+    run.report(0.5, f"Training a head for {len(classes)} classes on {int(train.sum())} samples")
     weights = training.class_weights(train_counts)
     config = HeadConfig(epochs=request.epochs, patience=request.epochs, seed=request.seed)
-    fitted = fit_head(features[train], y[train], features[train], y[train], classes, weights, config)
+    epochs_run = run.within(0.5, 0.9, "Training")
+
+    def report_epoch(epoch: int, loss: float, score: float) -> None:
+        # No early stopping here (the recipe of the shipped heads): the score is on the training samples.
+        epochs_run.report(epoch / config.epochs, f"epoch {epoch}/{config.epochs}, loss {loss:.4f}")
+        if on_epoch is not None:
+            on_epoch(epoch, loss, score)
+
+    fitted = fit_head(
+        features[train],
+        y[train],
+        features[train],
+        y[train],
+        classes,
+        weights,
+        config,
+        report_epoch,
+        run.check_cancelled,
+        checkpoint_dir=run.work_dir,
+    )
     metrics = training.evaluate(y[held_out], fitted.predict(features[held_out]), classes)
     parent_metrics = None
     if legend_name == base.legend_name and set(classes) <= set(base.classes):
@@ -609,8 +702,9 @@ def train_from_samples(
         "epochs": request.epochs,
         "best_epoch": fitted.best_epoch,
         "trained_at": utc_now(),
-        "by": getpass.getuser(),
+        "by": request.by or getpass.getuser(),
     }
+    run.check_cancelled()  # nothing is installed after a cancel
 
     def write(staging: Path, version: str) -> ModelCard:
         import hashlib
@@ -645,7 +739,7 @@ def train_from_samples(
             default_for_task=False,
         )
 
-    report(0.9, "Installing")
+    run.report(0.9, "Installing")
     folder, version, state = install_version(
         settings.cache_dir / "models", request.new_id, write, str(trained["by"])
     )

@@ -170,3 +170,38 @@ def test_an_admin_checks_and_starts_a_training_run_and_follows_it_to_a_new_versi
     assert any("landcover-slovenia" in t for t in texts(at.markdown))  # among the models trained here
     actions = [e["action"] for e in read_audit(admin_env.cache_dir / "admin")]
     assert any(a.startswith(f"started training run {status.job_id}: landcover-slovenia") for a in actions)
+
+
+def test_an_admin_trains_a_crop_head_from_uploaded_samples(admin_env, start_worker):
+    """The samples tab: upload both WorldCereal tables, see the samples per class, start; a training worker
+    installs the new crop head and the page shows its held-out scores next to the base's."""
+    from models.conversion.presto_heads import DEFAULT_SAMPLES
+    from tests.services import wait_for
+    from worker.client import TrainingClient
+
+    at = sign_in(open_page("pages/admin.py"), PASSWORD)
+    uploader = at.get("file_uploader")[1]  # the second tab's
+    uploader.set_value([(p.name, p.read_bytes(), "application/octet-stream") for p in DEFAULT_SAMPLES])
+    at = at.run()
+    assert_no_crash(at)
+    assert by_label(at.selectbox, "Legend").value == "CROPTYPE20_EUROPE"
+    at.text_input(key="samples-new-id").set_value("my-crops")
+    at.number_input(key="samples-epochs").set_value(30)
+    at = at.run()
+    at.button(key="samples-check-button").click()
+    at = at.run()
+    assert_no_crash(at)
+    counts = next(d.value for d in at.dataframe if "samples" in d.value.columns)
+    assert list(counts["class"])[:2] == ["no_crop", "wheat"] and list(counts["samples"])[:2] == [190, 57]  # as the CLI
+    at.button(key="samples-start").click()
+    at = at.run()
+    runs = TrainingClient(admin_env)
+    [status] = runs.list_jobs()
+    assert runs.training_spec(status.job_id).data.kind == "samples"
+    start_worker("--queues", "training")
+    wait_for(runs, status.job_id, ("finished",), timeout_s=180)
+    at = at.run()
+    assert_no_crash(at)
+    assert any("Training loss and training macro F1 per epoch" in t for t in texts(at.caption))
+    scored = next(d.value for d in at.dataframe if "macro F1" in d.value.columns)
+    assert list(scored["model"]) == ["my-crops@1", "its base, same samples"] and list(scored["samples"]) == [142, 142]

@@ -141,7 +141,7 @@ def test_an_admin_signs_in_starts_a_training_run_watches_it_and_promotes_it_in_a
         page.get_by_label("Admin password").fill(PASSWORD)
         page.get_by_role("button", name="Sign in").click()
         expect(page.get_by_text("Train a model")).to_be_visible()
-        page.locator('input[type="file"]').set_input_files(str(label_file(tmp_path, CLASSES, "parcels.gpkg")))
+        page.locator('input[type="file"]').first.set_input_files(str(label_file(tmp_path, CLASSES, "parcels.gpkg")))
         expect(page.get_by_text("Class field", exact=True)).to_be_visible()
         for label, value in (("Area of the imagery", "14.5525,45.8665,14.5630,45.8745"), ("New model id", "slovenia")):
             field = page.get_by_role("textbox", name=label)

@@ -125,3 +125,41 @@ def test_training_from_samples_refuses_what_it_cannot_train(tmp_path):
     for result in (not_presto, legend, neither):
         assert "Traceback" not in result.stderr
     assert not (tmp_path / "cache" / "models" / "x").exists()
+
+
+def test_train_samples_queue_checks_first_and_a_training_worker_installs_the_head(settings, start_worker, tmp_path):
+    """`terraseg train --samples ... --queue`: a bad request is refused before anything is queued; a good one runs
+    on a training worker and installs the same head as training here (same samples, same seed)."""
+    from tests.services import job_env, wait_for
+    from worker.client import TrainingClient
+
+    monthly, dekads = DEFAULT_SAMPLES
+    env = job_env(settings)
+    refused = terraseg(
+        "train", "--base", "crop-presto-croptype", "--samples", str(monthly), "--legend", "NOPE", "--as", "x",
+        "--queue", cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert refused.returncode == 2 and "No legend 'NOPE'" in refused.stderr
+    runs = TrainingClient(settings)
+    assert runs.list_jobs() == []
+    queued = terraseg(
+        "train", "--base", "crop-presto-croptype", "--samples", str(monthly), "--samples", str(dekads),
+        "--as", "my-crops", "--epochs", "30", "--queue", cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert queued.returncode == 0, queued.stderr
+    run_id = queued.stdout.strip().splitlines()[-1]
+    assert runs.training_spec(run_id).data.kind == "samples"
+    start_worker("--queues", "training")
+    wait_for(runs, run_id, ("finished",), timeout_s=180)
+    result = runs.result(run_id)
+    assert result is not None and result["unit"] == "samples" and result["metrics"]["samples"] == 142
+    assert [row["epoch"] for row in runs.epochs(run_id)] == list(range(1, 31))  # no early stopping here
+    from worker.training import SamplesTrainRequest, train_from_samples
+
+    here = train_from_samples(
+        SamplesTrainRequest(
+            base_id="crop-presto-croptype", new_id="my-crops-here", samples=(monthly, dekads), epochs=30
+        ),
+        settings,
+    )
+    assert here.metrics.model_dump(mode="json") == result["metrics"]
