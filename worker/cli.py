@@ -132,6 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="WorldCereal reference samples (geo)parquet: score a Presto crop model on them (no map is made)",
     )
+    evaluate.add_argument(
+        "--dataset", type=Path, help="a patch dataset's release folder, in its published layout (--format)"
+    )
+    evaluate.add_argument("--format", default="dfc2020", help="the --dataset's layout: dfc2020")
     evaluate.add_argument("--labels", type=Path, help="GeoJSON, GeoPackage, zipped Shapefile or KML")
     evaluate.add_argument("--label-field", help="the labels' field that holds the class")
     evaluate.add_argument("--aoi", help="the area to map and score (as for run)")
@@ -452,9 +456,13 @@ def command_evaluate(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.samples:
         return command_evaluate_samples(args, settings)
+    if args.dataset:
+        return command_evaluate_dataset(args, settings)
     absent = absent_area_options(args)
     if absent:
-        raise AppError(f"evaluate needs --samples FILE, or {', '.join(absent)} to map an area and score it.")
+        raise AppError(
+            f"evaluate needs --samples FILE, --dataset DIR, or {', '.join(absent)} to map an area and score it."
+        )
     request = EvaluateRequest(
         model_id=args.model,
         labels=args.labels,
@@ -501,6 +509,34 @@ def command_evaluate_samples(args: argparse.Namespace, settings: Settings) -> in
         print(json.dumps(metrics.model_dump() | {"model": args.model, "legend": evaluation.legend}, indent=1))
         return 0
     print(f"{args.model} on {args.samples.name} (legend {evaluation.legend}): {metrics.summary('samples')}")
+    print_metrics_table(metrics)
+    return 0
+
+
+def command_evaluate_dataset(args: argparse.Namespace, settings: Settings) -> int:
+    """Score a model on a patch dataset; print the scores, write one CSV row per patch."""
+    import csv
+
+    from worker.training import evaluate_dataset, parse_class_pairs
+
+    evaluation = evaluate_dataset(
+        args.model,
+        args.dataset,
+        args.format,
+        parse_class_pairs(args.class_map, "--class-map"),
+        settings,
+        progress=print_progress,
+    )
+    metrics = evaluation.metrics
+    if args.predictions:
+        with open(args.predictions, "w", newline="") as out:
+            writer = csv.writer(out, lineterminator="\n")
+            writer.writerow(["patch", "pixels", "accuracy", "commonest_true", "commonest_predicted"])
+            writer.writerows((p, n, f"{a:.4f}", t, g) for p, n, a, t, g in evaluation.rows)
+    if args.json:
+        print(json.dumps(metrics.model_dump() | {"model": args.model, "format": args.format}, indent=1))
+        return 0
+    print(f"{args.model} on {len(evaluation.rows)} {args.format} patches: {metrics.summary()}")
     print_metrics_table(metrics)
     return 0
 

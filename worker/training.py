@@ -754,3 +754,87 @@ def train_from_samples(
         {name: int(n) for name, n in zip(classes, val_counts, strict=True)},
         warnings,
     )
+
+
+@dataclass(frozen=True)
+class DatasetEvaluation:
+    """A model scored on a patch dataset's labelled pixels, and one row per patch for a predictions table."""
+
+    metrics: training.Metrics
+    rows: list[tuple[str, int, float, str, str]]  # patch id, pixels scored, accuracy, commonest true, predicted
+    legend: tuple[str, ...]
+
+
+def evaluate_dataset(
+    model_id: str,
+    root: Path,
+    fmt: str,
+    class_map: dict[str, str],
+    settings: Settings,
+    progress: ProgressFn | None = None,
+) -> DatasetEvaluation:
+    """Run `model_id` on every patch of a dataset in its published layout (core.datasets) and score it on the
+    labelled pixels; its classes count as the dataset's classes of the same name, or as `class_map` says."""
+    from core.datasets import IGNORE as DATASET_IGNORE
+    from core.datasets import DatasetError, open_dataset
+    from core.inference import normalise
+    from core.tiling import fill_nodata, pad_tile
+    from models.registry import LoadOptions, load
+
+    dataset = open_dataset(root, fmt)
+    cards = catalogue(settings.cache_dir)
+    card = cards.require_weights(model_id)
+    unknown = sorted(set(class_map) - set(dataset.legend))
+    if unknown:
+        raise AppError(
+            f"--class-map names classes {fmt} does not have: {', '.join(unknown)} (it has {', '.join(dataset.legend)})."
+        )
+    to_label = to_legend(card.classes, dataset.legend, class_map)
+    if (to_label == len(dataset.legend)).all():
+        raise AppError(
+            f"No class of {card.id} ({', '.join(c.name for c in card.classes)}) matches a {fmt} class "
+            f"({', '.join(dataset.legend)}); say which match with --class-map 'dataset class=model class,...'."
+        )
+    if card.temporal.mode != "single" or card.resolution_m != 10 or card.per_pixel:
+        raise DatasetError(
+            f"{card.id} does not map one 10 m image at a time; {fmt} patches are single 10 m images."
+        )
+    loaded = load(
+        cards,
+        model_id,
+        LoadOptions("L1C", frozenset(dataset.s2_bands), device=settings.device, cache_dir=settings.cache_dir),
+    )
+    report = progress or (lambda fraction, message: None)
+    truths, predictions, rows = [], [], []
+    for i, patch in enumerate(dataset.patches):
+        reflectance, valid, labels = dataset.read(patch, loaded.card.bands)
+        height, width = labels.shape
+        size = -(-max(height, width) // 32) * 32  # the networks halve the image 5 times
+        tile = fill_nodata(normalise(reflectance, loaded.card.normalisation), valid, loaded.card.nodata_fill)
+        scores = loaded.predict(pad_tile(tile, size)[None])[0, :, :height, :width]
+        predicted = to_label[scores.argmax(axis=0)]
+        scored = (labels != DATASET_IGNORE) & valid
+        truth, guess = labels[scored].astype(np.int64), predicted[scored]
+        truths.append(truth)
+        predictions.append(guess)
+        if truth.size:
+            rows.append(
+                (
+                    patch.patch_id,
+                    int(truth.size),
+                    float((truth == guess).mean()),
+                    dataset.legend[int(np.bincount(truth).argmax())],
+                    _class_name(int(np.bincount(guess).argmax()), dataset.legend),
+                )
+            )
+        report((i + 1) / len(dataset.patches), f"Patches: {i + 1}/{len(dataset.patches)}")
+    truth_all = np.concatenate(truths)
+    if truth_all.size == 0:
+        raise DatasetError(f"No patch of {root} has a labelled pixel with valid data; nothing to score.")
+    metrics = training.evaluate(truth_all, np.concatenate(predictions), dataset.legend)
+    return DatasetEvaluation(metrics, rows, dataset.legend)
+
+
+def _class_name(value: int, legend: tuple[str, ...]) -> str:
+    """A legend class, or what a prediction without a counterpart in the legend is called."""
+    return legend[value] if value < len(legend) else "(no counterpart)"
