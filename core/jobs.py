@@ -225,6 +225,23 @@ class SamplesTraining(BaseModel):
         return f"{len(self.sample_files)} samples table(s) · legend {self.legend or 'of the base'}"
 
 
+class DatasetTraining(BaseModel):
+    """A training run's data: a patch dataset's release folder on the server (`terraseg train --dataset`; the
+    command line only, where the operator names server folders)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["dataset"] = "dataset"
+    root: str
+    format: str
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    pixels_per_patch: int = Field(2000, ge=1)
+    parent_classes: dict[str, str] = Field(default_factory=dict)
+
+    def describe(self) -> str:
+        return f"{self.format} dataset"
+
+
 class TrainingSpec(BaseModel):
     """A training run queued for a worker, checked at submission."""
 
@@ -236,4 +253,4 @@ class TrainingSpec(BaseModel):
     epochs: int = Field(200, ge=1)
     seed: int = 0
     by: str  # who started it, for the new version's card
-    data: LabelsTraining | SamplesTraining = Field(discriminator="kind")
+    data: LabelsTraining | SamplesTraining | DatasetTraining = Field(discriminator="kind")

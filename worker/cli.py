@@ -29,7 +29,7 @@ from worker.client import redacted
 if TYPE_CHECKING:
     from core.jobstore import JobStatus
     from core.training import Metrics
-    from worker.training import SamplesTrainRequest, TrainRequest, TrainResult
+    from worker.training import DatasetTrainRequest, SamplesTrainRequest, TrainRequest, TrainResult
 
 log = logging.getLogger("terraseg")
 
@@ -97,6 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--min-samples", type=int, default=10, help="with --samples: rarer classes merge into 'other'"
     )
+    train.add_argument(
+        "--dataset", type=Path, help="a patch dataset's release folder, in its published layout (--format)"
+    )
+    train.add_argument("--format", default="dfc2020", help="the --dataset's layout: dfc2020")
     train.add_argument("--labels", type=Path, help="GeoJSON, GeoPackage, zipped Shapefile or KML")
     train.add_argument("--label-field", help="the labels' field that holds the class")
     train.add_argument("--aoi", help="the area whose imagery the labels describe (as for run)")
@@ -354,11 +358,28 @@ def command_train(args: argparse.Namespace, settings: Settings) -> int:
     if args.samples:
         return command_train_samples(args, settings)
     epochs = 200 if args.epochs is None else args.epochs
+    if args.dataset:
+        from worker.training import DatasetTrainRequest, train_from_dataset
+
+        dataset_request = DatasetTrainRequest(
+            base_id=args.base,
+            new_id=args.new_id,
+            dataset=args.dataset,
+            format=args.format,
+            epochs=epochs,
+            seed=args.seed,
+            parent_classes=parse_class_pairs(args.parent_classes, "--parent-classes"),
+        )
+        if args.queue:
+            return queue_run(dataset_request, settings)
+        return report_training(args, train_from_dataset(dataset_request, settings, progress=print_progress))
     if epochs < 1 or args.block_px < 1:
         raise AppError("--epochs and --block-px must be at least 1.")
     absent = absent_area_options(args)
     if absent:
-        raise AppError(f"train needs --samples FILE, or {', '.join(absent)} to read labels over imagery.")
+        raise AppError(
+            f"train needs --samples FILE, --dataset DIR, or {', '.join(absent)} to read labels over imagery."
+        )
     request = TrainRequest(
         base_id=args.base,
         new_id=args.new_id,
@@ -380,7 +401,7 @@ def command_train(args: argparse.Namespace, settings: Settings) -> int:
     return report_training(args, result)
 
 
-def queue_run(request: "TrainRequest | SamplesTrainRequest", settings: Settings) -> int:
+def queue_run(request: "TrainRequest | SamplesTrainRequest | DatasetTrainRequest", settings: Settings) -> int:
     """`train --queue`: check the request, queue it, print the run's id last."""
     from worker.client import TrainingClient
     from worker.training import queue_training

@@ -19,7 +19,16 @@ from core import analysis, training
 from core.config import Settings
 from core.errors import AppError
 from core.inference import tile_layout
-from core.jobs import JobArea, JobRequest, JobSpec, LabelsTraining, SamplesTraining, TrainingSpec, build_spec
+from core.jobs import (
+    DatasetTraining,
+    JobArea,
+    JobRequest,
+    JobSpec,
+    LabelsTraining,
+    SamplesTraining,
+    TrainingSpec,
+    build_spec,
+)
 from core.labels import IGNORE, LabelError, Labels, rasterise_labels, read_labels
 from core.preflight import find_scenes
 from core.progress import ProgressFn, RunContext, TilingOptions
@@ -31,6 +40,7 @@ from worker.tasks import download, load_models
 
 if TYPE_CHECKING:
     from core.crop_samples import SampleSeries
+    from core.datasets import PatchDataset
     from core.labels import LabelClass
     from core.preflight import Estimate
     from models.training import FeatureNetwork
@@ -323,7 +333,7 @@ def preflight_training(
 
 
 def queue_training(
-    request: "TrainRequest | SamplesTrainRequest",
+    request: "TrainRequest | SamplesTrainRequest | DatasetTrainRequest",
     settings: Settings,
     check_source: Callable[[str], object] | None = None,
 ) -> str:
@@ -331,13 +341,24 @@ def queue_training(
     `training` queue with copies of its files; returns the run's id."""
     from worker.client import TrainingClient
 
-    data: LabelsTraining | SamplesTraining
+    data: LabelsTraining | SamplesTraining | DatasetTraining
     files: dict[str, Path] = {}
-    if isinstance(request, SamplesTrainRequest):
+    if isinstance(request, DatasetTrainRequest):
+        check_dataset_request(request, settings)
+        data = DatasetTraining(
+            root=str(request.dataset.resolve()),
+            format=request.format,
+            val_fraction=request.val_fraction,
+            pixels_per_patch=request.pixels_per_patch,
+            parent_classes=request.parent_classes,
+        )
+    elif isinstance(request, SamplesTrainRequest):
         check_samples_request(request, settings)
         names = [f"samples-{i}{p.suffix.lower()}" for i, p in enumerate(request.samples)]
         files = dict(zip(names, request.samples, strict=True))
-        data = SamplesTraining(sample_files=tuple(names), legend=request.legend, min_samples=request.min_samples)
+        data = SamplesTraining(
+            sample_files=tuple(names), legend=request.legend, min_samples=request.min_samples
+        )
     else:
         _, spec = check_train_request(request, settings, check_source)
         suffix = request.labels.suffix.lower()
@@ -383,7 +404,21 @@ def run_queued_training(
 
     data = spec.data
     unit = "samples" if isinstance(data, SamplesTraining) else "pixels"
-    if isinstance(data, SamplesTraining):
+    if isinstance(data, DatasetTraining):
+        dataset_request = DatasetTrainRequest(
+            base_id=spec.base_id,
+            new_id=spec.new_id,
+            dataset=Path(data.root),
+            format=data.format,
+            epochs=spec.epochs,
+            seed=spec.seed,
+            val_fraction=data.val_fraction,
+            pixels_per_patch=data.pixels_per_patch,
+            parent_classes=data.parent_classes,
+            by=spec.by,
+        )
+        result = train_from_dataset(dataset_request, settings, progress, should_stop, on_epoch)
+    elif isinstance(data, SamplesTraining):
         samples_request = SamplesTrainRequest(
             base_id=spec.base_id,
             new_id=spec.new_id,
@@ -626,7 +661,9 @@ def check_samples_request(request: SamplesTrainRequest, settings: Settings) -> S
     other = str(base_card.builder_args.get("legend_classes", {}).get("*", "other"))
     classes, legend_classes = plan_classes(names, request.min_samples, other)
     training.check_legend(classes)
-    return SamplesPlan(series, legend_name, classes, legend_classes, model_classes(names, legend_classes, classes))
+    return SamplesPlan(
+        series, legend_name, classes, legend_classes, model_classes(names, legend_classes, classes)
+    )
 
 
 def train_from_samples(
@@ -761,7 +798,9 @@ class DatasetEvaluation:
     """A model scored on a patch dataset's labelled pixels, and one row per patch for a predictions table."""
 
     metrics: training.Metrics
-    rows: list[tuple[str, int, float, str, str]]  # patch id, pixels scored, accuracy, commonest true, predicted
+    rows: list[
+        tuple[str, int, float, str, str]
+    ]  # patch id, pixels scored, accuracy, commonest true, predicted
     legend: tuple[str, ...]
 
 
@@ -838,3 +877,180 @@ def evaluate_dataset(
 def _class_name(value: int, legend: tuple[str, ...]) -> str:
     """A legend class, or what a prediction without a counterpart in the legend is called."""
     return legend[value] if value < len(legend) else "(no counterpart)"
+
+
+@dataclass(frozen=True, kw_only=True)
+class DatasetTrainRequest:
+    """What `terraseg train --dataset` was asked: a new head on a base's features from a patch dataset."""
+
+    base_id: str
+    new_id: str
+    dataset: Path
+    format: str = "dfc2020"
+    epochs: int = 200
+    seed: int = 0
+    val_fraction: float = 0.2  # of the patches, held out whole
+    pixels_per_patch: int = 2000  # at most this many labelled pixels of each patch are sampled (seeded)
+    parent_classes: dict[str, str] = field(default_factory=dict)  # dataset class -> the parent's class
+    by: str = ""
+
+
+def check_dataset_request(request: DatasetTrainRequest, settings: Settings) -> "PatchDataset":
+    """The new id, the base, the dataset's layout and the class matches, checked before any model runs."""
+    from core.datasets import open_dataset
+    from models.catalogue import check_trainable
+    from models.importing import check_model_id
+
+    check_model_id(request.new_id)
+    cards = catalogue(settings.cache_dir)
+    if request.new_id in cards.cards and request.new_id not in cards.versions:
+        raise AppError(
+            f"A model {request.new_id} exists already and is not one trained here; choose another --as id."
+        )
+    check_trainable(cards, request.base_id, "head")
+    dataset = open_dataset(request.dataset, request.format)
+    unknown = sorted(set(request.parent_classes) - set(dataset.legend))
+    if unknown:
+        raise AppError(
+            f"--parent-classes names classes {request.format} does not have: {', '.join(unknown)}."
+        )
+    if len(dataset.patches) < 2:
+        raise LabelError("A dataset of one patch cannot be split into training and validation patches.")
+    return dataset
+
+
+def train_from_dataset(
+    request: DatasetTrainRequest,
+    settings: Settings,
+    progress: ProgressFn | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    on_epoch: Callable[[int, float, float], None] | None = None,
+) -> TrainResult:
+    """Train a head on the base's features at the labelled pixels of a patch dataset (core.datasets); whole
+    patches are held out for validation, where the new head and the parent are scored on the same pixels."""
+    from core.datasets import IGNORE as DATASET_IGNORE
+    from core.inference import normalise
+    from core.tiling import fill_nodata, pad_tile
+    from models.training import HeadConfig, feature_network, fit_head, save_head_model, utc_now
+
+    dataset = check_dataset_request(request, settings)
+    cards = catalogue(settings.cache_dir)
+    base = cards.get(request.base_id)
+    network = feature_network(cards, request.base_id, "head")
+    run = RunContext(settings.cache_dir / "training" / f"{request.new_id}-dataset", progress, should_stop)
+    rng = np.random.default_rng(request.seed)
+    order = rng.permutation(len(dataset.patches))
+    n_val = max(1, round(request.val_fraction * len(dataset.patches)))
+    is_val_patch = np.zeros(len(dataset.patches), bool)
+    is_val_patch[order[:n_val]] = True
+    compute = network.features()
+    features, labels, in_val = [], [], []
+    reading = run.within(0.02, 0.6, "Features")
+    for i, patch in enumerate(dataset.patches):
+        run.check_cancelled()
+        reflectance, valid, patch_labels = dataset.read(patch, base.bands)
+        height, width = patch_labels.shape
+        size = -(-max(height, width) // 32) * 32
+        tile = fill_nodata(normalise(reflectance, base.normalisation), valid, base.nodata_fill)
+        patch_features = compute(pad_tile(tile, size)[None])[0, :, :height, :width]
+        rows, cols = np.nonzero((patch_labels != DATASET_IGNORE) & valid)
+        if len(rows) > request.pixels_per_patch:
+            keep = np.sort(rng.choice(len(rows), request.pixels_per_patch, replace=False))
+            rows, cols = rows[keep], cols[keep]
+        features.append(patch_features[:, rows, cols].T)
+        labels.append(patch_labels[rows, cols].astype(np.int64))
+        in_val.append(np.full(len(rows), is_val_patch[i]))
+        reading.report((i + 1) / len(dataset.patches), f"{i + 1}/{len(dataset.patches)} patches")
+    x, y_full, val = np.concatenate(features), np.concatenate(labels), np.concatenate(in_val)
+    # The new legend: the dataset's classes that have training pixels (a release rarely holds all of them).
+    present = sorted(set(y_full[~val].tolist()))
+    legend = tuple(dataset.legend[v] for v in present)
+    training.check_legend(legend)
+    to_new = np.full(len(dataset.legend), -1, np.int64)
+    to_new[present] = np.arange(len(present))
+    y = to_new[y_full]
+    kept = (
+        y >= 0
+    )  # validation pixels of a class no training patch has cannot be learnt: left out, and counted
+    n_classes = len(legend)
+    train_counts = training.class_counts(np.where(val | ~kept, IGNORE, y).astype(np.uint8), n_classes)
+    val_counts = training.class_counts(np.where(val & kept, y, IGNORE).astype(np.uint8), n_classes)
+    warnings = training.check_samples(train_counts, val_counts, legend)
+    dropped = int((val & ~kept).sum())
+    if dropped:
+        warnings.append(
+            f"{dropped} validation pixels are of classes no training patch has; they are not scored."
+        )
+    train_x, train_y = x[~val & kept], y[~val & kept]
+    val_x, val_y = x[val & kept], y[val & kept]
+    if len(val_y) == 0:
+        raise LabelError(
+            "No validation pixel is left; give a dataset with more patches or raise --val-fraction."
+        )
+    config = HeadConfig(epochs=request.epochs, seed=request.seed)
+    epochs_run = run.within(0.6, 0.95, "Training")
+
+    def report_epoch(epoch: int, loss: float, val_f1: float) -> None:
+        epochs_run.report(
+            epoch / config.epochs,
+            f"epoch {epoch}/{config.epochs}, loss {loss:.4f}, val macro F1 {val_f1:.3f}",
+        )
+        if on_epoch is not None:
+            on_epoch(epoch, loss, val_f1)
+
+    fitted = fit_head(
+        train_x,
+        train_y,
+        val_x,
+        val_y,
+        legend,
+        training.class_weights(train_counts),
+        config,
+        report_epoch,
+        run.check_cancelled,
+        checkpoint_dir=run.work_dir,
+    )
+    metrics = training.evaluate(val_y, fitted.predict(val_x), legend)
+    parent_metrics = parent_scores(network, base.classes, val_x, val_y, legend, request.parent_classes)
+    record = {
+        "base": base.id,
+        "base_version": base.version,
+        "mode": "head",
+        "dataset": f"{request.format}: {request.dataset.name}",
+        # the sampled labels, the split and the patches' ids: what this head learnt from
+        "dataset_sha256": training.dataset_hash(y_full, val, [p.patch_id for p in dataset.patches], base.id),
+        "patches": {"train": int((~is_val_patch).sum()), "validation": int(is_val_patch.sum())},
+        "processing_level": "L1C",
+        "train_pixels": {n: int(c) for n, c in zip(legend, train_counts, strict=True)},
+        "val_pixels": {n: int(c) for n, c in zip(legend, val_counts, strict=True)},
+        "pixels_per_patch": request.pixels_per_patch,
+        "seed": request.seed,
+        "epochs": request.epochs,
+        "best_epoch": fitted.best_epoch,
+        "parent_classes": request.parent_classes,
+        "trained_at": utc_now(),
+        "by": request.by or getpass.getuser(),
+    }
+    run.check_cancelled()
+    folder, version, state = save_head_model(
+        network,
+        fitted,
+        base,
+        request.new_id,
+        legend,
+        settings.cache_dir / "models",
+        record,
+        {"validation": metrics, "parent_validation": parent_metrics},
+    )
+    run.report(1.0, f"Trained {request.new_id} version {version} ({state}): {metrics.summary()}")
+    return TrainResult(
+        request.new_id,
+        version,
+        state,
+        folder,
+        metrics,
+        parent_metrics,
+        {n: int(c) for n, c in zip(legend, train_counts, strict=True)},
+        {n: int(c) for n, c in zip(legend, val_counts, strict=True)},
+        warnings,
+    )

@@ -74,7 +74,7 @@ def test_evaluate_with_samples_refuses_what_it_cannot_score(tmp_path):
     lacks = terraseg("evaluate", "--model", "crop-presto-cropland", "--samples", str(broken), cwd=tmp_path)
     assert lacks.returncode != 0 and "lacks the column(s) S2-L2A-B04" in lacks.stderr
     neither = terraseg("evaluate", "--model", "crop-presto-cropland", cwd=tmp_path)
-    assert neither.returncode != 0 and "needs --samples FILE, or --labels" in neither.stderr
+    assert neither.returncode != 0 and "needs --samples FILE, --dataset DIR, or --labels" in neither.stderr
 
 
 def test_a_model_owner_trains_a_crop_head_from_samples_and_maps_a_cube_with_it(tmp_path):
@@ -121,7 +121,7 @@ def test_training_from_samples_refuses_what_it_cannot_train(tmp_path):
     )  # fmt: skip
     assert legend.returncode != 0 and "No legend 'NOPE'; the legends are" in legend.stderr
     neither = terraseg("train", "--base", "crop-presto-croptype", "--as", "x", cwd=tmp_path)
-    assert neither.returncode != 0 and "train needs --samples FILE, or --labels" in neither.stderr
+    assert neither.returncode != 0 and "train needs --samples FILE, --dataset DIR, or --labels" in neither.stderr
     for result in (not_presto, legend, neither):
         assert "Traceback" not in result.stderr
     assert not (tmp_path / "cache" / "models" / "x").exists()
