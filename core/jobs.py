@@ -234,12 +234,13 @@ class DatasetTraining(BaseModel):
     kind: Literal["dataset"] = "dataset"
     root: str
     format: str
+    mode: str = "head"
     val_fraction: float = Field(0.2, gt=0, lt=1)
     pixels_per_patch: int = Field(2000, ge=1)
     parent_classes: dict[str, str] = Field(default_factory=dict)
 
     def describe(self) -> str:
-        return f"{self.format} dataset"
+        return f"{self.format} dataset, {self.mode}"
 
 
 class TrainingSpec(BaseModel):

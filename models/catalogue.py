@@ -155,8 +155,11 @@ class Catalogue:
 MODES = ("head", "decoder", "full")  # what `terraseg train --mode` names
 
 
-def check_trainable(cards: "Catalogue", model_id: str, mode: str) -> None:
-    """ModelError when a new head cannot be trained on `model_id` in `mode` (nothing is loaded)."""
+def check_trainable(
+    cards: "Catalogue", model_id: str, mode: str, built: tuple[str, ...] = ("head",)
+) -> None:
+    """ModelError when `model_id` cannot be trained in `mode` (nothing is loaded); `built`: the modes the
+    caller's kind of training data has (labels over imagery: head; patch datasets: head, decoder, full)."""
     if mode not in MODES:
         raise ModelError(f"Unknown training mode {mode!r}; the modes are {', '.join(MODES)}.")
     card = cards.get(model_id)
@@ -165,8 +168,11 @@ def check_trainable(cards: "Catalogue", model_id: str, mode: str) -> None:
             f"Model {model_id} has no trained weights, so --mode {mode} has no features to build on: an untrained "
             "base can only be trained --mode full, which is not built yet."
         )
-    if mode != "head":
-        raise ModelError(f"--mode {mode} is not built yet; --mode head is.")
+    if mode not in built:
+        raise ModelError(
+            f"--mode {mode} is not built yet for this kind of training data; --mode head is "
+            "(decoder and full train on patch datasets: --dataset DIR)."
+        )
     if card.builder != "dynamic-world":
         raise ModelError(
             f"Head training reads the features of Dynamic World models; {model_id} ({card.builder or 'no builder'}) "

@@ -190,6 +190,153 @@ def fit_head(
     return FittedHead(best_state["weight"].numpy(), best_state["bias"].numpy(), best_epoch, history)
 
 
+@dataclass(frozen=True)
+class TuneConfig:
+    """How a network is fine-tuned on labelled patches. Same data and seed give the same weights on a CPU."""
+
+    epochs: int = 30
+    learning_rate: float = 1e-4
+    weight_decay: float = 1e-4
+    batch_size: int = 4
+    patience: int = 8  # epochs without a better validation macro F1 before stopping
+    seed: int = 0
+
+
+# The parameters each mode trains (DynamicWorldNet): the decoder is what follows the encoder (stem, block1,
+# block2): the side branch, block3 and the head.
+TRAINABLE = {"decoder": ("side.", "block3.", "head."), "full": ("",)}
+
+
+@dataclass(frozen=True)
+class TunedNetwork:
+    """The fine-tuned weights (best validation epoch) and each epoch's training loss and validation macro F1."""
+
+    state: dict[str, torch.Tensor]
+    best_epoch: int
+    history: list[dict[str, float]]
+
+
+def fine_tune(
+    module: nn.Module,
+    mode: str,
+    patches: Callable[[int], tuple[np.ndarray, np.ndarray]],
+    train_ids: list[int],
+    val_ids: list[int],
+    legend: tuple[str, ...],
+    class_weights: np.ndarray,
+    config: TuneConfig,
+    progress: Callable[[int, float, float], None] | None = None,
+    should_stop: Callable[[], None] | None = None,
+    checkpoint_dir: Path | None = None,
+) -> TunedNetwork:
+    """Fine-tune `module` (its head already the new legend's) on whole labelled patches: class-weighted
+    cross-entropy that skips unlabelled pixels (255), AdamW with a cosine schedule, early stopping on the
+    validation macro F1; batch norms keep their statistics (a few patches per batch cannot estimate them).
+
+    `patches(i)` gives patch i as (C, S, S) normalised input and (S, S) int64 labels (255: no label), all of one
+    size S. Only the parameters of `mode` (TRAINABLE) learn. With `checkpoint_dir`, a cancelled or killed run
+    resumes at its last epoch and ends as an uninterrupted one (as fit_head).
+    """
+    torch.manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    prefixes = TRAINABLE[mode]
+    for name, parameter in module.named_parameters():
+        parameter.requires_grad_(name.startswith(prefixes))
+    trainable = [p for p in module.parameters() if p.requires_grad]
+    optimiser = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=config.epochs)
+    loss_fn = nn.CrossEntropyLoss(weight=torch.from_numpy(class_weights), ignore_index=255)
+    best_f1, best_epoch = -1.0, 0
+    best_state = {k: v.clone() for k, v in module.state_dict().items()}
+    history: list[dict[str, float]] = []
+    checkpoint, first_epoch = None, 1
+    if checkpoint_dir is not None:
+        digest = hashlib.sha256(json.dumps([asdict(config), mode, list(legend), train_ids, val_ids]).encode())
+        for i in train_ids + val_ids:
+            x, y = patches(i)
+            digest.update(x.tobytes() + y.tobytes())
+        checkpoint = checkpoint_dir / f"tune-{digest.hexdigest()[:24]}.pt"
+        if checkpoint.exists():
+            saved = torch.load(checkpoint, weights_only=False)
+            module.load_state_dict(saved["module"])
+            optimiser.load_state_dict(saved["optimiser"])
+            schedule.load_state_dict(saved["schedule"])
+            generator.set_state(saved["generator"])
+            best_f1, best_epoch, best_state = saved["best_f1"], saved["best_epoch"], saved["best_state"]
+            history = saved["history"]
+            first_epoch = config.epochs + 1 if saved["stopped"] else len(history) + 1
+            if progress is not None:
+                for row in history:
+                    progress(int(row["epoch"]), row["loss"], row["val_macro_f1"])
+
+    def predict(ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        module.eval()
+        truths, guesses = [], []
+        with torch.no_grad():
+            for i in ids:
+                x, y = patches(i)
+                guess = module(torch.from_numpy(x)[None]).argmax(dim=1)[0].numpy()
+                labelled = y != 255
+                truths.append(y[labelled])
+                guesses.append(guess[labelled])
+        return np.concatenate(truths), np.concatenate(guesses)
+
+    for epoch in range(first_epoch, config.epochs + 1):
+        order = [train_ids[int(k)] for k in torch.randperm(len(train_ids), generator=generator)]
+        total, seen = 0.0, 0
+        module.train()
+        for m in module.modules():  # batch norms keep the statistics they have
+            if isinstance(m, nn.BatchNorm2d):
+                m.eval()
+        for start in range(0, len(order), config.batch_size):
+            if should_stop is not None:
+                should_stop()
+            batch = [patches(i) for i in order[start : start + config.batch_size]]
+            inputs = torch.from_numpy(np.stack([b[0] for b in batch]))
+            targets = torch.from_numpy(np.stack([b[1] for b in batch]))
+            optimiser.zero_grad()
+            loss = loss_fn(module(inputs), targets)
+            loss.backward()
+            optimiser.step()
+            total += float(loss.detach()) * len(batch)
+            seen += len(batch)
+        schedule.step()
+        truth, guess = predict(val_ids)
+        val_f1 = evaluate(truth, guess, legend).macro_f1
+        history.append({"epoch": epoch, "loss": total / max(seen, 1), "val_macro_f1": val_f1})
+        if val_f1 > best_f1:
+            best_f1, best_epoch = val_f1, epoch
+            best_state = {k: v.clone() for k, v in module.state_dict().items()}
+        stopped = best_epoch != epoch and epoch - best_epoch >= config.patience
+        if checkpoint is not None:
+            state = {
+                "module": module.state_dict(),
+                "optimiser": optimiser.state_dict(),
+                "schedule": schedule.state_dict(),
+                "generator": generator.get_state(),
+                "best_f1": best_f1,
+                "best_epoch": best_epoch,
+                "best_state": best_state,
+                "history": history,
+                "stopped": stopped,
+            }
+            partial = checkpoint.with_suffix(".part")
+            checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            torch.save(state, partial)
+            os.replace(partial, checkpoint)
+        if progress is not None:
+            progress(epoch, total / max(seen, 1), val_f1)
+        if stopped:
+            break
+    if checkpoint is not None:
+        checkpoint.unlink(missing_ok=True)
+    module.load_state_dict(best_state)
+    module.eval()
+    for parameter in module.parameters():
+        parameter.requires_grad_(False)
+    return TunedNetwork(best_state, best_epoch, history)
+
+
 def fit_fingerprint(
     train_x: np.ndarray,
     train_y: np.ndarray,
@@ -253,12 +400,17 @@ def save_head_model(
     installed_dir: Path,
     training: dict[str, Any],
     metrics: dict[str, Metrics | None],
+    tuned: dict[str, torch.Tensor] | None = None,
 ) -> tuple[Path, str, str]:
-    """Install the model as a new version `<installed_dir>/<new_id>/v<N>/` (weights with the new head and a
-    sha256-pinned card); returns the folder, the version and the state it starts in."""
-    state = {k: v.clone() for k, v in network.module.state_dict().items()}
-    state["head.weight"] = torch.from_numpy(fitted.weight.copy())[:, :, None, None]
-    state["head.bias"] = torch.from_numpy(fitted.bias.copy())
+    """Install the model as a new version `<installed_dir>/<new_id>/v<N>/` (weights with the new head, or the
+    whole `tuned` state of a fine-tuned network, and a sha256-pinned card); returns the folder, the version and
+    the state it starts in."""
+    if tuned is not None:
+        state = {k: v.clone() for k, v in tuned.items()}
+    else:
+        state = {k: v.clone() for k, v in network.module.state_dict().items()}
+        state["head.weight"] = torch.from_numpy(fitted.weight.copy())[:, :, None, None]
+        state["head.bias"] = torch.from_numpy(fitted.bias.copy())
 
     def write(staging: Path, version: str) -> ModelCard:
         weights_name = f"{new_id}-v{version}.pt"

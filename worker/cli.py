@@ -108,7 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--end", help="last date, YYYY-MM-DD (inclusive)")
     train.add_argument("--source", action="append", dest="sources", help="as for run (default: sample)")
     train.add_argument("--as", dest="new_id", required=True, help="id of the new model")
-    train.add_argument("--mode", default="head", help="head (built), decoder or full (not built yet)")
+    train.add_argument(
+        "--mode",
+        default="head",
+        help="head (a new classifier on frozen features), or with --dataset: decoder or full (the head, then "
+        "the decoder or the whole network fine-tuned on whole patches)",
+    )
     train.add_argument(
         "--epochs",
         type=int,
@@ -366,6 +371,7 @@ def command_train(args: argparse.Namespace, settings: Settings) -> int:
             new_id=args.new_id,
             dataset=args.dataset,
             format=args.format,
+            mode=args.mode,
             epochs=epochs,
             seed=args.seed,
             parent_classes=parse_class_pairs(args.parent_classes, "--parent-classes"),

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from core.datasets import PatchDataset
     from core.labels import LabelClass
     from core.preflight import Estimate
-    from models.training import FeatureNetwork
+    from models.training import FeatureNetwork, FittedHead, TunedNetwork
 
 log = logging.getLogger(__name__)
 CLEAR_CLASS = 0  # the cloud models' "clear" class
@@ -348,6 +348,7 @@ def queue_training(
         data = DatasetTraining(
             root=str(request.dataset.resolve()),
             format=request.format,
+            mode=request.mode,
             val_fraction=request.val_fraction,
             pixels_per_patch=request.pixels_per_patch,
             parent_classes=request.parent_classes,
@@ -410,6 +411,7 @@ def run_queued_training(
             new_id=spec.new_id,
             dataset=Path(data.root),
             format=data.format,
+            mode=data.mode,
             epochs=spec.epochs,
             seed=spec.seed,
             val_fraction=data.val_fraction,
@@ -887,6 +889,7 @@ class DatasetTrainRequest:
     new_id: str
     dataset: Path
     format: str = "dfc2020"
+    mode: str = "head"  # or decoder / full: the head first, then the network fine-tuned on whole patches
     epochs: int = 200
     seed: int = 0
     val_fraction: float = 0.2  # of the patches, held out whole
@@ -907,7 +910,7 @@ def check_dataset_request(request: DatasetTrainRequest, settings: Settings) -> "
         raise AppError(
             f"A model {request.new_id} exists already and is not one trained here; choose another --as id."
         )
-    check_trainable(cards, request.base_id, "head")
+    check_trainable(cards, request.base_id, request.mode, built=("head", "decoder", "full"))
     dataset = open_dataset(request.dataset, request.format)
     unknown = sorted(set(request.parent_classes) - set(dataset.legend))
     if unknown:
@@ -987,8 +990,9 @@ def train_from_dataset(
         raise LabelError(
             "No validation pixel is left; give a dataset with more patches or raise --val-fraction."
         )
-    config = HeadConfig(epochs=request.epochs, seed=request.seed)
-    epochs_run = run.within(0.6, 0.95, "Training")
+    # The head alone takes --epochs; before fine-tuning, it is the starting point and takes the usual 200.
+    config = HeadConfig(epochs=request.epochs if request.mode == "head" else 200, seed=request.seed)
+    epochs_run = run.within(0.6, 0.95 if request.mode == "head" else 0.7, "Training")
 
     def report_epoch(epoch: int, loss: float, val_f1: float) -> None:
         epochs_run.report(
@@ -1006,16 +1010,22 @@ def train_from_dataset(
         legend,
         training.class_weights(train_counts),
         config,
-        report_epoch,
+        report_epoch if request.mode == "head" else None,
         run.check_cancelled,
         checkpoint_dir=run.work_dir,
     )
-    metrics = training.evaluate(val_y, fitted.predict(val_x), legend)
-    parent_metrics = parent_scores(network, base.classes, val_x, val_y, legend, request.parent_classes)
+    tuned = None
+    if request.mode == "head":
+        metrics = training.evaluate(val_y, fitted.predict(val_x), legend)
+        parent_metrics = parent_scores(network, base.classes, val_x, val_y, legend, request.parent_classes)
+    else:
+        tuned, metrics, parent_metrics = tune_on_patches(
+            request, dataset, base, network, fitted, legend, present, is_val_patch, train_counts, run, on_epoch
+        )
     record = {
         "base": base.id,
         "base_version": base.version,
-        "mode": "head",
+        "mode": request.mode,
         "dataset": f"{request.format}: {request.dataset.name}",
         # the sampled labels, the split and the patches' ids: what this head learnt from
         "dataset_sha256": training.dataset_hash(y_full, val, [p.patch_id for p in dataset.patches], base.id),
@@ -1026,7 +1036,7 @@ def train_from_dataset(
         "pixels_per_patch": request.pixels_per_patch,
         "seed": request.seed,
         "epochs": request.epochs,
-        "best_epoch": fitted.best_epoch,
+        "best_epoch": fitted.best_epoch if tuned is None else tuned.best_epoch,
         "parent_classes": request.parent_classes,
         "trained_at": utc_now(),
         "by": request.by or getpass.getuser(),
@@ -1041,6 +1051,7 @@ def train_from_dataset(
         settings.cache_dir / "models",
         record,
         {"validation": metrics, "parent_validation": parent_metrics},
+        tuned.state if tuned is not None else None,
     )
     run.report(1.0, f"Trained {request.new_id} version {version} ({state}): {metrics.summary()}")
     return TrainResult(
@@ -1054,3 +1065,94 @@ def train_from_dataset(
         {n: int(c) for n, c in zip(legend, val_counts, strict=True)},
         warnings,
     )
+
+
+def tune_on_patches(
+    request: DatasetTrainRequest,
+    dataset: "PatchDataset",
+    base: ModelCard,
+    network: "FeatureNetwork",
+    fitted: "FittedHead",
+    legend: tuple[str, ...],
+    present: list[int],
+    is_val_patch: np.ndarray,
+    train_counts: np.ndarray,
+    run: RunContext,
+    on_epoch: Callable[[int, float, float], None] | None,
+) -> tuple["TunedNetwork", training.Metrics, training.Metrics | None]:
+    """Fine-tune the base with its new head (`fitted`, the starting point) on whole patches (`request.mode`:
+    decoder or full), then score it and the untouched parent on every labelled pixel of the validation patches."""
+    import copy
+
+    import torch
+    from torch import nn
+
+    from core.datasets import IGNORE as DATASET_IGNORE
+    from core.inference import normalise
+    from core.tiling import fill_nodata, pad_tile
+    from models.training import TuneConfig, fine_tune
+
+    to_new = np.full(len(dataset.legend) + 1, DATASET_IGNORE, np.int64)
+    to_new[present] = np.arange(len(present))
+    sizes = {dataset.read(p, base.bands[:1])[2].shape for p in dataset.patches}
+    if len(sizes) != 1:
+        raise AppError(f"--mode {request.mode} needs patches of one size; this dataset has {sorted(sizes)}.")
+    height, width = sizes.pop()
+    size = -(-max(height, width) // 32) * 32
+
+    def patch_arrays(i: int) -> tuple[np.ndarray, np.ndarray]:
+        reflectance, valid, labels = dataset.read(dataset.patches[i], base.bands)
+        x = pad_tile(fill_nodata(normalise(reflectance, base.normalisation), valid, base.nodata_fill), size)
+        y = np.full((size, size), DATASET_IGNORE, np.int64)
+        values = np.where(labels == DATASET_IGNORE, len(dataset.legend), labels).astype(np.int64)
+        y[:height, :width] = np.where(valid, to_new[values], DATASET_IGNORE)
+        return x.astype(np.float32), y
+
+    parent = copy.deepcopy(network.module)
+    module = network.module
+    head = nn.Conv2d(fitted.weight.shape[1], len(legend), 1)
+    head.weight = nn.Parameter(torch.from_numpy(fitted.weight.copy())[:, :, None, None])
+    head.bias = nn.Parameter(torch.from_numpy(fitted.bias.copy()))
+    module.head = head
+    ids = list(range(len(dataset.patches)))
+    train_ids = [i for i in ids if not is_val_patch[i]]
+    val_ids = [i for i in ids if is_val_patch[i]]
+    config = TuneConfig(epochs=request.epochs, seed=request.seed)
+    epochs_run = run.within(0.7, 0.95, "Fine-tuning")
+
+    def report_epoch(epoch: int, loss: float, val_f1: float) -> None:
+        epochs_run.report(
+            epoch / config.epochs, f"epoch {epoch}/{config.epochs}, loss {loss:.4f}, val macro F1 {val_f1:.3f}"
+        )
+        if on_epoch is not None:
+            on_epoch(epoch, loss, val_f1)
+
+    tuned = fine_tune(
+        module,
+        request.mode,
+        patch_arrays,
+        train_ids,
+        val_ids,
+        legend,
+        training.class_weights(train_counts),
+        config,
+        report_epoch,
+        run.check_cancelled,
+        checkpoint_dir=run.work_dir,
+    )
+    to_parent_legend = to_legend(base.classes, legend, request.parent_classes)
+    truths, ours, theirs = [], [], []
+    with torch.no_grad():
+        for i in val_ids:
+            x, y = patch_arrays(i)
+            batch = torch.from_numpy(x)[None]
+            labelled = y != DATASET_IGNORE
+            truths.append(y[labelled])
+            ours.append(module(batch).argmax(dim=1)[0].numpy()[labelled])
+            theirs.append(to_parent_legend[parent(batch).argmax(dim=1)[0].numpy()][labelled])
+    truth = np.concatenate(truths)
+    metrics = training.evaluate(truth, np.concatenate(ours), legend)
+    parent_metrics = None
+    if not (to_parent_legend == len(legend)).all():
+        parent_metrics = training.evaluate(truth, np.concatenate(theirs), legend)
+    return tuned, metrics, parent_metrics

@@ -159,6 +159,70 @@ def test_a_head_trained_on_a_dfc2020_dataset_is_scored_on_held_out_patches_and_e
     assert json.loads(scored.stdout)["samples"] == labelled  # every labelled pixel: training patches too
 
 
+def test_decoder_mode_fine_tunes_the_decoder_and_keeps_the_encoder_of_the_base(tmp_path):
+    import torch
+
+    from models.catalogue import catalogue
+
+    corners = [(0, 0), (52, 0), (0, 53), (52, 53)]
+    root, _ = write_dfc2020(tmp_path / "dfc2020", {f"0_p{i}": Window(c, r, 48, 48) for i, (c, r) in enumerate(corners)})
+    done = terraseg(
+        "train", "--base", "landcover-dynamic-world", "--dataset", str(root), "--mode", "decoder", "--epochs", "6",
+        "--parent-classes", DW_TO_DFC, "--as", "dfc-decoder", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    folder = tmp_path / "cache" / "models" / "dfc-decoder" / "v1"
+    card = json.loads((folder / "card.json").read_text())
+    assert card["training"]["mode"] == "decoder" and 1 <= card["training"]["best_epoch"] <= 6
+    tuned = torch.load(folder / card["weights"][0], weights_only=True)
+    shipped = catalogue()
+    base = torch.load(
+        shipped.folder("landcover-dynamic-world") / shipped.get("landcover-dynamic-world").weights[0],
+        weights_only=True,
+    )
+    assert all(torch.equal(tuned[k], base[k]) for k in base if k.startswith(("stem.", "block1.", "block2.")))
+    assert any(not torch.equal(tuned[k], base[k]) for k in base if k.startswith("block3."))
+    assert tuned["head.weight"].shape[0] == len(card["classes"])
+
+
+def test_a_fine_tune_cancelled_mid_way_resumes_and_ends_as_an_uninterrupted_one(tmp_path):
+    import copy
+
+    from core.errors import JobCancelled
+    from models.dynamic_world import DynamicWorldNet
+    from models.training import TuneConfig, fine_tune
+
+    torch_rng = np.random.default_rng(1)
+    inputs = [torch_rng.normal(size=(9, 32, 32)).astype(np.float32) for _ in range(4)]
+    labels = [(x[0] > 0).astype(np.int64) for x in inputs]  # learnable from the first band
+    labels[0][:4] = 255  # unlabelled rows are skipped
+
+    def patches(i: int) -> tuple[np.ndarray, np.ndarray]:
+        return inputs[i], labels[i]
+
+    import torch
+
+    torch.manual_seed(0)
+    start = DynamicWorldNet(n_classes=2)
+    config = TuneConfig(epochs=6, patience=100, batch_size=2)
+    args = (patches, [0, 1, 2], [3], ("a", "b"), np.ones(2, np.float32), config)
+    whole = fine_tune(copy.deepcopy(start), "full", *args)
+    calls = []
+
+    def cancel_in_epoch_4() -> None:  # two batches an epoch: after the first batch of epoch 4
+        calls.append(1)
+        if len(calls) == 8:
+            raise JobCancelled("cancelled")
+
+    with pytest.raises(JobCancelled):
+        fine_tune(copy.deepcopy(start), "full", *args, should_stop=cancel_in_epoch_4, checkpoint_dir=tmp_path)
+    assert len(list(tmp_path.glob("tune-*.pt"))) == 1
+    resumed = fine_tune(copy.deepcopy(start), "full", *args, checkpoint_dir=tmp_path)
+    assert resumed.history == whole.history and resumed.best_epoch == whole.best_epoch
+    assert all(torch.equal(resumed.state[k], whole.state[k]) for k in whole.state)
+    assert not list(tmp_path.glob("tune-*"))
+
+
 def test_a_dataset_training_run_goes_to_the_training_queue(settings, start_worker, tmp_path):
     from tests.services import job_env, wait_for
     from worker.client import TrainingClient
