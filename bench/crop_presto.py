@@ -107,6 +107,11 @@ def main() -> None:
             ("no weather", ("temperature_2m", "total_precipitation")),
             ("no DEM, no weather", ("elevation", "slope", "temperature_2m", "total_precipitation")),
             ("no S1", ("VV", "VH")),
+            # what a crop job on scenes has today: S2 composites alone
+            (
+                "S2 only (no S1, DEM, weather)",
+                ("VV", "VH", "elevation", "slope", "temperature_2m", "total_precipitation"),
+            ),
         ):
             part = series.take(held)
             hidden = part.missing.copy()

@@ -4,11 +4,12 @@ from datetime import date
 
 import streamlit as st
 
+from core.composites import check_composite_scenes, season_start
 from core.config import Settings
 from core.diskspace import Folder, space_warning
 from core.errors import AppError
 from core.jobs import JobRequest, JobSpec, build_spec
-from core.monthly_cube import check_season, cube_path, open_cube
+from core.monthly_cube import CUBE_PREFIX, check_season, cube_path, open_cube
 from core.preflight import Estimate, estimate_cube_job, estimate_job, find_scenes, format_duration
 from core.presto_inputs import PRESTO_BUILDER
 from core.sources import SOURCE_HELP
@@ -24,10 +25,17 @@ def preflight(spec: JobSpec, _settings: Settings) -> Estimate:
     """A real search and the estimate. Errors are raised, so Streamlit caches only successful answers."""
     aoi = spec.aoi.to_aoi()
     models = catalogue(_settings.cache_dir).job_models(spec.task, spec.model_id)
-    if models.model.builder == PRESTO_BUILDER:  # a crop model reads a monthly cube, not scenes
-        cube = open_cube(cube_path(spec.sources, spec.model_id))
-        check_season(cube, spec.start, spec.end)
-        return estimate_cube_job(aoi, cube, models.model)
+    if models.model.builder == PRESTO_BUILDER:  # a crop model reads 12 monthly composites
+        if any(s.startswith(CUBE_PREFIX) for s in spec.sources):
+            cube = open_cube(cube_path(spec.sources, spec.model_id))
+            check_season(cube, spec.start, spec.end)
+            return estimate_cube_job(aoi, cube, models.model)
+        # composites of the season's L2A scenes: the cloud model on every date, Presto once
+        first_day = season_start(spec.start, spec.end)
+        scenes = find_scenes(spec.sources, aoi.geometry, first_day, spec.end, spec.max_cloud_pct, _settings)
+        check_composite_scenes(scenes, spec.sources)
+        cloud = catalogue(_settings.cache_dir).job_models("cloud", None).model
+        return estimate_job(aoi, scenes, models.model, cloud)
     scenes = find_scenes(spec.sources, aoi.geometry, spec.start, spec.end, spec.max_cloud_pct, _settings)
     return estimate_job(aoi, scenes, models.model, models.cloud_model)
 
@@ -72,8 +80,10 @@ with right:
         st.error(str(err))
     if card.builder == PRESTO_BUILDER:
         st.caption(
-            "This model reads a ready monthly cube (12 months of S2, S1, DEM and weather, an openEO netCDF): "
-            "give it as the source cube:FILE.nc, inside a folder the operator allows."
+            "This model reads 12 monthly composites, the season ending with the end date's month: made from the "
+            "sources' Sentinel-2 L2A scenes (clouds masked; Sentinel-1, weather and elevation are not made from "
+            "scenes yet and are masked), or a ready monthly cube of S2, S1, DEM and weather (an openEO netCDF) "
+            "given as the source cube:FILE.nc, inside a folder the operator allows."
         )
     sources_text = st.text_input(
         "Sources, in priority order (comma-separated)",

@@ -17,6 +17,7 @@ first split, and its card holds that split's scores and the mean over all of the
 import argparse
 import hashlib
 import json
+import math
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -155,8 +156,24 @@ def train_plan(plan: HeadPlan, series: SampleSeries, features: np.ndarray) -> He
     )  # fmt: skip
 
 
+def training_bbox(latlon_deg: np.ndarray) -> list[float]:
+    """[west, south, east, north] of the samples, rounded outward to 0.1 degree."""
+    lat, lon = latlon_deg[:, 0], latlon_deg[:, 1]
+    return [
+        math.floor(lon.min() * 10) / 10,
+        math.floor(lat.min() * 10) / 10,
+        math.ceil(lon.max() * 10) / 10,
+        math.ceil(lat.max() * 10) / 10,
+    ]
+
+
 def write_model(
-    plan: HeadPlan, result: HeadResult, out_dir: Path, samples: list[Path], n_samples: int
+    plan: HeadPlan,
+    result: HeadResult,
+    out_dir: Path,
+    samples: list[Path],
+    n_samples: int,
+    latlon_deg: np.ndarray,
 ) -> Path:
     """The model folder: head weights, card, NOTICE."""
     folder = out_dir / plan.model_id
@@ -216,6 +233,9 @@ def write_model(
             "encoder": ENCODER,
             "encoder_sha256": sha256_of(WEIGHTS_DIR / ENCODER),
             "legend_classes": plan.legend_classes,
+            # where the training parcels lie (west, south, east, north, rounded outward to 0.1 degree): a crop
+            # job far outside it says its classes are likely wrong there
+            "training_bbox_deg": training_bbox(latlon_deg),
             **({"cropland_model": plan.cropland_model} if plan.cropland_model else {}),
         },
         default_for_task=plan.default_for_task,
@@ -253,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
             f"mean_over_{SPLITS}_splits": result.mean_over_splits,
         }
         if args.out:
-            write_model(plan, result, args.out, args.samples, len(series))
+            write_model(plan, result, args.out, args.samples, len(series), series.latlon_deg)
     json.dump(report, sys.stdout, indent=1)
     print()
     # the sha256 of the inputs, so a rerun can be compared

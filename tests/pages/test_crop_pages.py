@@ -40,13 +40,13 @@ def test_a_crop_job_from_a_monthly_cube_runs_from_the_app_and_shows_its_cropland
     next(s for s in at.selectbox if s.label == "Task").set_value("crop").run()
     assert next(s for s in at.selectbox if s.label == "Model").value == "crop-presto-croptype"
     assert any("Held-out scores: OA 0.77, macro F1 0.74" in t for t in texts(at.caption)), texts(at.caption)
-    assert any("give it as the source cube:FILE.nc" in t for t in texts(at.caption))
+    assert any("given as the source cube:FILE.nc" in t for t in texts(at.caption))
     source_box = next(t for t in at.text_input if t.label.startswith("Sources"))
     source_box.set_value("cube:/etc/cube.nc").run()  # outside the operator's folders: refused, nothing read
     assert any("must be inside" in t and "/etc/cube.nc is not" in t for t in texts(at.error)), texts(at.error)
     assert submit_button(at).disabled
-    source_box.set_value("sample").run()  # scenes: this model reads a cube
-    assert any("give one ready monthly cube with --source cube:FILE.nc" in t for t in texts(at.error))
+    source_box.set_value("sample").run()  # scenes: the search runs (composites of them), and finds none here
+    assert any("scenes in sample overlaps the area" in t for t in texts(at.error)), texts(at.error)
     source_box.set_value(f"cube:{CUBE}").run()
     assert_no_crash(at)
     metrics = {m.label: m.value for m in at.metric}
