@@ -12,6 +12,51 @@ from models.catalogue import catalogue
 from pages import ui
 from pages.admin_training import samples_form, training_form, training_runs
 
+
+def confusion_table(metrics: dict, title: str) -> None:
+    """A confusion matrix (rows: true, columns: predicted) with the class names."""
+    names = [c["name"] for c in metrics.get("per_class", [])]
+    rows = metrics.get("confusion", [])
+    if not names or len(rows) != len(names):
+        st.caption(f"{title}: no confusion matrix was recorded.")
+        return
+    st.caption(
+        f"{title}: {metrics.get('samples', 0):,} held-out samples, macro F1 {metrics.get('macro_f1', 0):.3f}"
+    )
+    st.dataframe(
+        [
+            {"true \\ predicted": n, **dict(zip(names, row, strict=True))}
+            for n, row in zip(names, rows, strict=True)
+        ],
+        hide_index=True,
+    )
+
+
+def compare_with_parent(found: dict, key: str) -> None:
+    """The chosen version's confusion matrix next to its parent's, on the same held-out samples."""
+    with st.expander("Compare a version with its parent (confusion matrices)"):
+        versions_found = list(found)
+        version = st.selectbox(
+            "Version to compare",
+            versions_found,
+            index=len(versions_found) - 1,
+            key=f"compare-{key}-{len(found)}",
+        )  # the newest (a new version resets the choice to it): usually the one to judge
+        card = found[version][0]
+        for ours, theirs in (("validation", "parent_validation"), ("held_out", "base_on_held_out")):
+            if isinstance(card.metrics.get(ours), dict):
+                left, right = st.columns(2)
+                with left:
+                    confusion_table(card.metrics[ours], f"{key}@{version}")
+                with right:
+                    if isinstance(card.metrics.get(theirs), dict):
+                        confusion_table(card.metrics[theirs], f"its parent {card.training.get('base', '')}")
+                    else:
+                        st.caption("The parent's classes do not match these; it was not scored.")
+                return
+        st.caption("This version has no held-out scores.")
+
+
 st.title("Admin")
 settings = ui.settings()
 password_hash = admin_password_hash(settings)
@@ -81,6 +126,7 @@ for model_id, found in sorted(cards.versions.items()):
         left, right = st.columns(2)
         candidates = [v for v, (_, _, state) in found.items() if state != "production"]
         chosen = left.selectbox("Version", candidates, key=f"version-{model_id}", disabled=not candidates)
+        compare_with_parent(found, key=model_id)
         model_dir = cards.folder(model_id).parent
         try:
             if left.button("Promote to production", key=f"promote-{model_id}", disabled=not candidates):

@@ -168,6 +168,10 @@ def test_an_admin_checks_and_starts_a_training_run_and_follows_it_to_a_new_versi
     assert list(scored[0]["model"]) == ["landcover-slovenia@1", "its base, same pixels"]
     assert scored[0]["macro F1"][0] > scored[0]["macro F1"][1]
     assert any("landcover-slovenia" in t for t in texts(at.markdown))  # among the models trained here
+    # The version's confusion matrix next to its parent's, on the same held-out pixels.
+    matrices = [d.value for d in at.dataframe if "true \\ predicted" in d.value.columns]
+    assert len(matrices) == 2 and list(matrices[0]["true \\ predicted"]) == sorted(CLASSES)
+    assert matrices[0].iloc[:, 1:].to_numpy().sum() == matrices[1].iloc[:, 1:].to_numpy().sum()
     actions = [e["action"] for e in read_audit(admin_env.cache_dir / "admin")]
     assert any(a.startswith(f"started training run {status.job_id}: landcover-slovenia") for a in actions)
 

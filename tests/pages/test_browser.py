@@ -178,6 +178,9 @@ def test_an_admin_signs_in_starts_a_training_run_watches_it_and_promotes_it_in_a
         while versions.read_versions(model_dir).production != "3":  # type: ignore[union-attr]
             assert time.monotonic() < deadline, "the promotion did not reach the model's versions"
             time.sleep(0.2)
+        page.wait_for_timeout(2000)  # the rerun after the promotion
+        page.get_by_text("Compare a version with its parent").click()
+        expect(page.get_by_text(re.compile(r"slovenia@3: [\d,]+ held-out samples"))).to_be_visible()
         page.get_by_role("heading", name="Models trained here").scroll_into_view_if_needed()
         page.wait_for_timeout(1000)
         page.screenshot(path=str(ARTIFACTS / "admin_promoted.png"))
