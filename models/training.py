@@ -95,6 +95,28 @@ def feature_network(cards: Catalogue, model_id: str, mode: str) -> FeatureNetwor
     )
 
 
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write a training checkpoint atomically: a kill mid-save leaves the previous epoch's."""
+    partial = path.with_suffix(".part")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, partial)
+    os.replace(partial, path)
+
+
+def resume_checkpoint(
+    path: Path, progress: Callable[[int, float, float], None] | None
+) -> dict[str, Any] | None:
+    """The checkpoint at `path` (None when there is none); its epochs are reported again, as if they had just
+    run, so a resumed run's progress and chart show them."""
+    if not path.exists():
+        return None
+    saved: dict[str, Any] = torch.load(path, weights_only=False)
+    if progress is not None:
+        for row in saved["history"]:
+            progress(int(row["epoch"]), row["loss"], row["val_macro_f1"])
+    return saved
+
+
 def fit_head(
     train_x: np.ndarray,
     train_y: np.ndarray,
@@ -131,8 +153,8 @@ def fit_head(
     if checkpoint_dir is not None:
         key = fit_fingerprint(train_x, train_y, val_x, val_y, legend, class_weights, config)
         checkpoint = checkpoint_dir / f"head-{key[:24]}.pt"
-        if checkpoint.exists():
-            saved = torch.load(checkpoint, weights_only=False)
+        saved = resume_checkpoint(checkpoint, progress)
+        if saved is not None:
             head.load_state_dict(saved["head"])
             optimiser.load_state_dict(saved["optimiser"])
             schedule.load_state_dict(saved["schedule"])
@@ -141,9 +163,6 @@ def fit_head(
             history = saved["history"]
             # A fit that had stopped (killed before it returned) does not go on: it returns what it had.
             first_epoch = config.epochs + 1 if saved["stopped"] else len(history) + 1
-            if progress is not None:  # the epochs before the interruption, as if they had just run
-                for row in history:
-                    progress(int(row["epoch"]), row["loss"], row["val_macro_f1"])
     for epoch in range(first_epoch, config.epochs + 1):
         if should_stop is not None:
             should_stop()
@@ -177,10 +196,7 @@ def fit_head(
                 "history": history,
                 "stopped": stopped,
             }
-            partial = checkpoint.with_suffix(".part")
-            checkpoint.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(state, partial)
-            os.replace(partial, checkpoint)  # a kill mid-save leaves the previous epoch's checkpoint
+            save_checkpoint(checkpoint, state)
         if progress is not None:
             progress(epoch, total / len(x), val_f1)
         if stopped:
@@ -256,8 +272,8 @@ def fine_tune(
             x, y = patches(i)
             digest.update(x.tobytes() + y.tobytes())
         checkpoint = checkpoint_dir / f"tune-{digest.hexdigest()[:24]}.pt"
-        if checkpoint.exists():
-            saved = torch.load(checkpoint, weights_only=False)
+        saved = resume_checkpoint(checkpoint, progress)
+        if saved is not None:
             module.load_state_dict(saved["module"])
             optimiser.load_state_dict(saved["optimiser"])
             schedule.load_state_dict(saved["schedule"])
@@ -265,9 +281,6 @@ def fine_tune(
             best_f1, best_epoch, best_state = saved["best_f1"], saved["best_epoch"], saved["best_state"]
             history = saved["history"]
             first_epoch = config.epochs + 1 if saved["stopped"] else len(history) + 1
-            if progress is not None:
-                for row in history:
-                    progress(int(row["epoch"]), row["loss"], row["val_macro_f1"])
 
     def predict(ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
         module.eval()
@@ -320,10 +333,7 @@ def fine_tune(
                 "history": history,
                 "stopped": stopped,
             }
-            partial = checkpoint.with_suffix(".part")
-            checkpoint.parent.mkdir(parents=True, exist_ok=True)
-            torch.save(state, partial)
-            os.replace(partial, checkpoint)
+            save_checkpoint(checkpoint, state)
         if progress is not None:
             progress(epoch, total / max(seen, 1), val_f1)
         if stopped:

@@ -91,6 +91,79 @@ class TrainResult:
     warnings: list[str]
 
 
+def per_class(legend: tuple[str, ...], counts: np.ndarray) -> dict[str, int]:
+    """{class name: count}, in legend order."""
+    return {name: int(n) for name, n in zip(legend, counts, strict=True)}
+
+
+def epoch_reporter(
+    run: RunContext, epochs: int, on_epoch: Callable[[int, float, float], None] | None, score: str | None
+) -> Callable[[int, float, float], None]:
+    """The per-epoch callback of a fit: progress (with `score`, the name of the per-epoch metric, when it is worth
+    showing) and `on_epoch` (the admin page's chart)."""
+
+    def report(epoch: int, loss: float, value: float) -> None:
+        shown = f", {score} {value:.3f}" if score else ""
+        run.report(epoch / epochs, f"epoch {epoch}/{epochs}, loss {loss:.4f}{shown}")
+        if on_epoch is not None:
+            on_epoch(epoch, loss, value)
+
+    return report
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """How a new model and its parent scored on the held-out samples, and what each class had."""
+
+    legend: tuple[str, ...]
+    metrics: training.Metrics
+    parent_metrics: training.Metrics | None
+    train_counts: np.ndarray
+    val_counts: np.ndarray
+    warnings: list[str]
+
+
+def install_head(
+    run: RunContext,
+    network: "FeatureNetwork",
+    fitted: "FittedHead",
+    base: ModelCard,
+    new_id: str,
+    record: dict[str, Any],
+    scores: HeldOut,
+    settings: Settings,
+    tuned: "dict[str, Any] | None" = None,
+) -> TrainResult:
+    """Install a model trained on a Dynamic World base as a new version of `new_id` (the base with the new head,
+    or the whole fine-tuned network), unless a cancel came in meanwhile."""
+    from models.training import save_head_model
+
+    run.check_cancelled()  # a cancel during the last epoch or the scoring: nothing is installed
+    folder, version, state = save_head_model(
+        network,
+        fitted,
+        base,
+        new_id,
+        scores.legend,
+        settings.cache_dir / "models",
+        record,
+        {"validation": scores.metrics, "parent_validation": scores.parent_metrics},
+        tuned,
+    )
+    run.report(1.0, f"Trained {new_id} version {version} ({state}): {scores.metrics.summary()}")
+    return TrainResult(
+        new_id,
+        version,
+        state,
+        folder,
+        scores.metrics,
+        scores.parent_metrics,
+        per_class(scores.legend, scores.train_counts),
+        per_class(scores.legend, scores.val_counts),
+        scores.warnings,
+    )
+
+
 def parse_class_pairs(text: str | None, option: str) -> dict[str, str]:
     """'cultivated land=crops,forest=trees' -> {'cultivated land': 'crops', 'forest': 'trees'}."""
     if not text:
@@ -139,7 +212,7 @@ def train_model(
     """Train `request.new_id` from `request.base_id` and install it under `<cache>/models/`.
 
     `on_epoch(epoch, loss, val_macro_f1)` after each epoch of fitting (the admin page's loss chart)."""
-    from models.training import HeadConfig, feature_network, fit_head, save_head_model, utc_now
+    from models.training import HeadConfig, feature_network, fit_head, utc_now
 
     labels, spec = check_train_request(request, settings)
     cards = catalogue(settings.cache_dir)
@@ -208,13 +281,7 @@ def train_model(
     config = HeadConfig(epochs=request.epochs, seed=request.seed)
     epochs_run = run.within(0.8, 0.97, "Training")
 
-    def report_epoch(epoch: int, loss: float, val_f1: float) -> None:
-        epochs_run.report(
-            epoch / config.epochs,
-            f"epoch {epoch}/{config.epochs}, loss {loss:.4f}, val macro F1 {val_f1:.3f}",
-        )
-        if on_epoch is not None:
-            on_epoch(epoch, loss, val_f1)
+    report_epoch = epoch_reporter(epochs_run, config.epochs, on_epoch, "val macro F1")
 
     fitted = fit_head(
         train_x,
@@ -239,8 +306,8 @@ def train_model(
         "label_field": request.label_field,
         "date": clearest.date.isoformat(),
         "processing_level": clearest.scenes[0].processing_level,
-        "train_pixels": {n: int(c) for n, c in zip(labels.legend, train_counts, strict=True)},
-        "val_pixels": {n: int(c) for n, c in zip(labels.legend, val_counts, strict=True)},
+        "train_pixels": per_class(labels.legend, train_counts),
+        "val_pixels": per_class(labels.legend, val_counts),
         "block_px": request.block_px,
         "seed": request.seed,
         "epochs": request.epochs,
@@ -249,29 +316,8 @@ def train_model(
         "trained_at": utc_now(),
         "by": request.by or getpass.getuser(),
     }
-    run.check_cancelled()  # a cancel during the last epoch or the scoring: nothing is installed
-    folder, version, state = save_head_model(
-        network,
-        fitted,
-        base,
-        request.new_id,
-        labels.legend,
-        settings.cache_dir / "models",
-        record,
-        {"validation": metrics, "parent_validation": parent_metrics},
-    )
-    run.report(1.0, f"Trained {request.new_id} version {version} ({state}): {metrics.summary()}")
-    return TrainResult(
-        request.new_id,
-        version,
-        state,
-        folder,
-        metrics,
-        parent_metrics,
-        {n: int(c) for n, c in zip(labels.legend, train_counts, strict=True)},
-        {n: int(c) for n, c in zip(labels.legend, val_counts, strict=True)},
-        warnings,
-    )
+    scores = HeldOut(labels.legend, metrics, parent_metrics, train_counts, val_counts, warnings)
+    return install_head(run, network, fitted, base, request.new_id, record, scores, settings)
 
 
 def labels_over_imagery(
@@ -706,11 +752,8 @@ def train_from_samples(
     config = HeadConfig(epochs=request.epochs, patience=request.epochs, seed=request.seed)
     epochs_run = run.within(0.5, 0.9, "Training")
 
-    def report_epoch(epoch: int, loss: float, score: float) -> None:
-        # No early stopping here (the recipe of the shipped heads): the score is on the training samples.
-        epochs_run.report(epoch / config.epochs, f"epoch {epoch}/{config.epochs}, loss {loss:.4f}")
-        if on_epoch is not None:
-            on_epoch(epoch, loss, score)
+    # No early stopping here (the recipe of the shipped heads): the per-epoch score is on the training samples.
+    report_epoch = epoch_reporter(epochs_run, config.epochs, on_epoch, None)
 
     fitted = fit_head(
         features[train],
@@ -789,8 +832,8 @@ def train_from_samples(
         folder,
         metrics,
         parent_metrics,
-        {name: int(n) for name, n in zip(classes, train_counts, strict=True)},
-        {name: int(n) for name, n in zip(classes, val_counts, strict=True)},
+        per_class(classes, train_counts),
+        per_class(classes, val_counts),
         warnings,
     )
 
@@ -934,7 +977,7 @@ def train_from_dataset(
     from core.datasets import IGNORE as DATASET_IGNORE
     from core.inference import normalise
     from core.tiling import fill_nodata, pad_tile
-    from models.training import HeadConfig, feature_network, fit_head, save_head_model, utc_now
+    from models.training import HeadConfig, feature_network, fit_head, utc_now
 
     dataset = check_dataset_request(request, settings)
     cards = catalogue(settings.cache_dir)
@@ -994,13 +1037,7 @@ def train_from_dataset(
     config = HeadConfig(epochs=request.epochs if request.mode == "head" else 200, seed=request.seed)
     epochs_run = run.within(0.6, 0.95 if request.mode == "head" else 0.7, "Training")
 
-    def report_epoch(epoch: int, loss: float, val_f1: float) -> None:
-        epochs_run.report(
-            epoch / config.epochs,
-            f"epoch {epoch}/{config.epochs}, loss {loss:.4f}, val macro F1 {val_f1:.3f}",
-        )
-        if on_epoch is not None:
-            on_epoch(epoch, loss, val_f1)
+    report_epoch = epoch_reporter(epochs_run, config.epochs, on_epoch, "val macro F1")
 
     fitted = fit_head(
         train_x,
@@ -1031,8 +1068,8 @@ def train_from_dataset(
         "dataset_sha256": training.dataset_hash(y_full, val, [p.patch_id for p in dataset.patches], base.id),
         "patches": {"train": int((~is_val_patch).sum()), "validation": int(is_val_patch.sum())},
         "processing_level": "L1C",
-        "train_pixels": {n: int(c) for n, c in zip(legend, train_counts, strict=True)},
-        "val_pixels": {n: int(c) for n, c in zip(legend, val_counts, strict=True)},
+        "train_pixels": per_class(legend, train_counts),
+        "val_pixels": per_class(legend, val_counts),
         "pixels_per_patch": request.pixels_per_patch,
         "seed": request.seed,
         "epochs": request.epochs,
@@ -1041,29 +1078,9 @@ def train_from_dataset(
         "trained_at": utc_now(),
         "by": request.by or getpass.getuser(),
     }
-    run.check_cancelled()
-    folder, version, state = save_head_model(
-        network,
-        fitted,
-        base,
-        request.new_id,
-        legend,
-        settings.cache_dir / "models",
-        record,
-        {"validation": metrics, "parent_validation": parent_metrics},
-        tuned.state if tuned is not None else None,
-    )
-    run.report(1.0, f"Trained {request.new_id} version {version} ({state}): {metrics.summary()}")
-    return TrainResult(
-        request.new_id,
-        version,
-        state,
-        folder,
-        metrics,
-        parent_metrics,
-        {n: int(c) for n, c in zip(legend, train_counts, strict=True)},
-        {n: int(c) for n, c in zip(legend, val_counts, strict=True)},
-        warnings,
+    scores = HeldOut(legend, metrics, parent_metrics, train_counts, val_counts, warnings)
+    return install_head(
+        run, network, fitted, base, request.new_id, record, scores, settings, tuned.state if tuned else None
     )
 
 
@@ -1120,12 +1137,7 @@ def tune_on_patches(
     config = TuneConfig(epochs=request.epochs, seed=request.seed)
     epochs_run = run.within(0.7, 0.95, "Fine-tuning")
 
-    def report_epoch(epoch: int, loss: float, val_f1: float) -> None:
-        epochs_run.report(
-            epoch / config.epochs, f"epoch {epoch}/{config.epochs}, loss {loss:.4f}, val macro F1 {val_f1:.3f}"
-        )
-        if on_epoch is not None:
-            on_epoch(epoch, loss, val_f1)
+    report_epoch = epoch_reporter(epochs_run, config.epochs, on_epoch, "val macro F1")
 
     tuned = fine_tune(
         module,
