@@ -75,6 +75,22 @@ def fetch_job(job_id: str, connection: redis.Redis) -> SafeJob:
     return cast(SafeJob, SafeJob.fetch(job_id, connection=connection, serializer=JSONSerializer))
 
 
+def drop_rq_record(job_id: str, connection: redis.Redis) -> None:
+    """Delete RQ's record of a job, if it has one (before queueing the job again, or with the job).
+
+    A worker that has just ended the job may still be writing its execution record while it goes: RQ then finds a
+    half-written execution (KeyError, ValueError). The job's own hash is deleted all the same, and queueing it
+    again writes a new one, so those are not errors here.
+    """
+    with contextlib.suppress(NoSuchJobError):
+        job = fetch_job(job_id, connection)
+        try:
+            job.delete()
+        except (KeyError, ValueError) as err:
+            log.info("RQ record of job %s deleted over a half-written execution (%r)", job_id, err)
+            connection.delete(job.key, job.dependents_key, job.dependencies_key)
+
+
 def job_queue(name: str, connection: redis.Redis) -> Queue:
     """An RQ queue whose jobs are JSON SafeJobs."""
     return Queue(name, connection=connection, job_class=SafeJob, serializer=JSONSerializer)
@@ -193,8 +209,7 @@ class JobClient:
     def _enqueue(self, job_id: str) -> bool:
         """Put the job on its RQ queue (replacing any stale RQ record); False when Redis is unreachable."""
         try:
-            with contextlib.suppress(NoSuchJobError):
-                fetch_job(job_id, self.redis).delete()
+            drop_rq_record(job_id, self.redis)
             job_queue(self.queue_name, self.redis).enqueue(
                 self.entry_point,
                 job_id,
@@ -343,8 +358,8 @@ class JobClient:
             status = self.store.read_status(job_id)
             if not held or not status.is_terminal:
                 raise JobError(f"Job {job_id} is {status.state}; cancel it before deleting it.")
-            with contextlib.suppress(NoSuchJobError, redis.exceptions.RedisError):
-                fetch_job(job_id, self.redis).delete()
+            with contextlib.suppress(redis.exceptions.RedisError):
+                drop_rq_record(job_id, self.redis)
             shutil.rmtree(self.store.job_dir(job_id))
 
     # -- recovery -----------------------------------------------------------------------------------------

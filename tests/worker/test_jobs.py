@@ -111,6 +111,19 @@ def test_cancel_retry_and_delete_of_a_job_that_no_worker_has_taken(client: JobCl
         client.status("../../etc")
 
 
+def test_a_retry_over_an_execution_record_its_worker_was_still_writing_is_queued(client: JobClient):
+    """A worker ending a job may still write its execution record (a late heartbeat) while a user retries it; RQ
+    then meets a half-written execution. The retry must queue the job, not fail with an internal error."""
+    job_id = client.submit(sample_spec())
+    client.cancel(job_id)
+    client.redis.zadd(f"rq:executions:{job_id}", {"late": time.time() + 3600})
+    client.redis.hset(f"rq:execution:{job_id}:late", "last_heartbeat", time.time())  # no created_at
+    assert client.retry(job_id).state == "queued"
+    assert fetch_job(job_id, client.redis).get_status() == "queued"
+    client.cancel(job_id)
+    client.delete(job_id)
+
+
 def test_identical_requests_at_once_are_one_job(client: JobClient):
     """Two submissions of one request in the same second used to give two jobs computing the same thing."""
     first, second = client.submit(sample_spec()), client.submit(sample_spec())
