@@ -266,7 +266,7 @@ def run_panel(status: JobStatus) -> None:
         if status.state == "failed" and status.error:
             st.error(status.error)
         elif status.state in ("queued", "running"):
-            text = " · ".join(t for t in (status.stage, status.message) if t)
+            text = ui.progress_text(status.stage, status.message)
             st.progress(min(max(status.fraction, 0.0), 1.0), text=text or status.state)
         elif status.message:
             st.caption(status.message)

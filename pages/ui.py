@@ -56,6 +56,14 @@ def _health(redis_url: str, cache_dir: str) -> Health:
     return _client(redis_url, cache_dir).health()
 
 
+def progress_text(stage: str, message: str) -> str:
+    """The line above a progress bar: the stage and the message, without saying the stage twice (messages often
+    start with it: "Planning: 0.93 km2 ...")."""
+    if stage and message.startswith(stage):
+        return message
+    return " · ".join(t for t in (stage, message) if t)
+
+
 def health_notice(current: Health) -> None:
     """Say plainly when jobs cannot run right now (Redis down, no worker); say nothing when all is well."""
     if not current.redis_ok:

@@ -258,6 +258,7 @@ def test_the_jobs_page_follows_a_job_live_and_cancel_retry_delete_work(
     at = rerun_until(at, lambda a: "· running ·" in job_markdown(a, job_id) and a.get("progress"))
     progress = at.get("progress")[0]
     assert 15 <= progress.value <= 100 and "Predicting" in progress.proto.text  # percent
+    assert "Predicting · Predicting" not in progress.proto.text  # the stage is said once
     assert any("ETA" in t and "elapsed" in t for t in texts(at.caption))
     next(b for b in at.button if b.key == f"cancel-{job_id}").click()
     at.run()
@@ -274,6 +275,14 @@ def test_the_jobs_page_follows_a_job_live_and_cancel_retry_delete_work(
     at.run()
     assert not client.list_jobs()
     at = rerun_until(at, lambda a: any("No jobs yet" in t for t in texts(a.info)))
+
+
+def test_the_progress_line_says_the_stage_once():
+    from pages.ui import progress_text
+
+    assert progress_text("Planning", "Planning: 0.93 km2") == "Planning: 0.93 km2"
+    assert progress_text("Downloading", "3 of 5 windows") == "Downloading · 3 of 5 windows"
+    assert progress_text("", "waiting for a worker") == "waiting for a worker"
 
 
 def test_a_failed_job_shows_its_reason_first_and_the_log_on_demand(
