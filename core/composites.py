@@ -21,6 +21,7 @@ from rasterio.windows import Window
 
 from core.errors import AppError
 from core.grid import Grid
+from core.monthly_cube import MonthSteps
 from core.presto_inputs import CHANNELS
 from core.reading import SceneReader
 from core.report import CloudModelRecord, InputRecord
@@ -73,21 +74,12 @@ class CompositeDate:
 
 
 @dataclass(frozen=True)
-class SceneComposites:
+class SceneComposites(MonthSteps):
     """A season of monthly composites of `dates` (those inside `months`), read strip by strip."""
 
     dates: tuple[CompositeDate, ...]
     months: tuple[date, ...]
     cloud_model: CloudModelRecord | None = None  # the model that masked the dates, for run.json
-
-    @property
-    def season(self) -> str:
-        return f"{self.months[0]:%Y-%m}..{self.months[-1]:%Y-%m}"
-
-    @property
-    def start_month(self) -> int:
-        """Calendar month (0 = January) of the first step."""
-        return self.months[0].month - 1
 
     @property
     def has_s1(self) -> bool:

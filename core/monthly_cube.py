@@ -10,6 +10,7 @@ import warnings
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import rasterio
@@ -22,6 +23,9 @@ from core.errors import AppError
 from core.grid import Grid
 from core.presto_inputs import CHANNELS
 
+if TYPE_CHECKING:
+    from core.report import InputRecord
+
 SEASON_MONTHS = 12
 CUBE_PREFIX = "cube:"
 VARIABLES = (*S2_COLUMNS.values(), *S1_COLUMNS.values(), *OPTIONAL_COLUMNS.values())
@@ -31,16 +35,10 @@ class CubeError(AppError):
     """A file that cannot be read as a monthly cube."""
 
 
-@dataclass(frozen=True)
-class MonthlyCube:
-    """A cube's variables (netCDF subdataset names by variable), months, and grid."""
+class MonthSteps:
+    """What the crop mapper knows of a season of 12 monthly steps (`months`: the first day of each)."""
 
-    path: Path
-    subdatasets: dict[str, str]
-    months: tuple[date, ...]  # first day of each month, in band order after sorting
-    band_order: tuple[int, ...]  # 1-based bands of each variable, by month
-    crs: str
-    bounds: tuple[float, float, float, float]  # left, bottom, right, top in `crs`
+    months: tuple[date, ...]
 
     @property
     def season(self) -> str:
@@ -51,9 +49,44 @@ class MonthlyCube:
         """Calendar month (0 = January) of the first step."""
         return self.months[0].month - 1
 
+
+@dataclass(frozen=True)
+class MonthlyCube(MonthSteps):
+    """A cube's variables (netCDF subdataset names by variable), months, and grid."""
+
+    path: Path
+    subdatasets: dict[str, str]
+    months: tuple[date, ...]  # first day of each month, in band order after sorting
+    band_order: tuple[int, ...]  # 1-based bands of each variable, by month
+    crs: str
+    bounds: tuple[float, float, float, float]  # left, bottom, right, top in `crs`
+
     @property
     def has_s1(self) -> bool:
         return all(v in self.subdatasets for v in S1_COLUMNS.values())
+
+    def read_strip(self, grid: Grid, rows: slice) -> tuple[np.ndarray, np.ndarray]:
+        """Rows `rows` of `grid` (see the module's `read_strip`)."""
+        return read_strip(self, grid, rows)
+
+    def input_records(self) -> list["InputRecord"]:
+        """run.json's inputs: the cube's 12 months."""
+        from core.report import InputRecord
+
+        return [
+            InputRecord(
+                id=f"{self.path.name} {month:%Y-%m}",
+                source=f"{CUBE_PREFIX}{self.path.name}",
+                date=month.isoformat(),
+                acquired=month.isoformat(),
+                path=self.path.name,
+                processing_level="L2A",
+                processing_baseline=None,
+                cloud_cover_pct=None,
+                radiometry={},
+            )
+            for month in self.months
+        ]
 
 
 def _days_since(units: str) -> date:

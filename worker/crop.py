@@ -31,7 +31,7 @@ from core.config import Settings
 from core.errors import AppError
 from core.grid import Grid
 from core.jobs import JobArea, JobSpec
-from core.monthly_cube import CUBE_PREFIX, MonthlyCube, check_season, cube_path, open_cube, read_strip
+from core.monthly_cube import CUBE_PREFIX, check_season, cube_path, open_cube
 from core.presto_inputs import CHANNELS, normalise
 from core.progress import RunContext
 from core.types import ModelCard
@@ -62,49 +62,6 @@ class MonthlyInputs(Protocol):
     def read_strip(self, grid: Grid, rows: slice) -> tuple[np.ndarray, np.ndarray]: ...
 
     def input_records(self) -> list[report.InputRecord]: ...
-
-
-@dataclass(frozen=True)
-class CubeInputs:
-    """A ready monthly cube as the crop mapper reads it."""
-
-    cube: MonthlyCube
-
-    @property
-    def months(self) -> tuple[date, ...]:
-        return self.cube.months
-
-    @property
-    def season(self) -> str:
-        return self.cube.season
-
-    @property
-    def start_month(self) -> int:
-        return self.cube.start_month
-
-    @property
-    def has_s1(self) -> bool:
-        return self.cube.has_s1
-
-    def read_strip(self, grid: Grid, rows: slice) -> tuple[np.ndarray, np.ndarray]:
-        return read_strip(self.cube, grid, rows)
-
-    def input_records(self) -> list[report.InputRecord]:
-        path = self.cube.path
-        return [
-            report.InputRecord(
-                id=f"{path.name} {month:%Y-%m}",
-                source=f"{CUBE_PREFIX}{path.name}",
-                date=month.isoformat(),
-                acquired=month.isoformat(),
-                path=path.name,
-                processing_level="L2A",
-                processing_baseline=None,
-                cloud_cover_pct=None,
-                radiometry={},
-            )
-            for month in self.cube.months
-        ]
 
 
 @dataclass(frozen=True)
@@ -272,7 +229,7 @@ def run_crop(
             path = cube_path(spec.sources, spec.model_id)
             cube = open_cube(path)
             check_season(cube, spec.start, spec.end)
-        inputs = CubeInputs(cube)
+        inputs = cube
         where = f"Monthly cube {path.name}"
     else:
         inputs = scene_composites(spec, area, cards, run.within(0.0, 0.4, "Compositing"), settings)
