@@ -118,7 +118,7 @@ def test_redis_killed_and_restarted_empty_loses_no_job(
     assert ends == sorted(ends), (ends, [client.store.read_log(job_id) for job_id in queued])
 
 
-def test_a_killed_worker_leaves_the_health_count_within_two_heartbeats(client: JobClient, start_worker):
+def test_a_killed_worker_leaves_the_health_count_once_its_last_beat_expires(client: JobClient, start_worker):
     worker = start_worker()
     deadline = time.monotonic() + 60
     while client.health().workers != 1:
@@ -127,11 +127,11 @@ def test_a_killed_worker_leaves_the_health_count_within_two_heartbeats(client: J
     worker.kill()
     killed = time.monotonic()
     while True:
-        # Alive for ALIVE_S after its last beat, which came at most one beat before the kill. What counts is when a
-        # health poll that still saw the worker began: a loaded machine (two test processes and their workers on 2
-        # cores) can take seconds to answer one.
+        # Alive for ALIVE_S after its last beat, which came at most one beat before the kill; beats are HEARTBEAT_S
+        # apart plus the time a beat itself takes, up to a second on a loaded machine (two test processes and their
+        # workers on 2 cores; CI saw 17.03 s). What counts is when a health poll that still saw the worker began.
         asked = time.monotonic()
         if client.health().workers == 0:
             break
-        assert asked - killed <= ALIVE_S + HEARTBEAT_S, "a dead worker still counts as alive"
+        assert asked - killed <= ALIVE_S + HEARTBEAT_S + 1.0, "a dead worker still counts as alive"
         time.sleep(0.2)
