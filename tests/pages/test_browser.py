@@ -142,13 +142,14 @@ def test_an_admin_signs_in_starts_a_training_run_watches_it_and_promotes_it_in_a
         page.get_by_role("button", name="Sign in").click()
         expect(page.get_by_text("Train a model")).to_be_visible()
         page.locator('input[type="file"]').first.set_input_files(str(label_file(tmp_path, CLASSES, "parcels.gpkg")))
-        expect(page.get_by_text("Class field", exact=True)).to_be_visible()
+        # The first upload loads the training code (PyTorch) into the app: seconds on a loaded machine.
+        expect(page.get_by_text("Class field", exact=True)).to_be_visible(timeout=60_000)
         for label, value in (("Area of the imagery", "14.5525,45.8665,14.5630,45.8745"), ("New model id", "slovenia")):
             field = page.get_by_role("textbox", name=label)
             field.fill(value)
             field.press("Enter")  # Streamlit takes a text input's value on Enter or when it loses focus
         page.get_by_role("button", name="Check").click()
-        expect(page.get_by_text(re.compile(r"\d+ date\(s\), [\d,]+ pixels"))).to_be_visible()
+        expect(page.get_by_text(re.compile(r"\d+ date\(s\), [\d,]+ pixels"))).to_be_visible(timeout=60_000)
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "admin_check.png"))
         page.get_by_role("button", name="Start training").click()
