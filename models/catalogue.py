@@ -155,18 +155,33 @@ class Catalogue:
 MODES = ("head", "decoder", "full")  # what `terraseg train --mode` names
 
 
-def check_trainable(
-    cards: "Catalogue", model_id: str, mode: str, built: tuple[str, ...] = ("head",)
-) -> None:
+# The seed architectures a patch dataset trains (models.seed_training.CALLING), whole ("full" mode).
+SEED_BUILDERS = ("cloud-unet", "dfc2020-unet", "dfc2020-deeplab", "utae", "convrnn", "bigearthnet-resnet50")
+
+
+def check_trainable(cards: "Catalogue", model_id: str, mode: str, built: tuple[str, ...] = ("head",)) -> None:
     """ModelError when `model_id` cannot be trained in `mode` (nothing is loaded); `built`: the modes the
     caller's kind of training data has (labels over imagery: head; patch datasets: head, decoder, full)."""
     if mode not in MODES:
         raise ModelError(f"Unknown training mode {mode!r}; the modes are {', '.join(MODES)}.")
     card = cards.get(model_id)
+    if card.builder in SEED_BUILDERS:
+        if mode != "full":
+            untrained = "it has no trained weights, and " if card.status == "untrained" else ""
+            raise ModelError(
+                f"Model {model_id}: {untrained}its architecture trains whole, --mode full (head and decoder "
+                "modes build on Dynamic World's features)."
+            )
+        if "full" not in built:
+            raise ModelError(
+                f"Model {model_id} trains on a patch dataset in its published layout: give --dataset DIR "
+                "--format F (dfc2020, 38-cloud, bigearthnet or pastis)."
+            )
+        return
     if card.status == "untrained":
         raise ModelError(
-            f"Model {model_id} has no trained weights, so --mode {mode} has no features to build on: an untrained "
-            "base can only be trained --mode full, which is not built yet."
+            f"Model {model_id} has no trained weights and no architecture TerraSeg can train, so --mode {mode} "
+            "has nothing to build on."
         )
     if mode not in built:
         raise ModelError(

@@ -17,9 +17,12 @@ CLASSES = ("clear", "cloud")
 IGNORE_INDEX = 255
 
 
-def build_cloud_unet(base_width: int = 32, levels: int = 4) -> UNet:
-    """(B, 4, H, W) reflectance (B02 B03 B04 B08) -> (B, 2, H, W) logits (clear, cloud); H, W divisible by 2**levels."""
-    return UNet(len(BANDS), len(CLASSES), base_width=base_width, levels=levels)
+def build_cloud_unet(
+    base_width: int = 32, levels: int = 4, in_channels: int = len(BANDS), n_classes: int = len(CLASSES)
+) -> UNet:
+    """(B, 4, H, W) reflectance (B02 B03 B04 B08) -> (B, 2, H, W) logits (clear, cloud); H, W divisible by 2**levels.
+    A model trained here on other bands or classes records them in its card's builder_args."""
+    return UNet(in_channels, n_classes, base_width=base_width, levels=levels)
 
 
 def soft_fbeta_loss(

@@ -63,13 +63,21 @@ def _build_cloud_unet(args: dict[str, Any]) -> nn.Module:
     return build_cloud_unet(**args)
 
 
-# architecture -> (constructor from builder_args, how the network is called: "image", "series-dates", "series")
+def _build_bigearthnet(args: dict[str, Any]) -> nn.Module:
+    from models.bigearthnet import BigEarthNetResNet50
+
+    return BigEarthNetResNet50(**args)
+
+
+# architecture -> (constructor from builder_args, how the network is called: "image", "series-dates", "series",
+# or "tags": one image -> (B, K) logits, a set of classes for the whole image)
 BUILDERS: dict[str, tuple[Callable[[dict[str, Any]], nn.Module], str]] = {
     "utae": (_build_utae, "series-dates"),
     "convrnn": (_build_convrnn, "series"),
     "dfc2020-unet": (_build_dfc2020_unet, "image"),
     "dfc2020-deeplab": (_build_dfc2020_deeplab, "image"),
     "cloud-unet": (_build_cloud_unet, "image"),
+    "bigearthnet-resnet50": (_build_bigearthnet, "tags"),
 }
 # s2cloudless says "cloud" above this probability; argmax over [1-p, p] would use 0.5.
 S2CLOUDLESS_THRESHOLD = 0.4
@@ -156,7 +164,7 @@ def _load_dynamic_world(card: ModelCard, folder: Path, options: LoadOptions) -> 
 
 def _load_built(card: ModelCard, folder: Path, options: LoadOptions) -> LoadedModel:
     """A PyTorch model from its card's builder and the weights file next to the card (sha256 and keys checked)."""
-    from models.torch_predictor import SeriesTorchPredictor, TorchPredictor
+    from models.torch_predictor import SeriesTorchPredictor, TagsPredictor, TorchPredictor
     from models.weights import check_state_dict, verify_weights
 
     if len(card.weights) != 1:
@@ -178,13 +186,15 @@ def _load_built(card: ModelCard, folder: Path, options: LoadOptions) -> LoadedMo
     if options.threads:
         torch.set_num_threads(options.threads)
     device = options.device
-    if card.is_series != (calling != "image"):
+    if card.is_series != calling.startswith("series"):
         raise ModelError(
             f"Model {card.id}: its card says temporal mode {card.temporal.mode!r}, but builder "
             f"{card.builder!r} takes {'a series' if calling != 'image' else 'single images'}."
         )
     if calling == "image":
         return LoadedModel(card, TorchPredictor(net, device=device).predict, path.name, sha256)
+    if calling == "tags":
+        return LoadedModel(card, TagsPredictor(net, device=device).predict, path.name, sha256)
     origin = card.temporal.position_origin if isinstance(card.temporal, Series) else None
 
     def for_dates(dates: list[date]) -> Callable[[np.ndarray], np.ndarray]:

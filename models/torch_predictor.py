@@ -75,3 +75,19 @@ class SeriesTorchPredictor:
                 positions = self.positions.to(self.device).expand(x.shape[0], -1)
                 logits = self.module(x, positions, pad_mask=pad_mask)
         return torch.softmax(logits.float(), dim=1).cpu().numpy()
+
+
+class TagsPredictor:
+    """`predict` maps (B, C, H, W) float32 normalised input to (B, K) per-class probabilities (sigmoid: a patch
+    may have several classes)."""
+
+    def __init__(self, module: nn.Module, device: str = "auto") -> None:
+        self.device = resolve_device(device)
+        self.module = module.eval().to(self.device)
+
+    @torch.inference_mode()
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(batch, np.float32)).to(self.device)
+        with torch.autocast("cuda", dtype=torch.float16, enabled=self.device.type == "cuda"):
+            logits = self.module(x)
+        return torch.sigmoid(logits.float()).cpu().numpy()

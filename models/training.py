@@ -3,7 +3,8 @@ result as an installed model (card + weights + sha256) that jobs run like any ot
 
 Head mode fits a linear layer on features gathered once at the labelled pixels (core.training), the way
 microsoft/landcover's in-browser retraining and WorldCereal's custom heads do: seconds on a CPU. Decoder and
-full fine-tuning are not built yet.
+full fine-tuning of a Dynamic World base (`fine_tune`) and training a seed architecture from scratch go through
+the shared loop of models.trainer.
 """
 
 import hashlib
@@ -244,6 +245,7 @@ def fine_tune(
     progress: Callable[[int, float, float], None] | None = None,
     should_stop: Callable[[], None] | None = None,
     checkpoint_dir: Path | None = None,
+    device: str = "cpu",
 ) -> TunedNetwork:
     """Fine-tune `module` (its head already the new legend's) on whole labelled patches: class-weighted
     cross-entropy that skips unlabelled pixels (255), AdamW with a cosine schedule, early stopping on the
@@ -251,100 +253,53 @@ def fine_tune(
 
     `patches(i)` gives patch i as (C, S, S) normalised input and (S, S) int64 labels (255: no label), all of one
     size S. Only the parameters of `mode` (TRAINABLE) learn. With `checkpoint_dir`, a cancelled or killed run
-    resumes at its last epoch and ends as an uninterrupted one (as fit_head).
+    resumes at its last epoch and ends as an uninterrupted one (models.trainer.train_loop).
     """
-    torch.manual_seed(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
+    from models.trainer import Batch, LoopConfig, Objective, collect_pixels, cross_entropy, train_loop
+
+    digest = hashlib.sha256(json.dumps([asdict(config), mode, list(legend), train_ids, val_ids]).encode())
+    for i in train_ids + val_ids:
+        x, y = patches(i)
+        digest.update(x.tobytes() + y.tobytes())
+
+    def batch_of(ids: list[int]) -> Batch:
+        pairs = [patches(i) for i in ids]
+        return Batch(
+            (torch.from_numpy(np.stack([x for x, _ in pairs])),),
+            torch.from_numpy(np.stack([y for _, y in pairs])),
+        )
+
+    objective = Objective(
+        cross_entropy(class_weights),
+        collect_pixels,
+        lambda truth, guess: evaluate(truth, guess, legend).macro_f1,
+        "val macro F1",
+    )
+    loop = LoopConfig(
+        epochs=config.epochs,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        batch_size=config.batch_size,
+        patience=config.patience,
+        seed=config.seed,
+        device=device,
+        freeze_batchnorm=True,
+    )
     prefixes = TRAINABLE[mode]
-    for name, parameter in module.named_parameters():
-        parameter.requires_grad_(name.startswith(prefixes))
-    trainable = [p for p in module.parameters() if p.requires_grad]
-    optimiser = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=config.epochs)
-    loss_fn = nn.CrossEntropyLoss(weight=torch.from_numpy(class_weights), ignore_index=255)
-    best_f1, best_epoch = -1.0, 0
-    best_state = {k: v.clone() for k, v in module.state_dict().items()}
-    history: list[dict[str, float]] = []
-    checkpoint, first_epoch = None, 1
-    if checkpoint_dir is not None:
-        digest = hashlib.sha256(json.dumps([asdict(config), mode, list(legend), train_ids, val_ids]).encode())
-        for i in train_ids + val_ids:
-            x, y = patches(i)
-            digest.update(x.tobytes() + y.tobytes())
-        checkpoint = checkpoint_dir / f"tune-{digest.hexdigest()[:24]}.pt"
-        saved = resume_checkpoint(checkpoint, progress)
-        if saved is not None:
-            module.load_state_dict(saved["module"])
-            optimiser.load_state_dict(saved["optimiser"])
-            schedule.load_state_dict(saved["schedule"])
-            generator.set_state(saved["generator"])
-            best_f1, best_epoch, best_state = saved["best_f1"], saved["best_epoch"], saved["best_state"]
-            history = saved["history"]
-            first_epoch = config.epochs + 1 if saved["stopped"] else len(history) + 1
-
-    def predict(ids: list[int]) -> tuple[np.ndarray, np.ndarray]:
-        module.eval()
-        truths, guesses = [], []
-        with torch.no_grad():
-            for i in ids:
-                x, y = patches(i)
-                guess = module(torch.from_numpy(x)[None]).argmax(dim=1)[0].numpy()
-                labelled = y != 255
-                truths.append(y[labelled])
-                guesses.append(guess[labelled])
-        return np.concatenate(truths), np.concatenate(guesses)
-
-    for epoch in range(first_epoch, config.epochs + 1):
-        order = [train_ids[int(k)] for k in torch.randperm(len(train_ids), generator=generator)]
-        total, seen = 0.0, 0
-        module.train()
-        for m in module.modules():  # batch norms keep the statistics they have
-            if isinstance(m, nn.BatchNorm2d):
-                m.eval()
-        for start in range(0, len(order), config.batch_size):
-            if should_stop is not None:
-                should_stop()
-            batch = [patches(i) for i in order[start : start + config.batch_size]]
-            inputs = torch.from_numpy(np.stack([b[0] for b in batch]))
-            targets = torch.from_numpy(np.stack([b[1] for b in batch]))
-            optimiser.zero_grad()
-            loss = loss_fn(module(inputs), targets)
-            loss.backward()
-            optimiser.step()
-            total += float(loss.detach()) * len(batch)
-            seen += len(batch)
-        schedule.step()
-        truth, guess = predict(val_ids)
-        val_f1 = evaluate(truth, guess, legend).macro_f1
-        history.append({"epoch": epoch, "loss": total / max(seen, 1), "val_macro_f1": val_f1})
-        if val_f1 > best_f1:
-            best_f1, best_epoch = val_f1, epoch
-            best_state = {k: v.clone() for k, v in module.state_dict().items()}
-        stopped = best_epoch != epoch and epoch - best_epoch >= config.patience
-        if checkpoint is not None:
-            state = {
-                "module": module.state_dict(),
-                "optimiser": optimiser.state_dict(),
-                "schedule": schedule.state_dict(),
-                "generator": generator.get_state(),
-                "best_f1": best_f1,
-                "best_epoch": best_epoch,
-                "best_state": best_state,
-                "history": history,
-                "stopped": stopped,
-            }
-            save_checkpoint(checkpoint, state)
-        if progress is not None:
-            progress(epoch, total / max(seen, 1), val_f1)
-        if stopped:
-            break
-    if checkpoint is not None:
-        checkpoint.unlink(missing_ok=True)
-    module.load_state_dict(best_state)
-    module.eval()
-    for parameter in module.parameters():
-        parameter.requires_grad_(False)
-    return TunedNetwork(best_state, best_epoch, history)
+    trained = train_loop(
+        module,
+        batch_of,
+        train_ids,
+        val_ids,
+        objective,
+        loop,
+        learns=lambda name: name.startswith(prefixes),
+        fingerprint=digest.hexdigest(),
+        checkpoint_dir=checkpoint_dir,
+        on_epoch=progress,
+        should_stop=should_stop,
+    )
+    return TunedNetwork(trained.state, trained.best_epoch, trained.history)
 
 
 def fit_fingerprint(

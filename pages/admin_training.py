@@ -259,7 +259,10 @@ def run_panel(status: JobStatus) -> None:
             what = f"{spec.new_id} from {spec.base_id} · {spec.data.describe()} · {spec.by}"
             # Crop heads from samples keep no validation set while fitting (the shipped heads' recipe): their
             # per-epoch score is on the training samples, their held-out score comes at the end.
-            score_name = "training macro F1" if spec.data.kind == "samples" else "validation macro F1"
+            # A seed architecture on a dataset watches its task's score (cloud F2, mAP of tags, macro F1).
+            score_name = {"samples": "training macro F1", "dataset": "validation score"}.get(
+                spec.data.kind, "validation macro F1"
+            )
         except AppError:
             what, score_name = "request unreadable", "macro F1"
         st.markdown(f"**{run_id}** · {status.state} · {what}")
@@ -308,6 +311,8 @@ def run_panel(status: JobStatus) -> None:
 def scores(metrics: dict[str, float], unit: str) -> dict[str, float]:
     """The held-out scores a run shows, rounded, and how many `unit` they were computed on."""
     names = {"overall_accuracy": "OA", "balanced_accuracy": "balanced", "macro_f1": "macro F1", "miou": "mIoU"}
+    if "mean_average_precision" in metrics:  # a tagging model (multi-label)
+        names = {"mean_average_precision": "mAP", "micro_f1": "micro F1", "macro_f1": "macro F1"}
     return {label: round(float(metrics[key]), 3) for key, label in names.items()} | {unit: int(metrics["samples"])}
 
 

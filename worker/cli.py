@@ -28,7 +28,7 @@ from worker.client import redacted
 
 if TYPE_CHECKING:
     from core.jobstore import JobStatus
-    from core.training import Metrics
+    from core.training import Metrics, MultiLabelMetrics
     from worker.training import DatasetTrainRequest, SamplesTrainRequest, TrainRequest, TrainResult
 
 log = logging.getLogger("terraseg")
@@ -100,7 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--dataset", type=Path, help="a patch dataset's release folder, in its published layout (--format)"
     )
-    train.add_argument("--format", default="dfc2020", help="the --dataset's layout: dfc2020")
+    train.add_argument(
+        "--format", default="dfc2020", help="the --dataset's layout: dfc2020, 38-cloud, bigearthnet or pastis"
+    )
     train.add_argument("--labels", type=Path, help="GeoJSON, GeoPackage, zipped Shapefile or KML")
     train.add_argument("--label-field", help="the labels' field that holds the class")
     train.add_argument("--aoi", help="the area whose imagery the labels describe (as for run)")
@@ -110,14 +112,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--as", dest="new_id", required=True, help="id of the new model")
     train.add_argument(
         "--mode",
-        default="head",
         help="head (a new classifier on frozen features), or with --dataset: decoder or full (the head, then "
-        "the decoder or the whole network fine-tuned on whole patches)",
+        "the decoder or the whole network fine-tuned on whole patches); the seed architectures (cloud UNet, "
+        "DFC2020 UNet/DeepLab, U-TAE, ConvLSTM/ConvGRU, BigEarthNet ResNet) train full on their dataset. "
+        "Default: full for a seed architecture, head otherwise",
     )
     train.add_argument(
         "--epochs",
         type=int,
-        help="at most this many epochs (early stopping); default 200, 100 with --samples",
+        help="at most this many epochs (early stopping); default 200, 100 with --samples, 30 for a seed "
+        "architecture on a dataset",
     )
     train.add_argument("--seed", type=int, default=0, help="the split's and the training's random seed")
     train.add_argument("--block-px", type=int, default=32, help="spatial-split block size, grid pixels")
@@ -144,7 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--dataset", type=Path, help="a patch dataset's release folder, in its published layout (--format)"
     )
-    evaluate.add_argument("--format", default="dfc2020", help="the --dataset's layout: dfc2020")
+    evaluate.add_argument(
+        "--format", default="dfc2020", help="the --dataset's layout: dfc2020, 38-cloud, bigearthnet or pastis"
+    )
     evaluate.add_argument("--labels", type=Path, help="GeoJSON, GeoPackage, zipped Shapefile or KML")
     evaluate.add_argument("--label-field", help="the labels' field that holds the class")
     evaluate.add_argument("--aoi", help="the area to map and score (as for run)")
@@ -356,15 +362,21 @@ def command_import(args: argparse.Namespace, settings: Settings) -> int:
 
 def command_train(args: argparse.Namespace, settings: Settings) -> int:
     """Train and install a model; metrics on stderr, the new model id as the last stdout line."""
+    from models.catalogue import SEED_BUILDERS, catalogue
     from models.importing import check_model_id
     from worker.training import TrainRequest, parse_class_pairs, train_model
 
     check_model_id(args.new_id)
+    is_seed = catalogue(settings.cache_dir).get(args.base).builder in SEED_BUILDERS
+    args.mode = args.mode or ("full" if is_seed else "head")
     if args.samples:
         return command_train_samples(args, settings)
     epochs = 200 if args.epochs is None else args.epochs
     if args.dataset:
         from worker.training import DatasetTrainRequest, train_from_dataset
+
+        if args.epochs is None and is_seed:
+            epochs = 30  # a network trained whole stops early long before 200
 
         dataset_request = DatasetTrainRequest(
             base_id=args.base,
@@ -454,10 +466,16 @@ def command_train_samples(args: argparse.Namespace, settings: Settings) -> int:
 
 def report_training(args: argparse.Namespace, result: "TrainResult", unit: str = "pixels") -> int:
     """Warnings, counts and scores on stderr; the new model id as the last stdout line."""
+    from core.training import MultiLabelMetrics
+
     for warning in result.warnings:
         print(f"terraseg: warning: {warning}", file=sys.stderr)
+    if isinstance(result.metrics, MultiLabelMetrics):
+        unit = "patches"  # a tagging model's counts are patches per class
     counts = ", ".join(
-        f"{name} {result.train_counts[name]}/{result.val_counts[name]}" for name in result.train_counts
+        f"{name} {result.train_counts[name]}/{result.val_counts[name]}"
+        for name in result.train_counts
+        if result.train_counts[name] or result.val_counts[name]
     )
     print(f"Training/validation {unit}: {counts}", file=sys.stderr)
     print(f"{result.model_id}: {result.metrics.summary(unit)}", file=sys.stderr)
@@ -544,6 +562,7 @@ def command_evaluate_dataset(args: argparse.Namespace, settings: Settings) -> in
     """Score a model on a patch dataset; print the scores, write one CSV row per patch."""
     import csv
 
+    from core.training import MultiLabelMetrics
     from worker.training import evaluate_dataset, parse_class_pairs
 
     evaluation = evaluate_dataset(
@@ -558,14 +577,31 @@ def command_evaluate_dataset(args: argparse.Namespace, settings: Settings) -> in
     if args.predictions:
         with open(args.predictions, "w", newline="") as out:
             writer = csv.writer(out, lineterminator="\n")
-            writer.writerow(["patch", "pixels", "accuracy", "commonest_true", "commonest_predicted"])
-            writer.writerows((p, n, f"{a:.4f}", t, g) for p, n, a, t, g in evaluation.rows)
+            writer.writerow(evaluation.header)
+            writer.writerows(evaluation.rows)
     if args.json:
         print(json.dumps(metrics.model_dump() | {"model": args.model, "format": args.format}, indent=1))
+        return 0
+    if isinstance(metrics, MultiLabelMetrics):
+        print(f"{args.model} on {metrics.samples} {args.format} patches: {metrics.summary()}")
+        print_tag_table(metrics)
         return 0
     print(f"{args.model} on {len(evaluation.rows)} {args.format} patches: {metrics.summary()}")
     print_metrics_table(metrics)
     return 0
+
+
+def print_tag_table(metrics: "MultiLabelMetrics") -> None:
+    """Per-class scores of a multi-label evaluation, as text."""
+    print(f"{'class':48s} {'support':>8s} {'AP':>6s} {'precision':>9s} {'recall':>7s} {'F1':>6s}")
+    for c in metrics.per_class:
+        print(
+            f"{c.name[:48]:48s} {c.support:8d} {c.average_precision:6.3f} {c.precision:9.3f} "
+            f"{c.recall:7.3f} {c.f1:6.3f}"
+        )
+    print(
+        f"micro precision {metrics.micro_precision:.3f}, micro recall {metrics.micro_recall:.3f} at {metrics.threshold}"
+    )
 
 
 def print_metrics_table(metrics: "Metrics") -> None:

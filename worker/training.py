@@ -40,9 +40,10 @@ from worker.tasks import download, load_models
 
 if TYPE_CHECKING:
     from core.crop_samples import SampleSeries
-    from core.datasets import PatchDataset
+    from core.datasets import PatchDataset, PatchSample
     from core.labels import LabelClass
     from core.preflight import Estimate
+    from models.registry import LoadedModel
     from models.training import FeatureNetwork, FittedHead, TunedNetwork
 
 log = logging.getLogger(__name__)
@@ -84,8 +85,8 @@ class TrainResult:
     version: str
     state: str  # production (the id's first version) or candidate
     folder: Path
-    metrics: training.Metrics
-    parent_metrics: training.Metrics | None
+    metrics: training.Metrics | training.MultiLabelMetrics  # multi-label: a tagging model's scores
+    parent_metrics: training.Metrics | training.MultiLabelMetrics | None
     train_counts: dict[str, int]
     val_counts: dict[str, int]
     warnings: list[str]
@@ -497,6 +498,8 @@ def run_queued_training(
             by=spec.by,
         )
         result = train_model(request, settings, progress, should_stop, on_epoch)
+    if isinstance(result.metrics, training.MultiLabelMetrics):
+        unit = "patches"
     summary = {
         "model_id": result.model_id,
         "version": result.version,
@@ -840,12 +843,13 @@ def train_from_samples(
 
 @dataclass(frozen=True)
 class DatasetEvaluation:
-    """A model scored on a patch dataset's labelled pixels, and one row per patch for a predictions table."""
+    """A model scored on a patch dataset, and one row per patch for a predictions table (`header` names the
+    columns: pixels scored, accuracy and the commonest true and predicted class; for tags, the true and the
+    predicted tags)."""
 
-    metrics: training.Metrics
-    rows: list[
-        tuple[str, int, float, str, str]
-    ]  # patch id, pixels scored, accuracy, commonest true, predicted
+    metrics: training.Metrics | training.MultiLabelMetrics
+    header: tuple[str, ...]
+    rows: list[tuple[Any, ...]]
     legend: tuple[str, ...]
 
 
@@ -858,11 +862,9 @@ def evaluate_dataset(
     progress: ProgressFn | None = None,
 ) -> DatasetEvaluation:
     """Run `model_id` on every patch of a dataset in its published layout (core.datasets) and score it on the
-    labelled pixels; its classes count as the dataset's classes of the same name, or as `class_map` says."""
-    from core.datasets import IGNORE as DATASET_IGNORE
+    labelled pixels (or each patch's tags); its classes count as the dataset's classes of the same name, or as
+    `class_map` says."""
     from core.datasets import DatasetError, open_dataset
-    from core.inference import normalise
-    from core.tiling import fill_nodata, pad_tile
     from models.registry import LoadOptions, load
 
     dataset = open_dataset(root, fmt)
@@ -879,44 +881,92 @@ def evaluate_dataset(
             f"No class of {card.id} ({', '.join(c.name for c in card.classes)}) matches a {fmt} class "
             f"({', '.join(dataset.legend)}); say which match with --class-map 'dataset class=model class,...'."
         )
-    if card.temporal.mode != "single" or card.resolution_m != 10 or card.per_pixel:
+    kind = "multilabel" if card.output == "scene-tags" else "series" if card.is_series else "segmentation"
+    if kind != dataset.kind or card.resolution_m != dataset.resolution_m or card.per_pixel:
+        what = {"segmentation": "single images", "series": "image time series", "multilabel": "tagged images"}
         raise DatasetError(
-            f"{card.id} does not map one 10 m image at a time; {fmt} patches are single 10 m images."
+            f"{card.id} maps {what[kind]} at {card.resolution_m:g} m; {fmt} patches are {what[dataset.kind]} at "
+            f"{dataset.resolution_m:g} m."
         )
     loaded = load(
         cards,
         model_id,
-        LoadOptions("L1C", frozenset(dataset.s2_bands), device=settings.device, cache_dir=settings.cache_dir),
+        LoadOptions(
+            dataset.processing_level,
+            frozenset(dataset.bands),
+            device=settings.device,
+            cache_dir=settings.cache_dir,
+        ),
     )
     report = progress or (lambda fraction, message: None)
-    truths, predictions, rows = [], [], []
+    truths, predictions = [], []
+    rows: list[tuple[Any, ...]] = []
     for i, patch in enumerate(dataset.patches):
-        reflectance, valid, labels = dataset.read(patch, loaded.card.bands)
-        height, width = labels.shape
-        size = -(-max(height, width) // 32) * 32  # the networks halve the image 5 times
-        tile = fill_nodata(normalise(reflectance, loaded.card.normalisation), valid, loaded.card.nodata_fill)
-        scores = loaded.predict(pad_tile(tile, size)[None])[0, :, :height, :width]
-        predicted = to_label[scores.argmax(axis=0)]
-        scored = (labels != DATASET_IGNORE) & valid
-        truth, guess = labels[scored].astype(np.int64), predicted[scored]
+        sample = dataset.read(patch, loaded.card.bands)
+        truth, guess = predict_patch(loaded, sample, to_label, dataset.legend)
         truths.append(truth)
         predictions.append(guess)
-        if truth.size:
+        if kind == "multilabel":
+            named = [
+                ";".join(n for n, t in zip(dataset.legend, tags, strict=True) if t)
+                for tags in (truth[0], guess[0] >= 0.5)
+            ]
+            rows.append((patch.patch_id, *named))
+        elif truth.size:
             rows.append(
                 (
                     patch.patch_id,
                     int(truth.size),
-                    float((truth == guess).mean()),
+                    f"{float((truth == guess).mean()):.4f}",
                     dataset.legend[int(np.bincount(truth).argmax())],
                     _class_name(int(np.bincount(guess).argmax()), dataset.legend),
                 )
             )
         report((i + 1) / len(dataset.patches), f"Patches: {i + 1}/{len(dataset.patches)}")
     truth_all = np.concatenate(truths)
+    if kind == "multilabel":
+        metrics: training.Metrics | training.MultiLabelMetrics = training.evaluate_multilabel(
+            truth_all, np.concatenate(predictions), dataset.legend
+        )
+        return DatasetEvaluation(metrics, ("patch", "true_tags", "predicted_tags"), rows, dataset.legend)
     if truth_all.size == 0:
         raise DatasetError(f"No patch of {root} has a labelled pixel with valid data; nothing to score.")
     metrics = training.evaluate(truth_all, np.concatenate(predictions), dataset.legend)
-    return DatasetEvaluation(metrics, rows, dataset.legend)
+    header = ("patch", "pixels", "accuracy", "commonest_true", "commonest_predicted")
+    return DatasetEvaluation(metrics, header, rows, dataset.legend)
+
+
+def predict_patch(
+    loaded: "LoadedModel", sample: "PatchSample", to_label: np.ndarray, legend: tuple[str, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """A model on one patch: the labelled valid pixels' classes and the model's there (its classes mapped by
+    `to_label`), or for tags (1, K) true tags and (1, K) probabilities in the dataset's legend."""
+    from core.datasets import IGNORE as DATASET_IGNORE
+    from core.inference import normalise
+    from core.tiling import fill_nodata, pad_tile
+    from models.seed_training import CALLING
+
+    card = loaded.card
+    x = fill_nodata(normalise(sample.image, card.normalisation), sample.valid, card.nodata_fill)
+    if card.output == "scene-tags":
+        scores = loaded.predict(x[None])[0]
+        mapped = np.zeros(len(legend), np.float32)
+        for value, target in enumerate(to_label):
+            if target < len(legend):
+                mapped[target] = max(mapped[target], scores[value])
+        return sample.target[None].astype(bool), mapped[None]
+    height, width = sample.target.shape
+    multiple = CALLING.get(card.builder, ("image", 32))[1]  # Dynamic World halves the image 5 times
+    size = -(-max(height, width) // multiple) * multiple
+    if loaded.for_dates is not None:
+        scores = loaded.for_dates(list(sample.dates))(pad_tile(x, size)[None])[0, :, :height, :width]
+        valid = sample.valid.any(axis=0)
+    else:
+        scores = loaded.predict(pad_tile(x, size)[None])[0, :, :height, :width]
+        valid = sample.valid
+    predicted = to_label[scores.argmax(axis=0)]
+    scored = (sample.target != DATASET_IGNORE) & valid
+    return sample.target[scored].astype(np.int64), predicted[scored]
 
 
 def _class_name(value: int, legend: tuple[str, ...]) -> str:
@@ -944,7 +994,7 @@ class DatasetTrainRequest:
 def check_dataset_request(request: DatasetTrainRequest, settings: Settings) -> "PatchDataset":
     """The new id, the base, the dataset's layout and the class matches, checked before any model runs."""
     from core.datasets import open_dataset
-    from models.catalogue import check_trainable
+    from models.catalogue import SEED_BUILDERS, check_trainable
     from models.importing import check_model_id
 
     check_model_id(request.new_id)
@@ -953,8 +1003,21 @@ def check_dataset_request(request: DatasetTrainRequest, settings: Settings) -> "
         raise AppError(
             f"A model {request.new_id} exists already and is not one trained here; choose another --as id."
         )
+    if request.epochs < 1 or not 0 < request.val_fraction < 1:
+        raise AppError("--epochs must be at least 1 and the validation fraction between 0 and 1.")
     check_trainable(cards, request.base_id, request.mode, built=("head", "decoder", "full"))
     dataset = open_dataset(request.dataset, request.format)
+    base = cards.get(request.base_id)
+    if base.builder in SEED_BUILDERS:
+        from worker.training_seeds import check_seed_dataset
+
+        check_seed_dataset(base, dataset)
+    elif dataset.kind != "segmentation" or dataset.resolution_m != base.resolution_m:
+        what = {"segmentation": "single images", "series": "image time series", "multilabel": "tagged images"}
+        raise AppError(
+            f"{base.id} maps single images at {base.resolution_m:g} m; {request.format} patches are "
+            f"{what[dataset.kind]} at {dataset.resolution_m:g} m."
+        )
     unknown = sorted(set(request.parent_classes) - set(dataset.legend))
     if unknown:
         raise AppError(
@@ -982,19 +1045,21 @@ def train_from_dataset(
     dataset = check_dataset_request(request, settings)
     cards = catalogue(settings.cache_dir)
     base = cards.get(request.base_id)
+    if base.builder != "dynamic-world":  # a seed architecture, trained whole
+        from worker.training_seeds import train_seed_from_dataset
+
+        return train_seed_from_dataset(request, dataset, settings, progress, should_stop, on_epoch)
     network = feature_network(cards, request.base_id, "head")
     run = RunContext(settings.cache_dir / "training" / f"{request.new_id}-dataset", progress, should_stop)
     rng = np.random.default_rng(request.seed)
-    order = rng.permutation(len(dataset.patches))
-    n_val = max(1, round(request.val_fraction * len(dataset.patches)))
-    is_val_patch = np.zeros(len(dataset.patches), bool)
-    is_val_patch[order[:n_val]] = True
+    is_val_patch = training.patch_split([p.group for p in dataset.patches], request.val_fraction, rng)
     compute = network.features()
     features, labels, in_val = [], [], []
     reading = run.within(0.02, 0.6, "Features")
     for i, patch in enumerate(dataset.patches):
         run.check_cancelled()
-        reflectance, valid, patch_labels = dataset.read(patch, base.bands)
+        sample = dataset.read(patch, base.bands)
+        reflectance, valid, patch_labels = sample.image, sample.valid, sample.target
         height, width = patch_labels.shape
         size = -(-max(height, width) // 32) * 32
         tile = fill_nodata(normalise(reflectance, base.normalisation), valid, base.nodata_fill)
@@ -1057,7 +1122,17 @@ def train_from_dataset(
         parent_metrics = parent_scores(network, base.classes, val_x, val_y, legend, request.parent_classes)
     else:
         tuned, metrics, parent_metrics = tune_on_patches(
-            request, dataset, base, network, fitted, legend, present, is_val_patch, train_counts, run, on_epoch
+            request,
+            dataset,
+            base,
+            network,
+            fitted,
+            legend,
+            present,
+            is_val_patch,
+            train_counts,
+            run,
+            on_epoch,
         )
     record = {
         "base": base.id,
@@ -1111,14 +1186,15 @@ def tune_on_patches(
 
     to_new = np.full(len(dataset.legend) + 1, DATASET_IGNORE, np.int64)
     to_new[present] = np.arange(len(present))
-    sizes = {dataset.read(p, base.bands[:1])[2].shape for p in dataset.patches}
+    sizes = {dataset.read(p, base.bands[:1]).target.shape for p in dataset.patches}
     if len(sizes) != 1:
         raise AppError(f"--mode {request.mode} needs patches of one size; this dataset has {sorted(sizes)}.")
     height, width = sizes.pop()
     size = -(-max(height, width) // 32) * 32
 
     def patch_arrays(i: int) -> tuple[np.ndarray, np.ndarray]:
-        reflectance, valid, labels = dataset.read(dataset.patches[i], base.bands)
+        sample = dataset.read(dataset.patches[i], base.bands)
+        reflectance, valid, labels = sample.image, sample.valid, sample.target
         x = pad_tile(fill_nodata(normalise(reflectance, base.normalisation), valid, base.nodata_fill), size)
         y = np.full((size, size), DATASET_IGNORE, np.int64)
         values = np.where(labels == DATASET_IGNORE, len(dataset.legend), labels).astype(np.int64)

@@ -69,13 +69,15 @@ def test_the_dfc2020_layout_is_read_as_published(tmp_path):
     root, labelled = write_dfc2020(tmp_path / "dfc2020")
     dataset = open_dataset(root, "dfc2020")
     assert [p.patch_id for p in dataset.patches] == ["ROIs0000_validation_0_p0", "ROIs0000_validation_0_p1"]
-    assert dataset.patches[0].s1.name == "ROIs0000_validation_s1_0_p0.tif" and dataset.patches[0].s1.is_file()
-    reflectance, valid, labels = dataset.read(dataset.patches[0], ("B04", "B8A", "B12"))
+    s1 = dataset.patches[0].file("s1")
+    assert s1.name == "ROIs0000_validation_s1_0_p0.tif" and s1.is_file()
+    sample = dataset.read(dataset.patches[0], ("B04", "B8A", "B12"))
+    reflectance, valid, labels = sample.image, sample.valid, sample.target
     with rasterio.open(SCENE) as scene:
         expected = scene.read([4, 9, 13], window=PATCHES["0_p0"]) / 10_000.0
     assert np.allclose(reflectance, expected) and valid.all()
     assert set(np.unique(labels).tolist()) <= {0, 1, 3, 5, 6, 9, 255}  # 0-based DFC classes, 255 unlabelled
-    total = sum(int((dataset.read(p, ("B02",))[2] != 255).sum()) for p in dataset.patches)
+    total = sum(int((dataset.read(p, ("B02",)).target != 255).sum()) for p in dataset.patches)
     assert total == labelled > 2000
     assert DFC2020_LEGEND[0] == "forest" and DFC2020_LEGEND[9] == "water"
 
@@ -122,8 +124,8 @@ def test_dynamic_world_scored_on_dfc2020_patches_agrees_with_its_own_job(tmp_pat
     from models.registry import LoadOptions, load
 
     dataset = open_dataset(root, "dfc2020")
-    model = load(catalogue(), "landcover-dynamic-world", LoadOptions("L1C", frozenset(dataset.s2_bands)))
-    reflectance, _, _ = dataset.read(dataset.patches[0], model.card.bands)
+    model = load(catalogue(), "landcover-dynamic-world", LoadOptions("L1C", frozenset(dataset.bands)))
+    reflectance = dataset.read(dataset.patches[0], model.card.bands).image
     on_patch_model = model.predict(normalise(reflectance, model.card.normalisation)[None])[0].argmax(axis=0)
     inner = np.s_[12:52, 12:52]  # away from the patch's edge, where the job's tiles saw more context
     mapped = on_patch[inner] != 255
@@ -216,11 +218,11 @@ def test_a_fine_tune_cancelled_mid_way_resumes_and_ends_as_an_uninterrupted_one(
 
     with pytest.raises(JobCancelled):
         fine_tune(copy.deepcopy(start), "full", *args, should_stop=cancel_in_epoch_4, checkpoint_dir=tmp_path)
-    assert len(list(tmp_path.glob("tune-*.pt"))) == 1
+    assert len(list(tmp_path.glob("train-*.pt"))) == 1
     resumed = fine_tune(copy.deepcopy(start), "full", *args, checkpoint_dir=tmp_path)
     assert resumed.history == whole.history and resumed.best_epoch == whole.best_epoch
     assert all(torch.equal(resumed.state[k], whole.state[k]) for k in whole.state)
-    assert not list(tmp_path.glob("tune-*"))
+    assert not list(tmp_path.glob("train-*"))
 
 
 def test_a_dataset_training_run_goes_to_the_training_queue(settings, start_worker, tmp_path):
@@ -249,7 +251,7 @@ def test_a_dataset_training_run_goes_to_the_training_queue(settings, start_worke
         ("empty", "holds no DFC2020 patches: expected ROIs0000_validation/s2_validation/*.tif"),
         ("no label", "has no label file dfc_validation/ROIs0000_validation_dfc_0_p1.tif"),
         ("bad name", "is not named as a DFC2020 S2 patch"),
-        ("label 12", "holds the label 12; dfc2020 has 1..10"),
+        ("label 12", "holds the label 12; DFC2020 has 1..10"),
         ("format", "Unknown dataset format 'pastis2'"),
     ],
 )

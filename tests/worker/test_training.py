@@ -115,10 +115,16 @@ def test_labels_that_cannot_be_trained_on_end_with_one_sentence(tmp_path, classe
 def test_an_untrained_base_cannot_get_a_new_head(tmp_path):
     done = terraseg(
         "train", "--base", "landcover-dfc2020-unet", "--labels", str(LULC), "--label-field", "LULC_NAME",
-        "--aoi", SAMPLE_AOI, *SAMPLE_DATES, "--as", "x", cwd=tmp_path,
+        "--aoi", SAMPLE_AOI, *SAMPLE_DATES, "--mode", "head", "--as", "x", cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 2
-    assert "has no trained weights, so --mode head has no features to build on" in done.stderr
+    assert "has no trained weights, and its architecture trains whole, --mode full" in done.stderr
+    # Without --mode, such a base trains full, on a patch dataset: labels over imagery get that sentence.
+    done = terraseg(
+        "train", "--base", "landcover-dfc2020-unet", "--labels", str(LULC), "--label-field", "LULC_NAME",
+        "--aoi", SAMPLE_AOI, *SAMPLE_DATES, "--as", "x", cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 2 and "trains on a patch dataset in its published layout" in done.stderr
 
 
 def test_labels_outside_the_area_are_refused(tmp_path):
