@@ -159,9 +159,12 @@ MODES = ("head", "decoder", "full")  # what `terraseg train --mode` names
 SEED_BUILDERS = ("cloud-unet", "dfc2020-unet", "dfc2020-deeplab", "utae", "convrnn", "bigearthnet-resnet50")
 
 
-def check_trainable(cards: "Catalogue", model_id: str, mode: str, built: tuple[str, ...] = ("head",)) -> None:
+def check_trainable(
+    cards: "Catalogue", model_id: str, mode: str, built: tuple[str, ...] = ("head",), seeds: bool = True
+) -> None:
     """ModelError when `model_id` cannot be trained in `mode` (nothing is loaded); `built`: the modes the
-    caller's kind of training data has (labels over imagery: head; patch datasets: head, decoder, full)."""
+    caller's kind of training data has for Dynamic World bases (head, decoder, full); `seeds`: whether it can
+    train the seed architectures (patch datasets can, labels over imagery cannot)."""
     if mode not in MODES:
         raise ModelError(f"Unknown training mode {mode!r}; the modes are {', '.join(MODES)}.")
     card = cards.get(model_id)
@@ -172,7 +175,7 @@ def check_trainable(cards: "Catalogue", model_id: str, mode: str, built: tuple[s
                 f"Model {model_id}: {untrained}its architecture trains whole, --mode full (head and decoder "
                 "modes build on Dynamic World's features)."
             )
-        if "full" not in built:
+        if not seeds or "full" not in built:
             raise ModelError(
                 f"Model {model_id} trains on a patch dataset in its published layout: give --dataset DIR "
                 "--format F (dfc2020, 38-cloud, bigearthnet or pastis)."
@@ -184,10 +187,7 @@ def check_trainable(cards: "Catalogue", model_id: str, mode: str, built: tuple[s
             "has nothing to build on."
         )
     if mode not in built:
-        raise ModelError(
-            f"--mode {mode} is not built yet for this kind of training data; --mode head is "
-            "(decoder and full train on patch datasets: --dataset DIR)."
-        )
+        raise ModelError(f"--mode {mode} is not built yet for this kind of training data; --mode head is.")
     if card.builder != "dynamic-world":
         raise ModelError(
             f"Head training reads the features of Dynamic World models; {model_id} ({card.builder or 'no builder'}) "

@@ -83,7 +83,7 @@ class FeatureNetwork:
 
 def feature_network(cards: Catalogue, model_id: str, mode: str) -> FeatureNetwork:
     """The base model's network, frozen, for training a new head; ModelError when that cannot be done."""
-    check_trainable(cards, model_id, mode)
+    check_trainable(cards, model_id, mode, built=("head", "decoder", "full"), seeds=False)
     card = cards.get(model_id)
     from models import dynamic_world
 

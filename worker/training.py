@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     from core.datasets import PatchDataset, PatchSample
     from core.labels import LabelClass
     from core.preflight import Estimate
+    from core.tiling import TileLayout
+    from core.types import Scene
     from models.registry import LoadedModel
     from models.training import FeatureNetwork, FittedHead, TunedNetwork
 
@@ -194,7 +196,7 @@ def check_train_request(
         raise AppError(
             f"{request.new_id} is a {cards.get(request.new_id).task} model; its versions keep that task."
         )
-    check_trainable(cards, request.base_id, request.mode)  # refuses what cannot be trained first
+    check_trainable(cards, request.base_id, request.mode, built=("head", "decoder", "full"), seeds=False)
     base = cards.get(request.base_id)
     labels, spec = labels_over_imagery(
         request, base, request.parent_classes, "--parent-classes", settings, check_source
@@ -279,8 +281,9 @@ def train_model(
     val_x, val_y = features[seen & is_val], y[seen & is_val]
     if len(val_y) == 0:
         raise LabelError("No validation pixel is left; label a larger area or lower --block-px.")
-    config = HeadConfig(epochs=request.epochs, seed=request.seed)
-    epochs_run = run.within(0.8, 0.97, "Training")
+    # The head alone takes --epochs; before fine-tuning, it is the starting point and takes the usual 200.
+    config = HeadConfig(epochs=request.epochs if request.mode == "head" else 200, seed=request.seed)
+    epochs_run = run.within(0.8, 0.97 if request.mode == "head" else 0.85, "Training")
 
     report_epoch = epoch_reporter(epochs_run, config.epochs, on_epoch, "val macro F1")
 
@@ -292,12 +295,23 @@ def train_model(
         labels.legend,
         training.class_weights(training.class_counts(train_y.astype(np.uint8), n_classes)),
         config,
-        report_epoch,
+        report_epoch if request.mode == "head" else None,
         run.check_cancelled,
         checkpoint_dir=run.work_dir,  # a cancelled or killed run resumes at its last epoch
     )
-    metrics = training.evaluate(val_y, fitted.predict(val_x), labels.legend)
-    parent_metrics = parent_scores(network, base.classes, val_x, val_y, labels.legend, request.parent_classes)
+    tuned = None
+    if request.mode == "head":
+        metrics = training.evaluate(val_y, fitted.predict(val_x), labels.legend)
+        parent_metrics = parent_scores(
+            network, base.classes, val_x, val_y, labels.legend, request.parent_classes
+        )
+    else:
+        tuning = Tuning(
+            request.mode, request.epochs, request.seed, labels.legend, request.parent_classes, train_counts
+        )
+        tuned, metrics, parent_metrics = tune_on_tiles(
+            tuning, layout, list(clearest.scenes), base, network, fitted, label_px, val, run, on_epoch
+        )
     record = {
         "base": base.id,
         "base_version": base.version,
@@ -312,13 +326,77 @@ def train_model(
         "block_px": request.block_px,
         "seed": request.seed,
         "epochs": request.epochs,
-        "best_epoch": fitted.best_epoch,
+        "best_epoch": fitted.best_epoch if tuned is None else tuned.best_epoch,
         "parent_classes": request.parent_classes,
         "trained_at": utc_now(),
         "by": request.by or getpass.getuser(),
     }
     scores = HeldOut(labels.legend, metrics, parent_metrics, train_counts, val_counts, warnings)
-    return install_head(run, network, fitted, base, request.new_id, record, scores, settings)
+    return install_head(
+        run, network, fitted, base, request.new_id, record, scores, settings, tuned.state if tuned else None
+    )
+
+
+def tune_on_tiles(
+    tuning: "Tuning",
+    layout: "TileLayout",
+    scenes: list["Scene"],
+    base: ModelCard,
+    network: "FeatureNetwork",
+    fitted: "FittedHead",
+    label_px: np.ndarray,
+    val: np.ndarray,
+    run: RunContext,
+    on_epoch: Callable[[int, float, float], None] | None,
+) -> tuple["TunedNetwork", training.Metrics, training.Metrics | None]:
+    """Decoder or full fine-tuning from labels over imagery: the job's own tiles of the clearest date are the
+    samples. A tile's training target holds the training blocks' labels inside its output window and its
+    validation target the validation blocks' (each labelled pixel in the first tile that holds it), so the
+    spatial-block split stays as the head's."""
+    from functools import lru_cache
+
+    from core.inference import prepare_tile
+
+    tiles = layout.tiles
+    claimed = np.zeros(label_px.shape, bool)
+    targets: list[np.ndarray] = []
+    kept: list[int] = []
+    for k, tile in enumerate(tiles):
+        rows = slice(int(tile.out.row_off), int(tile.out.row_off + tile.out.height))
+        cols = slice(int(tile.out.col_off), int(tile.out.col_off + tile.out.width))
+        inside = (label_px[rows, cols] != IGNORE) & ~claimed[rows, cols]
+        if not inside.any():
+            continue
+        claimed[rows, cols] |= inside
+        pair = np.full((2, layout.size, layout.size), IGNORE, np.int64)  # training and validation targets
+        in_tile = np.s_[
+            tile.row_in_tile : tile.row_in_tile + int(tile.out.height),
+            tile.col_in_tile : tile.col_in_tile + int(tile.out.width),
+        ]
+        labels_here = np.where(inside, label_px[rows, cols], IGNORE)
+        pair[0][in_tile] = np.where(val[rows, cols], IGNORE, labels_here)
+        pair[1][in_tile] = np.where(val[rows, cols], labels_here, IGNORE)
+        targets.append(pair)
+        kept.append(k)
+    if not kept:
+        raise LabelError("No labelled pixel lies in a tile of the area; label pixels the scenes cover.")
+    with SceneReader(scenes, base.bands, layout.context) as reader:
+
+        @lru_cache(maxsize=64)
+        def tile_input(j: int) -> np.ndarray:
+            x, valid = prepare_tile(reader.read, tiles[kept[j]].read, base, layout.size, 1)
+            return x.astype(np.float32)
+
+        def patch_arrays(i: int) -> tuple[np.ndarray, np.ndarray]:
+            j, side = i % len(kept), i // len(kept)  # ids len(kept).. are the validation targets
+            return tile_input(j), targets[j][side]
+
+        def has(j: int, side: int) -> bool:
+            return bool((targets[j][side] != IGNORE).any())
+
+        train_ids = [j for j in range(len(kept)) if has(j, 0)]
+        val_ids = [len(kept) + j for j in range(len(kept)) if has(j, 1)]
+        return tune_network(tuning, network, fitted, base, patch_arrays, train_ids, val_ids, run, on_epoch)
 
 
 def labels_over_imagery(
@@ -1174,15 +1252,9 @@ def tune_on_patches(
 ) -> tuple["TunedNetwork", training.Metrics, training.Metrics | None]:
     """Fine-tune the base with its new head (`fitted`, the starting point) on whole patches (`request.mode`:
     decoder or full), then score it and the untouched parent on every labelled pixel of the validation patches."""
-    import copy
-
-    import torch
-    from torch import nn
-
     from core.datasets import IGNORE as DATASET_IGNORE
     from core.inference import normalise
     from core.tiling import fill_nodata, pad_tile
-    from models.training import TuneConfig, fine_tune
 
     to_new = np.full(len(dataset.legend) + 1, DATASET_IGNORE, np.int64)
     to_new[present] = np.arange(len(present))
@@ -1201,34 +1273,74 @@ def tune_on_patches(
         y[:height, :width] = np.where(valid, to_new[values], DATASET_IGNORE)
         return x.astype(np.float32), y
 
+    ids = list(range(len(dataset.patches)))
+    train_ids = [i for i in ids if not is_val_patch[i]]
+    val_ids = [i for i in ids if is_val_patch[i]]
+    tuning = Tuning(request.mode, request.epochs, request.seed, legend, request.parent_classes, train_counts)
+    return tune_network(tuning, network, fitted, base, patch_arrays, train_ids, val_ids, run, on_epoch)
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """What a decoder or full fine-tune after the new head is asked: mode, epochs, seed, the new legend, how the
+    parent's classes match it, and the training samples per class (for the class weights)."""
+
+    mode: str
+    epochs: int
+    seed: int
+    legend: tuple[str, ...]
+    parent_classes: dict[str, str]
+    train_counts: np.ndarray
+
+
+def tune_network(
+    tuning: Tuning,
+    network: "FeatureNetwork",
+    fitted: "FittedHead",
+    base: ModelCard,
+    patch_arrays: Callable[[int], tuple[np.ndarray, np.ndarray]],
+    train_ids: list[int],
+    val_ids: list[int],
+    run: RunContext,
+    on_epoch: Callable[[int, float, float], None] | None,
+) -> tuple["TunedNetwork", training.Metrics, training.Metrics | None]:
+    """Give the base's network the new head, fine-tune it on `train_ids` (`patch_arrays(i)`: (C, S, S) input
+    and (S, S) labels, 255 unlabelled) with early stopping on `val_ids`, then score it and the untouched parent
+    on every labelled pixel of the validation samples."""
+    import copy
+
+    import torch
+    from torch import nn
+
+    from core.datasets import IGNORE as DATASET_IGNORE
+    from models.training import TuneConfig, fine_tune
+
+    legend = tuning.legend
     parent = copy.deepcopy(network.module)
     module = network.module
     head = nn.Conv2d(fitted.weight.shape[1], len(legend), 1)
     head.weight = nn.Parameter(torch.from_numpy(fitted.weight.copy())[:, :, None, None])
     head.bias = nn.Parameter(torch.from_numpy(fitted.bias.copy()))
     module.head = head
-    ids = list(range(len(dataset.patches)))
-    train_ids = [i for i in ids if not is_val_patch[i]]
-    val_ids = [i for i in ids if is_val_patch[i]]
-    config = TuneConfig(epochs=request.epochs, seed=request.seed)
+    config = TuneConfig(epochs=tuning.epochs, seed=tuning.seed)
     epochs_run = run.within(0.7, 0.95, "Fine-tuning")
 
     report_epoch = epoch_reporter(epochs_run, config.epochs, on_epoch, "val macro F1")
 
     tuned = fine_tune(
         module,
-        request.mode,
+        tuning.mode,
         patch_arrays,
         train_ids,
         val_ids,
         legend,
-        training.class_weights(train_counts),
+        training.class_weights(tuning.train_counts),
         config,
         report_epoch,
         run.check_cancelled,
         checkpoint_dir=run.work_dir,
     )
-    to_parent_legend = to_legend(base.classes, legend, request.parent_classes)
+    to_parent_legend = to_legend(base.classes, legend, tuning.parent_classes)
     truths, ours, theirs = [], [], []
     with torch.no_grad():
         for i in val_ids:

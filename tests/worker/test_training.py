@@ -94,6 +94,27 @@ def test_a_head_trained_on_real_labels_beats_its_parent_and_runs_as_a_job(tmp_pa
     assert unmatched.returncode == 2 and "say which match with --class-map" in unmatched.stderr
 
 
+def test_decoder_mode_from_labels_over_imagery_fine_tunes_on_the_jobs_tiles_and_beats_its_parent(tmp_path):
+    """--mode decoder: the head first, then Dynamic World's decoder on the job's own tiles of the clearest date,
+    the training blocks' labels as targets and the validation blocks' for early stopping and the scores."""
+    labels = label_file(tmp_path, CLASSES)
+    done = train(tmp_path, labels, "--parent-classes", PARENT_CLASSES, "--mode", "decoder", "--epochs", "3")
+    assert done.returncode == 0, done.stderr
+    assert "Fine-tuning: epoch 3/3" in done.stderr
+    card = json.loads((tmp_path / "cache" / "models" / "landcover-slovenia" / "v1" / "card.json").read_text())
+    assert card["training"]["mode"] == "decoder" and card["training"]["best_epoch"] in (1, 2, 3)
+    new, parent = card["metrics"]["validation"], card["metrics"]["parent_validation"]
+    assert new["samples"] == parent["samples"] > 1000
+    assert new["macro_f1"] > parent["macro_f1"] + 0.1, (new["macro_f1"], parent["macro_f1"])
+    ran = terraseg(
+        "run", "--task", "landcover", "--model", "landcover-slovenia", "--aoi", SAMPLE_AOI, *SAMPLE_DATES,
+        "--out", str(tmp_path / "out"), cwd=tmp_path,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    with rasterio.open(tmp_path / "out" / "classes.tif") as classes:
+        assert {1, 2} <= set(np.unique(classes.read(1)).tolist())  # forest and grassland
+
+
 @pytest.mark.parametrize(
     ("classes", "extra", "sentence"),
     [
