@@ -96,6 +96,18 @@ def feature_network(cards: Catalogue, model_id: str, mode: str) -> FeatureNetwor
     )
 
 
+def with_head(network: FeatureNetwork, fitted: FittedHead) -> nn.Module:
+    """A copy of the network with the fitted head as its classifier."""
+    import copy
+
+    module = copy.deepcopy(network.module)
+    head = nn.Conv2d(fitted.weight.shape[1], fitted.weight.shape[0], 1)
+    head.weight = nn.Parameter(torch.from_numpy(fitted.weight.copy())[:, :, None, None])
+    head.bias = nn.Parameter(torch.from_numpy(fitted.bias.copy()))
+    module.head = head
+    return module.eval()
+
+
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write a training checkpoint atomically: a kill mid-save leaves the previous epoch's."""
     partial = path.with_suffix(".part")
@@ -366,6 +378,7 @@ def save_head_model(
     training: dict[str, Any],
     metrics: dict[str, Metrics | None],
     tuned: dict[str, torch.Tensor] | None = None,
+    maps: dict[str, Path] | None = None,
 ) -> tuple[Path, str, str]:
     """Install the model as a new version `<installed_dir>/<new_id>/v<N>/` (weights with the new head, or the
     whole `tuned` state of a fine-tuned network, and a sha256-pinned card); returns the folder, the version and
@@ -380,6 +393,10 @@ def save_head_model(
     def write(staging: Path, version: str) -> ModelCard:
         weights_name = f"{new_id}-v{version}.pt"
         torch.save(state, staging / weights_name)
+        if maps:  # the comparison maps of the validation area travel with the version (the admin page)
+            (staging / "maps").mkdir()
+            for name, path in maps.items():
+                shutil.copyfile(path, staging / "maps" / f"{name}.png")
         sha256 = hashlib.sha256((staging / weights_name).read_bytes()).hexdigest()
         return trained_card(base, new_id, version, legend, weights_name, sha256, training, metrics)
 

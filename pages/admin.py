@@ -10,7 +10,7 @@ from core.errors import AppError
 from models import versions
 from models.catalogue import catalogue
 from pages import ui
-from pages.admin_training import samples_form, training_form, training_runs
+from pages.admin_training import dataset_form, samples_form, training_form, training_runs
 
 
 def confusion_table(metrics: dict, title: str) -> None:
@@ -33,8 +33,9 @@ def confusion_table(metrics: dict, title: str) -> None:
 
 
 def compare_with_parent(found: dict, key: str) -> None:
-    """The chosen version's confusion matrix next to its parent's, on the same held-out samples."""
-    with st.expander("Compare a version with its parent (confusion matrices)"):
+    """The chosen version's confusion matrix next to its parent's, on the same held-out samples, and both
+    maps of the validation area (for runs on labels over imagery)."""
+    with st.expander("Compare a version with its parent (maps and confusion matrices)"):
         versions_found = list(found)
         version = st.selectbox(
             "Version to compare",
@@ -43,6 +44,15 @@ def compare_with_parent(found: dict, key: str) -> None:
             key=f"compare-{key}-{len(found)}",
         )  # the newest (a new version resets the choice to it): usually the one to judge
         card = found[version][0]
+        maps = found[version][1].parent / "maps"
+        if (maps / "candidate.png").is_file():
+            st.caption(
+                f"The validation area on the training date ({card.training.get('date', '')}): this version, its "
+                "parent, and the validation blocks' labels."
+            )
+            for column, name in zip(st.columns(3), ("candidate", "parent", "validation"), strict=True):
+                if (maps / f"{name}.png").is_file():
+                    column.image(str(maps / f"{name}.png"), use_container_width=True)
         for ours, theirs in (("validation", "parent_validation"), ("held_out", "base_on_held_out")):
             if isinstance(card.metrics.get(ours), dict):
                 left, right = st.columns(2)
@@ -89,15 +99,20 @@ if st.button("Sign out"):
 cards = catalogue(settings.cache_dir)
 st.subheader("Train a model")
 st.caption(
-    "A new classifier on a base model's features: from your labels over the imagery of an area and dates, or a "
-    "crop head from WorldCereal sample tables. Runs go to the `training` queue: a worker must serve it "
-    "(`terraseg worker --queues training`, or a worker on every queue)."
+    "A new classifier on a base model's features (then optionally the network fine-tuned): from your labels "
+    "over the imagery of an area and dates, a crop head from WorldCereal sample tables, or a model trained on a "
+    "patch dataset in its published layout (the seed architectures train whole there). Runs go to the "
+    "`training` queue: a worker must serve it (`terraseg worker --queues training`, or a worker on every queue)."
 )
-over_imagery, from_samples = st.tabs(["Labels over imagery (land cover)", "WorldCereal samples (crop heads)"])
+over_imagery, from_samples, from_dataset = st.tabs(
+    ["Labels over imagery (land cover)", "WorldCereal samples (crop heads)", "Patch dataset"]
+)
 with over_imagery, st.container(border=True):
     training_form(settings, cards, admin_dir)
 with from_samples, st.container(border=True):
     samples_form(settings, cards, admin_dir)
+with from_dataset, st.container(border=True):
+    dataset_form(settings, cards, admin_dir)
 st.subheader("Training runs")
 training_runs()
 

@@ -19,6 +19,12 @@ from models.catalogue import Catalogue, check_trainable
 from pages import ui
 
 SAMPLE_DATES = (date(2015, 7, 1), date(2015, 9, 30))
+MODES = ("head", "decoder", "full")
+MODE_LABELS = {
+    "head": "head: a new classifier on frozen features",
+    "decoder": "decoder: then the decoder fine-tuned",
+    "full": "full: then the whole network fine-tuned",
+}
 SAMPLE_SUFFIXES = (".parquet", ".geoparquet")
 WHO = "admin (web)"
 REFRESH_S = 2.0
@@ -95,6 +101,13 @@ def training_form(settings: Settings, cards: Catalogue, admin_dir: Path) -> None
     )
     new_id = left.text_input("New model id", help="Lower-case letters, digits, '.', '-' or '_'.")
     epochs = right.number_input("Epochs (at most; early stopping)", 1, 2000, 200)
+    mode = left.selectbox(
+        "Mode",
+        MODES,
+        format_func=MODE_LABELS.get,
+        help="Head: seconds to minutes on a CPU. Decoder and full fine-tune the network on the area's tiles "
+        "after the head (minutes on a CPU per epoch for a large area; meant for a GPU worker).",
+    )
     parent_classes = st.text_input(
         "How the base's classes match yours (optional, to score the base too)",
         placeholder="forest=trees,grassland=grass",
@@ -113,6 +126,7 @@ def training_form(settings: Settings, cards: Catalogue, admin_dir: Path) -> None
             end=end.isoformat() if isinstance(end, date) else "",
             sources=tuple(s.strip() for s in sources_text.split(",") if s.strip()),
             epochs=int(epochs),
+            mode=str(mode),
             parent_classes=parse_class_pairs(parent_classes, "The class matches"),
             by=WHO,
         )
@@ -172,7 +186,9 @@ def samples_form(settings: Settings, cards: Catalogue, admin_dir: Path) -> None:
     from worker.training import SamplesTrainRequest, check_samples_request, queue_training
 
     presto = [c for c in cards.all() if c.builder == PRESTO_BUILDER and c.status != "untrained"]
-    bases = [c.id for c in sorted(presto, key=lambda c: not c.default_for_task)]  # the crop task's default first
+    bases = [
+        c.id for c in sorted(presto, key=lambda c: not c.default_for_task)
+    ]  # the crop task's default first
     if not bases:
         st.info("No Presto crop model is installed.")
         return
@@ -310,10 +326,17 @@ def run_panel(status: JobStatus) -> None:
 
 def scores(metrics: dict[str, float], unit: str) -> dict[str, float]:
     """The held-out scores a run shows, rounded, and how many `unit` they were computed on."""
-    names = {"overall_accuracy": "OA", "balanced_accuracy": "balanced", "macro_f1": "macro F1", "miou": "mIoU"}
+    names = {
+        "overall_accuracy": "OA",
+        "balanced_accuracy": "balanced",
+        "macro_f1": "macro F1",
+        "miou": "mIoU",
+    }
     if "mean_average_precision" in metrics:  # a tagging model (multi-label)
         names = {"mean_average_precision": "mAP", "micro_f1": "micro F1", "macro_f1": "macro F1"}
-    return {label: round(float(metrics[key]), 3) for key, label in names.items()} | {unit: int(metrics["samples"])}
+    return {label: round(float(metrics[key]), 3) for key, label in names.items()} | {
+        unit: int(metrics["samples"])
+    }
 
 
 @st.fragment(run_every=REFRESH_S)
@@ -330,3 +353,105 @@ def training_runs() -> None:
         return
     for status in statuses:
         run_panel(status)
+
+
+def dataset_bases(cards: Catalogue) -> list[str]:
+    """The models a patch dataset can train: Dynamic World bases and the seed architectures."""
+    bases = []
+    for card in cards.all():
+        for mode in ("head", "full"):
+            try:
+                check_trainable(cards, card.id, mode, built=("head", "decoder", "full"))
+            except AppError:
+                continue
+            bases.append(card.id)
+            break
+    return bases
+
+
+def dataset_form(settings: Settings, cards: Catalogue, admin_dir: Path) -> None:
+    """A run on a patch dataset in its published layout, in a folder the operator allows: base, format, folder,
+    mode, new id, epochs; Check shows the patches, the split and the labels per class, Start queues the run."""
+    from core.datasets import FORMATS
+    from core.sources import check_local_roots
+    from models.catalogue import SEED_BUILDERS
+    from worker.training import DatasetTrainRequest, preflight_dataset, queue_training
+
+    bases = dataset_bases(cards)
+    base = st.selectbox("Base model", bases, key="dataset-base")
+    is_seed = cards.get(base).builder in SEED_BUILDERS
+    st.caption(
+        f"{base} is trained whole (from scratch, or from its imported weights)."
+        if is_seed
+        else f"{base} gets a new head on its features, then optionally a fine-tune."
+    )
+    left, right = st.columns(2)
+    fmt = left.selectbox("Format", FORMATS, key="dataset-format", help="The release layout of the folder.")
+    folder = right.text_input(
+        "Dataset folder on the server", key="dataset-folder", help="Inside the folders the operator allows."
+    )
+    modes = ("full",) if is_seed else MODES
+    mode = left.selectbox("Mode", modes, format_func=MODE_LABELS.get, key="dataset-mode")
+    epochs = right.number_input(
+        "Epochs (at most; early stopping)", 1, 2000, 30 if is_seed else 200, key="dataset-epochs"
+    )
+    new_id = left.text_input(
+        "New model id", key="dataset-new-id", help="Lower-case letters, digits, '.', '-' or '_'."
+    )
+    if not folder.strip() or not new_id.strip():
+        st.caption("Give the dataset folder and a name for the new model to check the request.")
+        return
+    try:
+        check_local_roots(f"local:{folder.strip()}", settings.app_local_roots)  # before anything reads it
+    except AppError as err:
+        st.error(str(err))
+        return
+    request = DatasetTrainRequest(
+        base_id=base,
+        new_id=new_id.strip(),
+        dataset=Path(folder.strip()).expanduser().resolve(),
+        format=fmt,
+        mode=str(mode),
+        epochs=int(epochs),
+        by=WHO,
+    )
+    checked = st.session_state.get("dataset-check")
+    if st.button("Check", key="dataset-check-button"):
+        try:
+            with st.spinner("Reading the labels of every patch..."):
+                checked = (request, preflight_dataset(request, settings))
+        except AppError as err:
+            checked = None
+            st.error(str(err))
+        st.session_state["dataset-check"] = checked
+    if checked is None or checked[0] != request:
+        st.caption(
+            "Check the request to see the patches, the split and the labels per class before starting."
+        )
+        return
+    preflight = checked[1]
+    st.caption(
+        f"{preflight.patches:,} patches in {preflight.groups:,} groups; {preflight.val_patches:,} patches (whole "
+        f"groups) are held out to score the new model{' and its base' if not is_seed else ''}."
+    )
+    st.dataframe(
+        [
+            {"class": name, f"training {preflight.unit}": t, f"validation {preflight.unit}": v}
+            for name, (t, v) in preflight.counts.items()
+            if t or v
+        ],
+        hide_index=True,
+    )
+    for warning in preflight.warnings:
+        st.warning(warning)
+    if st.button("Start training", type="primary", key="dataset-start"):
+        try:
+            run_id = queue_training(request, settings)
+        except AppError as err:
+            st.error(str(err))
+            return
+        audit(
+            admin_dir, WHO, f"started training run {run_id}: {request.new_id} from {request.base_id} on {fmt}"
+        )
+        st.session_state["dataset-check"] = None
+        st.success(f"Training run {run_id} is queued; follow it below.")

@@ -41,10 +41,12 @@ from worker.tasks import download, load_models
 if TYPE_CHECKING:
     from core.crop_samples import SampleSeries
     from core.datasets import PatchDataset, PatchSample
+    from core.grid import Grid
     from core.labels import LabelClass
     from core.preflight import Estimate
     from core.tiling import TileLayout
     from core.types import Scene
+    from models.catalogue import Catalogue
     from models.registry import LoadedModel
     from models.training import FeatureNetwork, FittedHead, TunedNetwork
 
@@ -136,6 +138,7 @@ def install_head(
     scores: HeldOut,
     settings: Settings,
     tuned: "dict[str, Any] | None" = None,
+    maps: dict[str, Path] | None = None,
 ) -> TrainResult:
     """Install a model trained on a Dynamic World base as a new version of `new_id` (the base with the new head,
     or the whole fine-tuned network), unless a cancel came in meanwhile."""
@@ -152,6 +155,7 @@ def install_head(
         record,
         {"validation": scores.metrics, "parent_validation": scores.parent_metrics},
         tuned,
+        maps,
     )
     run.report(1.0, f"Trained {new_id} version {version} ({state}): {scores.metrics.summary()}")
     return TrainResult(
@@ -332,9 +336,92 @@ def train_model(
         "by": request.by or getpass.getuser(),
     }
     scores = HeldOut(labels.legend, metrics, parent_metrics, train_counts, val_counts, warnings)
+    maps = comparison_maps(
+        cards, base, network, fitted, tuned is not None, labels.legend, list(clearest.scenes), area.grid,
+        label_px, val, run.within(0.97, 0.99, "Maps", run.work_dir / "maps"), tiling, settings.device,
+    )  # fmt: skip
     return install_head(
-        run, network, fitted, base, request.new_id, record, scores, settings, tuned.state if tuned else None
+        run,
+        network,
+        fitted,
+        base,
+        request.new_id,
+        record,
+        scores,
+        settings,
+        tuned.state if tuned else None,
+        maps,
     )
+
+
+MAP_MAX_PX = 1024  # the comparison maps cover at most this many grid pixels along each side
+
+
+def comparison_maps(
+    cards: "Catalogue",
+    base: ModelCard,
+    network: "FeatureNetwork",
+    fitted: "FittedHead",
+    is_tuned: bool,
+    legend: tuple[str, ...],
+    scenes: list["Scene"],
+    grid: "Grid",
+    label_px: np.ndarray,
+    val: np.ndarray,
+    run: RunContext,
+    tiling: TilingOptions,
+    device: str,
+) -> dict[str, Path]:
+    """PNG maps over the validation area (the box around the validation blocks' labels, at most MAP_MAX_PX a
+    side) of the new model, its parent and the validation labels, on the training date: the admin page shows
+    them side by side. Returns {"candidate" | "parent" | "validation": PNG}."""
+    from affine import Affine
+    from shapely.geometry import box
+
+    from core.export import write_preview_png
+    from core.grid import Grid
+    from core.inference import CardModel, predict_grid
+    from models.torch_predictor import TorchPredictor
+    from models.training import PALETTE, feature_network, with_head
+
+    rows, cols = np.nonzero(val & (label_px != IGNORE))
+    if rows.size == 0:
+        return {}
+    top = max(0, min(int(rows.min()), int(rows.max()) + 1 - MAP_MAX_PX))
+    left = max(0, min(int(cols.min()), int(cols.max()) + 1 - MAP_MAX_PX))
+    height, width = min(int(rows.max()) + 1 - top, MAP_MAX_PX), min(int(cols.max()) + 1 - left, MAP_MAX_PX)
+    sub = Grid(grid.crs, grid.transform * Affine.translation(left, top), width, height)
+    new_classes = tuple(ClassInfo(v, name, PALETTE[v % len(PALETTE)]) for v, name in enumerate(legend))
+    new_net = network.module if is_tuned else with_head(network, fitted)
+    parent_net = feature_network(cards, base.id, "head").module if is_tuned else network.module
+    layout = tile_layout(base, sub, tiling.overlap_px)
+    run.work_dir.mkdir(parents=True, exist_ok=True)
+    maps: dict[str, Path] = {}
+    for name, net, classes in (("candidate", new_net, new_classes), ("parent", parent_net, base.classes)):
+        run.check_cancelled()
+        model = CardModel(
+            base.replace(classes=[asdict(c) for c in classes]), TorchPredictor(net, device).predict
+        )
+        with SceneReader(scenes, base.bands, layout.context) as reader:
+            predict_grid(
+                reader.read, model, layout, box(*sub.bounds), run.within(0, 1, name, run.work_dir / name),
+                batch_size=tiling.batch_size,
+            )  # fmt: skip
+        maps[name] = run.work_dir / f"{name}.png"
+        write_preview_png(run.work_dir / name / "classes.tif", maps[name], classes, IGNORE, name)
+    # Pixels of the box without a validation label are drawn light grey, so the three maps line up.
+    outside = len(legend)
+    truth = label_px[top : top + height, left : left + width].copy()
+    truth[~val[top : top + height, left : left + width] | (truth == IGNORE)] = outside
+    with rasterio.open(
+        run.work_dir / "validation.tif", "w", driver="GTiff", width=width, height=height, count=1,
+        dtype="uint8", crs=sub.crs, transform=sub.transform, nodata=IGNORE,
+    ) as out:  # fmt: skip
+        out.write(truth[None])
+    maps["validation"] = run.work_dir / "validation.png"
+    shown = (*new_classes, ClassInfo(outside, "no validation label", "#e6e6e6"))
+    write_preview_png(run.work_dir / "validation.tif", maps["validation"], shown, IGNORE, "validation labels")
+    return maps
 
 
 def tune_on_tiles(
@@ -1104,6 +1191,41 @@ def check_dataset_request(request: DatasetTrainRequest, settings: Settings) -> "
     if len(dataset.patches) < 2:
         raise LabelError("A dataset of one patch cannot be split into training and validation patches.")
     return dataset
+
+
+@dataclass(frozen=True)
+class DatasetPreflight:
+    """What a dataset run would learn from, before it starts: patches, groups, the split, and per class the
+    training and validation pixels (patches for tags)."""
+
+    patches: int
+    groups: int
+    val_patches: int
+    unit: str
+    counts: dict[str, tuple[int, int]]
+    warnings: list[str]
+
+
+def preflight_dataset(request: DatasetTrainRequest, settings: Settings) -> DatasetPreflight:
+    """Check a dataset run and count its labels as the run will split them (reads every patch's labels)."""
+    from worker.training_seeds import dataset_classes, unit_of
+
+    dataset = check_dataset_request(request, settings)
+    is_val = training.patch_split(
+        [p.group for p in dataset.patches], request.val_fraction, np.random.default_rng(request.seed)
+    )
+    legend, _, train_counts, val_counts, warnings = dataset_classes(
+        dataset, is_val, RunContext(settings.cache_dir / "training")
+    )
+    counts = {name: (int(t), int(v)) for name, t, v in zip(legend, train_counts, val_counts, strict=True)}
+    groups = len({p.group for p in dataset.patches})
+    if groups < 2:
+        warnings.append(
+            f"All patches come from one {dataset.format} group: validation patches may neighbour training ones."
+        )
+    return DatasetPreflight(
+        len(dataset.patches), groups, int(is_val.sum()), unit_of(dataset), counts, warnings
+    )
 
 
 def train_from_dataset(

@@ -171,6 +171,10 @@ def test_an_admin_checks_and_starts_a_training_run_and_follows_it_to_a_new_versi
     # The version's confusion matrix next to its parent's, on the same held-out pixels.
     matrices = [d.value for d in at.dataframe if "true \\ predicted" in d.value.columns]
     assert len(matrices) == 2 and list(matrices[0]["true \\ predicted"]) == sorted(CLASSES)
+    # and both maps of the validation area, with the validation labels, kept with the version
+    assert any(t.startswith("The validation area on the training date (2015-") for t in texts(at.caption))
+    maps = admin_env.cache_dir / "models" / "landcover-slovenia" / "v1" / "maps"
+    assert sorted(p.name for p in maps.iterdir()) == ["candidate.png", "parent.png", "validation.png"]
     assert matrices[0].iloc[:, 1:].to_numpy().sum() == matrices[1].iloc[:, 1:].to_numpy().sum()
     actions = [e["action"] for e in read_audit(admin_env.cache_dir / "admin")]
     assert any(a.startswith(f"started training run {status.job_id}: landcover-slovenia") for a in actions)
@@ -209,3 +213,49 @@ def test_an_admin_trains_a_crop_head_from_uploaded_samples(admin_env, start_work
     assert any("Training loss and training macro F1 per epoch" in t for t in texts(at.caption))
     scored = next(d.value for d in at.dataframe if "macro F1" in d.value.columns)
     assert list(scored["model"]) == ["my-crops@1", "its base, same samples"] and list(scored["samples"]) == [142, 142]
+
+
+def test_an_admin_trains_a_seed_architecture_on_a_dataset_folder_the_operator_allows(
+    admin_env, start_worker, tmp_path, monkeypatch
+):
+    """The dataset tab: a folder outside the operator's roots is refused before anything reads it; inside, Check
+    shows the patches, the split by whole scenes and the pixels per class; a training worker trains the cloud
+    UNet whole and the page shows its held-out scores."""
+    from tests.dataset_factory import write_38cloud
+    from tests.services import wait_for
+    from worker.client import TrainingClient
+
+    root = write_38cloud(tmp_path / "datasets" / "38-Cloud", patch_px=64)
+    monkeypatch.setenv("TERRASEG_APP_LOCAL_ROOTS", json.dumps([str(tmp_path / "datasets")]))
+    get_settings.cache_clear()
+    at = sign_in(open_page("pages/admin.py"), PASSWORD)
+    at.selectbox(key="dataset-base").select("cloud-unet")
+    at = at.run()
+    assert at.selectbox(key="dataset-mode").options == ["full: then the whole network fine-tuned"]
+    at.selectbox(key="dataset-format").select("38-cloud")
+    at.text_input(key="dataset-folder").set_value("/etc")
+    at.text_input(key="dataset-new-id").set_value("my-clouds")
+    at.number_input(key="dataset-epochs").set_value(3)
+    at = at.run()
+    assert any("local folders must be inside" in t for t in texts(at.error)), texts(at.error)
+    at.text_input(key="dataset-folder").set_value(str(root))
+    at = at.run()
+    at.button(key="dataset-check-button").click()
+    at = at.run()
+    assert_no_crash(at)
+    split = "64 patches in 8 groups; 16 patches (whole groups) are held out"
+    assert any(t.startswith(split) for t in texts(at.caption))
+    counts = next(d.value for d in at.dataframe if "training pixels" in d.value.columns)
+    assert list(counts["class"]) == ["clear", "cloud"] and (counts["validation pixels"] > 0).all()
+    at.button(key="dataset-start").click()
+    at = at.run()
+    runs = TrainingClient(admin_env)
+    [status] = runs.list_jobs()
+    assert runs.training_spec(status.job_id).data.kind == "dataset"
+    start_worker("--queues", "training")
+    wait_for(runs, status.job_id, ("finished",), timeout_s=180)
+    at = at.run()
+    assert_no_crash(at)
+    assert any("Training loss and validation score per epoch" in t for t in texts(at.caption))
+    scored = next(d.value for d in at.dataframe if "macro F1" in d.value.columns)
+    assert list(scored["model"]) == ["my-clouds@1"] and scored["pixels"][0] == 16 * 64 * 64

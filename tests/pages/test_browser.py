@@ -185,5 +185,10 @@ def test_an_admin_signs_in_starts_a_training_run_watches_it_and_promotes_it_in_a
         page.get_by_role("heading", name="Models trained here").scroll_into_view_if_needed()
         page.wait_for_timeout(1000)
         page.screenshot(path=str(ARTIFACTS / "admin_promoted.png"))
+        # the version's map of the validation area next to its parent's and the validation labels
+        expect(page.get_by_text("The validation area on the training date")).to_be_visible()
+        page.locator("[data-testid='stImage']").last.scroll_into_view_if_needed()
+        page.wait_for_timeout(1000)
+        page.screenshot(path=str(ARTIFACTS / "admin_compare.png"))
     finally:
         server.stop()
