@@ -1,5 +1,6 @@
 """Shared fixtures: scene GeoTIFFs in the local-source format, built in code."""
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,6 +16,13 @@ if TYPE_CHECKING:
     from models.registry import LoadedModel
 
 pytest_plugins = ["tests.services"]
+
+# Under pytest-xdist every test process (and the workers and commands it starts, which inherit the environment)
+# computes with one thread: two processes whose OpenMP pools each take both cores of a 2-core machine slow each
+# other down about fivefold (two concurrent trainings of the cloud UNet: 147 s, against 30 s with one thread each).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(variable, "1")
 
 # The real data the tests read, with its licences (see tests/data/README.md).
 TEST_DATA = Path(__file__).resolve().parent / "data"

@@ -120,7 +120,7 @@ def test_decoder_mode_from_labels_over_imagery_fine_tunes_on_the_jobs_tiles_and_
     [
         (["forest"], (), "The labels hold one class only ('forest')"),
         (CLASSES + ["cultivated land"], (), "No training pixel for 'cultivated land'"),
-        (CLASSES, ("--mode", "full"), "--mode full is not built yet"),
+        (CLASSES, ("--mode", "tail"), "Unknown training mode 'tail'; the modes are head, decoder, full"),
         (CLASSES, ("--label-field", "NAME"), "has no field 'NAME'; its fields are: LULC_NAME"),
     ],
 )
