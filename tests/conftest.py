@@ -21,8 +21,8 @@ pytest_plugins = ["tests.services"]
 # computes with one thread: two processes whose OpenMP pools each take both cores of a 2-core machine slow each
 # other down about fivefold (two concurrent trainings of the cloud UNet: 147 s, against 30 s with one thread each).
 if os.environ.get("PYTEST_XDIST_WORKER"):
-    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ.setdefault(variable, "1")
+    for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "TERRASEG_TORCH_THREADS"):
+        os.environ.setdefault(variable, "1")  # TERRASEG_TORCH_THREADS: torch, onnxruntime (csmask), LightGBM
 
 # The real data the tests read, with its licences (see tests/data/README.md).
 TEST_DATA = Path(__file__).resolve().parent / "data"
