@@ -1,10 +1,12 @@
 """Monthly composites made from a job's own Sentinel-2 scenes, as a Presto crop model reads them.
 
 Per pixel, month and band: the median of the clear observations of that month (clear: the cloud model calls the
-pixel clear on that date and every band has data), in Presto's units (L2A reflectance x 10,000). A month with
-no clear observation is masked, and so are the inputs a scene job has no source for yet (Sentinel-1, weather,
-elevation); Presto was trained with such masks. The season is the 12 calendar months that end with the job's
-end date's month.
+pixel clear on that date and every band has data), in Presto's units (L2A reflectance x 10,000). Sentinel-1
+VV and VH: per pixel and month the median of the month's GRD acquisitions (at most S1_PER_MONTH of them, spread
+over the month) as sigma0 in dB, Presto's S1 unit (calibrated onto the job's grid by core.sources.sentinel1, or
+read from dB GeoTIFFs). A month without an observation is masked, and so are the inputs a scene job has no
+source for (weather, elevation; Sentinel-1 when no source gives any); Presto was trained with such masks. The
+season is the 12 calendar months that end with the job's end date's month.
 
 Composites are computed strip by strip on the job's grid (the rows the crop mapper asks for), so memory stays
 bounded by a strip's scenes, not the whole area.
@@ -28,7 +30,22 @@ from core.report import CloudModelRecord, InputRecord
 from core.types import Scene
 
 SEASON_MONTHS = 12
-S2_CHANNELS = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")  # the S2 bands Presto reads
+S2_CHANNELS = (
+    "B02",
+    "B03",
+    "B04",
+    "B05",
+    "B06",
+    "B07",
+    "B08",
+    "B8A",
+    "B11",
+    "B12",
+)  # the S2 bands Presto reads
+S1_CHANNELS = ("VV", "VH")  # sigma0 in dB, as Presto reads them
+# Sentinel-1 acquisitions per month that enter its median: 6- to 12-day revisits give 3-5, and each one read
+# from a DHuS mirror is a whole GRD product of about 1 GB.
+S1_PER_MONTH = 2
 PRESTO_DN = 10_000.0  # Presto's S2 inputs are L2A reflectance x 10,000
 
 
@@ -74,19 +91,45 @@ class CompositeDate:
 
 
 @dataclass(frozen=True)
+class RadarDate:
+    """One Sentinel-1 acquisition date of the season: its scenes, as sigma0 dB readable on the job grid."""
+
+    day: date
+    scenes: tuple[Scene, ...]
+
+
+def choose_radar(scenes: list[Scene], months: tuple[date, ...], per_month: int = S1_PER_MONTH) -> list[Scene]:
+    """The Sentinel-1 scenes of at most `per_month` acquisition dates per month, spread over the month (the
+    first, the last, then between): what a month's median is made of. Pure."""
+    chosen = []
+    for month in months:
+        days = sorted({s.acquired.date() for s in scenes if _in_month(s.acquired.date(), month)})
+        if len(days) > per_month:
+            picks = np.linspace(0, len(days) - 1, per_month).round().astype(int)
+            days = [days[i] for i in sorted(set(picks.tolist()))]
+        chosen += [s for s in scenes if s.acquired.date() in days]
+    return sorted(chosen, key=lambda s: (s.acquired, s.id))
+
+
+@dataclass(frozen=True)
 class SceneComposites(MonthSteps):
     """A season of monthly composites of `dates` (those inside `months`), read strip by strip."""
 
     dates: tuple[CompositeDate, ...]
     months: tuple[date, ...]
     cloud_model: CloudModelRecord | None = None  # the model that masked the dates, for run.json
+    radar: tuple[RadarDate, ...] = ()  # the Sentinel-1 acquisitions, empty when no source had any
+    radar_note: str = ""  # why there is no Sentinel-1 (the sources' answer), for the warnings
 
     @property
     def has_s1(self) -> bool:
-        return False  # Sentinel-1 composites from GRD scenes are not built yet
+        return bool(self.radar)
 
     def months_with_data(self) -> list[date]:
         return [m for m in self.months if any(_in_month(d.day, m) for d in self.dates)]
+
+    def months_with_radar(self) -> list[date]:
+        return [m for m in self.months if any(_in_month(d.day, m) for d in self.radar)]
 
     def read_strip(self, grid: Grid, rows: slice) -> tuple[np.ndarray, np.ndarray]:
         """Rows `rows` of `grid`: values [rows x width, 12, 17] in physical units and their mask (True = missing)."""
@@ -114,10 +157,28 @@ class SceneComposites(MonthSteps):
             seen = ~np.isnan(flat)
             values[:, step, positions] = np.where(seen, flat, 0.0)
             missing[:, step, positions] = ~seen
+        radar_positions = [CHANNELS.index(band) for band in S1_CHANNELS]
+        for step, month in enumerate(self.months):
+            acquisitions = [d for d in self.radar if _in_month(d.day, month)]
+            if not acquisitions:
+                continue
+            observations = []
+            for acquisition in acquisitions:
+                with SceneReader(list(acquisition.scenes), S1_CHANNELS, grid) as reader:
+                    db, valid = reader.read(window)
+                observations.append(np.where(valid[None], db, np.nan))
+            with warnings.catch_warnings():  # a pixel outside every swath this month: NaN, masked below
+                warnings.simplefilter("ignore", RuntimeWarning)
+                median = np.nanmedian(np.stack(observations), axis=0)
+            flat = median.reshape(len(S1_CHANNELS), n).T
+            seen = ~np.isnan(flat)
+            values[:, step, radar_positions] = np.where(seen, flat, 0.0)
+            missing[:, step, radar_positions] = ~seen
         return values, missing
 
     def input_records(self) -> list[InputRecord]:
         """run.json's inputs: every scene that went into a composite."""
+        layers: list[CompositeDate | RadarDate] = [*self.dates, *self.radar]
         return [
             InputRecord(
                 id=scene.id,
@@ -130,7 +191,7 @@ class SceneComposites(MonthSteps):
                 cloud_cover_pct=scene.cloud_cover_pct,
                 radiometry={},
             )
-            for layer in self.dates
+            for layer in layers
             for scene in layer.scenes
         ]
 

@@ -1,5 +1,6 @@
 """The pre-flight estimate shown before a job is submitted: scenes found, data to fetch, rough run time."""
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from datetime import date
@@ -11,6 +12,7 @@ from shapely.geometry.base import BaseGeometry
 from core import analysis
 from core.aoi import AOI
 from core.config import Settings
+from core.errors import NoScenesFound
 from core.grid import grid_for_aoi, project_geometry
 from core.sources import search_scenes
 from core.types import ModelCard, Scene
@@ -24,6 +26,9 @@ _PIPELINE_S_PER_MPX = 0.5
 # Planning, search, model loading and export of a small job (the embedded sample takes about 1-2 s).
 _FIXED_S = 3.0
 _BYTES_PER_SAMPLE = 2  # Sentinel-2 DN are uint16
+# A deflate COG window of Sentinel-2 DN against its uncompressed size (bench/downloads.py: 311 KB for a 514 x 514
+# px window, 0.59x); the window's 3-pixel margin is within the rounding.
+_WINDOW_DEFLATE_RATIO = 0.6
 # Work rasters per date and model run: classes + confidence, uint8, uncompressed (core.inference).
 _WORK_BYTES_PER_PX = 2
 # Published outputs: classes, confidence and 3-band true colour (uint8) with overviews, before compression.
@@ -44,6 +49,8 @@ class Estimate:
     work_mb: float = 0.0  # per-date rasters in the cache while the job runs
     output_mb: float = 0.0  # the published outputs (upper bound: before compression)
     inputs_note: str = ""  # what the job reads when it is not scenes (a monthly cube), for the summary
+    radar_scenes: int = 0  # Sentinel-1 acquisitions a crop job composites (inside `scenes` and `download_mb`)
+    radar_note: str = ""  # why a crop job on scenes will have no Sentinel-1
 
     @property
     def cache_mb(self) -> float:
@@ -54,6 +61,17 @@ class Estimate:
     def summary(self) -> str:
         """One plain sentence for the page."""
         run = f"about {format_duration(self.run_s)} on a CPU worker" if self.run_s is not None else "unknown"
+        if self.radar_scenes or self.radar_note:  # monthly composites of a crop job's own scenes
+            radar = (
+                f"and {self.radar_scenes} Sentinel-1 acquisition(s)"
+                if self.radar_scenes
+                else f"(no Sentinel-1: {self.radar_note.rstrip('.')})"
+            )
+            return (
+                f"12 monthly composites of {self.scenes - self.radar_scenes} Sentinel-2 scenes on {self.dates} dates "
+                f"{radar} cover {format_share(self.coverage_fraction)} of the area; {self.download_mb:,.0f} MB to "
+                f"download, {self.read_mb:,.1f} MB of bands to read; run time {run}."
+            )
         if self.inputs_note:
             return (
                 f"{self.inputs_note} covers {format_share(self.coverage_fraction)} of the area; nothing to download, "
@@ -111,6 +129,18 @@ def find_scenes(
     return analysis.filter_cloud_cover(analysis.single_level(scenes), max_cloud_pct)
 
 
+def find_radar_scenes(
+    sources: tuple[str, ...], aoi: BaseGeometry, start: date, end: date, settings: Settings
+) -> tuple[list[Scene], str]:
+    """The Sentinel-1 GRD scenes of the first source that has some over `aoi` in [start, end], or none and what
+    the sources answered (a crop job then composites Sentinel-2 alone and says why). A source that is down still
+    fails the search, so the job is retried rather than run without the radar it could have had."""
+    try:
+        return search_scenes(sources, aoi, start, end, settings, sensor="S1"), ""
+    except NoScenesFound as err:
+        return [], str(err)
+
+
 def estimate_job(
     aoi: AOI, scenes: list[Scene], card: ModelCard, cloud_card: ModelCard | None = None
 ) -> Estimate:
@@ -120,11 +150,17 @@ def estimate_job(
     the worker does. Local scenes (the sample, a folder) need no download; remote sources will report their
     asset sizes through `Scene.extra["download_bytes"]`.
     """
+    from core.download import is_remote
+
     grid = grid_for_aoi(aoi.geometry)
     pixels = grid.width * grid.height
     dates = len({s.date_iso for s in scenes})
     download_bytes = sum(int(s.extra.get("download_bytes", 0)) for s in scenes)
     every_date, one_date = (card, None) if cloud_card is None else (cloud_card, card)
+    # COG sources (STAC) send only the AOI's window of each band a model reads: about this many bytes.
+    window_dates = len({s.date_iso for s in scenes if any(is_remote(a) for a in s.bands.values())})
+    window_bands = len(set(every_date.bands) | set(one_date.bands if one_date else ()))
+    download_bytes += int(window_dates * window_bands * pixels * _BYTES_PER_SAMPLE * _WINDOW_DEFLATE_RATIO)
     read_bands = dates * len(every_date.bands) + (len(one_date.bands) if one_date else 0)
     read_bytes = pixels * read_bands * _BYTES_PER_SAMPLE
     run_s: float | None = None
@@ -143,6 +179,24 @@ def estimate_job(
         coverage_fraction(aoi.geometry, scenes, grid.crs),
         work_mb=pixels * model_runs * _WORK_BYTES_PER_PX / 1e6,
         output_mb=pixels * _OUTPUT_BYTES_PER_PX / 1e6,
+    )
+
+
+def estimate_composite_job(
+    aoi: AOI, scenes: list[Scene], radar: list[Scene], radar_note: str, card: ModelCard, cloud_card: ModelCard
+) -> Estimate:
+    """Estimate a crop job on a season of its own scenes: the cloud model on every Sentinel-2 date and Presto
+    once (as estimate_job), plus the Sentinel-1 products it composites (a DHuS mirror sends each whole)."""
+    estimate = estimate_job(aoi, scenes, card, cloud_card)
+    radar_bytes = sum(int(s.extra.get("download_bytes", 0)) for s in radar)
+    pixels = estimate.pixels
+    return dataclasses.replace(
+        estimate,
+        scenes=estimate.scenes + len(radar),
+        download_mb=estimate.download_mb + radar_bytes / 1e6,
+        read_mb=estimate.read_mb + pixels * len(radar) * 2 * 4 / 1e6,  # VV and VH, float32 dB
+        radar_scenes=len(radar),
+        radar_note="" if radar else (radar_note or "no source has Sentinel-1 for the season"),
     )
 
 

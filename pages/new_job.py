@@ -4,13 +4,21 @@ from datetime import date
 
 import streamlit as st
 
-from core.composites import check_composite_scenes, season_start
+from core.composites import check_composite_scenes, choose_radar, season_months, season_start
 from core.config import Settings
 from core.diskspace import Folder, space_warning
 from core.errors import AppError
 from core.jobs import JobRequest, JobSpec, build_spec
 from core.monthly_cube import CUBE_PREFIX, check_season, cube_path, open_cube
-from core.preflight import Estimate, estimate_cube_job, estimate_job, find_scenes, format_duration
+from core.preflight import (
+    Estimate,
+    estimate_composite_job,
+    estimate_cube_job,
+    estimate_job,
+    find_radar_scenes,
+    find_scenes,
+    format_duration,
+)
 from core.presto_inputs import PRESTO_BUILDER
 from core.sources import SOURCE_HELP
 from models.catalogue import catalogue
@@ -30,12 +38,15 @@ def preflight(spec: JobSpec, _settings: Settings) -> Estimate:
             cube = open_cube(cube_path(spec.sources, spec.model_id))
             check_season(cube, spec.start, spec.end)
             return estimate_cube_job(aoi, cube, models.model)
-        # composites of the season's L2A scenes: the cloud model on every date, Presto once
+        # composites of the season's L2A scenes (the cloud model on every date) and Sentinel-1, Presto once
         first_day = season_start(spec.start, spec.end)
         scenes = find_scenes(spec.sources, aoi.geometry, first_day, spec.end, spec.max_cloud_pct, _settings)
         check_composite_scenes(scenes, spec.sources)
+        radar, note = find_radar_scenes(spec.sources, aoi.geometry, first_day, spec.end, _settings)
         cloud = catalogue(_settings.cache_dir).job_models("cloud", None).model
-        return estimate_job(aoi, scenes, models.model, cloud)
+        return estimate_composite_job(
+            aoi, scenes, choose_radar(radar, season_months(spec.end)), note, models.model, cloud
+        )
     scenes = find_scenes(spec.sources, aoi.geometry, spec.start, spec.end, spec.max_cloud_pct, _settings)
     return estimate_job(aoi, scenes, models.model, models.cloud_model)
 
@@ -81,9 +92,10 @@ with right:
     if card.builder == PRESTO_BUILDER:
         st.caption(
             "This model reads 12 monthly composites, the season ending with the end date's month: made from the "
-            "sources' Sentinel-2 L2A scenes (clouds masked; Sentinel-1, weather and elevation are not made from "
-            "scenes yet and are masked), or a ready monthly cube of S2, S1, DEM and weather (an openEO netCDF) "
-            "given as the source cube:FILE.nc, inside a folder the operator allows."
+            "sources' Sentinel-2 L2A scenes (clouds masked) and Sentinel-1 GRD scenes where a source has them "
+            "(a DHuS mirror or a folder; weather and elevation are not made from scenes yet and are masked), or "
+            "a ready monthly cube of S2, S1, DEM and weather (an openEO netCDF) given as the source "
+            "cube:FILE.nc, inside a folder the operator allows."
         )
     sources_text = st.text_input(
         "Sources, in priority order (comma-separated)",
@@ -126,7 +138,12 @@ else:
     if spec is not None:
         cols = st.columns(4)
         cube = bool(answer.inputs_note)  # a crop model's monthly cube: composites, not scenes
-        cols[0].metric("Monthly composites" if cube else "Scenes found", answer.scenes)
+        found = (
+            f"{answer.scenes - answer.radar_scenes} + {answer.radar_scenes} S1"
+            if answer.radar_scenes
+            else answer.scenes
+        )
+        cols[0].metric("Monthly composites" if cube else "Scenes found", found)
         cols[1].metric("Months" if cube else "Dates", answer.dates)
         cols[2].metric("Download", f"{answer.download_mb:,.0f} MB")
         cols[3].metric("Expected run time", format_duration(answer.run_s))

@@ -34,6 +34,42 @@ def test_the_estimate_counts_the_sample_and_adds_the_cloud_pass_for_landcover():
     assert "5 scenes on 5 dates" in cloud.summary() and "run time about" in cloud.summary()
 
 
+def test_cog_windows_and_a_seasons_sentinel1_products_are_counted_as_downloads():
+    """A STAC source sends each band's window of the AOI (about 0.6 x its uncompressed size, as measured); a crop
+    job on scenes adds the Sentinel-1 products it composites, whole (their size from the mirror's search)."""
+    import dataclasses
+
+    from core.preflight import estimate_composite_job
+    from core.types import BandAsset
+
+    scenes = sample_scenes()
+    remote = [
+        dataclasses.replace(
+            s, bands={b: BandAsset(f"/vsicurl/https://example.test/{s.id}/{b}.tif") for b in s.bands}
+        )
+        for s in scenes
+    ]
+    csmask = catalogue().get("cloud-csmask")
+    windows = estimate_job(SAMPLE_AOI, remote, csmask)
+    assert windows.download_mb == pytest.approx(5 * 6 * 97 * 98 * 2 * 0.6 / 1e6)  # 5 dates x csmask's 6 bands
+    assert estimate_job(SAMPLE_AOI, scenes, csmask).download_mb == 0.0  # a local folder downloads nothing
+
+    crop = catalogue().get("crop-presto-croptype")
+    grd = dataclasses.replace(
+        scenes[0], id="S1A_GRD", sensor="S1", extra={"download_bytes": str(1_650_000_000)}
+    )
+    season = estimate_composite_job(SAMPLE_AOI, remote, [grd, grd], "", crop, csmask)
+    assert season.scenes == 7 and season.radar_scenes == 2
+    plain = estimate_job(SAMPLE_AOI, remote, crop, csmask)
+    assert season.download_mb == pytest.approx(plain.download_mb + 3300.0)
+    assert (
+        "12 monthly composites of 5 Sentinel-2 scenes on 5 dates and 2 Sentinel-1 acquisition(s)"
+        in season.summary()
+    )
+    alone = estimate_composite_job(SAMPLE_AOI, scenes, [], "No S1 scene in the folder.", crop, csmask)
+    assert "(no Sentinel-1: No S1 scene in the folder)" in alone.summary()
+
+
 def test_a_model_without_a_throughput_figure_gets_no_run_time():
     card = catalogue().get("cloud-csmask").replace(cpu_s_per_mpx=None)
     estimate = estimate_job(SAMPLE_AOI, sample_scenes(), card)

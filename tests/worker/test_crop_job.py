@@ -212,7 +212,8 @@ def test_a_crop_job_on_real_l2a_scenes_composites_a_season_and_maps_each_pixel_t
     stats = json.loads((runs["large"] / "stats.json").read_text())
     assert stats["series_dates"][0] == "2018-01-01" and len(stats["series_dates"]) == 12
     assert any("Monthly composites of the job's Sentinel-2 scenes" in w for w in stats["warnings"])
-    assert any("8 of the season's 12 months have no scene" in w for w in stats["warnings"])  # Jun..Sep only
+    assert any("8 of the season's 12 months have no Sentinel-2 scene" in w for w in stats["warnings"])  # Jun..Sep
+    assert any("no source gave Sentinel-1" in w for w in stats["warnings"])  # a folder of S2 only
     # Tanzania is far from the French parcels the heads learnt from: the map says so.
     far = "crop-presto-croptype learnt its classes from parcels within 41.3..48.8 N"
     assert any(far in w for w in stats["warnings"])
