@@ -26,31 +26,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from core.datasets.bigearthnet import LEGEND as BEN19_LEGEND
 from core.errors import ModelError
 from models.weights import check_state_dict
 
-# The official BigEarthNet-19 nomenclature, in the order of label_indices.json ("BigEarthNet-19_labels").
-CLASS_NAMES = (
-    "Urban fabric",
-    "Industrial or commercial units",
-    "Arable land",
-    "Permanent crops",
-    "Pastures",
-    "Complex cultivation patterns",
-    "Land principally occupied by agriculture, with significant areas of natural vegetation",
-    "Agro-forestry areas",
-    "Broad-leaved forest",
-    "Coniferous forest",
-    "Mixed forest",
-    "Natural grassland and sparsely vegetated areas",
-    "Moors, heathland and sclerophyllous vegetation",
-    "Transitional woodland, shrub",
-    "Beaches, dunes, sands",
-    "Inland wetlands",
-    "Coastal wetlands",
-    "Inland waters",
-    "Marine waters",
-)
+# The official BigEarthNet-19 nomenclature, in the order of label_indices.json ("BigEarthNet-19_labels"), as the
+# dataset reader (core.datasets.bigearthnet) maps the CORINE labels to it.
+CLASS_NAMES = BEN19_LEGEND
 BANDS_12 = ("B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11", "B12", "B01", "B09")
 BANDS_10 = BANDS_12[:10]
 PATCH_PX = 120

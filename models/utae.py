@@ -48,34 +48,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from core.datasets.pastis import BANDS as PASTIS_BANDS
+from core.datasets.pastis import LEGEND as PASTIS_LEGEND
 from core.errors import ModelError
 from models.weights import check_state_dict
 
-# PASTIS S2 bands, in the order of the dataset's (T, 10, H, W) arrays.
-BANDS = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B11", "B12")
-# pastis-benchmark documentation/label_names.json: 0 is non-agricultural land, 19 parcels mostly outside the patch.
-CLASS_NAMES = (
-    "background",
-    "meadow",
-    "soft winter wheat",
-    "corn",
-    "winter barley",
-    "winter rapeseed",
-    "spring barley",
-    "sunflower",
-    "grapevine",
-    "beet",
-    "winter triticale",
-    "winter durum wheat",
-    "fruits, vegetables, flowers",
-    "potatoes",
-    "leguminous fodder",
-    "soybeans",
-    "orchard",
-    "mixed cereal",
-    "sorghum",
-    "void label",
-)
+# PASTIS S2 bands, in the order of the dataset's (T, 10, H, W) arrays, and its classes
+# (pastis-benchmark documentation/label_names.json: 0 is non-agricultural land, 19 parcels mostly outside the
+# patch); the dataset reader (core.datasets.pastis) holds both.
+BANDS = PASTIS_BANDS
+CLASS_NAMES = (*PASTIS_LEGEND, "void label")
 # pastis-benchmark colormap.txt (matplotlib's tab20 without its first colour; black background, white void).
 CLASS_COLORS = (
     "#000000",

@@ -14,6 +14,7 @@ from rasterio.transform import from_origin
 
 from core.datasets.bigearthnet import BANDS as BEN_BANDS
 from core.sources import SAMPLE_DIR
+from core.types import S2_BANDS
 from tests.conftest import TEST_DATA
 
 CSMASK_SCENE = TEST_DATA / "cloud_reference_ukis_csmask" / "sentinel2.npz"
@@ -73,21 +74,7 @@ def write_bigearthnet(root: Path, patch_px: int = 48) -> Path:
     with rasterio.open(SLOVENIA_SCENE) as scene:
         dn, transform, crs = scene.read(), scene.transform, scene.crs
         names = list(scene.descriptions) if all(scene.descriptions) else None
-    order = names or [
-        "B01",
-        "B02",
-        "B03",
-        "B04",
-        "B05",
-        "B06",
-        "B07",
-        "B08",
-        "B8A",
-        "B09",
-        "B10",
-        "B11",
-        "B12",
-    ]
+    order = names or list(S2_BANDS)
     frame = pyogrio.read_dataframe(LULC).to_crs(crs)
     classes = sorted(set(frame.LULC_NAME) & set(LULC_TO_CLC))
     codes = {name: i + 1 for i, name in enumerate(classes)}

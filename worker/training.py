@@ -1048,10 +1048,11 @@ def evaluate_dataset(
         )
     kind = "multilabel" if card.output == "scene-tags" else "series" if card.is_series else "segmentation"
     if kind != dataset.kind or card.resolution_m != dataset.resolution_m or card.per_pixel:
-        what = {"segmentation": "single images", "series": "image time series", "multilabel": "tagged images"}
+        from core.datasets.types import KIND_WORDS
+
         raise DatasetError(
-            f"{card.id} maps {what[kind]} at {card.resolution_m:g} m; {fmt} patches are {what[dataset.kind]} at "
-            f"{dataset.resolution_m:g} m."
+            f"{card.id} maps {KIND_WORDS[kind]} at {card.resolution_m:g} m; {fmt} patches are "
+            f"{KIND_WORDS[dataset.kind]} at {dataset.resolution_m:g} m."
         )
     loaded = load(
         cards,
@@ -1178,10 +1179,11 @@ def check_dataset_request(request: DatasetTrainRequest, settings: Settings) -> "
 
         check_seed_dataset(base, dataset)
     elif dataset.kind != "segmentation" or dataset.resolution_m != base.resolution_m:
-        what = {"segmentation": "single images", "series": "image time series", "multilabel": "tagged images"}
+        from core.datasets.types import KIND_WORDS
+
         raise AppError(
-            f"{base.id} maps single images at {base.resolution_m:g} m; {request.format} patches are "
-            f"{what[dataset.kind]} at {dataset.resolution_m:g} m."
+            f"{base.id} learns from {KIND_WORDS['segmentation']} at {base.resolution_m:g} m; {request.format} "
+            f"patches are {KIND_WORDS[dataset.kind]} at {dataset.resolution_m:g} m."
         )
     unknown = sorted(set(request.parent_classes) - set(dataset.legend))
     if unknown:

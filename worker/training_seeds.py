@@ -15,6 +15,7 @@ import numpy as np
 from core import training
 from core.config import Settings
 from core.datasets import IGNORE, PatchDataset
+from core.datasets.types import KIND_WORDS
 from core.errors import AppError, ModelError
 from core.labels import LabelError
 from core.progress import ProgressFn, RunContext
@@ -146,10 +147,9 @@ def check_seed_dataset(base: ModelCard, dataset: PatchDataset) -> None:
 
     kind = KIND_OF_CALLING[CALLING[base.builder][0]]
     if kind != dataset.kind:
-        what = {"segmentation": "single images with a class per pixel", "series": "image time series with a class "
-                "per pixel", "multilabel": "images with a set of classes each"}  # fmt: skip
         raise AppError(
-            f"{base.id} learns from {what[kind]}; {dataset.format} patches are {what[dataset.kind]}. Choose a "
+            f"{base.id} learns from {KIND_WORDS[kind]}; {dataset.format} patches are {KIND_WORDS[dataset.kind]}. "
+            "Choose a "
             "base whose architecture fits the dataset (terraseg models lists them)."
         )
     usable_bands(base, dataset)

@@ -14,6 +14,12 @@ IGNORE = 255  # label value of unlabelled pixels (as core.labels)
 # segmentation: one image, a class per pixel; series: a time series of images, a class per pixel;
 # multilabel: one image, a set of classes for the whole patch (BigEarthNet).
 Kind = Literal["segmentation", "series", "multilabel"]
+# How a sentence names each kind ("cloud-unet learns from single images with a class per pixel; ...").
+KIND_WORDS = {
+    "segmentation": "single images with a class per pixel",
+    "series": "image time series with a class per pixel",
+    "multilabel": "images with a set of classes each",
+}
 
 
 class DatasetError(AppError):

@@ -157,7 +157,7 @@ def test_a_bigearthnet_resnet_learns_tags_and_is_scored_with_mean_average_precis
         ),
         (
             ["--base", "landcover-dynamic-world", "--dataset", "38-Cloud", "--format", "38-cloud"],
-            "maps single images at 10 m; 38-cloud patches are single images at 30 m",
+            "a class per pixel at 10 m; 38-cloud patches are single images with a class per pixel at 30 m",
         ),
         (
             ["--base", "crop-utae-pastis", "--dataset", "38-Cloud", "--format", "pastis"],
