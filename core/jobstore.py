@@ -300,6 +300,12 @@ class JobStore:
         """
         return file_lock(self.job_dir(job_id) / ".lock", wait_s)
 
+    def is_unlocked(self, job_id: str) -> bool:
+        """Whether no process holds the job's lock (probed by taking it for a moment; a job starting meanwhile
+        waits for it, as it does for a client that is queueing it)."""
+        with self.try_lock(job_id) as held:
+            return held
+
 
 # Lock files this process holds open. A forked child (RQ's work horse, its scheduler process) gets a copy of
 # every open file, and an flock belongs to the open file, not to the process: a long-lived child would keep a

@@ -127,7 +127,7 @@ for model_id, found in sorted(cards.versions.items()):
             {
                 "version": version,
                 "state": state,
-                "trained": card.training.get("trained_at", ""),
+                "trained": ui.local_time(card.training.get("trained_at")),
                 "by": card.training.get("by", ""),
                 "base": card.training.get("base", ""),
                 "val macro F1": round(validation["macro_f1"], 3) if isinstance(validation, dict) else None,
@@ -156,4 +156,8 @@ for model_id, found in sorted(cards.versions.items()):
             st.error(str(err))
 
 st.subheader("Audit log")
-st.dataframe(read_audit(admin_dir), hide_index=True, use_container_width=True)
+st.dataframe(
+    [entry | {"at": ui.local_time(entry.get("at"))} for entry in read_audit(admin_dir)],
+    hide_index=True,
+    use_container_width=True,
+)

@@ -19,8 +19,8 @@ STATE_ICONS = {
 }
 
 
-def job_panel(status: JobStatus) -> None:
-    """One job: what it is, where it stands, and what the user can do with it."""
+def job_panel(status: JobStatus, workers: int) -> None:
+    """One job: what it is, where it stands, and what the user can do with it (`workers`: how many are alive)."""
     client = ui.client()
     job_id = status.job_id
     with st.container(border=True):
@@ -34,15 +34,20 @@ def job_panel(status: JobStatus) -> None:
             st.error(status.error)  # the one sentence first; the log on demand
         elif status.state in ("queued", "running"):
             text = ui.progress_text(status.stage, status.message)
+            if status.state == "queued" and workers == 0:
+                text = f"{text}; waiting for a worker" if text else "waiting for a worker"
             st.progress(min(max(status.fraction, 0.0), 1.0), text=text or status.state)
         elif status.message:
             st.caption(status.message)
-        elapsed = ui.elapsed_s(status.started_at, status.ended_at)
-        facts = [f"submitted {status.submitted_at or '-'}", f"elapsed {format_duration(elapsed)}"]
+        # Elapsed from submission, across attempts: what the user has waited.
+        elapsed = ui.elapsed_s(status.submitted_at, status.ended_at)
+        facts = [
+            f"submitted {ui.local_time(status.submitted_at)}",
+            f"elapsed {format_duration(elapsed)}"
+            + (f", attempt {status.attempts}" if status.attempts > 1 else ""),
+        ]
         if status.state == "running":
             facts.append(f"ETA {format_duration(status.eta_s)}")
-        if status.attempts > 1:
-            facts.append(f"attempt {status.attempts}")
         st.caption(" · ".join(facts))
         actions = st.columns(5)
         if status.state in ("queued", "running") and actions[0].button("Cancel", key=f"cancel-{job_id}"):
@@ -79,8 +84,9 @@ def job_list() -> None:
         return
     counts = {state: sum(s.state == state for s in statuses) for state in STATE_ICONS}
     st.caption(" · ".join(f"{n} {state}" for state, n in counts.items() if n))
+    workers = ui.health().workers
     for status in statuses:
-        job_panel(status)
+        job_panel(status, workers)
 
 
 st.title("Jobs")

@@ -1,8 +1,9 @@
 """Small helpers the pages share: the cached job client, the health notice, legends, time formatting."""
 
 import html
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import streamlit as st
 
@@ -92,6 +93,23 @@ def elapsed_s(started_at: str | None, ended_at: str | None) -> float | None:
         return None
     end = datetime.fromisoformat(ended_at) if ended_at else datetime.now(UTC)
     return max(0.0, (end - datetime.fromisoformat(started_at)).total_seconds())
+
+
+def local_time(stamp: str | None, zone_name: str | None = None, now: datetime | None = None) -> str:
+    """An ISO time as the user's clock shows it: 'today 14:46', 'yesterday 09:05', else '2026-11-29 18:02'.
+    `zone_name` defaults to the browser's time zone (UTC when the browser does not say)."""
+    if not stamp:
+        return "-"
+    if zone_name is None:
+        zone_name = st.context.timezone or "UTC"
+    try:
+        zone: tzinfo = ZoneInfo(zone_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        zone = UTC
+    when = datetime.fromisoformat(stamp).astimezone(zone)
+    today = (now or datetime.now(UTC)).astimezone(zone).date()
+    day = {today: "today", today - timedelta(days=1): "yesterday"}.get(when.date(), when.date().isoformat())
+    return f"{day} {when:%H:%M}"
 
 
 def held_out_sentence(card: ModelCard) -> str:

@@ -241,6 +241,13 @@ class JobClient:
         except SpecError as err:
             status.state, status.error, status.message = "failed", str(err), str(err)
             return status
+        if status.state == "running" and self.store.is_unlocked(job_id):
+            # Nobody holds a running job's lock: its worker died. Recover it now, so whoever looks sees it queued
+            # again ("re-queued: its worker stopped") at once, not "running" until a worker's next recovery pass
+            # (or for as long as no worker runs).
+            with contextlib.suppress(UnknownJob, OSError):
+                self._recover_one(job_id)
+            status = self.store.read_status(job_id)
         if status.state == "running":
             meta = self._live_meta(job_id)
             for name in ("stage", "fraction", "message", "eta_s"):
@@ -399,8 +406,10 @@ class JobClient:
                 return "redis unreachable"
             if rq_state in ("queued", "deferred", "scheduled"):
                 return "left"  # RQ will run it (RQ's own retry of a killed work horse lands here too)
-            if rq_state == "started":
-                # Started by RQ but nobody holds the lock: the horse is starting, or it died.
+            if rq_state == "started" and status.state != "running":
+                # Started by RQ but nobody holds the lock: the horse is starting, or it died. (A job marked
+                # running took the lock before it said so and keeps it until it has said how it ended: without
+                # the lock it is dead, no grace needed.)
                 first = self._first_seen_dead.setdefault(job_id, time.monotonic())
                 if time.monotonic() - first < START_GRACE_S:
                     return "left"
@@ -459,7 +468,12 @@ class TrainingClient(JobClient):
             digest.update(name.encode() + hashlib.sha256(path.read_bytes()).digest())
         spec_hash = digest.hexdigest()
         job_id = new_job_id()
-        info = {"spec_hash": spec_hash, "queue": self.queue_name, "submitted_at": utc_now(), "kind": "training"}
+        info = {
+            "spec_hash": spec_hash,
+            "queue": self.queue_name,
+            "submitted_at": utc_now(),
+            "kind": "training",
+        }
         self.store.root.mkdir(parents=True, exist_ok=True)
         with file_lock(self.store.root / ".submit.lock", wait_s=30.0):
             active = self.store.find_active(spec_hash)

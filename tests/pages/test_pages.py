@@ -285,6 +285,41 @@ def test_the_progress_line_says_the_stage_once():
     assert progress_text("", "waiting for a worker") == "waiting for a worker"
 
 
+def test_times_read_as_the_users_clock_shows_them():
+    from datetime import UTC, datetime
+
+    from pages.ui import local_time
+
+    now = datetime(2026, 12, 2, 22, 30, tzinfo=UTC)
+    assert local_time("2026-12-02T13:46:00+00:00", "Europe/Ljubljana", now) == "today 14:46"
+    assert local_time("2026-12-01T08:05:00+00:00", "Europe/Ljubljana", now) == "yesterday 09:05"
+    assert local_time("2026-11-29T18:02:00+00:00", "UTC", now) == "2026-11-29 18:02"
+    assert local_time("2026-12-02T23:30:00+00:00", "Asia/Tokyo", now) == "today 08:30"  # it is the 3rd there
+    assert local_time("2026-12-02T13:46:00+00:00", "Not/AZone", now) == "today 13:46"  # unknown zone: UTC
+    assert local_time(None) == "-"
+
+
+def test_a_job_whose_worker_died_reads_queued_and_waiting_for_a_worker(
+    app_env, client: JobClient, start_worker: Callable[..., WorkerProcess], large_source, monkeypatch
+):
+    """The only worker is killed mid-job: the Jobs page says at once that the job is queued again and waits for
+    a worker (not "running" with an ETA), with the time since submission and the attempt."""
+    worker = start_worker()
+    job_id = client.submit(large_spec(large_source))
+    wait_for(client, job_id, ("running",), min_fraction=0.15)
+    worker.kill()
+    at = open_page("pages/jobs.py", None, monkeypatch)
+    at = rerun_until(at, lambda a: "· queued ·" in job_markdown(a, job_id), timeout_s=10)
+    # ... and once the dead worker's last beat has expired (ALIVE_S), that it waits for a worker
+    at = rerun_until(
+        at, lambda a: a.get("progress")[0].proto.text.endswith("waiting for a worker"), timeout_s=30
+    )
+    progress = at.get("progress")[0].proto.text
+    assert "re-queued: its worker stopped" in progress and progress.endswith("waiting for a worker"), progress
+    assert not any("ETA" in t for t in texts(at.caption))
+    assert any(t.startswith("submitted today ") and "elapsed" in t for t in texts(at.caption))
+
+
 def test_a_failed_job_shows_its_reason_first_and_the_log_on_demand(
     app_env, client: JobClient, start_worker: Callable[..., WorkerProcess], monkeypatch
 ):

@@ -58,7 +58,17 @@ def test_a_worker_killed_mid_inference_is_replaced_and_the_outputs_are_identical
     wait_for(client, job_id, ("running",), min_fraction=0.4, timeout_s=120)
     first_start = client.status(job_id).started_at
     first.kill()
+    killed = time.monotonic()
+    # With no worker left, whoever looks at the job sees at once that its worker is gone (not "running" with an
+    # ETA), and the job is queued again for the next worker.
+    while (seen := client.status(job_id)).state != "queued":
+        assert time.monotonic() - killed < 10, f"a job whose worker died still reads {seen.state}: {seen.message}"
+        time.sleep(0.2)
+    assert "its worker stopped" in seen.message and seen.eta_s is None
+    starting = time.monotonic()
     start_worker()
+    wait_for(client, job_id, ("running",), timeout_s=15)  # a new worker (its start-up included) takes it at once
+    assert time.monotonic() - starting < 15
     wait_for(client, job_id, ("finished",), timeout_s=180)
     status = client.status(job_id)
     assert status.attempts == 2
