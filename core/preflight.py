@@ -13,7 +13,7 @@ from core import analysis
 from core.aoi import AOI
 from core.config import Settings
 from core.errors import NoScenesFound
-from core.grid import grid_for_aoi, project_geometry
+from core.grid import Grid, grid_for_aoi, project_geometry
 from core.sources import search_scenes
 from core.types import ModelCard, Scene
 
@@ -21,10 +21,21 @@ if TYPE_CHECKING:
     from core.monthly_cube import MonthlyCube
 
 # Reading, resampling, stitching and writing per million 10 m pixels and per date, on a 2-vCPU worker
-# (the pipeline benchmark's whole-pipeline minus model time, rounded up).
+# (the pipeline benchmark's whole-pipeline minus model time, rounded up): for models that map the grid itself
+# (Presto) and monthly cubes.
 _PIPELINE_S_PER_MPX = 0.5
-# Planning, search, model loading and export of a small job (the embedded sample takes about 1-2 s).
-_FIXED_S = 3.0
+# A model pass costs per tile, and tiles cover the AOI's context, which can be far more than the AOI (csmask's
+# 7.7 km tiles over a 1 km2 AOI). Per tile: tile Mpx x (_MODEL_FACTOR x the card's cpu_s_per_mpx + _READ_S_PER_MPX
+# x bands x the tile's share with data) + _TILE_S (filling no data, blending, writing). Fitted to real runs of
+# the cloud and land-cover tasks on the sample and on a 300 km2 local source on a 2-vCPU worker
+# (bench/estimates.py, 2026-12-02: estimate/actual 0.91..1.14 per pass); the land-cover pre-flight was 2x low
+# when it counted AOI pixels.
+_MODEL_FACTOR = 1.5
+_READ_S_PER_MPX = 0.23
+_TILE_S = 0.19
+_EXPORT_S_PER_MPX = 1.9  # COGs with overviews, preview and statistics, per Mpx of the grid
+_FIXED_S = 1.0  # planning, search, model loading
+_OVERLAP_PX = 32  # the default tile overlap (TERRASEG_TILE_OVERLAP_PX), model pixels
 _BYTES_PER_SAMPLE = 2  # Sentinel-2 DN are uint16
 # A deflate COG window of Sentinel-2 DN against its uncompressed size (bench/downloads.py: 311 KB for a 514 x 514
 # px window, 0.59x); the window's 3-pixel margin is within the rounding.
@@ -165,9 +176,10 @@ def estimate_job(
     read_bytes = pixels * read_bands * _BYTES_PER_SAMPLE
     run_s: float | None = None
     if every_date.cpu_s_per_mpx is not None and (one_date is None or one_date.cpu_s_per_mpx is not None):
-        run_s = _FIXED_S + dates * pixels / 1e6 * (every_date.cpu_s_per_mpx + _PIPELINE_S_PER_MPX)
-        if one_date is not None and one_date.cpu_s_per_mpx is not None:
-            run_s += pixels / 1e6 * (one_date.cpu_s_per_mpx + _PIPELINE_S_PER_MPX)
+        covered_px = pixels * coverage_fraction(aoi.geometry, scenes, grid.crs)
+        run_s = _FIXED_S + dates * pass_s(every_date, grid, covered_px) + pixels / 1e6 * _EXPORT_S_PER_MPX
+        if one_date is not None:
+            run_s += pass_s(one_date, grid, covered_px)
     model_runs = dates + (3 if one_date else 0)  # the task's model, then masked, on one date (a series: once)
     return Estimate(
         len(scenes),
@@ -179,6 +191,23 @@ def estimate_job(
         coverage_fraction(aoi.geometry, scenes, grid.crs),
         work_mb=pixels * model_runs * _WORK_BYTES_PER_PX / 1e6,
         output_mb=pixels * _OUTPUT_BYTES_PER_PX / 1e6,
+    )
+
+
+def pass_s(card: ModelCard, grid: Grid, covered_px: float) -> float:
+    """Seconds of one pass of `card` over `grid` on a 2-vCPU worker, per its tiles (see _MODEL_FACTOR);
+    `covered_px`: grid pixels with data. A model that maps pixels, not tiles (Presto), costs per grid pixel."""
+    from core.inference import tile_layout
+    from core.presto_inputs import PRESTO_BUILDER
+
+    cpu_s = card.cpu_s_per_mpx or 0.0
+    if card.builder == PRESTO_BUILDER:
+        return grid.width * grid.height / 1e6 * (cpu_s + _PIPELINE_S_PER_MPX)
+    layout = tile_layout(card, grid, _OVERLAP_PX)
+    tile_mpx = layout.size**2 / 1e6
+    with_data = min(1.0, covered_px / max(1.0, len(layout.tiles) * layout.size**2))
+    return len(layout.tiles) * (
+        tile_mpx * (_MODEL_FACTOR * cpu_s + _READ_S_PER_MPX * len(card.bands) * with_data) + _TILE_S
     )
 
 
