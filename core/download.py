@@ -49,6 +49,13 @@ def is_remote(asset: BandAsset) -> bool:
     return asset.path.startswith(REMOTE_PREFIX)
 
 
+def needs_network(scene: Scene) -> bool:
+    """Whether making the scene readable downloads anything (a DHuS product, or COG windows)."""
+    from core.sources.dhus import needs_fetch
+
+    return needs_fetch(scene) or any(is_remote(a) for a in scene.bands.values())
+
+
 def aoi_window(dataset: rasterio.DatasetReader, aoi_4326: BaseGeometry) -> Window:
     """The window of `dataset` covering the AOI's bounds plus a margin, snapped to whole pixels and clipped."""
     left, bottom, right, top = transform_bounds("EPSG:4326", dataset.crs, *aoi_4326.bounds, densify_pts=21)

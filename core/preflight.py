@@ -211,6 +211,15 @@ def pass_s(card: ModelCard, grid: Grid, covered_px: float) -> float:
     )
 
 
+def cloud_share(cloud_card: ModelCard, dates: int, card: ModelCard, grid: Grid) -> float:
+    """The share of a job's prediction time the cloud model's passes over every date take, the task's model's
+    one pass the rest (from `pass_s`): how a job splits its progress bar between them, so that the fraction
+    grows with time and an ETA from the rate does not climb when the slower model starts."""
+    cloud_s = dates * pass_s(cloud_card, grid, grid.width * grid.height)
+    model_s = pass_s(card, grid, grid.width * grid.height)
+    return cloud_s / (cloud_s + model_s) if cloud_s + model_s > 0 else 0.5
+
+
 def estimate_composite_job(
     aoi: AOI, scenes: list[Scene], radar: list[Scene], radar_note: str, card: ModelCard, cloud_card: ModelCard
 ) -> Estimate:

@@ -10,12 +10,12 @@ from pathlib import Path
 
 from core import analysis, diskspace, export, report
 from core.config import Settings
-from core.download import fetch_scenes
+from core.download import fetch_scenes, needs_network
 from core.grid import Grid
 from core.inference import context_area, tile_layout
 from core.jobs import JobArea, JobSpec
 from core.jobstore import file_lock
-from core.preflight import estimate_job, find_scenes
+from core.preflight import cloud_share, estimate_job, find_scenes
 from core.progress import ProgressFn, RunContext, TilingOptions
 from core.report import Stats
 from core.series import predict_series
@@ -109,7 +109,7 @@ def run_stages(
         area = plan_area(spec, out_dir)
     grid = area.grid
     run.report(
-        0.05, f"Planning: {area.aoi.area_km2:.2f} km2, grid {grid.width}x{grid.height} px in {grid.crs}"
+        0.01, f"Planning: {area.aoi.area_km2:.2f} km2, grid {grid.width}x{grid.height} px in {grid.crs}"
     )
     if cards.get(spec.model_id).builder == PRESTO_BUILDER:  # a crop map from a monthly cube: its own stages
         from worker.crop import run_crop
@@ -122,15 +122,18 @@ def run_stages(
             spec.sources, area.aoi.geometry, spec.start, spec.end, spec.max_cloud_pct, settings
         )
     space_warnings = check_space(cards, spec, area, scenes, folders, needs)
-    run.report(0.1, "; ".join([f"Searching: {len(scenes)} scenes", *space_warnings]))
+    run.report(0.02, "; ".join([f"Searching: {len(scenes)} scenes", *space_warnings]))
     with run.stage("load_model"):
         models = load_models(cards, spec, scenes, settings)
+    # The progress bar follows time (so an ETA from its rate holds): downloads get a share only when there are
+    # any; local scenes go straight to the models.
+    start = 0.15 if any(needs_network(s) for s in scenes) else 0.03
     with run.stage("download"):
-        groups = download(models, area, scenes, tiling, settings, run.within(0.1, 0.15, "Downloading"))
+        groups = download(models, area, scenes, tiling, settings, run.within(0.02, start, "Downloading"))
     run.work_dir.mkdir(parents=True, exist_ok=True)
     with hold_work_dir(run):
         with run.stage("predict"):
-            prediction = predict(spec, area, models, groups, tiling, run)
+            prediction = predict(spec, area, models, groups, tiling, run, start)
         run.report(0.9, "Exporting: writing COGs")
         staging = export.make_staging_dir(out_dir)
         try:
@@ -251,8 +254,10 @@ def predict(
     groups: dict[date, list[Scene]],
     tiling: TilingOptions,
     run: RunContext,
+    start: float = 0.15,
 ) -> Prediction:
-    """Run the models: every date's result (of the model that judged the dates) and the one to publish.
+    """Run the models: every date's result (of the model that judged the dates) and the one to publish; their
+    progress spans `start`..0.9 of the job, shared by their estimated times.
 
     The cloud task runs its model on every date and publishes the clearest. Other tasks run the cloud model on
     every date, their own model on the clearest date only, and mask what the cloud model did not call clear; a
@@ -260,14 +265,20 @@ def predict(
     """
     judge = models.cloud_model or models.model
     cloud_only = models.cloud_model is None
+    # The progress bar's share of each model, by their estimated times (the task's model: its pass after 'split').
+    split = (
+        0.9
+        if cloud_only
+        else start + (0.88 - start) * cloud_share(judge.card, len(groups), models.model.card, area.grid)
+    )
     results = analysis.predict_dates(
         groups,
         judge,
         cloud_grid(models, area, tiling),
         area.aoi_grid,
         run.within(
-            0.15,
-            0.9 if cloud_only else 0.5,
+            start,
+            split,
             "Predicting",
             run.work_dir if cloud_only else run.work_dir / "cloud",
         ),
@@ -281,7 +292,7 @@ def predict(
             models.model,
             area.grid,
             area.aoi_grid,
-            run.within(0.5, 0.9, label, run.work_dir / "series"),
+            run.within(split, 0.9, label, run.work_dir / "series"),
             tiling,
         )
         return Prediction(results, series)
@@ -294,7 +305,7 @@ def predict(
         models.model,
         area.grid,
         area.aoi_grid,
-        run.within(0.5, 0.88, label, run.work_dir / "model"),
+        run.within(split, 0.88, label, run.work_dir / "model"),
         tiling,
     )
     run.report(0.88, "Masking: clouds and shadows")
