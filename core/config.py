@@ -1,5 +1,6 @@
 """Settings: the only place that reads environment variables (prefix TERRASEG_) or a `.env` file."""
 
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -20,7 +21,11 @@ class Settings(BaseSettings):
     max_aoi_km2: float = Field(2500.0, gt=0)
     max_aoi_vertices: int = Field(10_000, gt=3)
     max_label_vertices: int = Field(50_000, gt=3)  # all training label features together
-    # The admin page's password, as an argon2 hash (`terraseg admin-password`); None: the admin page is off.
+    # The web app's sign-in (core/accounts.py). Accounts are `[accounts.<name>]` tables (password_hash, role) in
+    # .streamlit/secrets.toml or in `accounts_file`; `admin_password_hash` is the older form of one account,
+    # "admin". Turning sign-in off makes everyone who reaches the app its one user and admin: a desktop only.
+    app_sign_in: bool = True
+    accounts_file: Path | None = None
     admin_password_hash: str | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # Tiles in model pixels; the overlap is blended with a cosine window so there are no seams.
@@ -131,21 +136,70 @@ def dhus_accounts(settings: Settings, secrets_files: tuple[Path, ...] = SECRETS_
     return accounts
 
 
-def admin_password_hash(settings: Settings, secrets_files: tuple[Path, ...] = SECRETS_FILES) -> str | None:
-    """The admin password's hash: TERRASEG_ADMIN_PASSWORD_HASH, else `admin_password_hash` in the first
-    Streamlit secrets file that has it; None when neither is set (the admin page then offers nothing)."""
+@dataclass(frozen=True)
+class AccountEntry:
+    """One configured web-app account: its name, its password's argon2 hash and its role."""
+
+    name: str
+    password_hash: str = field(repr=False)
+    role: Literal["user", "admin"] = "user"
+
+
+ACCOUNT_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,39}$")
+
+
+def account_entries(
+    settings: Settings, secrets_files: tuple[Path, ...] = SECRETS_FILES
+) -> tuple[dict[str, AccountEntry], list[str]]:
+    """The web app's accounts and a sentence for each table that was skipped (a bad name, no hash, an unknown
+    role): `[accounts.<name>]` tables of TERRASEG_ACCOUNTS_FILE, then of the first Streamlit secrets file that
+    has any; TERRASEG_ADMIN_PASSWORD_HASH (or `admin_password_hash` in a secrets file) is the account "admin"
+    unless a table names it."""
     import tomllib
 
-    if settings.admin_password_hash:
-        return settings.admin_password_hash
-    for path in secrets_files:
+    documents = []
+    for path in ((settings.accounts_file,) if settings.accounts_file else ()) + secrets_files:
         try:
-            value = tomllib.loads(path.read_text()).get("admin_password_hash")
-        except (OSError, tomllib.TOMLDecodeError):
+            documents.append((path, tomllib.loads(path.read_text())))
+        except OSError:
             continue
-        if isinstance(value, str) and value:
-            return value
-    return None
+        except tomllib.TOMLDecodeError as err:
+            documents.append((path, {"accounts": {}, "__error__": str(err)}))
+    found: dict[str, AccountEntry] = {}
+    problems: list[str] = []
+    legacy = settings.admin_password_hash
+    for path, document in documents:
+        if "__error__" in document:
+            problems.append(
+                f"{path.name} is not valid TOML ({document['__error__']}); its accounts are ignored."
+            )
+            continue
+        legacy = legacy or (document.get("admin_password_hash") or None)
+        tables = document.get("accounts")
+        if not isinstance(tables, dict) or not tables or found:
+            continue  # the accounts file first, else the first secrets file with accounts
+        for name, table in tables.items():
+            role = table.get("role", "user") if isinstance(table, dict) else None
+            password_hash = table.get("password_hash") if isinstance(table, dict) else None
+            if not ACCOUNT_NAME.match(str(name)):
+                problems.append(
+                    f"Account {str(name)[:40]!r} in {path.name}: a name is 1-40 lowercase letters, digits, "
+                    "'.', '_' or '-'; it was skipped."
+                )
+            elif not isinstance(password_hash, str) or not password_hash.startswith("$argon2"):
+                problems.append(
+                    f"Account {name!r} in {path.name} has no argon2 password_hash (`terraseg account {name}` "
+                    "makes one); it was skipped."
+                )
+            elif role not in ("user", "admin"):
+                problems.append(
+                    f"Account {name!r} in {path.name}: role must be 'user' or 'admin'; it was skipped."
+                )
+            else:
+                found[name] = AccountEntry(name, password_hash, role)
+    if isinstance(legacy, str) and legacy and "admin" not in found:
+        found["admin"] = AccountEntry("admin", legacy, "admin")
+    return found, problems
 
 
 def dhus_credentials(

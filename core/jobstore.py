@@ -73,6 +73,8 @@ class JobStatus:
     worker: str | None = None
     spec_hash: str | None = None
     reused_from: str | None = None  # the identical finished job whose outputs this one reuses
+    owner: str | None = None  # the web app account that submitted it (None: the command line)
+    name: str = ""  # what its owner called it
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "JobStatus":
@@ -157,6 +159,8 @@ class JobStore:
             message="waiting for a worker",
             submitted_at=utc_now(),
             spec_hash=info.get("spec_hash"),
+            owner=info.get("owner"),
+            name=str(info.get("name") or ""),
         )
         self.write_status(status)
         self.append_log(job_id, "submitted")

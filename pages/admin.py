@@ -1,11 +1,9 @@
-"""Admin: sign in, then start and follow training runs, see the models trained here with their versions and
-metrics, promote or roll back a version, and read the audit log. Without a configured admin password the page
-says how to set one and offers nothing else."""
+"""Admin (admin accounts only): start and follow training runs, see the models trained here with their versions and
+metrics, promote or roll back a version, and read the audit log."""
 
 import streamlit as st
 
-from core.admin import AdminGate, SignInRefused, audit, read_audit
-from core.config import admin_password_hash
+from core.accounts import audit, read_audit
 from core.errors import AppError
 from models import versions
 from models.catalogue import catalogue
@@ -67,34 +65,13 @@ def compare_with_parent(found: dict, key: str) -> None:
         st.caption("This version has no held-out scores.")
 
 
+account = ui.account()
 st.title("Admin")
 settings = ui.settings()
-password_hash = admin_password_hash(settings)
 admin_dir = settings.cache_dir / "admin"
-if not password_hash:
-    st.info(
-        "The admin page is off: no admin password is set. On the server, run `terraseg admin-password`, put the "
-        "hash it prints in `TERRASEG_ADMIN_PASSWORD_HASH` (or `admin_password_hash` in "
-        "`.streamlit/secrets.toml`), and restart the app."
-    )
+if not account.is_admin:  # not in a user's navigation; this also holds for a page reached another way
+    st.info("This page is for admin accounts. Sign out and sign in with one.")
     st.stop()
-
-if not st.session_state.get("admin_signed_in"):
-    with st.form("sign-in"):
-        password = st.text_input("Admin password", type="password")
-        if st.form_submit_button("Sign in"):
-            try:
-                AdminGate(password_hash, admin_dir).sign_in(password, "admin (web)")
-                st.session_state["admin_signed_in"] = True
-                st.rerun()
-            except SignInRefused as err:
-                st.error(str(err))
-    st.stop()
-
-if st.button("Sign out"):
-    audit(admin_dir, "admin (web)", "signed out")
-    st.session_state["admin_signed_in"] = False
-    st.rerun()
 
 cards = catalogue(settings.cache_dir)
 st.subheader("Train a model")
@@ -145,12 +122,12 @@ for model_id, found in sorted(cards.versions.items()):
         model_dir = cards.folder(model_id).parent
         try:
             if left.button("Promote to production", key=f"promote-{model_id}", disabled=not candidates):
-                versions.promote(model_dir, str(chosen), by="admin (web)")
-                audit(admin_dir, "admin (web)", f"promoted {model_id} version {chosen}")
+                versions.promote(model_dir, str(chosen), by=account.name)
+                audit(admin_dir, account.name, f"promoted {model_id} version {chosen}")
                 st.rerun()
             if right.button("Roll back", key=f"rollback-{model_id}"):
-                versions.rollback(model_dir, by="admin (web)")
-                audit(admin_dir, "admin (web)", f"rolled back {model_id}")
+                versions.rollback(model_dir, by=account.name)
+                audit(admin_dir, account.name, f"rolled back {model_id}")
                 st.rerun()
         except AppError as err:
             st.error(str(err))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from core.admin import audit
+from core.accounts import audit
 from core.config import Settings
 from core.errors import AppError
 from core.jobstore import JobStatus
@@ -26,7 +26,6 @@ MODE_LABELS = {
     "full": "full: then the whole network fine-tuned",
 }
 SAMPLE_SUFFIXES = (".parquet", ".geoparquet")
-WHO = "admin (web)"
 REFRESH_S = 2.0
 
 
@@ -128,7 +127,7 @@ def training_form(settings: Settings, cards: Catalogue, admin_dir: Path) -> None
             epochs=int(epochs),
             mode=str(mode),
             parent_classes=parse_class_pairs(parent_classes, "The class matches"),
-            by=WHO,
+            by=ui.account().name,
         )
     except AppError as err:
         st.error(str(err))
@@ -174,7 +173,11 @@ def training_form(settings: Settings, cards: Catalogue, admin_dir: Path) -> None
         except AppError as err:
             st.error(str(err))
             return
-        audit(admin_dir, WHO, f"started training run {run_id}: {request.new_id} from {request.base_id}")
+        audit(
+            admin_dir,
+            ui.account().name,
+            f"started training run {run_id}: {request.new_id} from {request.base_id}",
+        )
         st.session_state["training-check"] = None
         st.success(f"Training run {run_id} is queued; follow it below.")
 
@@ -232,7 +235,7 @@ def samples_form(settings: Settings, cards: Catalogue, admin_dir: Path) -> None:
         legend=legend,
         min_samples=int(min_samples),
         epochs=int(epochs),
-        by=WHO,
+        by=ui.account().name,
     )
     checked = st.session_state.get("samples-check")
     if st.button("Check", key="samples-check-button"):
@@ -260,7 +263,11 @@ def samples_form(settings: Settings, cards: Catalogue, admin_dir: Path) -> None:
         except AppError as err:
             st.error(str(err))
             return
-        audit(admin_dir, WHO, f"started training run {run_id}: {request.new_id} from {request.base_id}")
+        audit(
+            admin_dir,
+            ui.account().name,
+            f"started training run {run_id}: {request.new_id} from {request.base_id}",
+        )
         st.session_state["samples-check"] = None
         st.success(f"Training run {run_id} is queued; follow it below.")
 
@@ -312,11 +319,13 @@ def run_panel(status: JobStatus) -> None:
         try:
             if status.state in ("queued", "running") and actions[0].button("Cancel", key=f"cancel-{run_id}"):
                 runs.cancel(run_id)
-                audit(ui.settings().cache_dir / "admin", WHO, f"cancelled training run {run_id}")
+                audit(
+                    ui.settings().cache_dir / "admin", ui.account().name, f"cancelled training run {run_id}"
+                )
                 st.toast("Cancel requested; a running training stops within about 2 s.")
             if status.state in ("failed", "cancelled") and actions[1].button("Retry", key=f"retry-{run_id}"):
                 runs.retry(run_id)
-                audit(ui.settings().cache_dir / "admin", WHO, f"retried training run {run_id}")
+                audit(ui.settings().cache_dir / "admin", ui.account().name, f"retried training run {run_id}")
                 st.toast("Queued again.")
         except AppError as err:
             st.toast(str(err))
@@ -413,7 +422,7 @@ def dataset_form(settings: Settings, cards: Catalogue, admin_dir: Path) -> None:
         format=fmt,
         mode=str(mode),
         epochs=int(epochs),
-        by=WHO,
+        by=ui.account().name,
     )
     checked = st.session_state.get("dataset-check")
     if st.button("Check", key="dataset-check-button"):
@@ -451,7 +460,9 @@ def dataset_form(settings: Settings, cards: Catalogue, admin_dir: Path) -> None:
             st.error(str(err))
             return
         audit(
-            admin_dir, WHO, f"started training run {run_id}: {request.new_id} from {request.base_id} on {fmt}"
+            admin_dir,
+            ui.account().name,
+            f"started training run {run_id}: {request.new_id} from {request.base_id} on {fmt}",
         )
         st.session_state["dataset-check"] = None
         st.success(f"Training run {run_id} is queued; follow it below.")

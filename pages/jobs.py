@@ -4,6 +4,7 @@ from collections.abc import Callable
 
 import streamlit as st
 
+from core.accounts import Account
 from core.errors import AppError
 from core.jobstore import JobStatus, UnknownJob
 from core.preflight import format_duration
@@ -19,7 +20,7 @@ STATE_ICONS = {
 }
 
 
-def job_panel(status: JobStatus, workers: int) -> None:
+def job_panel(status: JobStatus, workers: int, account: Account) -> None:
     """One job: what it is, where it stands, and what the user can do with it (`workers`: how many are alive)."""
     client = ui.client()
     job_id = status.job_id
@@ -29,7 +30,10 @@ def job_panel(status: JobStatus, workers: int) -> None:
             what = f"{spec.task} · {spec.model_id} · {spec.start}..{spec.end} · {', '.join(spec.sources)}"
         except AppError:
             what = "request unreadable"
-        st.markdown(f"{STATE_ICONS.get(status.state, '')} **{job_id}** · {status.state} · {what}")
+        title = f"{status.name} · {job_id}" if status.name else job_id
+        if account.is_admin:  # an admin sees everyone's jobs: say whose
+            what += f" · by {status.owner or 'the command line'}"
+        st.markdown(f"{STATE_ICONS.get(status.state, '')} **{title}** · {status.state} · {what}")
         if status.state == "failed" and status.error:
             st.error(status.error)  # the one sentence first; the log on demand
         elif status.state in ("queued", "running"):
@@ -51,16 +55,19 @@ def job_panel(status: JobStatus, workers: int) -> None:
         st.caption(" · ".join(facts))
         actions = st.columns(5)
         if status.state in ("queued", "running") and actions[0].button("Cancel", key=f"cancel-{job_id}"):
-            act(lambda: client.cancel(job_id), "Cancel requested; a running job stops within about 2 s.")
+            act(
+                lambda: client.cancel(job_id, account),
+                "Cancel requested; a running job stops within about 2 s.",
+            )
         if status.state in ("failed", "cancelled") and actions[1].button("Retry", key=f"retry-{job_id}"):
-            act(lambda: client.retry(job_id), "Queued again; finished work is reused.")
+            act(lambda: client.retry(job_id, account), "Queued again; finished work is reused.")
         if status.is_terminal and actions[2].button("Delete", key=f"delete-{job_id}"):
-            act(lambda: client.delete(job_id), "Deleted.")
+            act(lambda: client.delete(job_id, account), "Deleted.")
         if status.state == "finished":
             actions[3].page_link("pages/results.py", label="Open results", query_params={"job": job_id})
         if actions[4].toggle("Log", key=f"log-{job_id}"):
             try:
-                st.code(client.logs(job_id) or "(empty)", language=None)
+                st.code(client.logs(job_id, account) or "(empty)", language=None)
             except UnknownJob:
                 st.caption("The job's folder is gone.")
 
@@ -78,7 +85,8 @@ def act(action: Callable[[], object], done: str) -> None:
 @st.fragment(run_every=REFRESH_S)
 def job_list() -> None:
     """Re-drawn every REFRESH_S seconds without re-running the page."""
-    statuses = ui.client().list_jobs()
+    account = ui.account()
+    statuses = ui.client().list_jobs(account)
     if not statuses:
         st.info("No jobs yet. Start one on the New job page.")
         return
@@ -86,8 +94,9 @@ def job_list() -> None:
     st.caption(" · ".join(f"{n} {state}" for state, n in counts.items() if n))
     workers = ui.health().workers
     for status in statuses:
-        job_panel(status, workers)
+        job_panel(status, workers, account)
 
 
+ui.account()  # a visitor stops here
 st.title("Jobs")
 job_list()

@@ -51,6 +51,7 @@ def preflight(spec: JobSpec, _settings: Settings) -> Estimate:
     return estimate_job(aoi, scenes, models.model, models.cloud_model)
 
 
+account = ui.account()
 st.title("New job")
 settings = ui.settings()
 models = catalogue(settings.cache_dir)
@@ -154,9 +155,10 @@ else:
         if warning := space_warning(answer.cache_mb + answer.output_mb, cache):
             st.warning(warning)
 
+job_name = st.text_input("Job name (optional)", max_chars=80, placeholder="e.g. Ljubljana, July clouds")
 if st.button("Submit", type="primary", disabled=spec is None) and spec is not None:
     try:
-        st.session_state["submitted_job"] = ui.client().submit(spec)
+        st.session_state["submitted_job"] = ui.client().submit(spec, owner=account.name, name=job_name)
     except AppError as err:
         st.error(str(err))
 if job_id := st.session_state.get("submitted_job"):

@@ -13,16 +13,20 @@ from core.types import ClassInfo
 from pages import ui
 from pages.result_view import download_buttons, overlay_of, percent, result_map, run_aoi
 
+account = ui.account()
 st.title("Results")
 client = ui.client()
-finished = [s for s in client.list_jobs() if s.state == "finished"]
+finished = [s for s in client.list_jobs(account) if s.state == "finished"]
 if not finished:
     st.info("No finished job yet. Submit one on the New job page and follow it on the Jobs page.")
     st.stop()
 
 job_ids = [s.job_id for s in finished]
-wanted = st.query_params.get("job")
-job_id = st.selectbox("Job", job_ids, index=job_ids.index(wanted) if wanted in job_ids else 0)
+names = {s.job_id: f"{s.name} ({s.job_id})" if s.name else s.job_id for s in finished}
+wanted = st.query_params.get("job")  # another user's job id is not in the list: the newest of one's own opens
+job_id = st.selectbox(
+    "Job", job_ids, index=job_ids.index(wanted) if wanted in job_ids else 0, format_func=names.__getitem__
+)
 st.query_params["job"] = job_id  # the choice survives other jobs finishing, and the URL can be shared
 status = next(s for s in finished if s.job_id == job_id)
 outputs = {Path(p).name: Path(p) for p in status.outputs if Path(p).exists()}

@@ -162,8 +162,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--predictions", type=Path, help="write one CSV row per scored pixel here")
     evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    account = verbs.add_parser(
+        "account",
+        help="read a new web-app account's password on stdin and print its table for .streamlit/secrets.toml",
+    )
+    account.add_argument("name", help="the account's name (lowercase letters, digits, '.', '_', '-')")
+    account.add_argument("--admin", action="store_true", help="an admin: sees every job and the admin page")
     verbs.add_parser(
-        "admin-password", help="read a new admin password on stdin and print its hash for the app's settings"
+        "admin-password",
+        help="read a new password on stdin and print its hash for TERRASEG_ADMIN_PASSWORD_HASH (the account 'admin')",
     )
     worker = verbs.add_parser("worker", help="serve jobs from Redis (default: every queue)")
     worker.add_argument("--queues", nargs="+", metavar="QUEUE", help="download, inference and/or training")
@@ -617,21 +624,38 @@ def print_metrics_table(metrics: "Metrics") -> None:
         print(f"{name:10s} " + " ".join(f"{n:7d}" for n in row))
 
 
-def command_admin_password() -> int:
-    """Ask for the admin password (twice on a terminal, one line on a pipe) and print only its argon2 hash."""
+def read_new_password(prompt: str) -> str:
+    """A new password: asked twice on a terminal, one line on a pipe."""
     import getpass
 
-    from core.admin import hash_password
-
     if sys.stdin.isatty():
-        password = getpass.getpass("New admin password: ")
+        password = getpass.getpass(prompt)
         if getpass.getpass("Again: ") != password:
             raise AppError("The two passwords differ; nothing was changed.")
-    else:
-        password = sys.stdin.readline().rstrip("\n")
-    print(hash_password(password))
+        return password
+    return sys.stdin.readline().rstrip("\n")
+
+
+def command_admin_password() -> int:
+    """Print only the argon2 hash of a new password for the account "admin" (the older form of an account)."""
+    from core.accounts import hash_password
+
+    print(hash_password(read_new_password("New admin password: ")))
     print(
-        "Set it as TERRASEG_ADMIN_PASSWORD_HASH (or admin_password_hash in .streamlit/secrets.toml).",
+        "Set it as TERRASEG_ADMIN_PASSWORD_HASH (or admin_password_hash in .streamlit/secrets.toml); the app's "
+        "account 'admin' signs in with it.",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def command_account(name: str, admin: bool) -> int:
+    """Print the `[accounts.NAME]` table of a new web-app account (its password only as an argon2 hash)."""
+    from core.accounts import account_table
+
+    print(account_table(name, read_new_password(f"Password for {name}: "), admin), end="")
+    print(
+        "Add it to .streamlit/secrets.toml (or TERRASEG_ACCOUNTS_FILE); the app reads it on the next page load.",
         file=sys.stderr,
     )
     return 0
@@ -720,6 +744,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return command_evaluate(args, settings)
         if args.verb == "admin-password":
             return command_admin_password()
+        if args.verb == "account":
+            return command_account(args.name, args.admin)
         return command_jobs(args, settings)
     except UntrainedModel as err:  # the remedy on the command line
         print(

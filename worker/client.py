@@ -23,6 +23,7 @@ from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
+from core.accounts import Account, NotYourJob
 from core.config import Settings, get_settings
 from core.errors import AppError, SpecError
 from core.jobs import JobSpec, TrainingSpec
@@ -138,9 +139,13 @@ class JobClient:
         self._redis_down_until = 0.0
 
     # -- submitting ---------------------------------------------------------------------------------------
-    def submit(self, spec: JobSpec, copy_to: Path | None = None) -> str:
-        """Queue a job and return its id. An identical finished request is answered at once with its outputs; an
-        identical queued or running one (with the same `copy_to`) is the answer itself: its id is returned."""
+    def submit(
+        self, spec: JobSpec, copy_to: Path | None = None, owner: str | None = None, name: str = ""
+    ) -> str:
+        """Queue a job and return its id. An identical finished request is answered at once with its outputs (a
+        new job of `owner`'s); an identical queued or running one of the same owner (with the same `copy_to`) is
+        the answer itself: its id is returned. `owner`: the web app account (None: the command line); `name`:
+        what the owner calls the job."""
         from models.catalogue import catalogue
 
         spec_hash = spec.spec_hash(catalogue(self.settings.cache_dir).get(spec.model_id).version)
@@ -150,6 +155,8 @@ class JobClient:
             "queue": JOB_QUEUE,
             "submitted_at": utc_now(),
             "copy_to": str(copy_to) if copy_to else None,
+            "owner": owner,
+            "name": name.strip()[:80],
         }
         self.store.root.mkdir(parents=True, exist_ok=True)
         # One submission at a time (it takes milliseconds), so two identical requests in the same second cannot
@@ -159,7 +166,11 @@ class JobClient:
             if previous is not None:
                 return self._reuse(job_id, spec, info, previous)
             active = self.store.find_active(spec_hash)
-            if active is not None and self.store.read_info(active.job_id).get("copy_to") == info["copy_to"]:
+            if (
+                active is not None
+                and active.owner == owner
+                and self.store.read_info(active.job_id).get("copy_to") == info["copy_to"]
+            ):
                 self.store.append_log(
                     active.job_id, "an identical request was submitted: answered with this job"
                 )
@@ -266,15 +277,22 @@ class JobClient:
             self._redis_down_until = time.monotonic() + REDIS_RETRY_AFTER_S
             return {}
 
-    def list_jobs(self) -> list[JobStatus]:
-        """Every job on disk, newest first (finished ones too, whatever Redis remembers)."""
+    def list_jobs(self, account: Account | None = None) -> list[JobStatus]:
+        """Every job on disk, newest first (finished ones too, whatever Redis remembers); with `account`, only
+        those it may see (its own; an admin's: all)."""
         statuses = []
         for job_id in self.store.job_ids():
             try:
-                statuses.append(self.status(job_id))
+                if account is None or account.may_touch(self.store.read_status(job_id).owner):
+                    statuses.append(self.status(job_id))
             except UnknownJob:  # a folder being created or deleted right now
                 continue
         return statuses
+
+    def check_access(self, job_id: str, account: Account | None) -> None:
+        """NotYourJob unless `account` may touch the job (None: the command line, the operator, may)."""
+        if account is not None and not account.may_touch(self.store.read_status(job_id).owner):
+            raise NotYourJob(f"Job {job_id} is not one of yours.")
 
     def check_request(self, job_id: str) -> None:
         """SpecError when the job's request file is damaged or too old to run."""
@@ -284,8 +302,9 @@ class JobClient:
         """The job's request as submitted (SpecError when its file is damaged)."""
         return self.store.read_spec(job_id)
 
-    def logs(self, job_id: str) -> str:
+    def logs(self, job_id: str, account: Account | None = None) -> str:
         """The job's log text."""
+        self.check_access(job_id, account)
         return self.store.read_log(job_id)
 
     def health(self) -> Health:
@@ -303,9 +322,10 @@ class JobClient:
         return Health(True, workers, queued, running, message)
 
     # -- changing -----------------------------------------------------------------------------------------
-    def cancel(self, job_id: str) -> JobStatus:
+    def cancel(self, job_id: str, account: Account | None = None) -> JobStatus:
         """Ask a job to stop. A queued job is cancelled at once; a running one within about 2 s. A finished job
         cannot be cancelled (its outputs are published): JobError says so."""
+        self.check_access(job_id, account)
         status = self.store.read_status(job_id)
         if status.state == "finished":
             raise JobError(
@@ -331,8 +351,9 @@ class JobClient:
                     self.store.append_log(job_id, f"cancelled: {message}")
         return self.store.read_status(job_id)
 
-    def retry(self, job_id: str) -> JobStatus:
+    def retry(self, job_id: str, account: Account | None = None) -> JobStatus:
         """Queue a failed or cancelled job again; its cached work (finished dates, strips) is reused."""
+        self.check_access(job_id, account)
         # A job that has just ended may still hold its lock for a moment.
         with self.store.try_lock(job_id, wait_s=5.0) as held:
             status = self.store.read_status(job_id)
@@ -357,8 +378,9 @@ class JobClient:
             self._enqueue(job_id)
         return self.store.read_status(job_id)
 
-    def delete(self, job_id: str) -> None:
+    def delete(self, job_id: str, account: Account | None = None) -> None:
         """Remove a job that has ended, with its outputs and log."""
+        self.check_access(job_id, account)
         with self.store.try_lock(
             job_id, wait_s=5.0 if self.store.read_status(job_id).is_terminal else 0
         ) as held:

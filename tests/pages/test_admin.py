@@ -7,25 +7,24 @@ from pathlib import Path
 
 import pytest
 
-from core.admin import LOCKOUT_S, MAX_FAILURES, AdminGate, SignInRefused, hash_password, read_audit
-from core.config import get_settings
+from core.accounts import SignInGate, SignInRefused, hash_password, read_audit
+from core.config import AccountEntry, get_settings
 from models import versions
 from models.catalogue import catalogue
-from tests.pages.test_pages import app_env, assert_no_crash, open_page, texts  # noqa: F401 (app_env: fixture)
+from tests.pages.test_pages import (  # noqa: F401 (app_env: fixture)
+    PASSWORDS,
+    app_env,
+    assert_no_crash,
+    open_page,
+    sign_in,
+    texts,
+)
 
-PASSWORD = "correct horse battery staple"
-
-
-def sign_in(at, password: str):  # noqa: ANN001, ANN201
-    at.text_input[0].input(password)
-    next(b for b in at.button if b.label == "Sign in").click()
-    return at.run()
+PASSWORD = PASSWORDS["admin"]
 
 
 @pytest.fixture
-def admin_env(app_env, monkeypatch):  # noqa: ANN001, ANN201, F811
-    monkeypatch.setenv("TERRASEG_ADMIN_PASSWORD_HASH", hash_password(PASSWORD))
-    get_settings.cache_clear()
+def admin_env(app_env):  # noqa: ANN001, ANN201, F811
     return app_env
 
 
@@ -51,33 +50,20 @@ def install_versions(cache_dir: Path) -> Path:
     return model_dir
 
 
-def test_without_an_admin_password_the_page_offers_nothing(app_env, monkeypatch):  # noqa: F811
-    monkeypatch.delenv("TERRASEG_ADMIN_PASSWORD_HASH", raising=False)
-    get_settings.cache_clear()
-    at = open_page("pages/admin.py")
+def test_the_admin_page_is_neither_listed_nor_shown_to_a_user(admin_env):
+    at = open_page("pages/new_job.py", account="analyst")
     assert_no_crash(at)
-    assert any("The admin page is off" in t for t in texts(at.info))
-    assert not at.text_input and not [b for b in at.button if b.label == "Sign in"]
-
-
-def test_a_wrong_password_is_refused_and_repeated_failures_lock_sign_in(admin_env):
-    at = open_page("pages/admin.py")
-    at = sign_in(at, "not the password")
-    assert texts(at.error) == ["Wrong password."]
-    for _ in range(MAX_FAILURES - 1):
-        at = sign_in(at, "still not it")
-    assert f"Sign-in is locked for {LOCKOUT_S // 60} min" in texts(at.error)[0]
-    at = sign_in(at, PASSWORD)  # the right password, but locked
-    assert "Too many failed sign-ins" in texts(at.error)[0]
-    assert not [b for b in at.button if b.label == "Promote to production"]
-    actions = [e["action"] for e in read_audit(admin_env.cache_dir / "admin")]
-    assert actions[0] == "sign-in refused: locked" and actions.count("failed sign-in (1 in a row)") == 1
-    assert PASSWORD not in (admin_env.cache_dir / "admin" / "audit.log").read_text()
+    assert "Admin" not in [p.proto.label for p in at.get("page_link")] + texts(at.sidebar.markdown)
+    with pytest.raises(Exception, match="admin"):  # not in the user's navigation at all
+        at.switch_page("pages/admin.py").run()
+    at = open_page("pages/admin.py", account="admin")
+    assert_no_crash(at)
+    assert any("Train a model" in t for t in texts(at.subheader))
 
 
 def test_an_admin_promotes_and_rolls_back_a_version(admin_env):
     model_dir = install_versions(admin_env.cache_dir)
-    at = sign_in(open_page("pages/admin.py"), PASSWORD)
+    at = open_page("pages/admin.py")
     assert_no_crash(at)
     assert not at.error
     at.selectbox(key="version-slovenia").select("2")
@@ -93,11 +79,14 @@ def test_an_admin_promotes_and_rolls_back_a_version(admin_env):
 
 
 def test_the_gate_checks_the_hash_and_never_stores_the_password(tmp_path):
-    gate = AdminGate(hash_password(PASSWORD), tmp_path)
-    with pytest.raises(SignInRefused, match="Wrong password"):
-        gate.sign_in("nope", "tester")
-    gate.sign_in(PASSWORD, "tester")
-    assert gate.locked_for_s() == 0
+    gate = SignInGate({"admin": AccountEntry("admin", hash_password(PASSWORD), "admin")}, tmp_path)
+    with pytest.raises(SignInRefused, match="Wrong name or password"):
+        gate.sign_in("admin", "nope")
+    with pytest.raises(SignInRefused, match="Wrong name or password"):  # the same sentence for a wrong name
+        gate.sign_in("root", PASSWORD)
+    account = gate.sign_in(" Admin ", PASSWORD)
+    assert (account.name, account.is_admin) == ("admin", True)
+    assert gate.locked_for_s("admin") == 0
     assert hash_password(PASSWORD).startswith("$argon2id$")
     with pytest.raises(Exception, match="at least 12 characters"):
         hash_password("short")
@@ -119,10 +108,12 @@ def test_an_admin_checks_and_starts_a_training_run_and_follows_it_to_a_new_versi
     from worker.client import TrainingClient
 
     labels = label_file(tmp_path, CLASSES)
-    at = sign_in(open_page("pages/admin.py"), PASSWORD)
+    at = open_page("pages/admin.py")
     assert_no_crash(at)
     assert "Dynamic World" in texts(at.caption)[0] or at.selectbox[0].value == "landcover-dynamic-world"
-    at.get("file_uploader")[0].set_value(("parcels.gpkg", labels.read_bytes(), "application/geopackage+sqlite3"))
+    at.get("file_uploader")[0].set_value(
+        ("parcels.gpkg", labels.read_bytes(), "application/geopackage+sqlite3")
+    )
     at = at.run()
     assert_no_crash(at)
     assert by_label(at.selectbox, "Class field").options == ["LULC_NAME"]
@@ -157,7 +148,7 @@ def test_an_admin_checks_and_starts_a_training_run_and_follows_it_to_a_new_versi
     runs = TrainingClient(admin_env)
     [status] = runs.list_jobs()
     assert any(f"Training run {status.job_id} is queued" in t for t in texts(at.success))
-    assert runs.training_spec(status.job_id).by == "admin (web)"
+    assert runs.training_spec(status.job_id).by == "admin"
 
     start_worker("--queues", "training")
     wait_for(runs, status.job_id, ("finished",), timeout_s=240)
@@ -187,7 +178,7 @@ def test_an_admin_trains_a_crop_head_from_uploaded_samples(admin_env, start_work
     from tests.services import wait_for
     from worker.client import TrainingClient
 
-    at = sign_in(open_page("pages/admin.py"), PASSWORD)
+    at = open_page("pages/admin.py")
     uploader = at.get("file_uploader")[1]  # the second tab's
     uploader.set_value([(p.name, p.read_bytes(), "application/octet-stream") for p in DEFAULT_SAMPLES])
     at = at.run()
@@ -200,7 +191,10 @@ def test_an_admin_trains_a_crop_head_from_uploaded_samples(admin_env, start_work
     at = at.run()
     assert_no_crash(at)
     counts = next(d.value for d in at.dataframe if "samples" in d.value.columns)
-    assert list(counts["class"])[:2] == ["no_crop", "wheat"] and list(counts["samples"])[:2] == [190, 57]  # as the CLI
+    assert list(counts["class"])[:2] == ["no_crop", "wheat"] and list(counts["samples"])[:2] == [
+        190,
+        57,
+    ]  # as the CLI
     at.button(key="samples-start").click()
     at = at.run()
     runs = TrainingClient(admin_env)
@@ -212,7 +206,10 @@ def test_an_admin_trains_a_crop_head_from_uploaded_samples(admin_env, start_work
     assert_no_crash(at)
     assert any("Training loss and training macro F1 per epoch" in t for t in texts(at.caption))
     scored = next(d.value for d in at.dataframe if "macro F1" in d.value.columns)
-    assert list(scored["model"]) == ["my-crops@1", "its base, same samples"] and list(scored["samples"]) == [142, 142]
+    assert list(scored["model"]) == ["my-crops@1", "its base, same samples"] and list(scored["samples"]) == [
+        142,
+        142,
+    ]
 
 
 def test_an_admin_trains_a_seed_architecture_on_a_dataset_folder_the_operator_allows(
@@ -228,7 +225,7 @@ def test_an_admin_trains_a_seed_architecture_on_a_dataset_folder_the_operator_al
     root = write_38cloud(tmp_path / "datasets" / "38-Cloud", patch_px=64)
     monkeypatch.setenv("TERRASEG_APP_LOCAL_ROOTS", json.dumps([str(tmp_path / "datasets")]))
     get_settings.cache_clear()
-    at = sign_in(open_page("pages/admin.py"), PASSWORD)
+    at = open_page("pages/admin.py")
     at.selectbox(key="dataset-base").select("cloud-unet")
     at = at.run()
     assert at.selectbox(key="dataset-mode").options == ["full: then the whole network fine-tuned"]

@@ -22,9 +22,32 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
+def app_env_with_accounts(settings: Settings, tmp_path: Path) -> dict[str, str]:
+    """The app's environment: the test's Redis and cache, and the accounts of the AppTests (PASSWORDS)."""
+    from tests.pages.test_pages import accounts_toml
+
+    accounts = tmp_path / "accounts.toml"
+    accounts.write_text(accounts_toml())
+    return job_env(settings) | {"TERRASEG_ACCOUNTS_FILE": str(accounts)}
+
+
+def sign_in(page, name: str) -> None:  # noqa: ANN001 - playwright Page
+    """Sign in through the app's form, as a user types it."""
+    from tests.pages.test_pages import PASSWORDS
+
+    page.get_by_label("Account name").fill(name)
+    page.get_by_label("Password", exact=True).fill(PASSWORDS[name])
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "sign_in.png"))
+    page.get_by_role("button", name="Sign in").click()
+    playwright_api.expect(page.get_by_text(f"Signed in as {name}")).to_be_visible()
+
+
 @pytest.fixture
 def app_server(settings: Settings, tmp_path: Path) -> Iterator[StreamlitServer]:
-    server = StreamlitServer(free_port(), job_env(settings), tmp_path / "streamlit.log")
+    server = StreamlitServer(
+        free_port(), app_env_with_accounts(settings, tmp_path), tmp_path / "streamlit.log"
+    )
     try:
         server.wait_ready()
         yield server
@@ -59,8 +82,12 @@ def test_upload_submit_follow_and_open_the_results_in_a_real_browser(
 ):
     page = browser_page
     start_worker()
-    page.goto(app_server.url)
     expect = playwright_api.expect
+    page.goto(app_server.url + "/jobs")  # a visitor's link to a page gets the sign-in form, and no page list
+    expect(page.get_by_role("heading", name="Sign in to TerraSeg")).to_be_visible()
+    expect(page.get_by_text("Workers and queues")).to_have_count(0)
+    expect(page.get_by_test_id("stSidebarNav")).to_have_count(0)
+    sign_in(page, "analyst")
 
     # New job: a rectangle drawn with Leaflet.draw becomes the AOI...
     map_iframe = page.locator('iframe[title="streamlit_folium.st_folium"]').first
@@ -122,29 +149,33 @@ def test_an_admin_signs_in_starts_a_training_run_watches_it_and_promotes_it_in_a
     browser_page,  # noqa: ANN001 - playwright Page
     tmp_path: Path,
 ):
-    from core.admin import hash_password
     from models import versions
-    from tests.pages.test_admin import PASSWORD, install_versions
+    from tests.pages.test_admin import install_versions
     from tests.worker.test_training import CLASSES, label_file
 
     model_dir = install_versions(settings.cache_dir)  # slovenia: version 1 in production, 2 a candidate
-    env = job_env(settings) | {"TERRASEG_ADMIN_PASSWORD_HASH": hash_password(PASSWORD)}
-    server = StreamlitServer(free_port(), env, tmp_path / "streamlit.log")
+    server = StreamlitServer(
+        free_port(), app_env_with_accounts(settings, tmp_path), tmp_path / "streamlit.log"
+    )
     try:
         server.wait_ready()
         start_worker("--queues", "training")
         page = browser_page
         expect = playwright_api.expect
         page.goto(server.url)
+        sign_in(page, "admin")
         expect(page.get_by_text("Workers and queues")).to_be_visible()  # app.py's navigation is in place
         page.get_by_role("link", name="Admin", exact=True).click()
-        page.get_by_label("Admin password").fill(PASSWORD)
-        page.get_by_role("button", name="Sign in").click()
         expect(page.get_by_text("Train a model")).to_be_visible()
-        page.locator('input[type="file"]').first.set_input_files(str(label_file(tmp_path, CLASSES, "parcels.gpkg")))
+        page.locator('input[type="file"]').first.set_input_files(
+            str(label_file(tmp_path, CLASSES, "parcels.gpkg"))
+        )
         # The first upload loads the training code (PyTorch) into the app: seconds on a loaded machine.
         expect(page.get_by_text("Class field", exact=True)).to_be_visible(timeout=60_000)
-        for label, value in (("Area of the imagery", "14.5525,45.8665,14.5630,45.8745"), ("New model id", "slovenia")):
+        for label, value in (
+            ("Area of the imagery", "14.5525,45.8665,14.5630,45.8745"),
+            ("New model id", "slovenia"),
+        ):
             field = page.get_by_role("textbox", name=label)
             field.fill(value)
             field.press("Enter")  # Streamlit takes a text input's value on Enter or when it loses focus
@@ -153,9 +184,13 @@ def test_an_admin_signs_in_starts_a_training_run_watches_it_and_promotes_it_in_a
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "admin_check.png"))
         page.get_by_role("button", name="Start training").click()
-        expect(page.get_by_text(re.compile(r"Training run \d{8}-\d{6}-[0-9a-f]{6} is queued"))).to_be_visible()
+        expect(
+            page.get_by_text(re.compile(r"Training run \d{8}-\d{6}-[0-9a-f]{6} is queued"))
+        ).to_be_visible()
         # The runs list refreshes on its own: progress, then the epochs' chart and the scores.
-        expect(page.get_by_text("Training loss and validation macro F1 per epoch")).to_be_visible(timeout=120_000)
+        expect(page.get_by_text("Training loss and validation macro F1 per epoch")).to_be_visible(
+            timeout=120_000
+        )
         expect(page.get_by_text(re.compile(r"installed slovenia version 3 \(candidate\)"))).to_be_visible(
             timeout=120_000
         )

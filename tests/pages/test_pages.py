@@ -4,6 +4,7 @@ The map component (st_folium) renders only in a browser; AppTest gets its defaul
 "draw" an AOI patch st_folium's return value with what the Draw plugin sends (a GeoJSON Feature).
 """
 
+import functools
 import io
 import json
 import time
@@ -30,12 +31,33 @@ SAMPLE_AOI_TEXT = (SAMPLE_DIR / "aoi.geojson").read_text()
 SAMPLE_BBOX = "14.5525,45.8665,14.5630,45.8745"  # inside the embedded sample's footprint
 
 
+# The accounts every app test has: two users and an admin (passwords as a user would choose them).
+PASSWORDS = {
+    "analyst": "analyst's long passphrase",
+    "other": "another user's passphrase",
+    "admin": "correct horse battery staple",
+}
+
+
+@functools.cache
+def accounts_toml() -> str:
+    """The accounts file, as `terraseg account NAME [--admin]` prints its tables (hashed once per process)."""
+    from core.accounts import account_table
+
+    return "".join(account_table(name, password, name == "admin") for name, password in PASSWORDS.items())
+
+
 @pytest.fixture
-def app_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
-    """Point the app (run in this process by AppTest) at the test's Redis and cache folder."""
+def app_env(settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Settings]:
+    """Point the app (run in this process by AppTest) at the test's Redis and cache folder, with the accounts
+    of PASSWORDS."""
     monkeypatch.setenv("TERRASEG_REDIS_URL", settings.redis_url)
     monkeypatch.setenv("TERRASEG_CACHE_DIR", str(settings.cache_dir))
-    monkeypatch.delenv("TERRASEG_MAX_AOI_KM2", raising=False)
+    accounts = tmp_path / "accounts.toml"
+    accounts.write_text(accounts_toml())
+    monkeypatch.setenv("TERRASEG_ACCOUNTS_FILE", str(accounts))
+    for name in ("TERRASEG_MAX_AOI_KM2", "TERRASEG_APP_SIGN_IN", "TERRASEG_ADMIN_PASSWORD_HASH"):
+        monkeypatch.delenv(name, raising=False)
     get_settings.cache_clear()
     # AppTest resets PagesManager.uses_pages_directory before every run, so a rerun on a page found in pages/
     # runs that file alone, without app.py (its sidebar). A real server clears the flag for good on the first
@@ -51,14 +73,32 @@ def app_env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Set
     get_settings.cache_clear()
 
 
+def sign_in(at: AppTest, name: str, password: str | None = None) -> AppTest:
+    """Type a name and password into the app's sign-in form (PASSWORDS' by default) and press Sign in."""
+    next(t for t in at.text_input if t.label == "Account name").input(name)
+    next(t for t in at.text_input if t.label == "Password").input(
+        PASSWORDS.get(name, "") if password is None else password
+    )
+    next(b for b in at.button if b.label == "Sign in").click()
+    return at.run()
+
+
 def open_page(
-    page: str, drawn: dict[str, Any] | None = None, monkeypatch: pytest.MonkeyPatch | None = None
+    page: str,
+    drawn: dict[str, Any] | None = None,
+    monkeypatch: pytest.MonkeyPatch | None = None,
+    account: str | None = "admin",
 ) -> AppTest:
-    """Run app.py (navigation and sidebar) and switch to `page`."""
+    """Run app.py (sign-in, navigation and sidebar), sign in as `account` (None: stay a visitor; "admin" sees the
+    jobs the tests submit from the command line) and switch to `page`."""
     if monkeypatch is not None:
         monkeypatch.setattr(streamlit_folium, "st_folium", lambda *a, **k: {"last_active_drawing": drawn})
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
     at.run()
+    if account is None:
+        return at
+    if get_settings().app_sign_in:
+        at = sign_in(at, account)
     if page != "pages/new_job.py":
         at.switch_page(page)
     return at.run()
