@@ -75,6 +75,8 @@ class JobStatus:
     reused_from: str | None = None  # the identical finished job whose outputs this one reuses
     owner: str | None = None  # the web app account that submitted it (None: the command line)
     name: str = ""  # what its owner called it
+    task: str = ""  # its request's task, and a line saying what it computes (for lists: no request to read)
+    summary: str = ""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "JobStatus":
@@ -161,6 +163,8 @@ class JobStore:
             spec_hash=info.get("spec_hash"),
             owner=info.get("owner"),
             name=str(info.get("name") or ""),
+            task=str(info.get("task") or ""),
+            summary=str(info.get("summary") or ""),
         )
         self.write_status(status)
         self.append_log(job_id, "submitted")

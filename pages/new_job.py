@@ -88,8 +88,20 @@ with right:
     try:
         models.require_weights(card.id)
     except AppError as err:
+        # The command line's sentence names server files; the page says what a user can do about it here.
+        sentence = (
+            f"Model {card.id} has no trained weights yet; import published weights or train it first."
+            if card.status == "untrained"
+            else f"Model {card.id} cannot run yet: its card does not say how to normalise its input."
+        )
         shown.add(str(err))
-        st.error(str(err))
+        st.error(sentence)
+        if account.is_admin:
+            st.page_link(
+                "pages/admin.py", label="Train a model on the Admin page", icon=":material/model_training:"
+            )
+        else:
+            st.caption("An admin can train it on the Admin page (Train a model); ask yours.")
     if card.builder == PRESTO_BUILDER:
         st.caption(
             "This model reads 12 monthly composites, the season ending with the end date's month: made from the "

@@ -1,15 +1,20 @@
 """The Results page's pieces: the map with the overlays and the AOI outline, and the download buttons."""
 
 import base64
+import tempfile
 from pathlib import Path
 
 import folium
 import leafmap.foliumap as leafmap
+import pandas as pd
 import streamlit as st
 import streamlit_folium
+from shapely.geometry import shape
 
+from core.errors import AppError
 from core.overlay import Overlay, render_overlay
 from core.report import read_run_record
+from core.vectors import VectorOptions, polygonise, write_geopackage, write_geoparquet, zonal_areas
 
 # Larger files are read only when the user clicks (Streamlit's deferred download), not on every rerun: inline
 # data stays in the session's memory and is re-sent whenever the page reruns (every slider move).
@@ -85,3 +90,73 @@ def download_buttons(outputs: dict[str, Path]) -> None:
         columns[index % 4].download_button(
             label, data, file_name=name, mime=mime, key=f"download-{name}", on_click="ignore"
         )
+
+
+@st.cache_data(max_entries=8, show_spinner="Tracing the class map's patches...")
+def vector_files(path: str, mtime_ns: int, min_area_m2: float, simplify_m: float) -> tuple[int, bytes, bytes]:
+    """How many polygons, and the GeoPackage and GeoParquet bytes (cached per file version and options)."""
+    polygons = polygonise(Path(path), VectorOptions(min_area_m2, simplify_m))
+    with tempfile.TemporaryDirectory() as folder:
+        gpkg, parquet = Path(folder) / "classes.gpkg", Path(folder) / "classes.parquet"
+        write_geopackage(polygons, gpkg)
+        write_geoparquet(polygons, parquet)
+        return len(polygons.geometries), gpkg.read_bytes(), parquet.read_bytes()
+
+
+def vector_downloads(classes_path: Path, stem: str) -> None:
+    """The class map as polygons, with the minimum mapping unit and simplification the user sets."""
+    left, right = st.columns(2)
+    min_area_m2 = left.number_input(
+        "Minimum mapping unit (m²)",
+        min_value=0.0,
+        value=400.0,
+        step=100.0,
+        help="Patches smaller than this take the class of their largest neighbour (400 m² = 4 pixels of 10 m).",
+    )
+    simplify_m = right.number_input(
+        "Simplification tolerance (m)",
+        min_value=0.0,
+        value=5.0,
+        step=1.0,
+        help="How far a simplified outline may depart from the pixel edges (0 keeps every pixel corner).",
+    )
+    if not st.toggle("Make the vector files", key="make-vectors"):
+        return
+    try:
+        count, gpkg, parquet = vector_files(
+            str(classes_path), classes_path.stat().st_mtime_ns, float(min_area_m2), float(simplify_m)
+        )
+    except AppError as err:
+        st.error(str(err))
+        return
+    st.caption(f"{count:,} polygons in the map's CRS, with their class value, name and area (m²).")
+    first, second = st.columns(2)
+    first.download_button(
+        "Classes (GeoPackage)", gpkg, file_name=f"{stem}.gpkg", mime="application/geopackage+sqlite3",
+        key="download-gpkg", on_click="ignore",
+    )
+    second.download_button(
+        "Classes (GeoParquet)", parquet, file_name=f"{stem}.parquet", mime="application/vnd.apache.parquet",
+        key="download-parquet", on_click="ignore",
+    )
+
+
+def zone_areas(classes_path: Path, aoi: dict[str, object] | None) -> None:
+    """Class areas per feature of the AOI, when it has several (an upload of many fields, say)."""
+    geometry = shape(aoi) if aoi is not None else None
+    parts = list(getattr(geometry, "geoms", []))
+    if len(parts) < 2:
+        return
+    st.subheader("Area per class in each feature of the area")
+    rows = zonal_areas(classes_path, [(f"feature {i}", part) for i, part in enumerate(parts, start=1)])
+    table = pd.DataFrame(
+        [
+            {"feature": r.zone, "class": r.name, "area (ha)": r.area_ha, "share (%)": r.percent, "pixels": r.pixels}
+            for r in rows
+        ]
+    )
+    st.dataframe(table, hide_index=True)
+    st.download_button(
+        "Areas per feature (CSV)", table.to_csv(index=False), file_name="zonal_stats.csv", mime="text/csv",
+        key="download-zonal", on_click="ignore",
+    )

@@ -11,7 +11,15 @@ from core.overlay import read_classes
 from core.report import read_stats
 from core.types import ClassInfo
 from pages import ui
-from pages.result_view import download_buttons, overlay_of, percent, result_map, run_aoi
+from pages.result_view import (
+    download_buttons,
+    overlay_of,
+    percent,
+    result_map,
+    run_aoi,
+    vector_downloads,
+    zone_areas,
+)
 
 account = ui.account()
 st.title("Results")
@@ -109,5 +117,9 @@ if stats.dates:
     ]
     st.dataframe(pd.DataFrame(rows), hide_index=True)
 
+zone_areas(outputs["classes.tif"], run_aoi(outputs))
+
 st.subheader("Downloads")
 download_buttons(outputs)
+st.subheader("Vector files")
+vector_downloads(outputs["classes.tif"], f"classes-{job_id}")

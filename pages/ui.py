@@ -15,6 +15,8 @@ from core.config import Settings, account_entries, get_settings
 from core.types import ClassInfo, ModelCard
 from worker.client import Health, JobClient, TrainingClient
 
+JOBS_PAGE_SIZE = 20  # jobs per page of the Jobs page (here: page files run when imported)
+
 
 @st.cache_resource(show_spinner=False)
 def _client(redis_url: str, cache_dir: str) -> JobClient:

@@ -157,6 +157,8 @@ class JobClient:
             "copy_to": str(copy_to) if copy_to else None,
             "owner": owner,
             "name": name.strip()[:80],
+            "task": spec.task,
+            "summary": job_summary(spec),
         }
         self.store.root.mkdir(parents=True, exist_ok=True)
         # One submission at a time (it takes milliseconds), so two identical requests in the same second cannot
@@ -531,6 +533,14 @@ class TrainingClient(JobClient):
         except (OSError, ValueError):
             return None
         return document if isinstance(document, dict) else None
+
+
+def job_summary(spec: JobSpec) -> str:
+    """What a job computes, in one line for job lists: task, model, dates, area and sources."""
+    return (
+        f"{spec.task} · {spec.model_id} · {spec.start}..{spec.end} · {spec.aoi.to_aoi().area_km2:,.2f} km² · "
+        + ", ".join(spec.sources)
+    )
 
 
 def cancelled_before_start(status: JobStatus) -> str:

@@ -172,3 +172,39 @@ def test_terraseg_account_prints_a_table_the_app_signs_in_with(tmp_path):
     accounts_file.write_text("[accounts.alice\n")  # damaged: a sentence, no account, no crash
     entries, problems = account_entries(Settings(accounts_file=accounts_file), secrets_files=())
     assert not entries and "not valid TOML" in problems[0]
+
+
+def test_jobs_are_named_filtered_paged_and_open_their_results_with_a_button(settings, client, start_worker):
+    """25 jobs of a user: filters by state, task and name; pages of 20; a finished job's thumbnail and its
+    Open results button, which opens that job on the Results page."""
+    from pages.ui import JOBS_PAGE_SIZE as PAGE_SIZE
+    from tests.pages.test_pages import rerun_until
+    from tests.services import wait_for
+
+    start_worker()
+    finished = client.submit(sample_spec(), owner="analyst", name="July clouds")
+    wait_for(client, finished, ("finished",))
+    with_others = [finished]
+    for day in range(1, 25):  # queued behind nothing: a worker takes them one by one; states vary
+        with_others.append(client.submit(sample_spec(start=f"2015-07-{day:02d}"), owner="analyst", name=f"n{day}"))
+    at = open_page("pages/jobs.py", account="analyst")
+    assert_no_crash(at)
+    assert any(n.label.startswith("Page (of 2") for n in at.number_input)
+    shown = [m for m in texts(at.markdown) if "· analyst" not in m and any(j in m for j in with_others)]
+    assert len(shown) == PAGE_SIZE
+    next(m for m in at.multiselect if m.label == "State").set_value(["finished"])
+    at = at.run()
+    done = [j for j in with_others if client.status(j).state == "finished"]
+    assert [j for j in with_others if any(j in t for t in texts(at.markdown))] == done
+    assert len(at.get("image")) == len(done)  # each finished job's thumbnail
+    next(t for t in at.text_input if t.label == "Name or id contains").set_value("july")
+    at = at.run()
+    assert [j for j in with_others if any(j in t for t in texts(at.markdown))] == [finished]
+    next(m for m in at.multiselect if m.label == "Task").set_value(["landcover"])
+    at = at.run()
+    assert any("No job matches the filters" in t for t in texts(at.info))
+    next(m for m in at.multiselect if m.label == "Task").set_value(["cloud"])
+    at = at.run()
+    next(b for b in at.button if b.key == f"open-{finished}").click()
+    at = rerun_until(at, lambda a: [t.value for t in a.title] == ["Results"], timeout_s=30)
+    assert at.selectbox[0].value == finished and "July clouds" in at.selectbox[0].format_func(finished)

@@ -120,7 +120,10 @@ def test_upload_submit_follow_and_open_the_results_in_a_real_browser(
     # Jobs: the fragment refreshes on its own until the job is finished.
     page.get_by_role("link", name="Follow it on the Jobs page").click()
     expect(page.get_by_text(re.compile(r"· finished ·"))).to_be_visible(timeout=120_000)
-    page.get_by_role("link", name="Open results").click()
+    page.wait_for_timeout(1000)  # the finished job's thumbnail
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "jobs_page.png"))
+    page.get_by_role("button", name="Open results").click()
 
     # Results: the map with both local overlays, the legend, the areas, and a real COG to download.
     expect(page.get_by_text("Area per class")).to_be_visible()
@@ -141,6 +144,21 @@ def test_upload_submit_follow_and_open_the_results_in_a_real_browser(
     page.get_by_role("heading", name="Results").scroll_into_view_if_needed()
     page.wait_for_timeout(500)  # let Leaflet finish drawing after the scroll
     page.screenshot(path=str(ARTIFACTS / "results_page.png"))
+
+    # The class map as polygons: a GeoPackage that geopandas opens, in the job's UTM grid.
+    import geopandas
+
+    page.get_by_text("Make the vector files").click()
+    with page.expect_download() as download_info:
+        page.get_by_role("button", name="Classes (GeoPackage)").click()
+    gpkg = tmp_path / "classes.gpkg"
+    download_info.value.save_as(gpkg)
+    frame = geopandas.read_file(gpkg)
+    assert len(frame) > 0 and frame.crs.to_epsg() == 32633
+    assert set(frame["class"]) <= {"clear", "cloud", "cloud shadow"}
+    page.get_by_role("heading", name="Vector files").scroll_into_view_if_needed()
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(ARTIFACTS / "results_vectors.png"))
 
 
 def test_an_admin_signs_in_starts_a_training_run_watches_it_and_promotes_it_in_a_real_browser(

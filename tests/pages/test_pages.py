@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import rasterio
+import shapely.geometry
 import streamlit_folium
 from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.runtime.pages_manager import PagesManager
@@ -309,12 +310,18 @@ def test_the_jobs_page_follows_a_job_live_and_cancel_retry_delete_work(
     at.run()
     at = rerun_until(at, lambda a: "· finished ·" in job_markdown(a, job_id), timeout_s=240)
     assert client.status(job_id).attempts == 2
-    [link] = [link.proto for link in at.get("page_link")]
-    assert (link.label, link.page, link.query_string) == ("Open results", "results", f"job={job_id}")
     next(b for b in at.button if b.key == f"delete-{job_id}").click()
     at.run()
+    assert any("cannot be undone" in t for t in texts(at.warning)) and client.list_jobs()  # it asks first
+    next(b for b in at.button if b.key == f"delete-no-{job_id}").click()
+    at.run()
+    assert not any("cannot be undone" in t for t in texts(at.warning)) and client.list_jobs()
+    next(b for b in at.button if b.key == f"delete-{job_id}").click()
+    at.run()
+    next(b for b in at.button if b.key == f"delete-yes-{job_id}").click()
+    at.run()
     assert not client.list_jobs()
-    at = rerun_until(at, lambda a: any("No jobs yet" in t for t in texts(a.info)))
+    assert any("No jobs yet" in t for t in texts(at.info))  # the card is gone at once
 
 
 def test_the_progress_line_says_the_stage_once():
@@ -489,7 +496,14 @@ def test_an_untrained_model_is_explained_and_cannot_be_submitted(app_env, monkey
         in t
         for t in texts(at.error)
     )
+    assert len(at.error) == 1  # said once, next to the model
     assert submit_button(at).disabled
+    [link] = [link.proto for link in at.get("page_link")]  # an admin is pointed to the training
+    assert (link.label, link.page) == ("Train a model on the Admin page", "admin")
+    user = open_page("pages/new_job.py", drawn, monkeypatch, account="analyst")
+    next(s for s in user.selectbox if s.label == "Task").set_value("landcover").run()
+    next(s for s in user.selectbox if s.label == "Model").set_value("landcover-dfc2020-unet").run()
+    assert not user.get("page_link") and any("An admin can train it" in t for t in texts(user.caption))
 
 
 def test_results_show_an_empty_date_and_put_a_warning_about_a_nearly_empty_map_above_it(
@@ -607,3 +621,43 @@ def test_the_app_fetches_no_url_a_user_types_unless_the_operator_listed_it(app_e
     finally:
         server.shutdown()
         get_settings.cache_clear()
+
+
+def test_results_give_areas_per_feature_and_the_map_as_a_geopackage_geopandas_opens(
+    app_env, client: JobClient, start_worker: Callable[..., WorkerProcess], downloads, monkeypatch, tmp_path
+):
+    import geopandas
+
+    two_fields = {
+        "type": "FeatureCollection",
+        "features": [
+            {"type": "Feature", "properties": {}, "geometry": box.__geo_interface__}
+            for box in (
+                shapely.geometry.box(14.5525, 45.8665, 14.5570, 45.8745),
+                shapely.geometry.box(14.5585, 45.8665, 14.5630, 45.8745),
+            )
+        ],
+    }
+    start_worker()
+    job_id = client.submit(sample_spec(aoi=json.dumps(two_fields)))
+    wait_for(client, job_id, ("finished",))
+    at = open_page("pages/results.py", None, monkeypatch)
+    assert_no_crash(at)
+    stats = json.loads((client.store.outputs_dir(job_id) / "stats.json").read_text())
+    zones = next(d.value for d in at.dataframe if "feature" in d.value.columns)
+    assert sorted(set(zones["feature"])) == ["feature 1", "feature 2"]
+    for entry in stats["classes"]:  # the two features make up the whole area
+        assert zones[zones["class"] == entry["name"]]["pixels"].sum() == entry["pixels"]
+    assert "zonal_stats.csv" in downloads
+    next(n for n in at.number_input if n.label == "Minimum mapping unit (m²)").set_value(200.0)
+    next(n for n in at.number_input if n.label == "Simplification tolerance (m)").set_value(0.0)
+    next(t for t in at.toggle if t.label == "Make the vector files").set_value(True)
+    at = at.run()
+    assert_no_crash(at)
+    assert any("polygons in the map's CRS" in t for t in texts(at.caption))
+    (tmp_path / "classes.gpkg").write_bytes(downloads[f"classes-{job_id}.gpkg"])
+    frame = geopandas.read_file(tmp_path / "classes.gpkg")
+    assert len(frame) > 0 and set(frame["class"]) <= {c["name"] for c in stats["classes"]}
+    assert frame.geometry.area.min() >= 200.0 - 1e-6  # the minimum mapping unit the user set
+    assert frame.crs.to_epsg() == 32633  # the job's UTM grid
+    assert f"classes-{job_id}.parquet" in downloads
