@@ -130,6 +130,20 @@ def test_upload_submit_follow_and_open_the_results_in_a_real_browser(
     result_frame = page.frame_locator('iframe[title="streamlit_folium.st_folium"]').first
     expect(result_frame.locator("img.leaflet-image-layer")).to_have_count(2)
     expect(result_frame.locator("path.leaflet-interactive")).to_have_count(1)  # the AOI's outline
+    # Zoomed in, the map keeps its zoom while the opacity slider changes the class layer alone.
+    container = result_frame.locator(".leaflet-container")
+    zoom_js = "el => Object.keys(window).filter(k => k.startsWith('map_')).map(k => window[k].getZoom())[0]"
+    zoom_before = container.evaluate(zoom_js)
+    result_frame.locator(".leaflet-control-zoom-in").click()
+    page.wait_for_timeout(800)  # the zoom animation
+    zoomed = container.evaluate(zoom_js)
+    assert zoomed == zoom_before + 1
+    page.get_by_role("slider").first.focus()
+    page.keyboard.press("ArrowLeft")  # 0.60 -> 0.55
+    expect(page.get_by_text("0.55")).to_be_visible()
+    expect(result_frame.locator("img.leaflet-image-layer[style*='opacity: 0.55']")).to_have_count(1)
+    assert container.evaluate(zoom_js) == zoomed
+    expect(result_frame.get_by_text("Satellite")).to_be_visible()  # the basemap choice, next to OpenStreetMap
     legend = page.locator(".terraseg-legend")
     for name in ("clear", "cloud", "cloud shadow"):
         expect(legend.get_by_text(name, exact=False).first).to_be_visible()
@@ -139,7 +153,7 @@ def test_upload_submit_follow_and_open_the_results_in_a_real_browser(
     download_info.value.save_as(downloaded)
     with rasterio.open(downloaded) as cog:
         assert cog.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
-        assert cog.count == 1 and cog.dtypes[0] == "uint8" and cog.colormap(1)[1][:3] == (217, 217, 217)
+        assert cog.count == 1 and cog.dtypes[0] == "uint8" and cog.colormap(1)[1][:3] == (0, 200, 255)  # cloud: cyan
     ARTIFACTS.mkdir(exist_ok=True)
     page.get_by_role("heading", name="Results").scroll_into_view_if_needed()
     page.wait_for_timeout(500)  # let Leaflet finish drawing after the scroll
