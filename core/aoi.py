@@ -177,9 +177,15 @@ def _bbox_polygon(numbers: list[float], text: str) -> Polygon:
         )
     west, south, east, north = numbers
     if not (-180 <= west <= 180 and -180 <= east <= 180 and -90 <= south <= 90 and -90 <= north <= 90):
+        swapped = (south, west, north, east)  # typed as south,west,north,east (latitude first)?
+        hint = (
+            f" Latitude and longitude look swapped: did you mean {','.join(str(n) for n in swapped)}?"
+            if -90 <= west < east <= 90 and -180 <= south < north <= 180
+            else ""
+        )
         raise AOIError(
             f"The bbox {text!r} is outside longitude -180..180 / latitude -90..90; give "
-            "west,south,east,north in degrees."
+            f"west,south,east,north in degrees.{hint}"
         )
     if west > east:
         raise AOIError(

@@ -2,6 +2,7 @@
 error sentence. Validation is core.aoi's, with the operator's limits."""
 
 import json
+import math
 from typing import Any
 
 import folium
@@ -27,23 +28,56 @@ def parsed_upload(name: str, data: bytes, max_area_km2: float, max_vertices: int
         return str(err)
 
 
-def aoi_map(aoi: AOI | None) -> dict[str, Any] | None:
-    """The map with the Draw tools (rectangle, polygon) and the current AOI; returns the last drawn feature."""
+def view_of(aoi: AOI) -> tuple[tuple[float, float], int]:
+    """The map's centre (lat, lon) and a zoom level that shows the whole AOI."""
+    west, south, east, north = aoi.geometry.bounds
+    extent_deg = max(east - west, (north - south) * 1.5, 1e-4)
+    return ((south + north) / 2, (west + east) / 2), int(min(max(math.log2(360 / extent_deg), 2), 17))
+
+
+def aoi_map(aoi: AOI | None, drawing: bool, go_to: tuple[tuple[float, float], int] | None) -> dict[str, Any]:
+    """The map with the current AOI, and the Draw tools (rectangle, polygon) when `drawing`; returns what the
+    map component sends back (the drawn features).
+
+    The map itself stays the same page after page (the AOI goes to the component as a layer of its own), so a
+    new drawing or another rerun does not reset the view the user chose; it moves only to `go_to` (centre and
+    zoom), which is where an uploaded or typed AOI, or a place searched for, lies."""
     fmap = folium.Map(location=SAMPLE_CENTER, zoom_start=13, control_scale=True)
-    Draw(
-        export=False,
-        draw_options={"polyline": False, "circle": False, "marker": False, "circlemarker": False},
-        edit_options={"edit": False},
-    ).add_to(fmap)
+    if drawing:
+        Draw(
+            export=False,
+            draw_options={"polyline": False, "circle": False, "marker": False, "circlemarker": False},
+            edit_options={"edit": False},
+        ).add_to(fmap)
+    layer = folium.FeatureGroup(name="AOI")
     if aoi is not None:
-        layer = folium.GeoJson(aoi.to_geojson(), name="AOI", style_function=lambda _: {"color": "#d95f02"})
-        layer.add_to(fmap)
-        west, south, east, north = aoi.geometry.bounds
-        fmap.fit_bounds([[south, west], [north, east]])
-    drawn = streamlit_folium.st_folium(  # looked up at each call: tests replace it with a drawing
-        fmap, key="aoi_map", height=460, use_container_width=True, returned_objects=["last_active_drawing"]
+        folium.GeoJson(aoi.to_geojson(), style_function=lambda _: {"color": "#d95f02"}).add_to(layer)
+    returned = streamlit_folium.st_folium(  # looked up at each call: tests replace it with a drawing
+        fmap,
+        key="aoi_map",
+        height=460,
+        use_container_width=True,
+        returned_objects=["last_active_drawing", "all_drawings"],
+        feature_group_to_add=layer,
+        center=go_to[0] if go_to else None,
+        zoom=go_to[1] if go_to else None,
     )
-    return (drawn or {}).get("last_active_drawing")
+    return returned or {}
+
+
+def place_search() -> tuple[tuple[float, float], int] | None:
+    """'Go to a place': a city name to the map's centre, from the offline gazetteer."""
+    from core.places import find_places
+
+    query = st.text_input("Go to a place", placeholder="a city, e.g. Ljubljana")
+    if not query.strip():
+        return None
+    places = find_places(query)
+    if not places:
+        st.caption(f"No city called {query.strip()!r} in the offline list (cities of 15,000 people or more).")
+        return None
+    place = st.selectbox("Places found", places, format_func=lambda p: p.label)
+    return ((place.lat, place.lon), 12)
 
 
 def area_of_interest(settings: Settings) -> AOI | None:
@@ -72,8 +106,14 @@ def area_of_interest(settings: Settings) -> AOI | None:
             aoi = validate_aoi(read_aoi(json.loads(drawn_json))[0], "drawn on the map", **limits)
     except AppError as err:
         error = str(err)
-    drawn = aoi_map(aoi)
-    if mode == "Draw on the map" and drawn and drawn.get("geometry"):
+    drawing = mode == "Draw on the map"
+    go_to = place_search() if drawing else (view_of(aoi) if aoi is not None else None)
+    returned = aoi_map(aoi, drawing, go_to)
+    drawn = returned.get("last_active_drawing")
+    if drawing and returned.get("all_drawings") == [] and st.session_state.get("drawn_aoi"):
+        del st.session_state["drawn_aoi"]  # the trash tool cleared the map: no area any more
+        st.rerun()
+    if drawing and drawn and drawn.get("geometry") and returned.get("all_drawings") != []:
         drawn_json = json.dumps(drawn["geometry"])
         if drawn_json != st.session_state.get("drawn_aoi"):
             st.session_state["drawn_aoi"] = drawn_json  # kept across reruns: the map forgets its drawings
@@ -81,7 +121,9 @@ def area_of_interest(settings: Settings) -> AOI | None:
     if error:
         st.error(error)
     elif aoi is not None:
-        st.success(f"Area of interest: {aoi.area_km2:,.3f} km² ({aoi.label})")
+        (lat, lon), _ = view_of(aoi)
+        where = f"{abs(lat):.3f}° {'N' if lat >= 0 else 'S'}, {abs(lon):.3f}° {'E' if lon >= 0 else 'W'}"
+        st.success(f"Area of interest: {aoi.area_km2:,.3f} km² ({aoi.label}), centred at {where}")
     elif mode == "Draw on the map":
         st.info("Draw a rectangle or a polygon with the tools on the left of the map.")
     return aoi

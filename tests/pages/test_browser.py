@@ -92,6 +92,10 @@ def test_upload_submit_follow_and_open_the_results_in_a_real_browser(
     # New job: a rectangle drawn with Leaflet.draw becomes the AOI...
     map_iframe = page.locator('iframe[title="streamlit_folium.st_folium"]').first
     map_frame = page.frame_locator('iframe[title="streamlit_folium.st_folium"]').first
+    zoom_js = "el => Object.keys(window).filter(k => k.startsWith('map_')).map(k => window[k].getZoom())[0]"
+    map_frame.locator(".leaflet-control-zoom-out").click()  # the user's own view, which a drawing must keep
+    page.wait_for_timeout(800)
+    zoom_chosen = map_frame.locator(".leaflet-container").evaluate(zoom_js)
     map_frame.locator(".leaflet-draw-draw-rectangle").click()
     box = map_iframe.bounding_box()
     assert box is not None
@@ -103,6 +107,13 @@ def test_upload_submit_follow_and_open_the_results_in_a_real_browser(
     expect(
         page.get_by_text(re.compile(r"Area of interest: [0-9.]+ km² \(drawn on the map\)"))
     ).to_be_visible()
+    page.wait_for_timeout(1000)
+    assert map_frame.locator(".leaflet-container").evaluate(zoom_js) == zoom_chosen  # no jump to the drawing
+    # The trash tool's "Clear all" removes the area.
+    map_frame.locator(".leaflet-draw-edit-remove").click()
+    map_frame.get_by_text("Clear All").click()
+    expect(page.get_by_text("Draw a rectangle or a polygon with the tools")).to_be_visible()
+    expect(page.get_by_text("(drawn on the map)")).to_have_count(0)
 
     # ... and so does an upload of the sample's AOI; the pre-flight search finds the 5 sample dates.
     page.get_by_text("Upload a file").click()
@@ -110,8 +121,10 @@ def test_upload_submit_follow_and_open_the_results_in_a_real_browser(
     expect(page.get_by_text("Area of interest: 0.931 km² (aoi.geojson)")).to_be_visible()
     expect(map_frame.locator(".leaflet-container")).to_be_visible()
     expect(map_frame.locator("path.leaflet-interactive").first).to_be_visible()  # the AOI outline
-    expect(map_frame.locator(".leaflet-draw-draw-rectangle")).to_be_visible()  # Draw tools loaded
+    expect(map_frame.locator(".leaflet-draw-draw-rectangle")).to_have_count(0)  # no drawing while uploading
     expect(page.get_by_text("Scenes found")).to_be_visible()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "new_job.png"), full_page=True)
     submit = page.get_by_role("button", name="Submit")
     expect(submit).to_be_enabled()
     submit.click()

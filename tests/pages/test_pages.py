@@ -661,3 +661,46 @@ def test_results_give_areas_per_feature_and_the_map_as_a_geopackage_geopandas_op
     assert frame.geometry.area.min() >= 200.0 - 1e-6  # the minimum mapping unit the user set
     assert frame.crs.to_epsg() == 32633  # the job's UTM grid
     assert f"classes-{job_id}.parquet" in downloads
+
+
+def test_the_map_draws_only_in_draw_mode_goes_to_a_typed_bbox_or_a_place_and_the_trash_clears_the_area(
+    app_env, monkeypatch
+):
+    """What the New job page hands the map component: the Draw tools in draw mode only; a view to move to for
+    a typed bbox or a place searched for (none after a drawing: the view stays where the user drew); and the
+    trash tool's empty drawing list clears the area."""
+    from folium.plugins import Draw
+
+    calls: list[dict[str, Any]] = []
+    answer: dict[str, Any] = {}
+
+    def component(fig, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        calls.append({"draw": any(isinstance(c, Draw) for c in fig._children.values())} | kwargs)
+        return answer
+
+    monkeypatch.setattr(streamlit_folium, "st_folium", component)
+    at = open_page("pages/new_job.py")
+    assert calls[-1]["draw"] and calls[-1]["center"] is None
+    next(t for t in at.text_input if t.label == "Go to a place").set_value("Ljubljana")
+    at = at.run()
+    assert "Ljubljana, SI" in next(s for s in at.selectbox if s.label == "Places found").value.label
+    assert calls[-1]["center"] == pytest.approx((46.051, 14.505), abs=1e-3) and calls[-1]["zoom"] == 12
+    drawn = {"type": "Feature", "properties": {}, "geometry": json.loads(SAMPLE_AOI_TEXT)}
+    answer.update(last_active_drawing=drawn, all_drawings=[drawn])
+    next(t for t in at.text_input if t.label == "Go to a place").set_value("")
+    at = at.run()
+    assert any("drawn on the map" in t for t in texts(at.success))
+    assert calls[-1]["center"] is None  # no jump after a drawing
+    answer.update(all_drawings=[])  # the trash tool's "Clear all"
+    at = at.run()
+    assert not at.success and any("Draw a rectangle" in t for t in texts(at.info))
+    at.radio[0].set_value("Type a bbox").run()
+    assert not calls[-1]["draw"]  # no drawing tools while typing a bbox
+    at.text_input[0].set_value(SAMPLE_BBOX).run()
+    assert calls[-1]["center"] == pytest.approx((45.8705, 14.55775), abs=1e-4)
+    assert any("centred at 45.870° N, 14.558° E" in t for t in texts(at.success))
+    at.text_input[0].set_value("200,14.5,201,14.6").run()  # wrong either way: no hint
+    assert any("is outside longitude" in t for t in texts(at.error))
+    assert not any("look swapped" in t for t in texts(at.error))
+    at.text_input[0].set_value("45.8665,114.5525,45.8745,114.5630").run()
+    assert any("look swapped: did you mean 114.5525,45.8665,114.563,45.8745?" in t for t in texts(at.error))
