@@ -12,7 +12,7 @@ from shapely.geometry.base import BaseGeometry
 from core import analysis
 from core.aoi import AOI
 from core.config import Settings
-from core.errors import NoScenesFound
+from core.errors import DateRangeError, NoScenesFound
 from core.grid import Grid, grid_for_aoi, project_geometry
 from core.sources import search_scenes
 from core.types import ModelCard, Scene
@@ -62,6 +62,7 @@ class Estimate:
     inputs_note: str = ""  # what the job reads when it is not scenes (a monthly cube), for the summary
     radar_scenes: int = 0  # Sentinel-1 acquisitions a crop job composites (inside `scenes` and `download_mb`)
     radar_note: str = ""  # why a crop job on scenes will have no Sentinel-1
+    scene_dates: tuple[str, ...] = ()  # the dates found (YYYY-MM-DD), one of which a job may map
 
     @property
     def cache_mb(self) -> float:
@@ -152,6 +153,16 @@ def find_radar_scenes(
         return [], str(err)
 
 
+def check_chosen_date(scenes: list[Scene], chosen: date | None) -> None:
+    """DateRangeError when a date was chosen that none of the scenes found has (before anything runs: the job
+    would otherwise compute every date and then fail)."""
+    if chosen is None:
+        return
+    dates = sorted({s.date_iso for s in scenes})
+    if chosen.isoformat() not in dates:
+        raise DateRangeError(f"There is no scene on {chosen}; dates with scenes: {', '.join(dates)}.")
+
+
 def estimate_job(
     aoi: AOI, scenes: list[Scene], card: ModelCard, cloud_card: ModelCard | None = None
 ) -> Estimate:
@@ -191,6 +202,7 @@ def estimate_job(
         coverage_fraction(aoi.geometry, scenes, grid.crs),
         work_mb=pixels * model_runs * _WORK_BYTES_PER_PX / 1e6,
         output_mb=pixels * _OUTPUT_BYTES_PER_PX / 1e6,
+        scene_dates=tuple(sorted({s.date_iso for s in scenes})),
     )
 
 

@@ -160,6 +160,11 @@ else:
         cols[1].metric("Months" if cube else "Dates", answer.dates)
         cols[2].metric("Download", f"{answer.download_mb:,.0f} MB")
         cols[3].metric("Expected run time", format_duration(answer.run_s))
+        if answer.scene_dates:  # the date to map, from the dates found (as --date in the CLI)
+            clearest = "the clearest date (chosen by the cloud model)"
+            chosen = st.selectbox("Date to map", [clearest, *answer.scene_dates])
+            if chosen != clearest:
+                spec = JobSpec.model_validate(spec.model_dump() | {"selected_date": chosen})
         st.caption(answer.summary() + " Estimates only.")
         if warning := answer.coverage_warning():
             st.warning(warning)

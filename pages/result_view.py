@@ -7,13 +7,16 @@ from pathlib import Path
 import folium
 import leafmap.foliumap as leafmap
 import pandas as pd
+import rasterio
 import streamlit as st
 import streamlit_folium
 from shapely.geometry import shape
 
+from core.compare import Comparison, compare_class_maps, write_change_map
 from core.errors import AppError
+from core.jobstore import JobStatus
 from core.overlay import Overlay, render_overlay
-from core.report import read_run_record
+from core.report import read_run_record, read_stats
 from core.vectors import VectorOptions, polygonise, write_geopackage, write_geoparquet, zonal_areas
 
 # Larger files are read only when the user clicks (Streamlit's deferred download), not on every rerun: inline
@@ -62,6 +65,11 @@ SATELLITE_TILES = "https://server.arcgisonline.com/ArcGIS/rest/services/World_Im
 SATELLITE_ATTRIBUTION = "Imagery: Esri, Maxar, Earthstar Geographics"
 
 
+def satellite_basemap() -> folium.TileLayer:
+    """The satellite basemap, offered next to OpenStreetMap (which stays the one shown first)."""
+    return folium.TileLayer(SATELLITE_TILES, attr=SATELLITE_ATTRIBUTION, name="Satellite", overlay=False, show=False)
+
+
 def result_map(
     classes: Overlay, scene: Overlay | None, opacity: float, aoi: dict[str, object] | None
 ) -> None:
@@ -72,7 +80,7 @@ def result_map(
     fmap = leafmap.Map(
         draw_control=False, measure_control=False, fullscreen_control=False, search_control=False
     )
-    folium.TileLayer(SATELLITE_TILES, attr=SATELLITE_ATTRIBUTION, name="Satellite", overlay=False).add_to(fmap)
+    satellite_basemap().add_to(fmap)
     if scene is not None:
         folium.raster_layers.ImageOverlay(
             data_url(scene.png), bounds=scene.bounds_latlon, name="True-colour image", opacity=1.0
@@ -173,3 +181,99 @@ def zone_areas(classes_path: Path, aoi: dict[str, object] | None) -> None:
         "Areas per feature (CSV)", table.to_csv(index=False), file_name="zonal_stats.csv", mime="text/csv",
         key="download-zonal", on_click="ignore",
     )
+
+
+MAX_COMPARE_CANDIDATES = 30  # the newest finished jobs looked at for a comparison (each is a file header read)
+
+
+def same_grid(first: Path, second: Path) -> bool:
+    """Whether two class COGs lie on one grid (only their headers are read)."""
+    with rasterio.open(first) as a, rasterio.open(second) as b:
+        return (a.crs, a.transform, a.shape) == (b.crs, b.transform, b.shape)
+
+
+@st.cache_data(max_entries=8, show_spinner="Comparing the two maps...")
+def comparison(before: str, after: str, mtimes_ns: tuple[int, int]) -> tuple[Comparison, Overlay, bytes]:
+    """The transition matrix, the change map as an overlay and as COG bytes (cached per pair of file versions)."""
+    compared = compare_class_maps(Path(before), Path(after))
+    with tempfile.TemporaryDirectory() as folder:
+        change = Path(folder) / "change.tif"
+        write_change_map(Path(before), Path(after), change)
+        return compared, render_overlay(change), change.read_bytes()
+
+
+def compare_section(job_id: str, outputs: dict[str, Path], others: list[JobStatus]) -> None:
+    """Compare this job's map with another finished job's over the same area: both maps, the change, and the
+    transition matrix (from-class x to-class, ha)."""
+    here = outputs["classes.tif"]
+    candidates = {}
+    for status in others[:MAX_COMPARE_CANDIDATES]:
+        paths = {Path(p).name: Path(p) for p in status.outputs}
+        there = paths.get("classes.tif")
+        if status.job_id != job_id and there is not None and there.exists() and same_grid(here, there):
+            candidates[status.job_id] = (status, there)
+    if not candidates:
+        st.caption(
+            "No other finished job of yours covers this area. Run one over the same area (another date range, or "
+            "a chosen date) to compare the two maps here."
+        )
+        return
+    names = {j: f"{s.name} ({j})" if s.name else j for j, (s, _) in candidates.items()}
+    other = st.selectbox("Compare with", [None, *candidates], format_func=lambda j: "-" if j is None else names[j])
+    if other is None:
+        return
+    there = candidates[other][1]
+    dates = {p: read_stats(p.parent / "stats.json").selected_date for p in (here, there)}
+    before, after = sorted((here, there), key=lambda p: dates[p])  # the earlier date first
+    try:
+        compared, change, change_cog = comparison(
+            str(before), str(after), (before.stat().st_mtime_ns, after.stat().st_mtime_ns)
+        )
+    except AppError as err:
+        st.error(str(err))
+        return
+    cols = st.columns(3)
+    cols[0].metric("Compared area", f"{compared.compared_pixels * compared.pixel_ha:,.2f} ha")
+    cols[1].metric("Changed", f"{compared.changed_pixels * compared.pixel_ha:,.2f} ha")
+    cols[2].metric("Changed share", f"{compared.changed_percent:.1f} %")
+    if compared.unmatched_pixels:
+        st.caption(
+            f"{compared.unmatched_pixels * compared.pixel_ha:,.2f} ha have a class in one map only (no data in "
+            "the other, e.g. a cloud masked on one date) and are not compared."
+        )
+    left, right = st.columns(2)
+    left.image(overlay_of(before).png, caption=f"Before: {dates[before]}", width="stretch")
+    right.image(overlay_of(after).png, caption=f"After: {dates[after]}", width="stretch")
+    compare_map(overlay_of(before), overlay_of(after), change, dates[before], dates[after])
+    st.markdown("**Transition matrix** (ha; rows: the class before, columns: the class after)")
+    names_of = [c.name for c in compared.classes]
+    matrix = pd.DataFrame(compared.matrix_ha, index=[f"from {n}" for n in names_of], columns=names_of)
+    st.dataframe(matrix)
+    first, second = st.columns(2)
+    first.download_button(
+        "Transition matrix (CSV)", matrix.to_csv(), file_name="transitions.csv", mime="text/csv",
+        key="download-transitions", on_click="ignore",
+    )
+    second.download_button(
+        "Change map (COG)", change_cog, file_name="change.tif", mime="image/tiff", key="download-change",
+        on_click="ignore",
+    )
+
+
+def compare_map(before: Overlay, after: Overlay, change: Overlay, before_date: str, after_date: str) -> None:
+    """Both maps and the change on one map, as layers to switch on and off."""
+    fmap = leafmap.Map(
+        draw_control=False, measure_control=False, fullscreen_control=False, search_control=False
+    )
+    satellite_basemap().add_to(fmap)
+    for overlay, name, shown in (
+        (before, f"Before ({before_date})", False),
+        (after, f"After ({after_date})", True),
+        (change, "Changed: the class after", True),
+    ):
+        folium.raster_layers.ImageOverlay(
+            data_url(overlay.png), bounds=overlay.bounds_latlon, name=name, pixelated=True, show=shown
+        ).add_to(fmap)
+    folium.LayerControl(collapsed=False).add_to(fmap)
+    fmap.fit_bounds(list(after.bounds_latlon))
+    streamlit_folium.st_folium(fmap, key="compare_map", height=420, use_container_width=True, returned_objects=[])

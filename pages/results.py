@@ -12,6 +12,7 @@ from core.report import read_stats
 from core.types import ClassInfo
 from pages import ui
 from pages.result_view import (
+    compare_section,
     download_buttons,
     overlay_of,
     percent,
@@ -118,6 +119,9 @@ if stats.dates:
     st.dataframe(pd.DataFrame(rows), hide_index=True)
 
 zone_areas(outputs["classes.tif"], run_aoi(outputs))
+
+st.subheader("Compare with another job over this area")
+compare_section(job_id, outputs, finished)
 
 st.subheader("Downloads")
 download_buttons(outputs)

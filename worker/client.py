@@ -283,7 +283,7 @@ class JobClient:
         """Every job on disk, newest first (finished ones too, whatever Redis remembers); with `account`, only
         those it may see (its own; an admin's: all)."""
         statuses = []
-        for job_id in self.store.job_ids():
+        for job_id in reversed(self.store.in_submission_order()):  # ids alone order jobs only to the second
             try:
                 if account is None or account.may_touch(self.store.read_status(job_id).owner):
                     statuses.append(self.status(job_id))

@@ -15,7 +15,7 @@ from core.grid import Grid
 from core.inference import context_area, tile_layout
 from core.jobs import JobArea, JobSpec
 from core.jobstore import file_lock
-from core.preflight import cloud_share, estimate_job, find_scenes
+from core.preflight import check_chosen_date, cloud_share, estimate_job, find_scenes
 from core.progress import ProgressFn, RunContext, TilingOptions
 from core.report import Stats
 from core.series import predict_series
@@ -121,6 +121,7 @@ def run_stages(
         scenes = find_scenes(
             spec.sources, area.aoi.geometry, spec.start, spec.end, spec.max_cloud_pct, settings
         )
+        check_chosen_date(scenes, spec.selected_date)
     space_warnings = check_space(cards, spec, area, scenes, folders, needs)
     run.report(0.02, "; ".join([f"Searching: {len(scenes)} scenes", *space_warnings]))
     with run.stage("load_model"):

@@ -114,3 +114,16 @@ def test_the_estimate_says_what_share_of_the_area_the_scenes_cover_and_warns_whe
     beyond = estimate_job(wide, sample_scenes(), catalogue().get("cloud-csmask"))
     assert 0.02 < beyond.coverage_fraction < 0.06
     assert "The scenes found cover only 4." in (beyond.coverage_warning() or "")
+
+
+def test_a_chosen_date_without_a_scene_is_refused_before_anything_runs():
+    from core.errors import DateRangeError
+    from core.preflight import check_chosen_date
+
+    scenes = sample_scenes()
+    check_chosen_date(scenes, None)
+    check_chosen_date(scenes, date(2015, 7, 31))
+    with pytest.raises(DateRangeError, match="There is no scene on 2015-07-12; dates with scenes: 2015-07-11, "):
+        check_chosen_date(scenes, date(2015, 7, 12))
+    estimate = estimate_job(SAMPLE_AOI, scenes, catalogue().get("cloud-csmask"))
+    assert estimate.scene_dates == ("2015-07-11", "2015-07-31", "2015-08-20", "2015-08-30", "2015-09-09")

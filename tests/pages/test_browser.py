@@ -272,3 +272,56 @@ def test_an_admin_signs_in_starts_a_training_run_watches_it_and_promotes_it_in_a
         page.screenshot(path=str(ARTIFACTS / "admin_compare.png"))
     finally:
         server.stop()
+
+
+def test_a_user_watches_a_job_come_back_after_its_worker_dies_and_compares_two_dates_in_a_real_browser(
+    app_server: StreamlitServer,
+    start_worker: Callable[..., WorkerProcess],
+    browser_page,  # noqa: ANN001 - playwright Page
+    client,  # noqa: ANN001
+    large_source,  # noqa: ANN001
+):
+    from tests.services import large_spec, sample_spec, wait_for
+
+    page = browser_page
+    expect = playwright_api.expect
+    worker = start_worker()
+    clear = client.submit(sample_spec(selected_date="2015-07-11"), owner="analyst", name="clear day")
+    cloudy = client.submit(sample_spec(selected_date="2015-07-31"), owner="analyst", name="cloudy day")
+    for job_id in (clear, cloudy):
+        wait_for(client, job_id, ("finished",))
+    client.submit(large_spec(large_source), owner="analyst", name="big area")
+    page.goto(app_server.url)
+    sign_in(page, "analyst")
+    page.get_by_role("link", name="Jobs").click()
+    expect(page.get_by_text(re.compile(r"big area · [0-9a-f-]+ · running ·"))).to_be_visible(timeout=60_000)
+    worker.kill()
+    # The page soon says the job is queued again because its worker stopped (test_job_faults.py holds the
+    # client to 10 s; here the page's 2 s refresh and a loaded machine come on top).
+    expect(page.get_by_text(re.compile(r"big area · [0-9a-f-]+ · queued ·"))).to_be_visible(timeout=20_000)
+    expect(page.get_by_text("re-queued: its worker stopped")).to_be_visible()
+    expect(page.get_by_text("Your jobs queued: 1")).to_be_visible()  # the sidebar agrees with the list
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "jobs_worker_lost.png"))
+    start_worker()
+    expect(page.get_by_text(re.compile(r"big area · [0-9a-f-]+ · running ·"))).to_be_visible(timeout=45_000)
+    expect(page.get_by_text(re.compile(r"big area · [0-9a-f-]+ · finished ·"))).to_be_visible(timeout=180_000)
+    expect(page.get_by_text(re.compile(r"elapsed .*, attempt 2"))).to_be_visible()
+
+    # Compare the clear day with the cloudy one: find the cloudy day on the Jobs page and open its results.
+    search = page.get_by_role("textbox", name="Name or id contains")
+    search.fill("cloudy")
+    search.press("Enter")
+    expect(page.get_by_role("button", name="Open results")).to_have_count(1)
+    page.get_by_role("button", name="Open results").click()
+    expect(page.get_by_text(re.compile(r"date 2015-07-31"))).to_be_visible()
+    expect(page.get_by_text("Compare with another job over this area")).to_be_visible()
+    page.wait_for_timeout(1000)
+    page.get_by_role("combobox", name="Compare with").scroll_into_view_if_needed()
+    page.get_by_role("combobox", name="Compare with").click()
+    page.get_by_role("option", name=re.compile("clear day")).click()
+    expect(page.get_by_text("Transition matrix", exact=True)).to_be_visible(timeout=60_000)
+    expect(page.get_by_text("Before: 2015-07-11")).to_be_visible()
+    page.get_by_text("Transition matrix", exact=True).scroll_into_view_if_needed()
+    page.wait_for_timeout(1000)
+    page.screenshot(path=str(ARTIFACTS / "results_compare.png"))

@@ -109,6 +109,12 @@ def texts(elements: Any) -> list[str]:
     return [str(e.value) for e in elements]
 
 
+def sources_box(at: AppTest) -> Any:
+    """The Sources field of the page as last drawn (an element of an older run would send that run's widgets,
+    some of which may be gone)."""
+    return next(t for t in at.text_input if t.label.startswith("Sources"))
+
+
 def submit_button(at: AppTest) -> Any:
     return next(b for b in at.button if b.label == "Submit")
 
@@ -238,11 +244,10 @@ def test_reversed_dates_an_unknown_source_and_no_scenes_each_block_submit(app_en
     at.date_input[0].set_value("2015-07-01").run()
     at.date_input[1].set_value("2015-09-30").run()
     assert not at.error and not submit_button(at).disabled
-    source_box = next(t for t in at.text_input if t.label.startswith("Sources"))
-    source_box.set_value("sample, ftp://nowhere").run()
+    sources_box(at).set_value("sample, ftp://nowhere").run()
     assert any("Unknown source 'ftp://nowhere'" in t for t in texts(at.error))
     assert submit_button(at).disabled
-    source_box.set_value("sample").run()
+    sources_box(at).set_value("sample").run()
     at.date_input[0].set_value("2019-01-01").run()
     at.date_input[1].set_value("2019-02-01").run()
     assert any(
@@ -535,16 +540,15 @@ def test_a_shared_server_limits_local_folders_to_its_roots(app_env, monkeypatch,
     monkeypatch.setenv("TERRASEG_APP_LOCAL_ROOTS", json.dumps([str(allowed)]))
     get_settings.cache_clear()
     at = open_page("pages/new_job.py", None, monkeypatch)
-    source_box = next(t for t in at.text_input if t.label.startswith("Sources"))
-    source_box.set_value("local:/etc").run()
+    sources_box(at).set_value("local:/etc").run()
     assert any("local folders must be inside" in t and "/etc is not" in t for t in texts(at.error))
-    source_box.set_value(
+    sources_box(at).set_value(
         "local:/no-such-folder-here"
     ).run()  # refused the same way: nothing says it is missing
     assert any("/no-such-folder-here is not." in t for t in texts(at.error))
     assert not any("does not exist" in t for t in texts(at.error))
     assert submit_button(at).disabled
-    source_box.set_value(f"local:{allowed}").run()
+    sources_box(at).set_value(f"local:{allowed}").run()
     assert not any("local folders must be inside" in t for t in texts(at.error))
 
 
@@ -552,10 +556,9 @@ def test_by_default_the_app_accepts_no_local_folder_and_says_nothing_about_the_s
     app_env, monkeypatch
 ):
     at = open_page("pages/new_job.py", None, monkeypatch)
-    source_box = next(t for t in at.text_input if t.label.startswith("Sources"))
     answers = []
     for folder in ("/etc", "/no-such-folder-here", str(SAMPLE_DIR)):
-        source_box.set_value(f"local:{folder}").run()
+        sources_box(at).set_value(f"local:{folder}").run()
         answers.append([t for t in texts(at.error) if "local folders" in t])
         assert submit_button(at).disabled
     assert answers[0] == answers[1] == answers[2] and len(answers[0]) == 1
@@ -604,9 +607,8 @@ def test_the_app_fetches_no_url_a_user_types_unless_the_operator_listed_it(app_e
     }  # so the search runs
     try:
         at = open_page("pages/new_job.py", drawn, monkeypatch)
-        source_box = next(t for t in at.text_input if t.label.startswith("Sources"))
         for kind in ("stac", "dhus"):
-            source_box.set_value(f"{kind}:{url}").run()
+            sources_box(at).set_value(f"{kind}:{url}").run()
             assert any("is not one of them" in t and "earth-search" in t for t in texts(at.error)), texts(
                 at.error
             )
@@ -704,3 +706,53 @@ def test_the_map_draws_only_in_draw_mode_goes_to_a_typed_bbox_or_a_place_and_the
     assert not any("look swapped" in t for t in texts(at.error))
     at.text_input[0].set_value("45.8665,114.5525,45.8745,114.5630").run()
     assert any("look swapped: did you mean 114.5525,45.8665,114.563,45.8745?" in t for t in texts(at.error))
+
+
+def test_results_compare_two_jobs_over_the_same_area_with_a_transition_matrix_and_a_change_map(
+    app_env, client: JobClient, start_worker: Callable[..., WorkerProcess], downloads, monkeypatch, tmp_path
+):
+    start_worker()
+    clear = client.submit(sample_spec(selected_date="2015-07-11"), name="clear day")
+    cloudy = client.submit(sample_spec(selected_date="2015-07-31"), name="cloudy day")
+    elsewhere = client.submit(sample_spec(aoi="14.5525,45.8665,14.5600,45.8745"))  # another grid: not offered
+    for job_id in (clear, cloudy, elsewhere):
+        wait_for(client, job_id, ("finished",))
+    at = open_page("pages/results.py", None, monkeypatch)
+    at.query_params["job"] = cloudy
+    at.selectbox[0].set_value(cloudy)
+    at = at.run()
+    box = next(s for s in at.selectbox if s.label == "Compare with")
+    assert box.options == ["-", f"clear day ({clear})"]
+    box.set_value(clear)
+    at = at.run()
+    assert_no_crash(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert float(metrics["Changed share"].split()[0]) > 80  # a clear day against a cloudy one
+    matrix = next(d.value for d in at.dataframe if "from clear" in list(d.value.index))
+    assert list(matrix.columns) == ["clear", "cloud", "cloud shadow"]
+    assert matrix.to_numpy().sum() == pytest.approx(float(metrics["Compared area"].split()[0]), abs=0.02)
+    captions = [str(i.proto) for i in at.get("image")]
+    assert any("Before: 2015-07-11" in c for c in captions) and any("After: 2015-07-31" in c for c in captions)
+    (tmp_path / "change.tif").write_bytes(downloads["change.tif"])
+    with rasterio.open(tmp_path / "change.tif") as change:
+        assert change.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+    assert downloads["transitions.csv"].decode().splitlines()[0] == ",clear,cloud,cloud shadow"
+
+
+def test_the_date_to_map_is_chosen_from_the_dates_found_and_submitted(app_env, client, monkeypatch):
+    drawn = {"type": "Feature", "properties": {}, "geometry": json.loads(SAMPLE_AOI_TEXT)}
+    at = open_page("pages/new_job.py", drawn, monkeypatch)
+    chosen = next(s for s in at.selectbox if s.label == "Date to map")
+    assert chosen.options == [
+        "the clearest date (chosen by the cloud model)",
+        "2015-07-11",
+        "2015-07-31",
+        "2015-08-20",
+        "2015-08-30",
+        "2015-09-09",
+    ]  # the sample's dates: a user cannot choose a date without a scene
+    chosen.set_value("2015-07-31").run()
+    submit_button(at).click()
+    at.run()
+    [job] = client.list_jobs()
+    assert str(client.spec(job.job_id).selected_date) == "2015-07-31"
