@@ -25,7 +25,7 @@ install: $(STAMP)
 demo: install
 	$(BIN)/terraseg run --task cloud --aoi core/sample/aoi.geojson --start 2015-07-01 --end 2015-09-30 \
 		--source sample --out $(DEMO_OUT)
-	@echo "Outputs of the demo are in $(abspath $(DEMO_OUT))/ (classes.tif, confidence.tif, scene.tif, preview.png, stats.json, stats.csv, run.json)"
+	@echo "Outputs of the demo are in $(abspath $(DEMO_OUT))/ (classes.tif, confidence.tif, scene.tif, preview.png, stats.json, stats.csv, date-YYYY-MM-DD.tif per date, run.json)"
 
 # The web app (needs Redis and at least one `make worker`): http://localhost:8501. It listens on this machine
 # only; behind a reverse proxy on another host, `make app APP_ADDRESS=0.0.0.0` (see the README).

@@ -7,6 +7,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -195,17 +196,34 @@ def make_staging_dir(out_dir: Path) -> Path:
     return staging
 
 
+DATE_MAP_PREFIX = "date-"  # date-YYYY-MM-DD.tif: the class map of every date a job computed
+
+
+def date_map_name(day: date) -> str:
+    return f"{DATE_MAP_PREFIX}{day.isoformat()}.tif"
+
+
+def output_names(folder: Path) -> list[str]:
+    """The output files in `folder`, in OUTPUT_FILES' order with the date maps before run.json (written last)."""
+    names = [n for n in OUTPUT_FILES if (folder / n).exists() and n != "run.json"]
+    names += sorted(p.name for p in folder.glob(f"{DATE_MAP_PREFIX}????-??-??.tif"))
+    return names + (["run.json"] if (folder / "run.json").exists() else [])
+
+
 def publish(staging: Path, out_dir: Path) -> list[Path]:
     """Move finished outputs from `staging` into `out_dir` so readers never see half a result.
 
     A new `out_dir` appears in one rename. An existing one gets each file replaced atomically, `run.json`
     last, after the previous `run.json` was removed first: a folder with a `run.json` is always complete.
     """
-    names = [n for n in OUTPUT_FILES if (staging / n).exists()]
+    names = output_names(staging)
     if not out_dir.exists():
         staging.rename(out_dir)
         return [out_dir / n for n in names]
     (out_dir / "run.json").unlink(missing_ok=True)
+    for stale in out_dir.glob(f"{DATE_MAP_PREFIX}*.tif"):  # an earlier run's dates that this run has not
+        if stale.name not in names:
+            stale.unlink()
     for name in names:
         if name != "run.json":
             os.replace(staging / name, out_dir / name)
@@ -219,7 +237,7 @@ def published_outputs(out_dir: Path) -> list[Path] | None:
     """The outputs `publish` left in `out_dir`, or None when it holds no complete set (no run.json)."""
     if not (out_dir / "run.json").is_file():
         return None
-    return [out_dir / n for n in OUTPUT_FILES if (out_dir / n).exists()]
+    return [out_dir / n for n in output_names(out_dir)]
 
 
 def check_writable(out_dir: Path) -> None:

@@ -253,6 +253,7 @@ def predict_grid(
                 tic = time.perf_counter()
                 probs = _upsample(predict(np.stack([tile for tile, _ in prepared])), factor)
                 model_s += time.perf_counter() - tic
+                run.check_cancelled()  # a cancel during the forward pass stops before the stitching and saving
                 for tile, (_, valid), tile_probs in zip(batch, prepared, probs, strict=True):
                     if tile.out.row_off < first_row:
                         continue  # part of a strip a previous run saved

@@ -14,10 +14,12 @@ from shapely.geometry import shape
 
 from core.compare import Comparison, compare_class_maps, write_change_map
 from core.errors import AppError
+from core.export import DATE_MAP_PREFIX
 from core.jobstore import JobStatus
-from core.overlay import Overlay, render_overlay
+from core.overlay import Overlay, read_classes, render_overlay
 from core.report import read_run_record, read_stats
 from core.vectors import VectorOptions, polygonise, write_geopackage, write_geoparquet, zonal_areas
+from pages import ui
 
 # Larger files are read only when the user clicks (Streamlit's deferred download), not on every rerun: inline
 # data stays in the session's memory and is re-sent whenever the page reruns (every slider move).
@@ -206,24 +208,33 @@ def compare_section(job_id: str, outputs: dict[str, Path], others: list[JobStatu
     """Compare this job's map with another finished job's over the same area: both maps, the change, and the
     transition matrix (from-class x to-class, ha)."""
     here = outputs["classes.tif"]
-    candidates = {}
+    legend = [(c.value, c.name) for c in read_classes(here)]
+    published_date = read_stats(outputs["stats.json"]).selected_date
+    candidates: dict[str, tuple[str, Path, str]] = {}  # key: (label, class map, its date)
+    for name, path in outputs.items():  # this job's other dates, when they are maps of the same model
+        day = name.removeprefix(DATE_MAP_PREFIX).removesuffix(".tif")
+        same_legend = name.startswith(DATE_MAP_PREFIX) and [(c.value, c.name) for c in read_classes(path)] == legend
+        if same_legend and day != published_date:
+            candidates[name] = (f"this job, {day}", path, day)
     for status in others[:MAX_COMPARE_CANDIDATES]:
         paths = {Path(p).name: Path(p) for p in status.outputs}
         there = paths.get("classes.tif")
         if status.job_id != job_id and there is not None and there.exists() and same_grid(here, there):
-            candidates[status.job_id] = (status, there)
+            label = f"{status.name} ({status.job_id})" if status.name else status.job_id
+            candidates[status.job_id] = (label, there, read_stats(there.parent / "stats.json").selected_date)
     if not candidates:
         st.caption(
-            "No other finished job of yours covers this area. Run one over the same area (another date range, or "
-            "a chosen date) to compare the two maps here."
+            "No other date of this job and no other finished job of yours covers this area. Run one over the same "
+            "area (another date range, or a chosen date) to compare the two maps here."
         )
         return
-    names = {j: f"{s.name} ({j})" if s.name else j for j, (s, _) in candidates.items()}
-    other = st.selectbox("Compare with", [None, *candidates], format_func=lambda j: "-" if j is None else names[j])
+    other = st.selectbox(
+        "Compare with", [None, *candidates], format_func=lambda k: "-" if k is None else candidates[k][0]
+    )
     if other is None:
         return
     there = candidates[other][1]
-    dates = {p: read_stats(p.parent / "stats.json").selected_date for p in (here, there)}
+    dates = {here: published_date, there: candidates[other][2]}
     before, after = sorted((here, there), key=lambda p: dates[p])  # the earlier date first
     try:
         compared, change, change_cog = comparison(
@@ -277,3 +288,29 @@ def compare_map(before: Overlay, after: Overlay, change: Overlay, before_date: s
     folium.LayerControl(collapsed=False).add_to(fmap)
     fmap.fit_bounds(list(after.bounds_latlon))
     streamlit_folium.st_folium(fmap, key="compare_map", height=420, use_container_width=True, returned_objects=[])
+
+
+def date_maps(outputs: dict[str, Path], fractions: dict[str, dict[str, float | None]]) -> None:
+    """Every date the job computed: its map (of the model that judged the dates) and its class shares."""
+    maps = {
+        name.removeprefix(DATE_MAP_PREFIX).removesuffix(".tif"): path
+        for name, path in sorted(outputs.items())
+        if name.startswith(DATE_MAP_PREFIX)
+    }
+    if not maps:
+        return
+    day = st.selectbox("Date", list(maps), key="date-map")
+    picture, facts = st.columns([3, 1])
+    picture.image(overlay_of(maps[day]).png, caption=f"The map of {day}")
+    with facts:
+        st.html(ui.legend_html(read_classes(maps[day])))
+        for name, share in fractions.get(day, {}).items():
+            st.caption(f"{name}: {'-' if share is None else f'{share:.1f} %'}")
+        st.download_button(
+            "This date's map (COG)",
+            maps[day].read_bytes,
+            file_name=maps[day].name,
+            mime="image/tiff",
+            key="download-date-map",
+            on_click="ignore",
+        )

@@ -13,6 +13,7 @@ from core.types import ClassInfo
 from pages import ui
 from pages.result_view import (
     compare_section,
+    date_maps,
     download_buttons,
     overlay_of,
     percent,
@@ -117,6 +118,15 @@ if stats.dates:
         for d in stats.dates
     ]
     st.dataframe(pd.DataFrame(rows), hide_index=True)
+    st.subheader("The map of each date")
+    date_maps(
+        outputs,
+        {
+            d.date: {"valid": percent(d.valid_fraction)}
+            | {name: percent(value) for name, value in d.fractions.items()}
+            for d in stats.dates
+        },
+    )
 
 zone_areas(outputs["classes.tif"], run_aoi(outputs))
 

@@ -332,6 +332,17 @@ def write_outputs(
     export.write_preview_png(
         staging / "classes.tif", staging / "preview.png", card.classes, card.nodata_value, title
     )
+    # Every date the judging model (the cloud model, or the task's own for the cloud task) mapped, so a user can
+    # look at each date and compare two of them.
+    judge = models.cloud_model.card if models.cloud_model is not None else card
+    for result in prediction.dates:
+        export.write_class_cog(
+            result.classes_path,
+            staging / export.date_map_name(result.date),
+            judge.classes,
+            judge.nodata_value,
+            f"{judge.id} {result.date}",
+        )
     export.write_json(staging / "stats.json", stats.model_dump(mode="json"))
     (staging / "stats.csv").write_text(stats.csv())
     return stats

@@ -72,3 +72,23 @@ def test_maps_of_another_area_or_other_classes_are_refused_with_a_sentence(maps,
         compare_class_maps(maps["clear"], maps["landcover"])
     with pytest.raises(AppError, match="different grids"):
         write_change_map(maps["clear"], maps["smaller"], tmp_path / "change.tif")
+
+
+def test_every_date_is_published_and_a_date_gets_the_same_classes_whichever_date_the_job_maps(maps):
+    """The cloudy-date job publishes the clear date's map too: pixel for pixel the clear-date job's map, and
+    each date map's class shares are the statistics' per-date fractions."""
+    import json
+
+    cloudy_outputs = maps["cloudy"].parent
+    assert sorted(p.name for p in cloudy_outputs.glob("date-*.tif")) == [
+        f"date-{d}.tif" for d in ("2015-07-11", "2015-07-31", "2015-08-20", "2015-08-30", "2015-09-09")
+    ]
+    same_day = cloudy_outputs / "date-2015-07-11.tif"
+    assert compare_class_maps(maps["clear"], same_day).changed_pixels == 0
+    assert np.array_equal(read(cloudy_outputs / "date-2015-07-31.tif")[0], read(maps["cloudy"])[0])
+    stats = json.loads((cloudy_outputs / "stats.json").read_text())
+    for entry in stats["dates"]:
+        classes, nodata = read(cloudy_outputs / f"date-{entry['date']}.tif")
+        valid = classes[classes != nodata]
+        for value, name in enumerate(("clear", "cloud", "cloud shadow")):
+            assert np.count_nonzero(valid == value) / valid.size == pytest.approx(entry["fractions"][name], abs=1e-3)

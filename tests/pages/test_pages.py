@@ -421,7 +421,7 @@ def test_the_results_page_shows_map_legend_areas_and_downloads_the_real_files(
     assert list(areas["area (ha)"]) == [c["area_ha"] for c in stats["classes"]]
     dates = at.dataframe[1].value
     assert list(dates["date"]) == [d["date"] for d in stats["dates"]]  # per-date cloud fractions
-    assert len(at.get("image")) == 2  # image and classes side by side
+    assert len(at.get("image")) == 3  # image and classes side by side, and the map of the chosen date
     assert at.slider[0].label == "Class overlay opacity"
     labels = {b.proto.label for b in at.get("download_button")}
     assert {
@@ -722,7 +722,17 @@ def test_results_compare_two_jobs_over_the_same_area_with_a_transition_matrix_an
     at.selectbox[0].set_value(cloudy)
     at = at.run()
     box = next(s for s in at.selectbox if s.label == "Compare with")
-    assert box.options == ["-", f"clear day ({clear})"]
+    assert box.options == [  # the job's own other dates, and the other job over this area
+        "-",
+        "this job, 2015-07-11",
+        "this job, 2015-08-20",
+        "this job, 2015-08-30",
+        "this job, 2015-09-09",
+        f"clear day ({clear})",
+    ]
+    assert next(s for s in at.selectbox if s.label == "Date").options == [
+        "2015-07-11", "2015-07-31", "2015-08-20", "2015-08-30", "2015-09-09"
+    ]  # every date the job computed, to look at
     box.set_value(clear)
     at = at.run()
     assert_no_crash(at)
@@ -737,6 +747,11 @@ def test_results_compare_two_jobs_over_the_same_area_with_a_transition_matrix_an
     with rasterio.open(tmp_path / "change.tif") as change:
         assert change.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
     assert downloads["transitions.csv"].decode().splitlines()[0] == ",clear,cloud,cloud shadow"
+    # The job's own map of 2015-07-11 is the clear day's map: the same comparison, to the pixel.
+    next(s for s in at.selectbox if s.label == "Compare with").set_value("date-2015-07-11.tif")
+    at = at.run()
+    assert_no_crash(at)
+    assert {m.label: m.value for m in at.metric} == metrics
 
 
 def test_the_date_to_map_is_chosen_from_the_dates_found_and_submitted(app_env, client, monkeypatch):

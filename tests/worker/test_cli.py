@@ -69,6 +69,7 @@ def test_the_demo_job_writes_all_outputs_and_prints_them(sample_run):
         "preview.png",
         "stats.json",
         "stats.csv",
+        *[f"date-{d}.tif" for d in ("2015-07-11", "2015-07-31", "2015-08-20", "2015-08-30", "2015-09-09")],
         "run.json",
     ]
     assert all(p.is_file() and p.parent == out for p in printed)

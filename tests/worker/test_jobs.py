@@ -26,8 +26,10 @@ def read_band(path: Path) -> np.ndarray:
 
 
 def assert_same_outputs(out_a: Path, out_b: Path) -> None:
-    """The class and confidence rasters are pixel-identical, and so are the statistics."""
-    for name in ("classes.tif", "confidence.tif"):
+    """The class and confidence rasters (and every date's map) are pixel-identical, and so are the statistics."""
+    dates = sorted(p.name for p in out_a.glob("date-*.tif"))
+    assert dates and dates == sorted(p.name for p in out_b.glob("date-*.tif"))
+    for name in ("classes.tif", "confidence.tif", *dates):
         np.testing.assert_array_equal(read_band(out_a / name), read_band(out_b / name))
     stats_a, stats_b = (json.loads((d / "stats.json").read_text()) for d in (out_a, out_b))
     assert stats_a["classes"] == stats_b["classes"] and stats_a["dates"] == stats_b["dates"]
@@ -46,9 +48,12 @@ def test_a_queued_job_runs_on_a_worker_and_an_identical_request_is_answered_at_o
     assert status.fraction == 1.0 and status.error is None and status.attempts == 1
     assert status.started_at and status.ended_at and status.worker
     out = client.store.outputs_dir(job_id)
+    dates = [d["date"] for d in json.loads((client.store.outputs_dir(job_id) / "stats.json").read_text())["dates"]]
     assert sorted(Path(p).name for p in status.outputs) == sorted(
         ["classes.tif", "confidence.tif", "scene.tif", "preview.png", "stats.json", "stats.csv", "run.json"]
+        + [f"date-{d}.tif" for d in dates]  # the map of every date the job computed
     )
+    assert len(dates) == 5 and Path(status.outputs[-1]).name == "run.json"
     log = client.logs(job_id)
     for line in ("submitted", "started on", "Planning", "Predicting", "Exporting", "finished"):
         assert line in log
