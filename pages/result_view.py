@@ -301,7 +301,7 @@ def date_maps(outputs: dict[str, Path], fractions: dict[str, dict[str, float | N
         return
     day = st.selectbox("Date", list(maps), key="date-map")
     picture, facts = st.columns([3, 1])
-    picture.image(overlay_of(maps[day]).png, caption=f"The map of {day}")
+    picture.image(overlay_of(maps[day]).png, caption=f"The map of {day}", width="stretch")
     with facts:
         st.html(ui.legend_html(read_classes(maps[day])))
         for name, share in fractions.get(day, {}).items():
