@@ -27,14 +27,15 @@ _PIPELINE_S_PER_MPX = 0.5
 # A model pass costs per tile, and tiles cover the AOI's context, which can be far more than the AOI (csmask's
 # 7.7 km tiles over a 1 km2 AOI). Per tile: tile Mpx x (_MODEL_FACTOR x the card's cpu_s_per_mpx + _READ_S_PER_MPX
 # x bands x the tile's share with data) + _TILE_S (filling no data, blending, writing). Fitted to real runs of
-# the cloud and land-cover tasks on the sample and on a 300 km2 local source on a 2-vCPU worker
-# (bench/estimates.py, 2026-12-02: estimate/actual 0.91..1.14 per pass); the land-cover pre-flight was 2x low
-# when it counted AOI pixels.
-_MODEL_FACTOR = 1.5
-_READ_S_PER_MPX = 0.23
-_TILE_S = 0.19
-_EXPORT_S_PER_MPX = 1.9  # COGs with overviews, preview and statistics, per Mpx of the grid
-_FIXED_S = 1.0  # planning, search, model loading
+# the cloud and land-cover tasks on the sample and on a 300 km2 local source on an idle 2-vCPU worker
+# (bench/estimates.py). The first fit (2026-12-02) was made while other work loaded the machine: on 2026-12-03,
+# idle, the same jobs ran 2.6-2.8x faster than it said, so every figure was divided by 2.75. A worker that
+# shares its cores with other work takes longer than the estimate by about that much.
+_MODEL_FACTOR = 0.55
+_READ_S_PER_MPX = 0.084
+_TILE_S = 0.069
+_EXPORT_S_PER_MPX = 0.69  # COGs with overviews, preview, statistics and every date's map, per Mpx of the grid
+_FIXED_S = 0.36  # planning, search, model loading
 _OVERLAP_PX = 32  # the default tile overlap (TERRASEG_TILE_OVERLAP_PX), model pixels
 _BYTES_PER_SAMPLE = 2  # Sentinel-2 DN are uint16
 # A deflate COG window of Sentinel-2 DN against its uncompressed size (bench/downloads.py: 311 KB for a 514 x 514
