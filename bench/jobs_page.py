@@ -11,7 +11,6 @@ Target (issue 17): the page stays fast with 500 jobs (it draws one page of PAGE_
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -22,12 +21,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def timed(action) -> float:  # type: ignore[no-untyped-def]
@@ -41,6 +34,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
+    from tests.services import free_port
+
     port = free_port()
     redis_server = subprocess.Popen(
         ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL

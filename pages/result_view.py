@@ -189,7 +189,13 @@ MAX_COMPARE_CANDIDATES = 30  # the newest finished jobs looked at for a comparis
 
 
 def same_grid(first: Path, second: Path) -> bool:
-    """Whether two class COGs lie on one grid (only their headers are read)."""
+    """Whether two class COGs lie on one grid (headers only, read once per pair of file versions: the page
+    reruns at every slider move)."""
+    return _same_grid(str(first), str(second), first.stat().st_mtime_ns, second.stat().st_mtime_ns)
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def _same_grid(first: str, second: str, first_mtime_ns: int, second_mtime_ns: int) -> bool:
     with rasterio.open(first) as a, rasterio.open(second) as b:
         return (a.crs, a.transform, a.shape) == (b.crs, b.transform, b.shape)
 
