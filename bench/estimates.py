@@ -72,7 +72,13 @@ def main() -> None:
                 spec = build_spec(request, settings, cards, lambda name, s=settings: parse_source(name, s))
                 models = cards.job_models(spec.task, spec.model_id)
                 scenes = find_scenes(
-                    spec.sources, spec.aoi.to_aoi().geometry, spec.start, spec.end, None, settings
+                    spec.sources,
+                    spec.aoi.to_aoi().geometry,
+                    spec.start,
+                    spec.end,
+                    None,
+                    settings,
+                    models.trained_levels,
                 )
                 estimate = estimate_job(spec.aoi.to_aoi(), scenes, models.model, models.cloud_model)
                 run_job(

@@ -58,20 +58,20 @@ def usable_scenes(scenes: list[Scene], card: ModelCard) -> list[Scene]:
     usable = []
     for scene in scenes:
         missing = [b for b in card.bands if b not in scene.bands]
-        if missing or scene.processing_level not in card.processing_levels:
+        if missing or not card.runs_on(scene.processing_level):
             log.warning(
                 "Dropping scene %s: missing bands %s or level %s not in %s",
                 scene.id,
                 missing,
                 scene.processing_level,
-                card.processing_levels,
+                card.runnable_levels,
             )
             continue
         usable.append(scene)
     if not usable:
         raise NoScenesFound(
             f"None of the {len(scenes)} scenes found has the bands ({', '.join(card.bands)}) and "
-            f"processing level ({'/'.join(card.processing_levels)}) that model {card.id} needs."
+            f"processing level ({'/'.join(card.runnable_levels)}) that model {card.id} needs."
         )
     return usable
 
@@ -254,10 +254,11 @@ def coverage_warnings(
     return []
 
 
-def single_level(scenes: list[Scene]) -> list[Scene]:
-    """Keep the scenes of the most common processing level (a model runs on L1C or L2A, not a mix)."""
+def single_level(scenes: list[Scene], preferred: tuple[str, ...] = ()) -> list[Scene]:
+    """Keep the scenes of one processing level (a model runs on L1C or L2A, not a mix): the first of `preferred`
+    (the levels the job's models were trained on) that some scene has, else the most common one."""
     levels = [s.processing_level for s in scenes]
-    level = max(sorted(set(levels)), key=levels.count)
+    level = next((lv for lv in preferred if lv in levels), None) or max(sorted(set(levels)), key=levels.count)
     dropped = [s.id for s in scenes if s.processing_level != level]
     if dropped:
         log.warning("Using %s scenes only; dropping %d of another level: %s", level, len(dropped), dropped)

@@ -101,6 +101,13 @@ class JobModels:
     model: ModelCard
     cloud_model: ModelCard | None  # None for the cloud task itself, and for crop models on monthly cubes
 
+    @property
+    def trained_levels(self) -> tuple[str, ...]:
+        """The processing levels every model of the job was trained on, in the task model's order of preference
+        (the scenes a search should prefer)."""
+        cloud = self.cloud_model
+        return tuple(lv for lv in self.model.processing_levels if cloud is None or lv in cloud.processing_levels)
+
 
 class Models(Protocol):
     """What building a request needs to know of the models (models.catalogue.Catalogue)."""

@@ -64,6 +64,7 @@ class Estimate:
     radar_scenes: int = 0  # Sentinel-1 acquisitions a crop job composites (inside `scenes` and `download_mb`)
     radar_note: str = ""  # why a crop job on scenes will have no Sentinel-1
     scene_dates: tuple[str, ...] = ()  # the dates found (YYYY-MM-DD), one of which a job may map
+    caveats: tuple[str, ...] = ()  # a model that will run on scenes of a level it was not trained on
 
     @property
     def cache_mb(self) -> float:
@@ -132,14 +133,18 @@ def find_scenes(
     end: date,
     max_cloud_pct: float | None,
     settings: Settings,
+    levels: tuple[str, ...] = (),
 ) -> list[Scene]:
     """The scenes a job will use: the first source with matches, one processing level, under the cloud limit.
 
+    `levels` are the processing levels the job's models were trained on (`JobModels.trained_levels`), in order of
+    preference: a source that has them wins over an earlier one that has not, and within a source they win over
+    the most common level; a model that runs on another level only with a caveat says so in its outputs.
     The worker's search stage and the page's pre-flight both call this, so the estimate counts what the job
     will really read.
     """
-    scenes = search_scenes(sources, aoi, start, end, settings, max_cloud_pct=max_cloud_pct)
-    return analysis.filter_cloud_cover(analysis.single_level(scenes), max_cloud_pct)
+    scenes = search_scenes(sources, aoi, start, end, settings, max_cloud_pct=max_cloud_pct, levels=levels)
+    return analysis.single_level(analysis.filter_cloud_cover(scenes, max_cloud_pct), levels)
 
 
 def find_radar_scenes(
@@ -204,6 +209,20 @@ def estimate_job(
         work_mb=pixels * model_runs * _WORK_BYTES_PER_PX / 1e6,
         output_mb=pixels * _OUTPUT_BYTES_PER_PX / 1e6,
         scene_dates=tuple(sorted({s.date_iso for s in scenes})),
+        caveats=level_caveats(scenes, card, cloud_card),
+    )
+
+
+def level_caveats(scenes: list[Scene], *cards: ModelCard | None) -> tuple[str, ...]:
+    """The caveats of the `cards` that will run on the scenes' processing level without having been trained on
+    it (the same the job's outputs will carry)."""
+    levels = {s.processing_level for s in scenes}
+    return tuple(
+        card.level_caveats[level]
+        for card in cards
+        if card is not None
+        for level in sorted(levels)
+        if level not in card.processing_levels and level in card.level_caveats
     )
 
 

@@ -189,9 +189,11 @@ def build_stats(
     published: DateResult,
     model: ModelCard,
     cloud_model: ModelCard | None,
+    caveats: list[str] | None = None,
 ) -> Stats:
     """The statistics of a job that published `published` with `model`; `results` are the dates as judged by
-    the cloud model (or by `model` itself for the cloud task)."""
+    the cloud model (or by `model` itself for the cloud task). `caveats` (a model run on a level it was not
+    trained on) come first among the warnings."""
     grid = area.grid
     series_dates = sorted({s.date_iso for s in published.scenes}) if model.is_series else None
     # Pixels with data on the published date before cloud masking: the judging model's count of that date.
@@ -213,13 +215,16 @@ def build_stats(
         valid_pixels=published.valid_px,
         classes=class_areas(published.inference.class_counts, model, grid.pixel_area_m2),
         dates=date_fractions(results, cloud_model or model),
-        warnings=analysis.coverage_warnings(
-            published.inference.aoi_px,
-            data_px,
-            published.valid_px,
-            published.date,
-            cloud_model.id if cloud_model is not None else None,
-        ),
+        warnings=[
+            *(caveats or []),
+            *analysis.coverage_warnings(
+                published.inference.aoi_px,
+                data_px,
+                published.valid_px,
+                published.date,
+                cloud_model.id if cloud_model is not None else None,
+            ),
+        ],
         series_dates=series_dates,
         cloud_model_id=cloud_model.id if cloud_model is not None and series_dates is None else None,
         cloud_masked_pixels=masked_px,
@@ -259,8 +264,10 @@ def build_run_record(
     models: tuple[Weights, Weights | None],
     settings: RunSettings,
     timings_s: dict[str, float],
+    notes: list[str] | None = None,
 ) -> RunRecord:
-    """Provenance of a run: inputs, model and weights, grid, timings and software versions."""
+    """Provenance of a run: inputs, model and weights, grid, timings and software versions; `notes` are what a
+    reader of the outputs must know (a model's caveat for the scenes' level)."""
     model, cloud_model = models
     card = model.card
     return RunRecord(
@@ -295,6 +302,7 @@ def build_run_record(
         settings=dataclasses.asdict(settings),
         timings_s=dict(timings_s),
         versions=software_versions(),
+        notes=list(notes or []),
     )
 
 

@@ -190,7 +190,7 @@ class ModelCard(BaseModel):
     architecture: str
     sensor: str
     bands: tuple[str, ...]
-    processing_levels: tuple[str, ...]
+    processing_levels: tuple[str, ...]  # the levels it was trained on, the one to prefer first
     resolution_m: float = Field(gt=0)
     tile_px: int = Field(gt=0)
     normalisation: Normalisation
@@ -223,6 +223,10 @@ class ModelCard(BaseModel):
     per_pixel: bool = False
     # For a model whose labels come from a WorldCereal legend: the legend's name in class_mappings.json.
     label_mapping: str = ""
+    # Levels the model was not trained on but may run on when a job's sources offer no other, each with what a
+    # reader of its map must know (stats.json warnings, run.json notes, the job's status). A source of a trained
+    # level is preferred whenever the job lists one (core.preflight.find_scenes).
+    level_caveats: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _consistent(self) -> "ModelCard":
@@ -234,6 +238,15 @@ class ModelCard(BaseModel):
         if missing:
             raise ValueError(f"no sha256 pinned for {', '.join(missing)}")
         return self
+
+    def runs_on(self, processing_level: str) -> bool:
+        """Whether the model runs on scenes of `processing_level` (trained on it, or with a caveat)."""
+        return processing_level in self.processing_levels or processing_level in self.level_caveats
+
+    @property
+    def runnable_levels(self) -> tuple[str, ...]:
+        """The levels it runs on, trained ones first."""
+        return self.processing_levels + tuple(lv for lv in self.level_caveats if lv not in self.processing_levels)
 
     @property
     def n_classes(self) -> int:

@@ -4,6 +4,7 @@ the card. Weights are checked against the sha256 the card pins and, for PyTorch 
 shape against the architecture. Which models exist is models.catalogue's business (no torch needed there).
 """
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -96,21 +97,26 @@ class LoadedModel:
     weights_file: str
     weights_sha256: str
     for_dates: Callable[[list[date]], Callable[[np.ndarray], np.ndarray]] | None = None
+    caveat: str = ""  # the card's caveat for a processing level it was not trained on, when it runs on one
 
 
 def load(models: Catalogue, model_id: str, options: LoadOptions) -> LoadedModel:
     """Load `model_id` for input of `options.processing_level` with `options.available_bands`."""
     card = models.require_weights(model_id)
-    if options.processing_level not in card.processing_levels:
+    if not card.runs_on(options.processing_level):
         raise ModelError(
-            f"Model {model_id} works on {'/'.join(card.processing_levels)} data, but the scenes "
+            f"Model {model_id} works on {'/'.join(card.runnable_levels)} data, but the scenes "
             f"are {options.processing_level}. Choose another model or source."
         )
     if card.builder not in LOADERS:
         raise ModelError(
             f"Model {model_id}: unknown builder {card.builder!r}; known: {', '.join(sorted(LOADERS))}."
         )
-    return LOADERS[card.builder](card, models.folder(model_id), options)
+    loaded = LOADERS[card.builder](card, models.folder(model_id), options)
+    if options.processing_level in card.processing_levels:
+        return loaded
+    log.warning("Model %s runs on %s scenes, a level it was not trained on", model_id, options.processing_level)
+    return dataclasses.replace(loaded, caveat=card.level_caveats[options.processing_level])
 
 
 def _load_csmask(card: ModelCard, folder: Path, options: LoadOptions) -> LoadedModel:

@@ -345,8 +345,16 @@ def trained_card(
     classes = tuple(
         ClassInfo(value, name, PALETTE[value % len(PALETTE)]) for value, name in enumerate(legend)
     )
+    # A head fitted on scenes of a level the base only ran on with a caveat has learnt that level (preferred
+    # now); the base's features still know the levels they were trained on.
+    level = str(training.get("processing_level", ""))
+    levels = base.processing_levels
+    if level and level not in levels:
+        levels = (level, *levels)
     return base.replace(
         id=new_id,
+        processing_levels=levels,
+        level_caveats={lv: text for lv, text in base.level_caveats.items() if lv not in levels},
         version=version,
         description=(
             f"{base.task.capitalize()} in {len(legend)} classes ({', '.join(legend)}): the features of "

@@ -40,14 +40,18 @@ def preflight(spec: JobSpec, _settings: Settings) -> Estimate:
             return estimate_cube_job(aoi, cube, models.model)
         # composites of the season's L2A scenes (the cloud model on every date) and Sentinel-1, Presto once
         first_day = season_start(spec.start, spec.end)
-        scenes = find_scenes(spec.sources, aoi.geometry, first_day, spec.end, spec.max_cloud_pct, _settings)
+        scenes = find_scenes(
+            spec.sources, aoi.geometry, first_day, spec.end, spec.max_cloud_pct, _settings, models.trained_levels
+        )
         check_composite_scenes(scenes, spec.sources)
         radar, note = find_radar_scenes(spec.sources, aoi.geometry, first_day, spec.end, _settings)
         cloud = catalogue(_settings.cache_dir).job_models("cloud", None).model
         return estimate_composite_job(
             aoi, scenes, choose_radar(radar, season_months(spec.end)), note, models.model, cloud
         )
-    scenes = find_scenes(spec.sources, aoi.geometry, spec.start, spec.end, spec.max_cloud_pct, _settings)
+    scenes = find_scenes(
+        spec.sources, aoi.geometry, spec.start, spec.end, spec.max_cloud_pct, _settings, models.trained_levels
+    )
     return estimate_job(aoi, scenes, models.model, models.cloud_model)
 
 
@@ -166,6 +170,8 @@ else:
             if chosen != clearest:
                 spec = JobSpec.model_validate(spec.model_dump() | {"selected_date": chosen})
         st.caption(answer.summary() + " Estimates only.")
+        for caveat in answer.caveats:
+            st.warning(caveat)
         if warning := answer.coverage_warning():
             st.warning(warning)
         cache = Folder(settings.cache_dir, "the workers' cache folder")  # queued jobs publish there too

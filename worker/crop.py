@@ -297,8 +297,9 @@ def scene_composites(
     months = season_months(spec.end)
     first_day = season_start(spec.start, spec.end)
     with run.stage("search"):
+        levels = cards.get(spec.model_id).processing_levels  # Presto: L2A
         scenes = find_scenes(
-            spec.sources, area.aoi.geometry, first_day, spec.end, spec.max_cloud_pct, settings
+            spec.sources, area.aoi.geometry, first_day, spec.end, spec.max_cloud_pct, settings, levels
         )
         check_composite_scenes(scenes, spec.sources)
         found, radar_note = find_radar_scenes(spec.sources, area.aoi.geometry, first_day, spec.end, settings)

@@ -46,6 +46,12 @@ class Models:
     cloud_model: LoadedModel | None
 
     @property
+    def caveats(self) -> list[str]:
+        """What a reader must know of models that run on scenes of a level they were not trained on."""
+        loaded = [self.model, *([self.cloud_model] if self.cloud_model is not None else [])]
+        return [m.caveat for m in loaded if m.caveat]
+
+    @property
     def runs_as_series(self) -> bool:
         """A series model gets every chosen date at once, judged by the cloud model."""
         return self.model.card.is_series and self.model.for_dates is not None and self.cloud_model is not None
@@ -118,14 +124,17 @@ def run_stages(
         run.report(1.0, f"Done: {out_dir}")
         return JobResult(out_dir, outputs, stats.selected_date, stats, stats.warnings)
     with run.stage("search"):
+        levels = cards.job_models(spec.task, spec.model_id).trained_levels
         scenes = find_scenes(
-            spec.sources, area.aoi.geometry, spec.start, spec.end, spec.max_cloud_pct, settings
+            spec.sources, area.aoi.geometry, spec.start, spec.end, spec.max_cloud_pct, settings, levels
         )
         check_chosen_date(scenes, spec.selected_date)
     space_warnings = check_space(cards, spec, area, scenes, folders, needs)
     run.report(0.02, "; ".join([f"Searching: {len(scenes)} scenes", *space_warnings]))
     with run.stage("load_model"):
         models = load_models(cards, spec, scenes, settings)
+    for caveat in models.caveats:
+        run.report(0.02, f"Caveat: {caveat}")
     # The progress bar follows time (so an ETA from its rate holds): downloads get a share only when there are
     # any; local scenes go straight to the models.
     start = 0.15 if any(needs_network(s) for s in scenes) else 0.03
@@ -142,7 +151,14 @@ def run_stages(
                 stats = write_outputs(spec, area, models, prediction, staging)
             used = report.RunSettings(settings.device, tiling.batch_size, tiling.overlap_px)
             record = report.build_run_record(
-                spec, area, prediction.dates, stats, (models.model, models.cloud_model), used, run.timings_s
+                spec,
+                area,
+                prediction.dates,
+                stats,
+                (models.model, models.cloud_model),
+                used,
+                run.timings_s,
+                models.caveats,
             )
             export.write_json(staging / "run.json", record.model_dump(mode="json"))  # with every stage's time
             # The export stage takes a while on big grids: a cancel that came meanwhile must win over publishing.
@@ -320,7 +336,7 @@ def write_outputs(
     """Write the COGs, the preview and the statistics of the published result to `staging`."""
     card, published = models.model.card, prediction.published
     cloud_card = models.cloud_model.card if models.cloud_model is not None else None
-    stats = report.build_stats(spec, area, prediction.dates, published, card, cloud_card)
+    stats = report.build_stats(spec, area, prediction.dates, published, card, cloud_card, models.caveats)
     title = f"{card.id} {published.date}"
     export.write_class_cog(
         published.classes_path, staging / "classes.tif", card.classes, card.nodata_value, title

@@ -230,7 +230,10 @@ def train_model(
     tiling = TilingOptions(settings.batch_size, settings.tile_overlap_px)
     area = JobArea.of(spec)
     run.report(0.02, f"Labels: {len(labels.geometries)} features, classes {', '.join(labels.legend)}")
-    scenes = find_scenes(spec.sources, area.aoi.geometry, spec.start, spec.end, spec.max_cloud_pct, settings)
+    levels = cards.job_models(spec.task, spec.model_id).trained_levels
+    scenes = find_scenes(
+        spec.sources, area.aoi.geometry, spec.start, spec.end, spec.max_cloud_pct, settings, levels
+    )
     models = load_models(cards, spec, scenes, settings)
     groups = download(models, area, scenes, tiling, settings, run.within(0.05, 0.15, "Downloading"))
     if models.cloud_model is None:
@@ -531,8 +534,10 @@ def preflight_training(
     labels = read_labels(request.labels, request.label_field, settings.max_label_vertices)
     classes = class_summary(labels)
     area = spec.aoi.to_aoi()
-    scenes = find_scenes(spec.sources, area.geometry, spec.start, spec.end, spec.max_cloud_pct, settings)
     models = catalogue(settings.cache_dir).job_models(spec.task, spec.model_id)
+    scenes = find_scenes(
+        spec.sources, area.geometry, spec.start, spec.end, spec.max_cloud_pct, settings, models.trained_levels
+    )
     estimate = estimate_job(area, scenes, models.model, models.cloud_model)
     # About a fifth goes to validation, and clouds take their share: below twice FEW_SAMPLES, the training side
     # is likely to end up with fewer than FEW_SAMPLES pixels, which the run itself warns about.

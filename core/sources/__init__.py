@@ -117,13 +117,17 @@ def search_scenes(
     settings: Settings,
     sensor: str = "S2",
     max_cloud_pct: float | None = None,
+    levels: tuple[str, ...] = (),
 ) -> list[Scene]:
     """Search the sources in priority order; the first one with matching scenes serves the job.
 
+    With `levels` (the processing levels the job's models were trained on), a source whose scenes have none of
+    them is passed over for a later source that has some; when none has, the first source with scenes serves.
     A source that fails (missing folder, no scenes) is logged and the next one is tried; if all fail, the
     error says what each one answered.
     """
     answers, unavailable = [], 0
+    fallback: list[Scene] | None = None
     for name in source_names:
         try:
             scenes = parse_source(name, settings).search(aoi, start, end, sensor, max_cloud_pct)
@@ -132,8 +136,13 @@ def search_scenes(
             answers.append(str(err))
             unavailable += isinstance(err, SourceUnavailable)
             continue
-        log.info("Source %s: %d scenes", name, len(scenes))
-        return scenes
+        if not levels or any(s.processing_level in levels for s in scenes):
+            log.info("Source %s: %d scenes", name, len(scenes))
+            return scenes
+        log.info("Source %s: %d scenes, none of level %s; trying the next sources", name, len(scenes), levels)
+        fallback = fallback or scenes
+    if fallback is not None:
+        return fallback
     if unavailable == len(answers):  # nothing answered "no scenes": worth trying again later
         raise SourceUnavailable(" | ".join(answers))
     if len(answers) == 1:
