@@ -97,8 +97,10 @@ def test_a_state_dict_that_does_not_fit_names_the_keys_and_shapes():
     assert "head.weight (5, 144, 1, 1) != (9, 144, 1, 1)" in message
 
 
-def test_l2a_scenes_are_refused_because_the_model_was_trained_on_l1c():
-    with pytest.raises(ModelError, match="works on L1C data, but the scenes are L2A"):
-        load_model(
-            "landcover-dynamic-world", processing_level="L2A", available_bands=set(dynamic_world.BANDS)
-        )
+def test_l2a_scenes_load_with_the_caveat_of_a_model_trained_on_l1c_and_other_levels_are_refused():
+    on_l2a = load_model("landcover-dynamic-world", processing_level="L2A", available_bands=set(dynamic_world.BANDS))
+    assert "trained on Sentinel-2 L1C" in on_l2a.caveat
+    on_l1c = load_model("landcover-dynamic-world", processing_level="L1C", available_bands=set(dynamic_world.BANDS))
+    assert on_l1c.caveat == ""
+    with pytest.raises(ModelError, match="works on L1C/L2A data, but the scenes are GRD"):
+        load_model("landcover-dynamic-world", processing_level="GRD", available_bands=set(dynamic_world.BANDS))
