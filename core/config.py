@@ -1,22 +1,36 @@
 """Settings: the only place that reads environment variables (prefix TERRASEG_) or a `.env` file."""
 
+import os
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
-from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SecretsSettingsSource,
+    SettingsConfigDict,
+)
 
 
 class Settings(BaseSettings):
-    """Everything configurable, read once and passed down as an argument."""
+    """Everything configurable, read once and passed down as an argument.
+
+    Besides the environment and `.env`, each setting may come from a file named after its variable in lower
+    case (`terraseg_redis_password`) in the folder TERRASEG_SECRETS_DIR names: docker compose's secrets, which
+    stay out of the process environment that `docker inspect` and /proc show.
+    """
 
     model_config = SettingsConfigDict(env_prefix="TERRASEG_", env_file=".env", extra="forbid", frozen=True)
 
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # Sent to Redis when `redis_url` carries no password of its own (a secret file, not the URL, holds it).
+    redis_password: SecretStr | None = None
+    secrets_dir: Path | None = None  # read before the other settings: see the class docstring
     cache_dir: Path = Path("cache")
     max_aoi_km2: float = Field(2500.0, gt=0)
     max_aoi_vertices: int = Field(10_000, gt=3)
@@ -65,6 +79,28 @@ class Settings(BaseSettings):
     http_timeout_s: float = Field(60.0, gt=0)
     lta_poll_s: float = Field(60.0, gt=0)
     lta_timeout_s: float = Field(6 * 3600.0, gt=0)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        folder = os.environ.get("TERRASEG_SECRETS_DIR")
+        files = (SecretsSettingsSource(settings_cls, secrets_dir=folder),) if folder else ()
+        return init_settings, env_settings, dotenv_settings, *files
+
+    @model_validator(mode="after")
+    def _password_in_url(self) -> "Settings":
+        parts = urlsplit(self.redis_url)
+        if self.redis_password is not None and parts.password is None:
+            secret = quote(self.redis_password.get_secret_value(), safe="")
+            netloc = f"{parts.username or ''}:{secret}@{parts.netloc.rpartition('@')[2]}"
+            object.__setattr__(self, "redis_url", parts._replace(netloc=netloc).geturl())  # frozen otherwise
+        return self
 
 
 SECRETS_FILES = (Path(".streamlit/secrets.toml"), Path("~/.streamlit/secrets.toml").expanduser())

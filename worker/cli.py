@@ -29,6 +29,7 @@ from worker.client import redacted
 if TYPE_CHECKING:
     from core.jobstore import JobStatus
     from core.training import Metrics, MultiLabelMetrics
+    from worker.client import JobClient
     from worker.training import DatasetTrainRequest, SamplesTrainRequest, TrainRequest, TrainResult
 
 log = logging.getLogger("terraseg")
@@ -195,6 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         verbs.add_parser(verb, help=text).add_argument("job_id")
     verbs.add_parser("recover", help="re-queue jobs whose worker died or that Redis lost")
+    health = verbs.add_parser("health", help="Redis, live workers and jobs; exit 1 when Redis is unreachable")
+    health.add_argument(
+        "--this-host",
+        action="store_true",
+        help="exit 1 also when no live worker runs on this host (a container's health check)",
+    )
     return parser
 
 
@@ -290,6 +297,29 @@ def command_jobs(args: argparse.Namespace, settings: Settings) -> int:
     elif args.verb == "recover":
         requeued = client.recover() + runs.recover()
         print(f"re-queued {len(requeued)} job(s)" + (": " + " ".join(requeued) if requeued else ""))
+    elif args.verb == "health":
+        return command_health(client, args.this_host)
+    return 0
+
+
+def command_health(client: "JobClient", this_host: bool) -> int:
+    """One line of health; 1 when Redis is unreachable or (`this_host`) no live worker runs here."""
+    import socket
+
+    health = client.health()
+    print(
+        f"redis: {'up' if health.redis_ok else 'down'}; workers: {health.workers}; queued: {health.queued}; "
+        f"running: {health.running}; {health.message}"
+    )
+    if not health.redis_ok:
+        return 1
+    if this_host:
+        here = client.live_workers(socket.gethostname())
+        print(
+            f"workers on this host ({socket.gethostname()}): {len(here)}"
+            + (f" ({', '.join(here)})" if here else "")
+        )
+        return 0 if here else 1
     return 0
 
 

@@ -323,6 +323,10 @@ class JobClient:
         message = "ok" if workers else "No worker is running: start one with `terraseg worker`."
         return Health(True, workers, queued, running, message)
 
+    def live_workers(self, hostname: str) -> list[str]:
+        """The names of the live workers (beat within ALIVE_S) that run on `hostname`."""
+        return sorted(w.name for w in Worker.all(connection=self.redis) if w.hostname == hostname)
+
     # -- changing -----------------------------------------------------------------------------------------
     def cancel(self, job_id: str, account: Account | None = None) -> JobStatus:
         """Ask a job to stop. A queued job is cancelled at once; a running one within about 2 s. A finished job

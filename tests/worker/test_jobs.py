@@ -274,6 +274,8 @@ def test_cli_submits_to_the_queue_and_reports(settings: Settings, start_worker, 
     assert [j["job_id"] for j in listed] == [job_id]
     assert job_id in terraseg("jobs").stdout and "finished" in terraseg("jobs").stdout
     assert "finished: Done" in terraseg("logs", job_id).stdout
+    health = terraseg("health", "--this-host")  # a container's health check: a live worker on this host
+    assert health.returncode == 0 and "workers on this host" in health.stdout and "): 1 (" in health.stdout
     bad = terraseg("status", "20990101-000000-abcdef")
     assert bad.returncode == 2 and "There is no job" in bad.stderr and "Traceback" not in bad.stderr
 
