@@ -490,6 +490,25 @@ def test_choosing_the_landcover_task_offers_dynamic_world_and_submits_it(app_env
     assert (spec.task, spec.model_id) == ("landcover", "landcover-dynamic-world")
 
 
+def test_land_cover_on_an_l2a_only_source_shows_the_models_caveat_before_submitting(
+    app_env, monkeypatch, tmp_path
+):
+    from tests.worker.test_levels import CAVEAT, tagged_copy
+
+    l2a = tagged_copy(tmp_path / "roots" / "l2a", "L2A")  # the sample's pixels tagged L2A
+    monkeypatch.setenv("TERRASEG_APP_LOCAL_ROOTS", json.dumps([str(tmp_path / "roots")]))
+    get_settings.cache_clear()
+    drawn = {"type": "Feature", "properties": {}, "geometry": json.loads(SAMPLE_AOI_TEXT)}
+    at = open_page("pages/new_job.py", drawn, monkeypatch)
+    next(s for s in at.selectbox if s.label == "Task").set_value("landcover").run()
+    sources_box(at).set_value(f"local:{l2a}").run()
+    assert_no_crash(at)
+    assert CAVEAT in texts(at.warning) and not submit_button(at).disabled  # it runs, and says how
+    sources_box(at).set_value(f"local:{l2a}, sample").run()  # an L1C source later in the list wins
+    assert CAVEAT not in texts(at.warning)
+    assert {m.label: m.value for m in at.metric}["Scenes found"] == "5"
+
+
 def test_an_untrained_model_is_explained_and_cannot_be_submitted(app_env, monkeypatch):
     drawn = {"type": "Feature", "properties": {}, "geometry": json.loads(SAMPLE_AOI_TEXT)}
     at = open_page("pages/new_job.py", drawn, monkeypatch)
