@@ -141,7 +141,9 @@ def test_upload_submit_follow_and_open_the_results_in_a_real_browser(
     # Results: the map with both local overlays, the legend, the areas, and a real COG to download.
     expect(page.get_by_text("Area per class")).to_be_visible()
     result_frame = page.frame_locator('iframe[title="streamlit_folium.st_folium"]').first
-    expect(result_frame.locator("img.leaflet-image-layer")).to_have_count(2)
+    # The map's iframe draws after the page's text; on a loaded machine (CI: two test processes and their workers on
+    # 2 cores) that once took more than Playwright's default 5 s.
+    expect(result_frame.locator("img.leaflet-image-layer")).to_have_count(2, timeout=30_000)
     expect(result_frame.locator("path.leaflet-interactive")).to_have_count(1)  # the AOI's outline
     # Zoomed in, the map keeps its zoom while the opacity slider changes the class layer alone.
     container = result_frame.locator(".leaflet-container")
