@@ -216,14 +216,8 @@ def estimate_job(
 def level_caveats(scenes: list[Scene], *cards: ModelCard | None) -> tuple[str, ...]:
     """The caveats of the `cards` that will run on the scenes' processing level without having been trained on
     it (the same the job's outputs will carry)."""
-    levels = {s.processing_level for s in scenes}
-    return tuple(
-        card.level_caveats[level]
-        for card in cards
-        if card is not None
-        for level in sorted(levels)
-        if level not in card.processing_levels and level in card.level_caveats
-    )
+    levels = sorted({s.processing_level for s in scenes})
+    return tuple(caveat for card in cards if card is not None for lv in levels if (caveat := card.caveat_for(lv)))
 
 
 def pass_s(card: ModelCard, grid: Grid, covered_px: float) -> float:

@@ -243,6 +243,12 @@ class ModelCard(BaseModel):
         """Whether the model runs on scenes of `processing_level` (trained on it, or with a caveat)."""
         return processing_level in self.processing_levels or processing_level in self.level_caveats
 
+    def caveat_for(self, processing_level: str) -> str:
+        """What a reader must know of this model's map of `processing_level` scenes ("" for a trained level)."""
+        if processing_level in self.processing_levels:
+            return ""
+        return self.level_caveats.get(processing_level, "")
+
     @property
     def runnable_levels(self) -> tuple[str, ...]:
         """The levels it runs on, trained ones first."""

@@ -113,10 +113,10 @@ def load(models: Catalogue, model_id: str, options: LoadOptions) -> LoadedModel:
             f"Model {model_id}: unknown builder {card.builder!r}; known: {', '.join(sorted(LOADERS))}."
         )
     loaded = LOADERS[card.builder](card, models.folder(model_id), options)
-    if options.processing_level in card.processing_levels:
+    if not (caveat := card.caveat_for(options.processing_level)):
         return loaded
     log.warning("Model %s runs on %s scenes, a level it was not trained on", model_id, options.processing_level)
-    return dataclasses.replace(loaded, caveat=card.level_caveats[options.processing_level])
+    return dataclasses.replace(loaded, caveat=caveat)
 
 
 def _load_csmask(card: ModelCard, folder: Path, options: LoadOptions) -> LoadedModel:
