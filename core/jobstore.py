@@ -77,6 +77,9 @@ class JobStatus:
     name: str = ""  # what its owner called it
     task: str = ""  # its request's task, and a line saying what it computes (for lists: no request to read)
     summary: str = ""
+    # The queue its current or next run is on: "download" until a download worker has fetched its scenes, then
+    # "inference" ("": the client's own queue, as for every job written before there were two).
+    queue: str = ""
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "JobStatus":
@@ -165,6 +168,7 @@ class JobStore:
             name=str(info.get("name") or ""),
             task=str(info.get("task") or ""),
             summary=str(info.get("summary") or ""),
+            queue=str(info.get("queue") or ""),
         )
         self.write_status(status)
         self.append_log(job_id, "submitted")

@@ -1,9 +1,12 @@
 """The job API that pages and the CLI use: submit, status, list, cancel, retry, delete, logs, recover.
 
-Callers get plain values (core.jobstore.JobStatus, str, dict); no RQ type leaves this module. Every job runs
-whole on the `inference` queue (the local sources need no download step); training runs (TrainingClient) run on
-the `training` queue, with folders of their own under `<cache>/training-runs`; the `download` queue exists for
-the remote sources, which will enqueue there.
+Callers get plain values (core.jobstore.JobStatus, str, dict); no RQ type leaves this module. A job whose sources
+are remote (catalogues, mirrors) starts on the `download` queue: a download worker searches and fetches its
+scenes into the cache and hands it on to the `inference` queue, where a (GPU) worker maps it from the cache, so a
+GPU never waits on a network. Jobs on local sources, and crop jobs (their composites read scene by scene), go to
+`inference` at once. One job folder, one status and one lock follow the job through both queues; its RQ record
+on `download` is `<job id>-download`. Training runs (TrainingClient) run on the `training` queue, with folders of
+their own under `<cache>/training-runs`.
 """
 
 import contextlib
@@ -33,6 +36,7 @@ log = logging.getLogger(__name__)
 
 QUEUES = ("download", "inference", "training")
 JOB_QUEUE = "inference"
+DOWNLOAD_QUEUE = "download"
 ENTRY_POINT = "worker.entry.execute_job"
 TRAINING_QUEUE = "training"
 TRAINING_ENTRY_POINT = "worker.entry.execute_training"
@@ -92,6 +96,21 @@ def drop_rq_record(job_id: str, connection: redis.Redis) -> None:
             connection.delete(job.key, job.dependents_key, job.dependencies_key)
 
 
+def rq_id(job_id: str, queue: str) -> str:
+    """RQ's id of a job's run on `queue`: the download stage's record is separate from the inference one, so
+    the download worker can queue the next stage while RQ still records its own."""
+    return f"{job_id}-{DOWNLOAD_QUEUE}" if queue == DOWNLOAD_QUEUE else job_id
+
+
+def first_queue(spec: JobSpec, builder: str) -> str:
+    """Where a job starts: `download` when its sources are remote, else `inference` (see the module docstring)."""
+    from core.presto_inputs import PRESTO_BUILDER
+    from core.sources import is_remote_source
+
+    remote = any(is_remote_source(name) for name in spec.sources)
+    return DOWNLOAD_QUEUE if remote and builder != PRESTO_BUILDER else JOB_QUEUE
+
+
 def job_queue(name: str, connection: redis.Redis) -> Queue:
     """An RQ queue whose jobs are JSON SafeJobs."""
     return Queue(name, connection=connection, job_class=SafeJob, serializer=JSONSerializer)
@@ -148,11 +167,12 @@ class JobClient:
         what the owner calls the job."""
         from models.catalogue import catalogue
 
-        spec_hash = spec.spec_hash(catalogue(self.settings.cache_dir).get(spec.model_id).version)
+        card = catalogue(self.settings.cache_dir).get(spec.model_id)
+        spec_hash = spec.spec_hash(card.version)
         job_id = new_job_id()
         info = {
             "spec_hash": spec_hash,
-            "queue": JOB_QUEUE,
+            "queue": first_queue(spec, card.builder),
             "submitted_at": utc_now(),
             "copy_to": str(copy_to) if copy_to else None,
             "owner": owner,
@@ -180,7 +200,7 @@ class JobClient:
             self.store.job_dir(job_id).mkdir()
             with self.store.try_lock(job_id):  # recovery keeps off until it is on the queue
                 self.store.create(job_id, spec, info)
-                self._enqueue(job_id)
+                self.enqueue(job_id)
         return job_id
 
     def _reuse(self, job_id: str, spec: JobSpec, info: dict[str, Any], previous: JobStatus) -> str:
@@ -219,14 +239,23 @@ class JobClient:
         )
         self.store.append_log(job_id, message)
 
-    def _enqueue(self, job_id: str) -> bool:
-        """Put the job on its RQ queue (replacing any stale RQ record); False when Redis is unreachable."""
+    def queue_of(self, job_id: str) -> str:
+        """The queue the job's current or next run is on."""
+        return self.store.read_status(job_id).queue or self.queue_name
+
+    def _rq_id(self, job_id: str) -> str:
+        return rq_id(job_id, self.queue_of(job_id))
+
+    def enqueue(self, job_id: str) -> bool:
+        """Put the job on the queue its status names (replacing any stale RQ record); False when Redis is
+        unreachable (recovery queues it when Redis is back). The caller holds the job's lock."""
+        queue = self.queue_of(job_id)
         try:
-            drop_rq_record(job_id, self.redis)
-            job_queue(self.queue_name, self.redis).enqueue(
+            drop_rq_record(rq_id(job_id, queue), self.redis)
+            job_queue(queue, self.redis).enqueue(
                 self.entry_point,
                 job_id,
-                job_id=job_id,
+                job_id=rq_id(job_id, queue),
                 job_timeout=self.settings.job_timeout_s,
                 result_ttl=24 * 3600,
                 failure_ttl=7 * 24 * 3600,
@@ -272,7 +301,7 @@ class JobClient:
         if time.monotonic() < self._redis_down_until:
             return {}
         try:
-            return fetch_job(job_id, self.redis).get_meta(refresh=True)
+            return fetch_job(self._rq_id(job_id), self.redis).get_meta(refresh=True)
         except NoSuchJobError:
             return {}
         except redis.exceptions.RedisError:
@@ -349,7 +378,7 @@ class JobClient:
                     with contextlib.suppress(
                         NoSuchJobError, InvalidJobOperation, redis.exceptions.RedisError
                     ):
-                        fetch_job(job_id, self.redis).cancel()
+                        fetch_job(self._rq_id(job_id), self.redis).cancel()
                     message = cancelled_before_start(status)
                     status = self.store.update_status(
                         job_id, state="cancelled", message=message, ended_at=utc_now()
@@ -371,6 +400,8 @@ class JobClient:
             self.store.clear_cancel(job_id)
             self.store.update_status(
                 job_id,
+                # From the first stage again: a download worker checks the cache (what was fetched is reused).
+                queue=str(self.store.read_info(job_id).get("queue") or ""),
                 state="queued",
                 stage="",
                 fraction=0.0,
@@ -381,7 +412,7 @@ class JobClient:
                 eta_s=None,
             )
             self.store.append_log(job_id, "retry requested")
-            self._enqueue(job_id)
+            self.enqueue(job_id)
         return self.store.read_status(job_id)
 
     def delete(self, job_id: str, account: Account | None = None) -> None:
@@ -394,7 +425,8 @@ class JobClient:
             if not held or not status.is_terminal:
                 raise JobError(f"Job {job_id} is {status.state}; cancel it before deleting it.")
             with contextlib.suppress(redis.exceptions.RedisError):
-                drop_rq_record(job_id, self.redis)
+                for queue in QUEUES:
+                    drop_rq_record(rq_id(job_id, queue), self.redis)
             shutil.rmtree(self.store.job_dir(job_id))
 
     # -- recovery -----------------------------------------------------------------------------------------
@@ -458,12 +490,12 @@ class JobClient:
                 return "left"
             self.store.update_status(job_id, state="queued", message=f"re-queued: {reason}", eta_s=None)
             self.store.append_log(job_id, f"re-queued by recovery: {reason}")
-            return "requeued" if self._enqueue(job_id) else "redis unreachable"
+            return "requeued" if self.enqueue(job_id) else "redis unreachable"
 
     def _rq_state(self, job_id: str) -> str | None:
         """RQ's status of the job, None when Redis does not know it, 'unreachable' when Redis is down."""
         try:
-            job = fetch_job(job_id, self.redis)
+            job = fetch_job(self._rq_id(job_id), self.redis)
             state = job.get_status(refresh=True)
             return str(state.value) if state is not None else None
         except NoSuchJobError:
@@ -514,7 +546,7 @@ class TrainingClient(JobClient):
                 for name, path in files.items():
                     shutil.copyfile(path, folder / Path(name).name)
                 self.store.create(job_id, spec, info)
-                self._enqueue(job_id)
+                self.enqueue(job_id)
         return job_id
 
     def epochs(self, job_id: str) -> list[dict[str, float]]:

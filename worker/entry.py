@@ -25,7 +25,7 @@ from core.config import Settings, get_settings
 from core.errors import AppError, JobCancelled
 from core.jobs import TrainingSpec
 from core.jobstore import JobStatus, JobStore, utc_now
-from worker.client import RETRY_BACKOFF_S, cancelled_before_start
+from worker.client import DOWNLOAD_QUEUE, RETRY_BACKOFF_S, cancelled_before_start
 
 log = logging.getLogger(__name__)
 
@@ -136,10 +136,13 @@ def execute(store: JobStore, job_id: str, settings: Settings, stages: Stages) ->
 
 
 def run_stages(store: JobStore, status: JobStatus, settings: Settings, rq_job: Job | None) -> str:
-    """A job's stages: map the area (or reuse what an earlier attempt published), copy to --out, finish."""
+    """A job's stages: map the area (or reuse what an earlier attempt published), copy to --out, finish. On the
+    download queue: fetch its scenes and hand it on to the inference queue."""
     from worker.tasks import run_job  # the heavy imports; already loaded in a worker's parent process
 
     job_id = status.job_id
+    if status.queue == DOWNLOAD_QUEUE:
+        return run_download(store, status, settings, rq_job)
     outputs_dir = store.outputs_dir(job_id)
     spec = store.read_spec(job_id)
     published = export.published_outputs(outputs_dir)
@@ -168,6 +171,31 @@ def run_stages(store: JobStore, status: JobStatus, settings: Settings, rq_job: J
     if warnings:  # an empty or nearly empty map still finishes, but says so
         message += ". Warning: " + " ".join(warnings)
     return end(store, status, "finished", message, outputs=outputs)
+
+
+def run_download(store: JobStore, status: JobStatus, settings: Settings, rq_job: Job | None) -> str:
+    """The download stage: the scenes into the cache, then the job onto the inference queue (queued again, as
+    a job that waits for a GPU worker is). Its attempts count from 0 there: each stage has its own."""
+    from worker.client import JOB_QUEUE, JobClient
+    from worker.tasks import download_stage
+
+    job_id = status.job_id
+    ready = download_stage(
+        store.read_spec(job_id),
+        store.outputs_dir(job_id),
+        settings,
+        progress=JobProgress(store, job_id, rq_job),
+        should_stop=lambda: store.cancel_requested(job_id),
+    )
+    if store.cancel_requested(job_id):
+        return end(store, status, "cancelled", "Cancelled after its download; no outputs were published.")
+    message = f"downloaded {ready} scenes; waiting for an inference worker"
+    store.update_status(
+        job_id, state="queued", queue=JOB_QUEUE, stage="Downloaded", message=message, eta_s=None, attempts=0
+    )
+    store.append_log(job_id, f"download stage done on {status.worker}: {message}")
+    JobClient(settings).enqueue(job_id)  # while this job's lock is held: recovery keeps off until it is queued
+    return "queued"
 
 
 def run_training(store: JobStore, status: JobStatus, settings: Settings, rq_job: Job | None) -> str:

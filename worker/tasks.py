@@ -93,6 +93,15 @@ def job_folders(settings: Settings, out_dir: Path) -> list[diskspace.Folder]:
     return [diskspace.Folder(out_dir, f"the output folder {out_dir}"), cache]
 
 
+@dataclass(frozen=True)
+class Inputs:
+    """What a job maps: its scenes made readable from the cache, by date, and the models loaded for them."""
+
+    models: Models
+    groups: dict[date, list[Scene]]
+    start: float  # the progress fraction the prediction starts at (downloads took the share before it)
+
+
 def run_stages(
     spec: JobSpec,
     out_dir: Path,
@@ -104,12 +113,7 @@ def run_stages(
     work_dir: Path | None,
 ) -> JobResult:
     """run_job's stages."""
-    cards = catalogue(settings.cache_dir)
-    # A model trained here runs the version in production now, for the whole job (a promotion meanwhile does not
-    # mix versions); run.json records it.
-    spec = spec.model_copy(update={"model_id": cards.pinned(spec.model_id)})
-    version = cards.get(spec.model_id).version
-    run = RunContext(work_dir or settings.cache_dir / "work" / spec.spec_hash(version), progress, should_stop)
+    cards, spec, run = job_context(spec, settings, progress, should_stop, work_dir)
     tiling = TilingOptions(settings.batch_size, settings.tile_overlap_px)
     with run.stage("plan"):
         area = plan_area(spec, out_dir)
@@ -123,23 +127,8 @@ def run_stages(
         outputs, stats = run_crop(spec, area, cards, run, out_dir, settings)
         run.report(1.0, f"Done: {out_dir}")
         return JobResult(out_dir, outputs, stats.selected_date, stats, stats.warnings)
-    with run.stage("search"):
-        levels = cards.job_models(spec.task, spec.model_id).trained_levels
-        scenes = find_scenes(
-            spec.sources, area.aoi.geometry, spec.start, spec.end, spec.max_cloud_pct, settings, levels
-        )
-        check_chosen_date(scenes, spec.selected_date)
-    space_warnings = check_space(cards, spec, area, scenes, folders, needs)
-    run.report(0.02, "; ".join([f"Searching: {len(scenes)} scenes", *space_warnings]))
-    with run.stage("load_model"):
-        models = load_models(cards, spec, scenes, settings)
-    for caveat in models.caveats:
-        run.report(0.02, f"Caveat: {caveat}")
-    # The progress bar follows time (so an ETA from its rate holds): downloads get a share only when there are
-    # any; local scenes go straight to the models.
-    start = 0.15 if any(needs_network(s) for s in scenes) else 0.03
-    with run.stage("download"):
-        groups = download(models, area, scenes, tiling, settings, run.within(0.02, start, "Downloading"))
+    inputs = fetch_inputs(cards, spec, area, settings, folders, needs, run)
+    models, groups, start = inputs.models, inputs.groups, inputs.start
     run.work_dir.mkdir(parents=True, exist_ok=True)
     with hold_work_dir(run):
         with run.stage("predict"):
@@ -172,6 +161,77 @@ def run_stages(
     for warning in stats.warnings:
         log.warning("%s", warning)
     return JobResult(out_dir, outputs, prediction.published.date.isoformat(), stats, stats.warnings)
+
+
+def job_context(
+    spec: JobSpec,
+    settings: Settings,
+    progress: ProgressFn | None,
+    should_stop: Callable[[], bool] | None,
+    work_dir: Path | None = None,
+) -> tuple[Catalogue, JobSpec, RunContext]:
+    """The models, the spec with its model version pinned, and the run's context."""
+    cards = catalogue(settings.cache_dir)
+    # A model trained here runs the version in production now, for the whole job (a promotion meanwhile does not
+    # mix versions); run.json records it.
+    spec = spec.model_copy(update={"model_id": cards.pinned(spec.model_id)})
+    version = cards.get(spec.model_id).version
+    run = RunContext(work_dir or settings.cache_dir / "work" / spec.spec_hash(version), progress, should_stop)
+    return cards, spec, run
+
+
+def fetch_inputs(
+    cards: Catalogue,
+    spec: JobSpec,
+    area: JobArea,
+    settings: Settings,
+    folders: list[diskspace.Folder],
+    needs: diskspace.DiskNeeds,
+    run: RunContext,
+) -> Inputs:
+    """Search -> load the models -> download: the scenes a job maps, readable from the cache."""
+    tiling = TilingOptions(settings.batch_size, settings.tile_overlap_px)
+    with run.stage("search"):
+        levels = cards.job_models(spec.task, spec.model_id).trained_levels
+        scenes = find_scenes(
+            spec.sources, area.aoi.geometry, spec.start, spec.end, spec.max_cloud_pct, settings, levels
+        )
+        check_chosen_date(scenes, spec.selected_date)
+    space_warnings = check_space(cards, spec, area, scenes, folders, needs)
+    run.report(0.02, "; ".join([f"Searching: {len(scenes)} scenes", *space_warnings]))
+    with run.stage("load_model"):
+        models = load_models(cards, spec, scenes, settings)
+    for caveat in models.caveats:
+        run.report(0.02, f"Caveat: {caveat}")
+    # The progress bar follows time (so an ETA from its rate holds): downloads get a share only when there are
+    # any; local scenes go straight to the models.
+    start = 0.15 if any(needs_network(s) for s in scenes) else 0.03
+    with run.stage("download"):
+        groups = download(models, area, scenes, tiling, settings, run.within(0.02, start, "Downloading"))
+    return Inputs(models, groups, start)
+
+
+def download_stage(
+    spec: JobSpec,
+    out_dir: Path,
+    settings: Settings,
+    progress: ProgressFn | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> int:
+    """A job's first stage on a download worker: search and fetch its scenes into the cache, where the
+    inference stage (run_job) finds them; returns how many scenes are ready. Models are loaded too (on the CPU:
+    they say which bands, and what context around the AOI, to fetch), not run."""
+    folders = job_folders(settings, out_dir)
+    needs = diskspace.DiskNeeds()
+    with diskspace.disk_full_as_error(folders, needs):
+        cards, spec, run = job_context(spec, settings, progress, should_stop)
+        with run.stage("plan"):
+            area = plan_area(spec, out_dir)
+        on_cpu = settings.model_copy(update={"device": "cpu"})
+        inputs = fetch_inputs(cards, spec, area, on_cpu, folders, needs, run)
+    ready = sum(len(scenes) for scenes in inputs.groups.values())
+    run.report(inputs.start, f"Downloaded: {ready} scenes in the cache; waiting for an inference worker")
+    return ready
 
 
 def plan_area(spec: JobSpec, out_dir: Path) -> JobArea:

@@ -51,6 +51,11 @@ class CubeSource:
         raise SourceError(f"{self.name} holds no scenes.")
 
 
+def is_remote_source(name: str) -> bool:
+    """Whether a source's scenes come over the network (catalogues, mirrors), not from this machine's disk."""
+    return not (name == "sample" or name.startswith(("local:", "cube:")))
+
+
 def parse_source(name: str, settings: Settings) -> Source:
     """A source name from the CLI or a job spec -> a source object."""
     if name == "sample":
