@@ -243,8 +243,9 @@ class JobClient:
         """The queue the job's current or next run is on."""
         return self.store.read_status(job_id).queue or self.queue_name
 
-    def _rq_id(self, job_id: str) -> str:
-        return rq_id(job_id, self.queue_of(job_id))
+    def _rq_id(self, status: JobStatus) -> str:
+        """RQ's id of the job's current or next run (from a status just read: no second read)."""
+        return rq_id(status.job_id, status.queue or self.queue_name)
 
     def enqueue(self, job_id: str) -> bool:
         """Put the job on the queue its status names (replacing any stale RQ record); False when Redis is
@@ -291,17 +292,17 @@ class JobClient:
                 self._recover_one(job_id)
             status = self.store.read_status(job_id)
         if status.state == "running":
-            meta = self._live_meta(job_id)
+            meta = self._live_meta(status)
             for name in ("stage", "fraction", "message", "eta_s"):
                 if name in meta:
                     setattr(status, name, meta[name])
         return status
 
-    def _live_meta(self, job_id: str) -> dict[str, Any]:
+    def _live_meta(self, status: JobStatus) -> dict[str, Any]:
         if time.monotonic() < self._redis_down_until:
             return {}
         try:
-            return fetch_job(self._rq_id(job_id), self.redis).get_meta(refresh=True)
+            return fetch_job(self._rq_id(status), self.redis).get_meta(refresh=True)
         except NoSuchJobError:
             return {}
         except redis.exceptions.RedisError:
@@ -378,7 +379,7 @@ class JobClient:
                     with contextlib.suppress(
                         NoSuchJobError, InvalidJobOperation, redis.exceptions.RedisError
                     ):
-                        fetch_job(self._rq_id(job_id), self.redis).cancel()
+                        fetch_job(self._rq_id(status), self.redis).cancel()
                     message = cancelled_before_start(status)
                     status = self.store.update_status(
                         job_id, state="cancelled", message=message, ended_at=utc_now()
@@ -461,7 +462,7 @@ class JobClient:
             status = self.store.read_status(job_id)  # again, now that nobody can change it
             if status.is_terminal:
                 return "left"
-            rq_state = self._rq_state(job_id)
+            rq_state = self._rq_state(status)
             if rq_state == "unreachable":
                 return "redis unreachable"
             if rq_state in ("queued", "deferred", "scheduled"):
@@ -492,10 +493,10 @@ class JobClient:
             self.store.append_log(job_id, f"re-queued by recovery: {reason}")
             return "requeued" if self.enqueue(job_id) else "redis unreachable"
 
-    def _rq_state(self, job_id: str) -> str | None:
+    def _rq_state(self, status: JobStatus) -> str | None:
         """RQ's status of the job, None when Redis does not know it, 'unreachable' when Redis is down."""
         try:
-            job = fetch_job(self._rq_id(job_id), self.redis)
+            job = fetch_job(self._rq_id(status), self.redis)
             state = job.get_status(refresh=True)
             return str(state.value) if state is not None else None
         except NoSuchJobError:
