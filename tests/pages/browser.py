@@ -13,8 +13,10 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from re import Pattern
 
-from playwright.sync_api import Route
+from playwright.sync_api import Page, Route
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 ROOT = Path(__file__).resolve().parents[2]
 NODE_MODULES = ROOT / "tests" / "browser" / "node_modules"
@@ -53,6 +55,26 @@ def route_offline(route: Route) -> None:
         route.fulfill(status=200, body=local.read_bytes(), content_type=content_type)
     else:
         route.fulfill(status=200, body=b"", content_type=content_type)
+
+
+def choose_option(page: Page, combobox: str, option: str | Pattern[str], timeout_s: float = 60) -> None:
+    """Open a selectbox and pick an option, as a user does, clicking it again when the list closed or lacked the
+    option: a Streamlit rerun (a map component reporting its first view, a fragment refresh, a redraw after a
+    version is installed) redraws the selectbox and closes an open list, more often on a loaded machine."""
+    choice = page.get_by_role("option", name=option, exact=isinstance(option, str))
+    deadline = time.monotonic() + timeout_s
+    while True:
+        box = page.get_by_role("combobox", name=combobox)
+        box.scroll_into_view_if_needed()
+        box.click()
+        try:
+            choice.wait_for(timeout=3000)
+            choice.click(timeout=3000)
+            return
+        except PlaywrightTimeout:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{combobox!r} does not offer {option!r}") from None
+            page.keyboard.press("Escape")
 
 
 class StreamlitServer:
