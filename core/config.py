@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     tile_overlap_px: int = Field(32, ge=0)
     batch_size: int = Field(4, gt=0)
     torch_threads: int = Field(0, ge=0)  # 0: let torch decide
+    # torch.compile the PyTorch models whose cards allow it: faster passes after a compile of tens of seconds per
+    # worker and input shape, so worth it on workers that map large areas.
+    torch_compile: bool = False
     # GDAL's block cache defaults to 5 % of RAM; a fixed size keeps a worker's memory flat in scene size.
     gdal_cache_mb: int = Field(256, ge=16)
     # Jobs (see worker/): transient errors (network, Redis) are retried this many times with backoff;

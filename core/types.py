@@ -174,6 +174,36 @@ NodataFill = Literal["nearest", "zero"]
 Output = Literal["map", "scene-tags"]
 
 
+BF16_MIN_AGREEMENT = 0.995  # bf16 autocast runs a model on the CPU only when it keeps this share of its classes
+
+
+class InferenceTuning(BaseModel):
+    """How a PyTorch model runs fastest while keeping its outputs, as bench/inference_tuning.py measured it.
+
+    `fold_batch_norms`: batch norms folded into the convolutions before them (probabilities within 1e-7).
+    `compile`: torch.compile keeps the probabilities within 1e-4 and speeds the forward pass up; a worker compiles
+    only when its operator asks (TERRASEG_TORCH_COMPILE: the compile costs tens of seconds per worker and shape).
+    `cpu_bf16`: bf16 autocast on CPUs that have bf16 instructions, allowed only when `bf16_argmax_agreement` (the
+    share of real test pixels whose class stays the fp32 one) is at least BF16_MIN_AGREEMENT.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    fold_batch_norms: bool = True
+    compile: bool = False
+    cpu_bf16: bool = False
+    bf16_argmax_agreement: float | None = Field(None, ge=0, le=1)
+    measured: str = ""  # on what: the scenes, the machine, the date
+
+    @model_validator(mode="after")
+    def _bf16_earned(self) -> "InferenceTuning":
+        if self.cpu_bf16 and (self.bf16_argmax_agreement or 0) < BF16_MIN_AGREEMENT:
+            raise ValueError(
+                f"cpu_bf16 needs a measured bf16_argmax_agreement of at least {BF16_MIN_AGREEMENT}, "
+                f"not {self.bf16_argmax_agreement}"
+            )
+        return self
+
+
 class ModelCard(BaseModel):
     """What the pipeline needs to know about a model, and what a user needs to trust it.
 
@@ -227,6 +257,7 @@ class ModelCard(BaseModel):
     # reader of its map must know (stats.json warnings, run.json notes, the job's status). A source of a trained
     # level is preferred whenever the job lists one (core.preflight.find_scenes).
     level_caveats: dict[str, str] = Field(default_factory=dict)
+    inference: InferenceTuning = InferenceTuning()  # PyTorch models only
 
     @model_validator(mode="after")
     def _consistent(self) -> "ModelCard":

@@ -136,7 +136,8 @@ class DynamicWorldNet(nn.Module):
         stem = self.stem(x)
         height, width = stem.shape[-2:]
         # TF: size = int(shape / 2); ScaleAndTranslate(kernel "triangle", antialias) == antialiased bilinear.
-        half = F.interpolate(stem, size=(height // 2, width // 2), mode="bilinear", antialias=True)
+        # In float32 also under autocast: the CPU's antialiased resize has no bfloat16 kernel.
+        half = F.interpolate(stem.float(), size=(height // 2, width // 2), mode="bilinear", antialias=True)
         deep = self.block2(self.block1(half))
         features = self.block3(torch.cat([deep, self.side(half)], dim=1))
         up = F.interpolate(features, size=(height, width), mode="bilinear", align_corners=False)

@@ -31,6 +31,7 @@ class LoadOptions:
     available_bands: frozenset[str]
     device: str = "auto"
     threads: int = 0
+    compile: bool = False  # torch.compile where the card allows it (the operator's TERRASEG_TORCH_COMPILE)
     cache_dir: Path | None = None  # where runtimes keep machine-specific files (csmask's optimised graph)
 
 
@@ -156,16 +157,35 @@ def _load_s2cloudless(card: ModelCard, folder: Path, options: LoadOptions) -> Lo
     return LoadedModel(card, predict, WEIGHTS_FILE.name, s2c.sha256)
 
 
+def for_inference(net: nn.Module, card: ModelCard) -> nn.Module:
+    """The loaded network in eval mode, its batch norms folded when the card says so (the registry owns it: no
+    one trains this copy)."""
+    from models.folding import fold_batch_norms
+
+    net.eval()
+    if card.inference.fold_batch_norms:
+        folded = fold_batch_norms(net)
+        log.debug("Model %s: %d batch norms folded into their convolutions", card.id, folded)
+    return net
+
+
+def tuning(card: ModelCard, options: LoadOptions) -> dict[str, bool]:
+    """The card's measured choices for a TorchPredictor; compiling also needs the operator's word."""
+    return {"compile": card.inference.compile and options.compile, "cpu_bf16": card.inference.cpu_bf16}
+
+
 def _load_dynamic_world(card: ModelCard, folder: Path, options: LoadOptions) -> LoadedModel:
     from models import dynamic_world
     from models.torch_predictor import TorchPredictor
 
     _require_bands(card.id, card.bands, options.available_bands)
     weights = folder / card.weights[0]  # Google's converted weights, or a copy with a head trained here
-    net, sha256 = dynamic_world.load_network(card.weights_sha256[weights.name], weights, card.n_classes)
+    network, sha256 = dynamic_world.load_network(card.weights_sha256[weights.name], weights, card.n_classes)
+    net = for_inference(network, card)
     if options.threads:
         torch.set_num_threads(options.threads)
-    return LoadedModel(card, TorchPredictor(net, device=options.device).predict, weights.name, sha256)
+    predictor = TorchPredictor(net, options.device, **tuning(card, options))
+    return LoadedModel(card, predictor.predict, weights.name, sha256)
 
 
 def _load_built(card: ModelCard, folder: Path, options: LoadOptions) -> LoadedModel:
@@ -189,6 +209,7 @@ def _load_built(card: ModelCard, folder: Path, options: LoadOptions) -> LoadedMo
     net = build(dict(card.builder_args))
     check_state_dict(net, state, path.name)
     net.load_state_dict(state)
+    net = for_inference(net, card)
     if options.threads:
         torch.set_num_threads(options.threads)
     device = options.device
@@ -198,7 +219,7 @@ def _load_built(card: ModelCard, folder: Path, options: LoadOptions) -> LoadedMo
             f"{card.builder!r} takes {'a series' if calling != 'image' else 'single images'}."
         )
     if calling == "image":
-        return LoadedModel(card, TorchPredictor(net, device=device).predict, path.name, sha256)
+        return LoadedModel(card, TorchPredictor(net, device, **tuning(card, options)).predict, path.name, sha256)
     if calling == "tags":
         return LoadedModel(card, TagsPredictor(net, device=device).predict, path.name, sha256)
     origin = card.temporal.position_origin if isinstance(card.temporal, Series) else None

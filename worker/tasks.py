@@ -272,6 +272,7 @@ def load_models(cards: Catalogue, spec: JobSpec, scenes: list[Scene], settings: 
         available_bands=frozenset(set.intersection(*(set(s.bands) for s in scenes))),
         device=settings.device,
         threads=settings.torch_threads,
+        compile=settings.torch_compile,
         cache_dir=settings.cache_dir,
     )
     chosen = cards.job_models(spec.task, spec.model_id)

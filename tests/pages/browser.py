@@ -36,13 +36,17 @@ IMAGE_FOLDERS = (
 TILE_HOSTS = ("tile.openstreetmap.org", "tile.opentopomap.org", "basemaps.cartocdn.com", "arcgisonline.com")
 
 
+def is_remote(url: str) -> bool:
+    """Whether a request leaves the machine. Only those are routed: the app's own requests go to its server
+    untouched (an intercepted and continued request is one more place for a page's script to fail to load)."""
+    host = url.split("/")[2] if "://" in url else ""
+    return not (host.startswith(("127.0.0.1", "localhost")) or url.startswith(("data:", "blob:")))
+
+
 def route_offline(route: Route) -> None:
-    """Local requests pass; CDN files come from node_modules or are empty; basemap tiles fail (offline)."""
+    """CDN files come from node_modules or are empty; basemap tiles fail (offline). For remote requests only."""
     url = route.request.url
     host = url.split("/")[2] if "://" in url else ""
-    if host.startswith(("127.0.0.1", "localhost")) or url.startswith(("data:", "blob:")):
-        route.continue_()
-        return
     if any(tile_host in host for tile_host in TILE_HOSTS):
         route.abort("internetdisconnected")
         return

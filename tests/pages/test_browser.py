@@ -20,6 +20,7 @@ from tests.pages.browser import (
     TILE_HOSTS,
     StreamlitServer,
     choose_option,
+    is_remote,
     route_offline,
 )
 from tests.services import WorkerProcess, free_port, job_env
@@ -74,7 +75,7 @@ def browser_page() -> Iterator[object]:
     with playwright_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         context = browser.new_context(viewport={"width": 1400, "height": 1400}, accept_downloads=True)
-        context.route("**/*", route_offline)
+        context.route(is_remote, route_offline)
         page = context.new_page()
         page.set_default_timeout(60_000)
         # The browser's own account of a failure (a map script's error, a failed request), printed at the end:
