@@ -56,6 +56,13 @@ class Liveness:
     # job is kept (a killed --no-fork worker then counts as alive until its job's timeout).
     keeps_job_ttl = False
 
+    def register_birth(self) -> None:
+        super().register_birth()  # type: ignore[misc]
+        # RQ gives a new record worker_ttl + 60 s: a worker killed before its first beat (its scheduler still
+        # starting on a loaded machine) would count as alive for 80 s.
+        rq_self = cast(Worker, self)
+        rq_self.connection.expire(rq_self.key, ALIVE_S)
+
     def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
         rq_self = cast(Worker, self)
         if not rq_self.connection.sismember(worker_registration.REDIS_WORKER_KEYS, rq_self.key):

@@ -347,6 +347,30 @@ def test_a_user_watches_a_job_come_back_after_its_worker_dies_and_compares_two_d
     choose_option(page, "Compare with", re.compile("clear day"))
     expect(page.get_by_text("Transition matrix", exact=True)).to_be_visible(timeout=60_000)
     expect(page.get_by_text("Before: 2015-07-11")).to_be_visible()
+    # The swipe: the before map left of the slider, the after map right of it. End shows the before map whole
+    # (the after image clipped away), Home the after map whole.
+    compare_frame = page.frame_locator('iframe[title="streamlit_folium.st_folium"]').nth(1)
+    swipe = compare_frame.get_by_role("slider", name="Swipe between before and after")
+    expect(swipe).to_be_visible(timeout=30_000)
+    after_image = compare_frame.locator("img.leaflet-image-layer").nth(1)  # before, after (the change is off)
+    expect(compare_frame.locator("img.leaflet-image-layer")).to_have_count(2)
+    image_width = after_image.evaluate("el => el.offsetWidth")
+    # The left inset in px: the last length of "inset(0px 0px 0px 123.4px)" ("inset(0px)" when it is 0).
+    clip_js = r"el => { const m = el.style.clipPath.match(/([\d.]+)px\)$/); return m ? parseFloat(m[1]) : null; }"
+    half = after_image.evaluate(clip_js)
+    assert 0 < half < image_width, (half, image_width)
+    swipe.focus()
+    page.keyboard.press("Home")
+    expect(swipe).to_have_value("0")
+    assert after_image.evaluate(clip_js) == 0
+    page.keyboard.press("End")
+    expect(swipe).to_have_value("100")
+    assert after_image.evaluate(clip_js) >= image_width - 1
+    for _ in range(45):
+        page.keyboard.press("ArrowLeft")  # 55 %, just right of the map's centre: both maps in view
+    expect(swipe).to_have_value("55")
+    assert half < after_image.evaluate(clip_js) < image_width
     page.get_by_text("Transition matrix", exact=True).scroll_into_view_if_needed()
     page.wait_for_timeout(1000)
     page.screenshot(path=str(ARTIFACTS / "results_compare.png"))
+    compare_frame.locator(".leaflet-container").screenshot(path=str(ARTIFACTS / "results_swipe.png"))

@@ -773,6 +773,37 @@ def test_results_compare_two_jobs_over_the_same_area_with_a_transition_matrix_an
     assert {m.label: m.value for m in at.metric} == metrics
 
 
+def test_the_compare_map_swipes_between_the_two_maps_with_its_own_script():
+    """Before and after both on the map, the swipe drawn by the map's own script (no plugin from a CDN: the app runs
+    offline) and tied to the after image; the change layer offered but off. tests/pages/test_browser.py moves the
+    swipe in Chromium."""
+    import io
+    import re
+
+    from PIL import Image
+
+    from core.overlay import Overlay
+    from pages.result_view import compare_figure
+
+    def overlay(colour: tuple[int, int, int, int]) -> Overlay:
+        buffer = io.BytesIO()
+        Image.new("RGBA", (4, 4), colour).save(buffer, format="PNG")
+        return Overlay(buffer.getvalue(), ((45.80, 14.55), (45.81, 14.56)), 4, 4)
+
+    red, blue, black = (overlay(c) for c in ((255, 0, 0, 255), (0, 0, 255, 255), (0, 0, 0, 255)))
+    fmap = compare_figure(red, blue, black, "2015-07-11", "2015-07-31")
+    html = fmap.get_root().render()
+    layers = re.findall(r"var (image_overlay_[0-9a-f]+) = L\.imageOverlay", html)
+    assert len(layers) == 3  # before, after, change
+    map_name = fmap.get_name()
+    before, after, change = layers
+    assert f"{before}.addTo({map_name})" in html and f"{after}.addTo({map_name})" in html
+    assert f"{change}.addTo({map_name})" not in html  # listed in the layer control, off at first
+    assert f"var after = {after};" in html and "terraseg-swipe" in html
+    assert "sideBySide" not in html and "leaflet-side-by-side" not in html
+    assert "Before (2015-07-11): left of the swipe" in html and "After (2015-07-31): right of the swipe" in html
+
+
 def test_the_date_to_map_is_chosen_from_the_dates_found_and_submitted(app_env, client, monkeypatch):
     drawn = {"type": "Feature", "properties": {}, "geometry": json.loads(SAMPLE_AOI_TEXT)}
     at = open_page("pages/new_job.py", drawn, monkeypatch)
