@@ -16,6 +16,7 @@ from models.catalogue import catalogue
 from pages import ui
 
 REFRESH_S = 2.0
+OPEN_RESULTS_KEY = "open_results"  # the job whose results the next whole-page run opens
 PAGE_SIZE = ui.JOBS_PAGE_SIZE
 THUMBNAIL_PX = 96
 STATE_ICONS = {
@@ -94,7 +95,10 @@ def job_panel(status: JobStatus, workers: int, account: Account) -> None:
         if status.state == "finished" and actions[0].button(
             "Open results", key=f"open-{job_id}", type="primary", icon=":material/map:"
         ):
-            st.switch_page("pages/results.py", query_params={"job": job_id})
+            # Leave the page from a whole-page run, not from within the refreshing fragment: a switch made inside
+            # it let the fragment's timer redraw over the Results page's map now and then (the map vanished).
+            st.session_state[OPEN_RESULTS_KEY] = job_id
+            st.rerun(scope="app")
         if status.state in ("queued", "running") and actions[1].button("Cancel", key=f"cancel-{job_id}"):
             act(lambda: client.cancel(job_id, account), "Cancel requested; a running job stops within about 2 s.")
         if status.state in ("failed", "cancelled") and actions[2].button("Retry", key=f"retry-{job_id}"):
@@ -173,6 +177,8 @@ def job_list(wanted: JobFilter) -> None:
 
 
 ui.account()  # a visitor stops here
+if (opened := st.session_state.pop(OPEN_RESULTS_KEY, None)) is not None:
+    st.switch_page("pages/results.py", query_params={"job": opened})
 st.title("Jobs")
 state_column, task_column, text_column = st.columns(3)
 job_filter = JobFilter(

@@ -66,6 +66,9 @@ left, right = st.columns(2)
 with left:
     start = st.date_input("Start date", SAMPLE_DATES[0], format="YYYY-MM-DD")
     end = st.date_input("End date", SAMPLE_DATES[1], format="YYYY-MM-DD")
+    # The date field hands a typed date to the app when it loses focus (Streamlit's widget): Submit does that
+    # first, so the date shown is the one submitted; the check below follows once the field is left.
+    st.caption("The scene check below follows a typed date once you press Tab or Enter, or click elsewhere.")
     max_cloud_pct = st.slider(
         "Maximum scene cloud cover (%)",
         0,

@@ -24,6 +24,7 @@ from tests.pages.browser import (
     route_offline,
 )
 from tests.services import WorkerProcess, free_port, job_env
+from worker.client import JobClient
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -104,6 +105,7 @@ def test_upload_submit_follow_and_open_the_results_in_a_real_browser(
     app_server: StreamlitServer,
     start_worker: Callable[..., WorkerProcess],
     browser_page,  # noqa: ANN001 - playwright Page
+    settings: Settings,
     tmp_path: Path,
 ):
     page = browser_page
@@ -153,8 +155,18 @@ def test_upload_submit_follow_and_open_the_results_in_a_real_browser(
     page.screenshot(path=str(ARTIFACTS / "new_job.png"), full_page=True)
     submit = page.get_by_role("button", name="Submit")
     expect(submit).to_be_enabled()
+    # An end date typed into the field's segments and not confirmed (no Tab, no Enter) is the one submitted:
+    # the click on Submit hands it to the app first. The sample has 4 dates up to 2015-08-31.
+    end_date = page.get_by_test_id("stDateInput").filter(has_text="End date")
+    end_date.get_by_role("spinbutton", name="month, End date").click()
+    page.keyboard.type("0831")  # month 08, then the field moves on to the day: 31
+    expect(end_date.get_by_role("spinbutton", name="day, End date")).to_have_attribute("aria-valuenow", "31")
     submit.click()
-    expect(page.get_by_text(re.compile(r"Job \d{8}-\d{6}-[0-9a-f]{6} submitted"))).to_be_visible()
+    submitted = page.get_by_text(re.compile(r"Job \d{8}-\d{6}-[0-9a-f]{6} submitted"))
+    expect(submitted).to_be_visible()
+    job_id = re.search(r"\d{8}-\d{6}-[0-9a-f]{6}", submitted.inner_text()).group()  # type: ignore[union-attr]
+    assert str(JobClient(settings).spec(job_id).end) == "2015-08-31"
+    expect(page.get_by_test_id("stMetric").filter(has_text="Dates")).to_contain_text("4")
 
     # Jobs: the fragment refreshes on its own until the job is finished.
     page.get_by_role("link", name="Follow it on the Jobs page").click()
