@@ -22,7 +22,6 @@ if account.is_admin:  # other users never see the admin page, not even its name
 navigation = st.navigation(pages)
 
 
-@st.fragment(run_every=SIDEBAR_REFRESH_S)
 def queue_health(current: Account) -> None:
     """Redis, workers and this account's jobs (an admin's: everyone's), counted from the same list the Jobs
     page shows, and re-drawn as often."""
@@ -40,10 +39,14 @@ def queue_health(current: Account) -> None:
         st.caption(health.message)
 
 
+# The counts redraw on their own only next to the Jobs page's list, which they must agree with. Elsewhere a timer
+# of its own would run during the page's own runs, and Streamlit then now and then drops what the page had just
+# drawn (the Results map, the admin page's upload form); there they are redrawn with each run of the page.
+live_queue_health = st.fragment(run_every=SIDEBAR_REFRESH_S)(queue_health)
 with st.sidebar:
     ui.account_sidebar(account)
     st.subheader("Workers and queues")
-    queue_health(account)
+    (live_queue_health if navigation.title == "Jobs" else queue_health)(account)
 
 ui.health_notice(ui.health())
 navigation.run()
