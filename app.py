@@ -24,7 +24,7 @@ navigation = st.navigation(pages)
 
 def queue_health(current: Account) -> None:
     """Redis, workers and this account's jobs (an admin's: everyone's), counted from the same list the Jobs
-    page shows, and re-drawn as often."""
+    page shows."""
     health = ui.health()
     if health.redis_ok:
         st.markdown(f"Redis: **reachable**  \nWorkers alive: **{health.workers}**")
