@@ -32,7 +32,10 @@ class Settings(BaseSettings):
     redis_password: SecretStr | None = None
     secrets_dir: Path | None = None  # read before the other settings: see the class docstring
     cache_dir: Path = Path("cache")
-    max_aoi_km2: float = Field(2500.0, gt=0)
+    max_aoi_km2: float = Field(50_000.0, gt=0)
+    # A job's grid larger than this many km along a side is mapped in square chunks of this size, by chunk jobs
+    # any worker takes (worker/chunked.py): a worker's memory follows the chunk, not the area.
+    chunk_km: float = Field(25.0, gt=0)
     max_aoi_vertices: int = Field(10_000, gt=3)
     max_label_vertices: int = Field(50_000, gt=3)  # all training label features together
     # The web app's sign-in (core/accounts.py). Accounts are `[accounts.<name>]` tables (password_hash, role) in

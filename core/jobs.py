@@ -262,3 +262,32 @@ class TrainingSpec(BaseModel):
     seed: int = 0
     by: str  # who started it, for the new version's card
     data: LabelsTraining | SamplesTraining | DatasetTraining = Field(discriminator="kind")
+
+
+class ChunkSpec(BaseModel):
+    """One pass of one model over one chunk of a large job (core.chunks), queued by the job for any worker.
+
+    The work goes to `<cache>/work/<work_name>/<pass_name>/chunks/<index>/`, inside the job's own work folder;
+    both are names checked here, never paths. The chunk reads the scenes its job wrote there (no search, no
+    download of its own).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = 1
+    job: JobSpec  # the whole job, its model version pinned
+    job_id: str | None = None  # the job's id, whose cancel stops the chunk too (None: not a queued job)
+    work_name: str = Field(pattern=r"^[0-9a-f]{64}$")  # the job's work folder: its spec hash
+    pass_name: Literal["", "cloud", "model"]  # "": the cloud task's own pass
+    role: Literal["judge", "model"]  # the model that judges the dates (the cloud model), or the task's own
+    dates: tuple[date, ...] = Field(min_length=1)
+    clip_to_aoi: bool = True
+    index: int = Field(ge=0)
+    row_off: int = Field(ge=0)
+    col_off: int = Field(ge=0)
+    height: int = Field(gt=0)
+    width: int = Field(gt=0)
+    chunks: int = Field(gt=0)  # how many chunks the job has, for messages
+
+    def describe(self) -> str:
+        return f"chunk {self.index + 1}/{self.chunks} ({self.role} pass, {len(self.dates)} dates)"

@@ -113,6 +113,26 @@ class AOIRecord(_Record):
     area_km2: float
 
 
+class ChunkPassRecord(_Record):
+    """One model pass over one chunk: which job ran it, on which worker, in how many attempts."""
+
+    pass_name: str  # "cloud" (the cloud model on every date), "model" (the task's model), "" (the cloud task)
+    job_id: str | None  # the chunk job (None: run by the job itself, outside the queue)
+    worker: str
+    attempts: int
+
+
+class ChunkRecord(_Record):
+    """One chunk of a large job: its window of the job's grid (pixels) and the passes that mapped it."""
+
+    index: int
+    row_off: int
+    col_off: int
+    height: int
+    width: int
+    passes: list[ChunkPassRecord]
+
+
 class RunRecord(_Record):
     """run.json: the inputs, model and weights, grid, settings, timings and software versions of a run."""
 
@@ -131,6 +151,7 @@ class RunRecord(_Record):
     timings_s: dict[str, float]
     versions: dict[str, str]
     notes: list[str] = []  # what a reader of the outputs must know (e.g. a crop map made without Sentinel-1)
+    chunks: list[ChunkRecord] = []  # a large job's chunks (none: the grid was mapped in one pass)
 
 
 class Weights(Protocol):
@@ -265,9 +286,10 @@ def build_run_record(
     settings: RunSettings,
     timings_s: dict[str, float],
     notes: list[str] | None = None,
+    chunks: list[ChunkRecord] | None = None,
 ) -> RunRecord:
     """Provenance of a run: inputs, model and weights, grid, timings and software versions; `notes` are what a
-    reader of the outputs must know (a model's caveat for the scenes' level)."""
+    reader of the outputs must know (a model's caveat for the scenes' level); `chunks` a large job's chunks."""
     model, cloud_model = models
     card = model.card
     return RunRecord(
@@ -303,6 +325,7 @@ def build_run_record(
         timings_s=dict(timings_s),
         versions=software_versions(),
         notes=list(notes or []),
+        chunks=list(chunks or []),
     )
 
 

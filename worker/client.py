@@ -29,7 +29,7 @@ from rq.serializers import JSONSerializer
 from core.accounts import Account, NotYourJob
 from core.config import Settings, get_settings
 from core.errors import AppError, SpecError
-from core.jobs import JobSpec, TrainingSpec
+from core.jobs import ChunkSpec, JobSpec, TrainingSpec
 from core.jobstore import JobStatus, JobStore, UnknownJob, file_lock, new_job_id, utc_now
 
 log = logging.getLogger(__name__)
@@ -40,9 +40,10 @@ DOWNLOAD_QUEUE = "download"
 ENTRY_POINT = "worker.entry.execute_job"
 TRAINING_QUEUE = "training"
 TRAINING_ENTRY_POINT = "worker.entry.execute_training"
+CHUNK_ENTRY_POINT = "worker.entry.execute_chunk"
 # Jobs in Redis are JSON (a job id and plain values), never pickles, and workers run no function but these: a
 # process that can write to Redis cannot make a worker run code of its choosing.
-ENTRY_POINTS = frozenset({ENTRY_POINT, TRAINING_ENTRY_POINT, "worker.entry.ping"})
+ENTRY_POINTS = frozenset({ENTRY_POINT, TRAINING_ENTRY_POINT, CHUNK_ENTRY_POINT, "worker.entry.ping"})
 LIVE_RQ_STATES = ("queued", "started", "deferred", "scheduled")
 # A job RQ reports as started but whose lock nobody holds gets this long to take it before it counts as dead.
 START_GRACE_S = 10.0
@@ -570,6 +571,32 @@ class TrainingClient(JobClient):
         except (OSError, ValueError):
             return None
         return document if isinstance(document, dict) else None
+
+
+class ChunkClient(JobClient):
+    """Chunk passes of large jobs (worker/chunked.py) on the `inference` queue, under `<cache>/chunk-jobs`: the
+    same states, locks and recovery as jobs. Users never see them: their job shows their progress, and cancels,
+    retries and deletes them."""
+
+    entry_point = CHUNK_ENTRY_POINT
+    folder_name = "chunk-jobs"
+
+    def check_request(self, job_id: str) -> None:
+        self.store.read_request(job_id, ChunkSpec)
+
+    def chunk_spec(self, job_id: str) -> ChunkSpec:
+        return self.store.read_request(job_id, ChunkSpec)
+
+    def submit_chunk(self, spec: ChunkSpec) -> str:
+        """Queue one chunk pass; returns its id."""
+        job_id = new_job_id()
+        info = {"queue": self.queue_name, "submitted_at": utc_now(), "kind": "chunk", "summary": spec.describe()}
+        self.store.root.mkdir(parents=True, exist_ok=True)
+        self.store.job_dir(job_id).mkdir()
+        with self.store.try_lock(job_id):
+            self.store.create(job_id, spec, info)
+            self.enqueue(job_id)
+        return job_id
 
 
 def job_summary(spec: JobSpec) -> str:

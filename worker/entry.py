@@ -23,7 +23,7 @@ from rq.timeouts import JobTimeoutException
 from core import diskspace, export, report
 from core.config import Settings, get_settings
 from core.errors import AppError, JobCancelled
-from core.jobs import TrainingSpec
+from core.jobs import ChunkSpec, TrainingSpec
 from core.jobstore import JobStatus, JobStore, utc_now
 from worker.client import DOWNLOAD_QUEUE, RETRY_BACKOFF_S, cancelled_before_start
 
@@ -100,8 +100,25 @@ def execute_training(job_id: str) -> str:
 Stages = Callable[[JobStore, JobStatus, Settings, Job | None], str]
 
 
-def execute(store: JobStore, job_id: str, settings: Settings, stages: Stages) -> str:
-    """Lock the run's folder, mark it running, and run `stages`; how it ends is decided in `guarded`."""
+def execute_chunk(job_id: str) -> str:
+    """RQ entry point of a large job's chunk pass (worker/chunked.py)."""
+    settings = get_settings()
+    return execute(JobStore(settings.cache_dir / "chunk-jobs"), job_id, settings, run_chunk_stages)
+
+
+def execute(
+    store: JobStore,
+    job_id: str,
+    settings: Settings,
+    stages: Stages,
+    current_job: Callable[[], Job | None] = get_current_job,
+    worker_name: str | None = None,
+) -> str:
+    """Lock the run's folder, mark it running, and run `stages`; how it ends is decided in `guarded`.
+
+    A job that runs a chunk of itself in its own process passes `current_job` (no RQ job: the chunk's progress
+    must not land in the job's own meta) and its worker's name.
+    """
     if not store.job_dir(job_id).exists():
         log.warning("Job %s has no folder (deleted?); nothing to run", job_id)
         return "missing"
@@ -115,7 +132,7 @@ def execute(store: JobStore, job_id: str, settings: Settings, stages: Stages) ->
             return status.state
         if store.cancel_requested(job_id):
             return end(store, status, "cancelled", cancelled_before_start(status))
-        rq_job = get_current_job()
+        rq_job = current_job()
         # Staging folders of an attempt that died before publishing (this job's lock is held: none is in use).
         for stale in store.job_dir(job_id).glob(".outputs.staging*"):
             shutil.rmtree(stale, ignore_errors=True)
@@ -129,7 +146,7 @@ def execute(store: JobStore, job_id: str, settings: Settings, stages: Stages) ->
             ended_at=None,
             error=None,
             attempts=status.attempts + 1,
-            worker=rq_job.worker_name if rq_job else socket.gethostname(),
+            worker=worker_name or (rq_job.worker_name if rq_job else socket.gethostname()),
         )
         store.append_log(job_id, f"started on {status.worker} (attempt {status.attempts})")
         return guarded(store, status, settings, rq_job, stages)
@@ -156,6 +173,7 @@ def run_stages(store: JobStore, status: JobStatus, settings: Settings, rq_job: J
             settings,
             progress=JobProgress(store, job_id, rq_job),
             should_stop=lambda: store.cancel_requested(job_id),
+            job_id=job_id,
         )
         published, warnings = result.outputs, result.warnings
     outputs = [str(p) for p in published]
@@ -196,6 +214,24 @@ def run_download(store: JobStore, status: JobStatus, settings: Settings, rq_job:
     store.append_log(job_id, f"download stage done on {status.worker}: {message}")
     JobClient(settings).enqueue(job_id)  # while this job's lock is held: recovery keeps off until it is queued
     return "queued"
+
+
+def run_chunk_stages(store: JobStore, status: JobStatus, settings: Settings, rq_job: Job | None) -> str:
+    """A chunk pass: the model over the chunk, its rasters left in the job's work folder for the job to mosaic.
+    It stops when its job is cancelled, too."""
+    from worker.chunked import run_chunk
+
+    job_id = status.job_id
+    spec = store.read_request(job_id, ChunkSpec)
+    jobs = JobStore(settings.cache_dir / "jobs")
+
+    def should_stop() -> bool:
+        return store.cancel_requested(job_id) or (
+            spec.job_id is not None and jobs.exists(spec.job_id) and jobs.cancel_requested(spec.job_id)
+        )
+
+    run_chunk(spec, settings, progress=JobProgress(store, job_id, rq_job), should_stop=should_stop)
+    return end(store, status, "finished", f"Done: {spec.describe()}")
 
 
 def run_training(store: JobStore, status: JobStatus, settings: Settings, rq_job: Job | None) -> str:

@@ -30,7 +30,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from core.config import Settings
-from worker.client import QUEUES, JobClient, SafeJob, TrainingClient, redacted
+from worker.client import QUEUES, ChunkClient, JobClient, SafeJob, TrainingClient, redacted
 
 log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
@@ -161,7 +161,7 @@ def warm_up() -> None:
 
 def recovery_loop(clients: Sequence[JobClient], stop: threading.Event) -> None:
     """Re-queue abandoned or lost jobs and training runs until `stop` is set (a thread in the worker's main
-    process; every worker recovers both kinds, whichever queues it serves)."""
+    process; every worker recovers every kind, whichever queues it serves)."""
     while not stop.is_set():
         for client in clients:
             try:
@@ -195,7 +195,7 @@ def serve(
         from core.errors import AppError
 
         raise AppError(f"Unknown queue(s) {', '.join(unknown)}; the queues are {', '.join(QUEUES)}.")
-    clients = (JobClient(settings), TrainingClient(settings))
+    clients = (JobClient(settings), TrainingClient(settings), ChunkClient(settings))
     stop = threading.Event()
     threading.Thread(target=recovery_loop, args=(clients, stop), daemon=True, name="terraseg-recover").start()
     connection = redis.Redis.from_url(settings.redis_url)

@@ -7,6 +7,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import Literal, Protocol
 
 from core import analysis, diskspace, export, report
 from core.config import Settings
@@ -25,6 +26,8 @@ from models.presto_heads import BUILDER as PRESTO_BUILDER
 from models.registry import LoadedModel, LoadOptions, load
 
 log = logging.getLogger(__name__)
+
+Role = Literal["judge", "model"]  # which of a job's models a pass runs (see Models.of_role)
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,14 @@ class Models:
         return [m.caveat for m in loaded if m.caveat]
 
     @property
+    def judge(self) -> LoadedModel:
+        """The model whose map of every date chooses the date: the cloud model, or the cloud task's own."""
+        return self.cloud_model or self.model
+
+    def of_role(self, role: Role) -> LoadedModel:
+        return self.judge if role == "judge" else self.model
+
+    @property
     def runs_as_series(self) -> bool:
         """A series model gets every chosen date at once, judged by the cloud model."""
         return self.model.card.is_series and self.model.for_dates is not None and self.cloud_model is not None
@@ -72,17 +83,21 @@ def run_job(
     progress: ProgressFn | None = None,
     should_stop: Callable[[], bool] | None = None,
     work_dir: Path | None = None,
+    job_id: str | None = None,
 ) -> JobResult:
     """Plan -> search -> load models -> download -> predict every date -> export, publishing atomically.
 
     Per-date rasters go to `work_dir` (default: `<cache>/work/<spec hash>`), which outlives a crash or a cancel
     so that running the same request again resumes there; it is removed once the outputs are published. A full
     disk ends it with a DiskFull sentence that names the folder and the space the job needs.
+
+    A grid larger than one chunk (TERRASEG_CHUNK_KM) is mapped chunk by chunk (worker/chunked.py): by chunk jobs
+    that any worker takes when `job_id` names the queued job running this, else one after another here.
     """
     folders = job_folders(settings, out_dir)
     needs = diskspace.DiskNeeds()
     with diskspace.disk_full_as_error(folders, needs):
-        return run_stages(spec, out_dir, settings, folders, needs, progress, should_stop, work_dir)
+        return run_stages(spec, out_dir, settings, folders, needs, progress, should_stop, work_dir, job_id)
 
 
 def job_folders(settings: Settings, out_dir: Path) -> list[diskspace.Folder]:
@@ -100,6 +115,8 @@ class Inputs:
     models: Models
     groups: dict[date, list[Scene]]
     start: float  # the progress fraction the prediction starts at (downloads took the share before it)
+    processing_level: str  # what the models were loaded for (see load_models)
+    available_bands: frozenset[str]
 
 
 def run_stages(
@@ -111,6 +128,7 @@ def run_stages(
     progress: ProgressFn | None,
     should_stop: Callable[[], bool] | None,
     work_dir: Path | None,
+    job_id: str | None = None,
 ) -> JobResult:
     """run_job's stages."""
     cards, spec, run = job_context(spec, settings, progress, should_stop, work_dir)
@@ -131,8 +149,9 @@ def run_stages(
     models, groups, start = inputs.models, inputs.groups, inputs.start
     run.work_dir.mkdir(parents=True, exist_ok=True)
     with hold_work_dir(run):
+        passes = date_passes(spec, area, inputs, tiling, settings, run, job_id)
         with run.stage("predict"):
-            prediction = predict(spec, area, models, groups, tiling, run, start)
+            prediction = predict(spec, area, models, groups, tiling, run, start, passes)
         run.report(0.9, "Exporting: writing COGs")
         staging = export.make_staging_dir(out_dir)
         try:
@@ -148,6 +167,7 @@ def run_stages(
                 used,
                 run.timings_s,
                 models.caveats,
+                passes.records(),
             )
             export.write_json(staging / "run.json", record.model_dump(mode="json"))  # with every stage's time
             # The export stage takes a while on big grids: a cancel that came meanwhile must win over publishing.
@@ -157,6 +177,7 @@ def run_stages(
             shutil.rmtree(staging, ignore_errors=True)
             raise
         shutil.rmtree(run.work_dir, ignore_errors=True)
+    passes.cleanup()
     run.report(1.0, f"Done: {out_dir}")
     for warning in stats.warnings:
         log.warning("%s", warning)
@@ -199,8 +220,9 @@ def fetch_inputs(
         check_chosen_date(scenes, spec.selected_date)
     space_warnings = check_space(cards, spec, area, scenes, folders, needs)
     run.report(0.02, "; ".join([f"Searching: {len(scenes)} scenes", *space_warnings]))
+    level, bands = scene_facts(scenes)
     with run.stage("load_model"):
-        models = load_models(cards, spec, scenes, settings)
+        models = load_models(cards, spec, level, bands, settings)
     for caveat in models.caveats:
         run.report(0.02, f"Caveat: {caveat}")
     # The progress bar follows time (so an ETA from its rate holds): downloads get a share only when there are
@@ -208,7 +230,7 @@ def fetch_inputs(
     start = 0.15 if any(needs_network(s) for s in scenes) else 0.03
     with run.stage("download"):
         groups = download(models, area, scenes, tiling, settings, run.within(0.02, start, "Downloading"))
-    return Inputs(models, groups, start)
+    return Inputs(models, groups, start, level, bands)
 
 
 def download_stage(
@@ -265,11 +287,18 @@ def check_space(
     return warnings
 
 
-def load_models(cards: Catalogue, spec: JobSpec, scenes: list[Scene], settings: Settings) -> Models:
+def scene_facts(scenes: list[Scene]) -> tuple[str, frozenset[str]]:
+    """What models are loaded for: the scenes' processing level, and the bands every scene has."""
+    return scenes[0].processing_level, frozenset(set.intersection(*(set(s.bands) for s in scenes)))
+
+
+def load_models(
+    cards: Catalogue, spec: JobSpec, processing_level: str, available_bands: frozenset[str], settings: Settings
+) -> Models:
     """The job's models, for the scenes' processing level and the bands every scene has."""
     options = LoadOptions(
-        processing_level=scenes[0].processing_level,
-        available_bands=frozenset(set.intersection(*(set(s.bands) for s in scenes))),
+        processing_level=processing_level,
+        available_bands=available_bands,
         device=settings.device,
         threads=settings.torch_threads,
         compile=settings.torch_compile,
@@ -325,6 +354,67 @@ def hold_work_dir(run: RunContext) -> Iterator[None]:
         run.check_cancelled()
 
 
+class DatePasses(Protocol):
+    """Runs one of a job's models over its grid for some dates: results on the job's grid, rasters under
+    `run.work_dir/<date>/` (analysis.predict_dates' contract)."""
+
+    def __call__(
+        self, role: Role, groups: dict[date, list[Scene]], run: RunContext, clip_to_aoi: bool
+    ) -> list[analysis.DateResult]: ...
+
+    def records(self) -> list[report.ChunkRecord]:
+        """What run.json lists of the chunks (none for a single pass)."""
+        ...
+
+    def cleanup(self) -> None:
+        """Drop what the passes left once the outputs are published."""
+        ...
+
+
+@dataclass(frozen=True)
+class WholeGrid:
+    """One pass over the whole grid, in this process."""
+
+    models: Models
+    area: JobArea
+    tiling: TilingOptions
+
+    def __call__(
+        self, role: Role, groups: dict[date, list[Scene]], run: RunContext, clip_to_aoi: bool
+    ) -> list[analysis.DateResult]:
+        grid = cloud_grid(self.models, self.area, self.tiling) if role == "judge" else self.area.grid
+        model = self.models.of_role(role)
+        return analysis.predict_dates(
+            groups, model, grid, self.area.aoi_grid, run, self.tiling, clip_to_aoi=clip_to_aoi
+        )
+
+    def records(self) -> list[report.ChunkRecord]:
+        return []
+
+    def cleanup(self) -> None:
+        return None
+
+
+def date_passes(
+    spec: JobSpec,
+    area: JobArea,
+    inputs: Inputs,
+    tiling: TilingOptions,
+    settings: Settings,
+    run: RunContext,
+    job_id: str | None,
+) -> DatePasses:
+    """How the job's models pass over its grid: whole, or chunk by chunk when it is larger than one chunk (a
+    series model reads every date's clear mask around its grid: it runs whole)."""
+    from worker.chunked import ChunkedGrid, plan_job_chunks
+
+    chunks = plan_job_chunks(inputs.models, area, settings)
+    if len(chunks) <= 1 or inputs.models.runs_as_series:
+        return WholeGrid(inputs.models, area, tiling)
+    run.report(inputs.start, f"Planning: {len(chunks)} chunks of up to {settings.chunk_km:g} km")
+    return ChunkedGrid(spec, area, inputs, tiling, chunks, settings, run.work_dir, job_id)
+
+
 def predict(
     spec: JobSpec,
     area: JobArea,
@@ -333,15 +423,18 @@ def predict(
     tiling: TilingOptions,
     run: RunContext,
     start: float = 0.15,
+    passes: DatePasses | None = None,
 ) -> Prediction:
     """Run the models: every date's result (of the model that judged the dates) and the one to publish; their
     progress spans `start`..0.9 of the job, shared by their estimated times.
 
     The cloud task runs its model on every date and publishes the clearest. Other tasks run the cloud model on
     every date, their own model on the clearest date only, and mask what the cloud model did not call clear; a
-    series model instead reads the clearest dates at once.
+    series model instead reads the clearest dates at once. `passes` runs the models over the grid (default: one
+    whole pass here); the date is chosen from the whole grid's counts either way.
     """
-    judge = models.cloud_model or models.model
+    passes = passes or WholeGrid(models, area, tiling)
+    judge = models.judge
     cloud_only = models.cloud_model is None
     # The progress bar's share of each model, by their estimated times (the task's model: its pass after 'split').
     split = (
@@ -349,19 +442,16 @@ def predict(
         if cloud_only
         else start + (0.88 - start) * cloud_share(judge.card, len(groups), models.model.card, area.grid)
     )
-    results = analysis.predict_dates(
+    results = passes(
+        "judge",
         groups,
-        judge,
-        cloud_grid(models, area, tiling),
-        area.aoi_grid,
         run.within(
             start,
             split,
             "Predicting",
             run.work_dir if cloud_only else run.work_dir / "cloud",
         ),
-        tiling,
-        clip_to_aoi=not models.runs_as_series,
+        not models.runs_as_series,
     )
     if models.runs_as_series:
         label = f"Predicting {models.model.card.task} over the series"
@@ -378,13 +468,11 @@ def predict(
     if cloud_only:
         return Prediction(results, clearest)
     label = f"Predicting {models.model.card.task} on {clearest.date}"
-    [unmasked] = analysis.predict_dates(
+    [unmasked] = passes(
+        "model",
         {clearest.date: list(clearest.scenes)},
-        models.model,
-        area.grid,
-        area.aoi_grid,
         run.within(split, 0.88, label, run.work_dir / "model"),
-        tiling,
+        True,
     )
     run.report(0.88, "Masking: clouds and shadows")
     masked = analysis.mask_clouds(unmasked, clearest, models.model.card, area.grid, run.work_dir / "masked")

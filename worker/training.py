@@ -36,7 +36,7 @@ from core.reading import SceneReader
 from core.sources import parse_source
 from core.types import ClassInfo, ModelCard
 from models.catalogue import catalogue
-from worker.tasks import download, load_models
+from worker.tasks import download, load_models, scene_facts
 
 if TYPE_CHECKING:
     from core.crop_samples import SampleSeries
@@ -234,7 +234,7 @@ def train_model(
     scenes = find_scenes(
         spec.sources, area.aoi.geometry, spec.start, spec.end, spec.max_cloud_pct, settings, levels
     )
-    models = load_models(cards, spec, scenes, settings)
+    models = load_models(cards, spec, *scene_facts(scenes), settings)
     groups = download(models, area, scenes, tiling, settings, run.within(0.05, 0.15, "Downloading"))
     if models.cloud_model is None:
         raise AppError(f"Training a {base.task} model needs the cloud model to choose and mask the date.")
