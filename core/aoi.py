@@ -51,7 +51,7 @@ class AOI:
 
 
 def parse_aoi(
-    value: AOILike, *, max_area_km2: float = 2500.0, max_vertices: int = 10_000, fix_invalid: bool = False
+    value: AOILike, *, max_area_km2: float = 50_000.0, max_vertices: int = 10_000, fix_invalid: bool = False
 ) -> AOI:
     """Read `value`, reproject it to EPSG:4326, union its parts into one (Multi)Polygon and validate it.
 
@@ -91,7 +91,7 @@ def parse_aoi_upload(
     data: bytes,
     *,
     max_bytes: int = MAX_UPLOAD_BYTES,
-    max_area_km2: float = 2500.0,
+    max_area_km2: float = 50_000.0,
     max_vertices: int = 10_000,
 ) -> AOI:
     """An uploaded file's name and bytes (GeoJSON, zipped Shapefile, GeoPackage, KML) -> a validated AOI.
@@ -114,7 +114,7 @@ def parse_aoi_upload(
             )
 
 
-def parse_bbox(text: str, *, max_area_km2: float = 2500.0, max_vertices: int = 10_000) -> AOI:
+def parse_bbox(text: str, *, max_area_km2: float = 50_000.0, max_vertices: int = 10_000) -> AOI:
     """'west,south,east,north' in degrees (commas and/or spaces) -> a validated AOI; never reads a file."""
     numbers = _numbers(text.strip())
     if not numbers:

@@ -4,6 +4,7 @@ Loaded as a pytest plugin by tests/conftest.py, so every test folder gets these 
 """
 
 import json
+import math
 import os
 import signal
 import socket
@@ -106,6 +107,7 @@ def job_env(settings: Settings) -> dict[str, str]:
         "TERRASEG_REDIS_URL": settings.redis_url,
         "TERRASEG_CACHE_DIR": str(settings.cache_dir),
         "TERRASEG_RECOVER_INTERVAL_S": str(settings.recover_interval_s),
+        "TERRASEG_CHUNK_KM": str(settings.chunk_km),
     }
 
 
@@ -268,6 +270,40 @@ def large_spec(large_source: tuple[Path, dict[str, object]], **changes: object) 
         "sources": (f"local:{folder}",),
     } | changes
     return request_spec(**fields)
+
+
+def write_two_zone_source(
+    folder: Path, width_km: float, height_km: float, dates: tuple[str, ...] = ("2015-07-11", "2015-08-20")
+) -> dict[str, object]:
+    """A local source across the UTM zone border at 18 E, 46 N: each date a mosaic of a scene in UTM 33N (west of
+    the border) and one in UTM 34N (east of it, the west one mirrored, so the two halves differ), tiled from the
+    embedded sample's real pixels of that date. Returns an AOI (GeoJSON) of `width_km` x `height_km` across the
+    border, its centroid just west of it (so the job's grid is in UTM 33N); the scenes reach 300 m past it."""
+    from pyproj import Transformer
+
+    border_lon, lat = 18.0, 46.0
+    width_px, height_px = round(width_km * 60 + 30), round(height_km * 100 + 60)  # 0.6 of the width a side
+    samples = {p.name[7:15]: p for p in sorted(SAMPLE_DIR.glob("*.tif"))}
+    for day in dates:
+        with rasterio.open(samples[day.replace("-", "")]) as src:
+            pixels, acquired = src.read(), src.tags()["ACQUISITION_DATETIME"]
+        reps = (1, height_px // pixels.shape[1] + 1, width_px // pixels.shape[2] + 1)
+        data = np.tile(pixels, reps)[:, :height_px, :width_px]
+        for zone in ("33", "34"):
+            crs = f"EPSG:326{zone}"
+            x, y = Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(border_lon, lat)
+            left = round(x / 10) * 10 - (width_px * 10 - 300 if zone == "33" else 300)
+            top = round(y / 10) * 10 + height_px * 5
+            scene = data if zone == "33" else data[:, :, ::-1].copy()
+            write_scene(folder / f"{zone}_{day}.tif", scene, crs=crs, origin=(left, top), acquired=acquired)
+    half_lon = width_km / 2 / (111.32 * math.cos(math.radians(lat)))
+    half_lat = height_km / 2 / 111.2
+    west, east = border_lon - half_lon * 1.06, border_lon + half_lon * 0.94
+    south, north = lat - half_lat, lat + half_lat
+    return {
+        "type": "Polygon",
+        "coordinates": [[[west, south], [east, south], [east, north], [west, north], [west, south]]],
+    }
 
 
 TANZANIA = TEST_DATA / "s2_tanzania_timeseries_rsgislib" / "timeseries_T37MEM_stack.npz"

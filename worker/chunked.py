@@ -185,11 +185,13 @@ class ChunkedGrid:
                     sum(fractions) / len(ids),
                     f"chunks {finished}/{len(ids)} done, {running} running elsewhere",
                 )
+                # From the last chunk back: the queue hands out the first ones, so the job meets the other
+                # workers in the middle instead of reaching for the chunk one of them is about to take.
                 free = next(
                     (
                         i
-                        for i, s in enumerate(statuses)
-                        if not s.is_terminal and client.store.is_unlocked(ids[i])
+                        for i in reversed(range(len(ids)))
+                        if not statuses[i].is_terminal and client.store.is_unlocked(ids[i])
                     ),
                     None,
                 )

@@ -265,7 +265,7 @@ def format_status(status: "JobStatus") -> str:
 
 def command_jobs(args: argparse.Namespace, settings: Settings) -> int:
     """The job verbs: status, jobs, cancel, logs, retry, delete, recover, worker."""
-    from worker.client import JobClient, TrainingClient
+    from worker.client import ChunkClient, JobClient, TrainingClient
 
     client = JobClient(settings)
     runs = TrainingClient(settings)
@@ -295,7 +295,7 @@ def command_jobs(args: argparse.Namespace, settings: Settings) -> int:
         client.delete(args.job_id)
         print(f"deleted {args.job_id}")
     elif args.verb == "recover":
-        requeued = client.recover() + runs.recover()
+        requeued = client.recover() + runs.recover() + ChunkClient(settings).recover()
         print(f"re-queued {len(requeued)} job(s)" + (": " + " ".join(requeued) if requeued else ""))
     elif args.verb == "health":
         return command_health(client, args.this_host)

@@ -254,10 +254,12 @@ def test_an_invalid_feature_among_several_is_reported_and_repaired(tmp_path):
 
 def test_an_area_over_the_limit_gives_both_numbers():
     with pytest.raises(
-        AOIError, match=r"^The area is 3,\d{3} km²; the limit is 2,500 km²\. Draw a smaller area"
+        AOIError, match=r"^The area is 56,\d{3} km²; the limit is 50,000 km²\. Draw a smaller area"
     ):
-        parse_aoi("14.0,45.0,14.8,45.5")  # about 3,450 km2
-    assert parse_aoi("14.0,45.0,14.8,45.5", max_area_km2=5000).area_km2 == pytest.approx(3450, rel=0.05)
+        parse_aoi("10,40,13,42")  # about 56,000 km2: over the default limit
+    with pytest.raises(AOIError, match=r"^The area is 3,\d{3} km²; the limit is 2,500 km²"):
+        parse_aoi("14.0,45.0,14.8,45.5", max_area_km2=2500)
+    assert parse_aoi("14.0,45.0,14.8,45.5").area_km2 == pytest.approx(3450, rel=0.05)
     with pytest.raises(AOIError, match=r"The area is 0\.66 km²; the limit is 0\.50 km²"):
         parse_aoi(FIELD, max_area_km2=0.5)
 

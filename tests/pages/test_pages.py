@@ -218,7 +218,7 @@ def test_a_zipped_shapefile_with_its_prj_is_accepted(app_env, monkeypatch):
 @pytest.mark.parametrize(
     ("bbox", "message"),
     [
-        ("10,40,12,42", "the limit is 2,500 km²"),  # about 37,000 km2
+        ("10,40,13,42", "the limit is 50,000 km²"),  # about 56,000 km2
         ("14.55,45.86,14.56", "west,south,east,north"),
         ("/etc/hostname", "is not a bounding box"),  # never read as a file on the server
     ],

@@ -3,6 +3,7 @@ mid-chunk, give the very rasters and statistics of one pass over the whole grid;
 the queue. The area lies across the UTM zone border at 18 E, covered on each date by a mosaic of two scenes,
 one in each zone, of real Sentinel-2 pixels (the embedded sample's)."""
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -10,49 +11,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from pyproj import Transformer
 from rq import Worker
 
 from core.chunks import Chunk, chunk_grid, chunk_px, plan_chunks
 from core.config import Settings
 from core.grid import Grid
 from core.jobs import JobSpec
-from tests.conftest import write_scene
-from tests.services import SAMPLE_DIR, WorkerProcess, request_spec, wait_for
+from core.jobstore import JobStatus, UnknownJob
+from tests.services import WorkerProcess, request_spec, wait_for, write_two_zone_source
 from worker.client import ChunkClient, JobClient
 from worker.tasks import run_job
 
-BORDER_LON, LAT = 18.0, 46.0
-SCENE_W_PX, SCENE_H_PX = 260, 230  # each scene 2.6 x 2.3 km, reaching 200 m past the border
-DATES = ("2015-07-11T10:00:08Z", "2015-08-20T10:07:28Z")
 CHUNK_KM = 0.9  # 90 px: a 2 x 3 chunk job
 
 
 @pytest.fixture(scope="module")
 def two_zone_source(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, object]]:
-    """Two dates, each a mosaic of a scene in UTM 33N (west of 18 E) and one in UTM 34N (east of it), made of
-    the real sample's pixels; returns the folder and an AOI (GeoJSON) across the border."""
+    """Two dates, each a mosaic of a scene in UTM 33N and one in 34N; an AOI of 2.4 x 1.6 km across the border."""
     folder = tmp_path_factory.mktemp("two_zones")
-    samples = {p.name[7:15]: p for p in sorted(SAMPLE_DIR.glob("*.tif"))}
-    for acquired in DATES:
-        with rasterio.open(samples[acquired[:10].replace("-", "")]) as src:
-            pixels = src.read()
-        reps = (1, SCENE_H_PX // pixels.shape[1] + 1, SCENE_W_PX // pixels.shape[2] + 1)
-        data = np.tile(pixels, reps)[:, :SCENE_H_PX, :SCENE_W_PX]
-        for zone, crs in (("33", "EPSG:32633"), ("34", "EPSG:32634")):
-            x, y = Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(BORDER_LON, LAT)
-            left = round(x / 10) * 10 - (SCENE_W_PX * 10 - 200 if zone == "33" else 200)
-            top = round(y / 10) * 10 + SCENE_H_PX * 5
-            # The east scene is the west one mirrored, so the two halves of the area differ.
-            scene = data if zone == "33" else data[:, :, ::-1].copy()
-            write_scene(folder / f"{zone}_{acquired[:10]}.tif", scene, crs=crs, origin=(left, top), acquired=acquired)
-    # 2.4 x 1.6 km around the border, its centroid just west of it (the grid is in UTM 33N).
-    west, east, south, north = BORDER_LON - 0.0165, BORDER_LON + 0.0145, LAT - 0.0072, LAT + 0.0072
-    aoi = {
-        "type": "Polygon",
-        "coordinates": [[[west, south], [east, south], [east, north], [west, north], [west, south]]],
-    }
-    return folder, aoi
+    return folder, write_two_zone_source(folder, 2.4, 1.6)
 
 
 def two_zone_spec(source: tuple[Path, dict[str, object]], task: str = "landcover") -> JobSpec:
@@ -87,7 +64,9 @@ def test_chunks_cover_the_grid_once_on_its_own_lattice() -> None:
     assert side == 90 and len(chunks) == 6
     covered = np.zeros((grid.height, grid.width), np.int32)
     for chunk in chunks:
-        covered[chunk.row_off : chunk.row_off + chunk.height, chunk.col_off : chunk.col_off + chunk.width] += 1
+        covered[
+            chunk.row_off : chunk.row_off + chunk.height, chunk.col_off : chunk.col_off + chunk.width
+        ] += 1
         sub = chunk_grid(grid, chunk)
         assert sub.crs == grid.crs and sub.transform.a == 10
         assert (sub.transform.c - grid.transform.c) / 10 == chunk.col_off
@@ -105,8 +84,114 @@ def test_a_chunked_run_outside_the_queue_maps_the_very_pixels_of_one_pass(
     chunked = run_job(spec, tmp_path / "chunked", chunked_settings)
     assert_same_outputs(tmp_path / "chunked", tmp_path / "whole")
     record = json.loads((tmp_path / "chunked" / "run.json").read_text())
-    assert len(record["chunks"]) == 6 and json.loads((tmp_path / "whole" / "run.json").read_text())["chunks"] == []
+    assert (
+        len(record["chunks"]) == 6
+        and json.loads((tmp_path / "whole" / "run.json").read_text())["chunks"] == []
+    )
     assert [p["pass_name"] for p in record["chunks"][0]["passes"]] == ["cloud", "model"]
-    assert record["grid"]["crs"] == "EPSG:32633" and len(record["inputs"]) == 4  # two scenes a date, two dates
+    assert (
+        record["grid"]["crs"] == "EPSG:32633" and len(record["inputs"]) == 4
+    )  # two scenes a date, two dates
     assert chunked.selected_date == whole.selected_date
-    assert not (chunked_settings.cache_dir / "work").exists() or not any((chunked_settings.cache_dir / "work").iterdir())
+    work = chunked_settings.cache_dir / "work"
+    assert not work.exists() or not any(work.iterdir())  # the chunks' rasters went with the work folder
+
+
+@pytest.fixture
+def settings(tmp_path: Path, redis_server: object) -> Settings:
+    """The queue's settings with small chunks: this area is six of them (the workers get them too)."""
+    return Settings(
+        redis_url=redis_server.url,  # type: ignore[attr-defined]
+        cache_dir=tmp_path / "cache",
+        recover_interval_s=1.0,
+        chunk_km=CHUNK_KM,
+    )
+
+
+def chunk_statuses(settings: Settings) -> list[JobStatus]:
+    """The chunk jobs on disk (one being created or deleted right now is left out)."""
+    chunks, statuses = ChunkClient(settings), []
+    for chunk_job in chunks.store.job_ids():
+        with contextlib.suppress(UnknownJob):
+            statuses.append(chunks.store.read_status(chunk_job))
+    return statuses
+
+
+def test_two_workers_share_a_large_job_and_a_worker_killed_mid_chunk_loses_nothing(
+    two_zone_source: tuple[Path, dict[str, object]],
+    settings: Settings,
+    start_worker: object,
+    client: JobClient,
+    tmp_path: Path,
+) -> None:
+    workers: list[WorkerProcess] = [start_worker(), start_worker()]  # type: ignore[operator]
+    deadline = time.monotonic() + 60
+    while len(Worker.all(connection=client.redis)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    spec = two_zone_spec(two_zone_source)
+    job_id = client.submit(spec)
+    wait_for(client, job_id, ("running",), timeout_s=60)
+    parent_worker = client.status(job_id).worker
+    pids = {w.name: w.pid for w in Worker.all(connection=client.redis)}
+    # The other worker takes chunk jobs from the queue while the job works on chunks itself: once it has
+    # finished one and is in the middle of another, it is killed.
+    killed_name, deadline = None, time.monotonic() + 120
+    while killed_name is None and time.monotonic() < deadline:
+        others = [s for s in chunk_statuses(settings) if s.worker and s.worker != parent_worker]
+        running = [s for s in others if s.state == "running"]
+        if running and any(s.state == "finished" for s in others):
+            killed_name = running[0].worker
+            killed_chunk = running[0].job_id
+        time.sleep(0.05)
+    assert killed_name is not None, "the second worker never ran a chunk while the job ran"
+    [victim] = [w for w in workers if w.process.pid == pids[killed_name]]
+    victim.kill()
+    wait_for(client, job_id, ("finished",), timeout_s=300)
+
+    out = client.store.outputs_dir(job_id)
+    whole = tmp_path / "whole"
+    run_job(spec, whole, Settings(cache_dir=tmp_path / "cache-whole"))
+    assert_same_outputs(out, whole)
+    record = json.loads((out / "run.json").read_text())
+    passes = [p for chunk in record["chunks"] for p in chunk["passes"]]
+    assert len(record["chunks"]) == 6 and len(passes) == 12
+    assert {p["worker"] for p in passes} == {parent_worker, killed_name}  # both workers mapped chunks
+    [resumed] = [p for p in passes if p["job_id"] == killed_chunk]
+    assert resumed["attempts"] == 2 and resumed["worker"] == parent_worker  # finished by the worker left
+    # Every other chunk ran once: none was computed again, by the worker left or by the job.
+    assert all(p["attempts"] == 1 for p in passes if p["job_id"] != killed_chunk)
+    assert chunk_statuses(settings) == []  # the chunk jobs went with the job's work folder
+    log = client.logs(job_id)
+    assert "chunks" in log
+
+
+def test_cancelling_a_large_job_cancels_its_chunks_and_a_retry_keeps_the_finished_ones(
+    two_zone_source: tuple[Path, dict[str, object]],
+    settings: Settings,
+    start_worker: object,
+    client: JobClient,
+    tmp_path: Path,
+) -> None:
+    start_worker()  # type: ignore[operator]
+    job_id = client.submit(two_zone_spec(two_zone_source))
+    deadline = time.monotonic() + 120
+    while sum(s.state == "finished" for s in chunk_statuses(settings)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    client.cancel(job_id)
+    wait_for(client, job_id, ("cancelled",), timeout_s=60)
+    statuses = chunk_statuses(settings)
+    finished_before = {s.job_id for s in statuses if s.state == "finished"}
+    assert len(finished_before) >= 2 and len(statuses) == 6  # the cloud pass, cancelled during it
+    assert {s.state for s in statuses} <= {"finished", "cancelled"}  # nothing of the job runs on
+    assert not client.store.outputs_dir(job_id).exists()
+
+    client.retry(job_id)
+    wait_for(client, job_id, ("finished",), timeout_s=180)
+    record = json.loads((client.store.outputs_dir(job_id) / "run.json").read_text())
+    attempts = {p["job_id"]: p["attempts"] for chunk in record["chunks"] for p in chunk["passes"]}
+    assert finished_before <= set(attempts)  # the retry used the same chunk jobs...
+    assert all(
+        attempts[chunk_job] == 1 for chunk_job in finished_before
+    )  # ...and did not run finished ones again
+    status = client.status(job_id)
+    assert status.fraction == 1.0 and status.message.startswith("Done")
