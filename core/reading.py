@@ -1,15 +1,18 @@
 """Read a date's scenes onto the target grid as reflectance, window by window, with a validity mask."""
 
 import logging
+import math
 from collections import defaultdict
 from contextlib import ExitStack
 from types import TracebackType
 
 import numpy as np
 import rasterio
+from affine import Affine
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
 from rasterio.vrt import WarpedVRT
+from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from core.errors import SourceError
@@ -30,6 +33,18 @@ def _is_aligned(dataset: rasterio.DatasetReader, grid: Grid) -> bool:
     return bool(np.isclose(col_off, round(col_off)) and np.isclose(row_off, round(row_off)))
 
 
+def scene_cover(dataset: rasterio.DatasetReader, grid: Grid) -> Grid:
+    """The scene's extent in the grid's CRS, snapped outwards to the grid's pixel lattice."""
+    left, bottom, right, top = transform_bounds(dataset.crs, grid.crs, *dataset.bounds, densify_pts=21)
+    res = grid.resolution_m
+    col0 = math.floor((left - grid.transform.c) / res)
+    row0 = math.floor((grid.transform.f - top) / res)
+    col1 = math.ceil((right - grid.transform.c) / res)
+    row1 = math.ceil((grid.transform.f - bottom) / res)
+    transform = grid.transform @ Affine.translation(col0, row0)
+    return Grid(grid.crs, transform, max(1, col1 - col0), max(1, row1 - row0))
+
+
 class _BandGroup:
     """Bands of one scene stored in one file, read together: directly when aligned, else through a WarpedVRT."""
 
@@ -48,13 +63,20 @@ class _BandGroup:
             self.col0 = round((dataset.transform.c - grid.transform.c) / grid.transform.a)
             self.row0 = round((dataset.transform.f - grid.transform.f) / grid.transform.e)
         else:
+            # Warped onto the scene's own cover on the grid's lattice, not onto `grid`: GDAL warps block by block
+            # of the virtual raster (approximating source positions and choosing the kernel's scale per block),
+            # so a pixel's value depends on where the virtual raster starts. Started where the scene starts, the
+            # same pixel reads the same value in every grid of this CRS (another AOI, a chunk of a large job).
+            source = scene_cover(dataset, grid)
+            self.col0 = round((source.transform.c - grid.transform.c) / grid.transform.a)
+            self.row0 = round((source.transform.f - grid.transform.f) / grid.transform.e)
             # A VRT with an alpha band marks pixels outside the source as invalid even without a nodata value.
             self.reader = WarpedVRT(
                 dataset,
                 crs=grid.crs,
-                transform=grid.transform,
-                width=grid.width,
-                height=grid.height,
+                transform=source.transform,
+                width=source.width,
+                height=source.height,
                 resampling=resampling,
                 src_nodata=nodata,
                 nodata=nodata,
@@ -64,20 +86,20 @@ class _BandGroup:
     def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
         """Raw values (n, h, w) float32 and validity (n, h, w) bool for a window of the grid."""
         height, width = int(window.height), int(window.width)
-        if not self.aligned:
-            data = self.reader.read(self.indexes, window=window).astype(np.float32)
-            valid = self.reader.read_masks(self.indexes, window=window) > 0
-            return data, valid
         data = np.zeros((len(self.indexes), height, width), np.float32)
         valid = np.zeros(data.shape, bool)
         row, col = int(window.row_off) - self.row0, int(window.col_off) - self.col0
         r0, c0 = max(row, 0), max(col, 0)
         r1, c1 = min(row + height, self.reader.height), min(col + width, self.reader.width)
         if r1 > r0 and c1 > c0:
-            block = self.reader.read(self.indexes, window=Window(c0, r0, c1 - c0, r1 - r0))
+            part = Window(c0, r0, c1 - c0, r1 - r0)
+            block = self.reader.read(self.indexes, window=part)
             target = (slice(None), slice(r0 - row, r1 - row), slice(c0 - col, c1 - col))
             data[target] = block
-            valid[target] = True if self.nodata is None else block != self.nodata
+            if not self.aligned:
+                valid[target] = self.reader.read_masks(self.indexes, window=part) > 0
+            else:
+                valid[target] = True if self.nodata is None else block != self.nodata
         return data, valid
 
 

@@ -162,9 +162,8 @@ class ChunkedGrid:
         client = ChunkClient(self.settings)
         ids = self._submit(client, role, pass_name, groups, run, clip_to_aoi)
         self._chunk_jobs.extend(ids)
-        for (
-            chunk_job
-        ) in ids:  # an earlier attempt of the job left these unfinished: they go on from their strips
+        # Chunks an earlier attempt of the job left unfinished go on from their saved strips.
+        for chunk_job in ids:
             if client.store.read_status(chunk_job).state in ("failed", "cancelled"):
                 client.retry(chunk_job)
         fractions = [0.0] * len(ids)

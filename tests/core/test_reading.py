@@ -46,6 +46,33 @@ def test_a_scene_in_another_crs_is_warped_onto_the_grid(tmp_path):
     np.testing.assert_allclose(reflectance[:, valid], 0.3, rtol=1e-5)
 
 
+def test_a_warped_pixel_reads_the_same_whatever_the_grid_around_it(tmp_path):
+    """A scene in UTM 34N read onto two UTM 33N grids, one inside the other at an odd offset, and in windows of
+    different shapes: the common pixels get the very same values (GDAL warps block by block of its virtual
+    raster, so that raster starts where the scene starts, not where the grid does)."""
+    data = np.random.default_rng(0).integers(500, 5000, (13, 700, 600)).astype(np.uint16)
+    scene = read_geotiff_scene(
+        write_scene(tmp_path / "s34.tif", data, crs="EPSG:32634", origin=(264_000.0, 5_102_000.0))
+    )
+    big = Grid("EPSG:32633", Affine(10.0, 0, 729_000.0, 0, -10.0, 5_101_000.0), 700, 600)
+    small = Grid(
+        "EPSG:32633", Affine(10.0, 0, 729_000.0 + 10 * 137, 0, -10.0, 5_101_000.0 - 10 * 91), 333, 257
+    )
+    with SceneReader([scene], ("B02", "B11"), big) as reader:
+        whole, whole_valid = reader.read(Window(0, 0, 700, 600))
+    with SceneReader([scene], ("B02", "B11"), small) as reader:
+        parts = [
+            reader.read(Window(c, r, w, h))
+            for r, c, h, w in ((0, 0, 100, 333), (100, 0, 157, 170), (100, 170, 157, 163))
+        ]
+    inside = (slice(None), slice(91, 91 + 257), slice(137, 137 + 333))
+    assert whole_valid[inside[1:]].mean() > 0.5  # mostly inside the scene
+    assert np.array_equal(parts[0][0], whole[inside][:, :100])
+    assert np.array_equal(parts[1][0], whole[inside][:, 100:, :170])
+    assert np.array_equal(parts[2][0], whole[inside][:, 100:, 170:])
+    assert np.array_equal(np.concatenate([parts[1][1], parts[2][1]], axis=1), whole_valid[inside[1:]][100:])
+
+
 def test_a_20m_band_is_resampled_onto_the_10m_grid(tmp_path):
     data = np.tile(np.linspace(1000, 3000, 16, dtype=np.float32), (13, 16, 1)).astype(np.uint16)
     scene = read_geotiff_scene(write_scene(tmp_path / "s20.tif", data, resolution_m=20.0))
