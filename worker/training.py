@@ -393,7 +393,7 @@ def comparison_maps(
     top = max(0, min(int(rows.min()), int(rows.max()) + 1 - MAP_MAX_PX))
     left = max(0, min(int(cols.min()), int(cols.max()) + 1 - MAP_MAX_PX))
     height, width = min(int(rows.max()) + 1 - top, MAP_MAX_PX), min(int(cols.max()) + 1 - left, MAP_MAX_PX)
-    sub = Grid(grid.crs, grid.transform * Affine.translation(left, top), width, height)
+    sub = Grid(grid.crs, grid.transform @ Affine.translation(left, top), width, height)
     new_classes = tuple(ClassInfo(v, name, PALETTE[v % len(PALETTE)]) for v, name in enumerate(legend))
     new_net = network.module if is_tuned else with_head(network, fitted)
     parent_net = feature_network(cards, base.id, "head").module if is_tuned else network.module
