@@ -46,7 +46,7 @@ def run_here(base: Path, folder: Path, aoi_file: Path, chunk_km: float, name: st
         "TERRASEG_CACHE_DIR": str(base / f"cache-{name}"),
         "TERRASEG_CHUNK_KM": str(chunk_km),
     }
-    env |= {"TERRASEG_TORCH_THREADS": "2"}
+    env |= {"TERRASEG_TORCH_THREADS": "1", "OMP_NUM_THREADS": "1"}  # as the workers below: see main()
     code = (
         "import resource, sys; from worker.cli import main; rc = main(sys.argv[1:]); "
         "print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); sys.exit(rc)"
