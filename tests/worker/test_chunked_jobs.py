@@ -6,6 +6,7 @@ one in each zone, of real Sentinel-2 pixels (the embedded sample's)."""
 import contextlib
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from core.config import Settings
 from core.grid import Grid
 from core.jobs import JobSpec
 from core.jobstore import JobStatus, UnknownJob
-from tests.services import WorkerProcess, request_spec, wait_for, write_two_zone_source
+from tests.services import RedisServer, WorkerProcess, request_spec, wait_for, write_two_zone_source
 from worker.client import ChunkClient, JobClient
 from worker.tasks import run_job
 
@@ -98,10 +99,10 @@ def test_a_chunked_run_outside_the_queue_maps_the_very_pixels_of_one_pass(
 
 
 @pytest.fixture
-def settings(tmp_path: Path, redis_server: object) -> Settings:
+def settings(tmp_path: Path, redis_server: RedisServer) -> Settings:
     """The queue's settings with small chunks: this area is six of them (the workers get them too)."""
     return Settings(
-        redis_url=redis_server.url,  # type: ignore[attr-defined]
+        redis_url=redis_server.url,
         cache_dir=tmp_path / "cache",
         recover_interval_s=1.0,
         chunk_km=CHUNK_KM,
@@ -120,11 +121,11 @@ def chunk_statuses(settings: Settings) -> list[JobStatus]:
 def test_two_workers_share_a_large_job_and_a_worker_killed_mid_chunk_loses_nothing(
     two_zone_source: tuple[Path, dict[str, object]],
     settings: Settings,
-    start_worker: object,
+    start_worker: Callable[..., WorkerProcess],
     client: JobClient,
     tmp_path: Path,
 ) -> None:
-    workers: list[WorkerProcess] = [start_worker(), start_worker()]  # type: ignore[operator]
+    workers = [start_worker(), start_worker()]
     deadline = time.monotonic() + 60
     while len(Worker.all(connection=client.redis)) < 2 and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -168,11 +169,11 @@ def test_two_workers_share_a_large_job_and_a_worker_killed_mid_chunk_loses_nothi
 def test_cancelling_a_large_job_cancels_its_chunks_and_a_retry_keeps_the_finished_ones(
     two_zone_source: tuple[Path, dict[str, object]],
     settings: Settings,
-    start_worker: object,
+    start_worker: Callable[..., WorkerProcess],
     client: JobClient,
     tmp_path: Path,
 ) -> None:
-    start_worker()  # type: ignore[operator]
+    start_worker()
     job_id = client.submit(two_zone_spec(two_zone_source))
     deadline = time.monotonic() + 120
     while sum(s.state == "finished" for s in chunk_statuses(settings)) < 2 and time.monotonic() < deadline:
