@@ -4,6 +4,7 @@ import logging
 import math
 from collections import defaultdict
 from contextlib import ExitStack
+from pathlib import Path
 from types import TracebackType
 
 import numpy as np
@@ -133,7 +134,14 @@ class SceneReader:
             groups = []
             for path, positions in by_path.items():
                 assets = [scene.bands[self.bands[p]] for p in positions]
-                dataset = self._stack.enter_context(rasterio.open(path))
+                try:
+                    dataset = self._stack.enter_context(rasterio.open(path))
+                except RasterioError as err:  # moved, removed or overwritten since the search found it
+                    log.warning("Opening %s failed: %s", path, err)
+                    raise SourceError(
+                        f"Opening the scene file {Path(path).name} of {scene.id} failed ({type(err).__name__}); it "
+                        "was moved, removed or damaged after the search. Restore it, or run again."
+                    ) from err
                 group = _BandGroup(
                     dataset, self.grid, [a.band_index for a in assets], assets[0].nodata, self.resampling
                 )
@@ -162,9 +170,10 @@ class SceneReader:
                 try:
                     raw, raw_valid = group.read(window)
                 except RasterioError as err:
+                    log.warning("Reading %s failed: %s", group.path, err)  # the whole path: for the operator
                     raise SourceError(
-                        f"Reading {group.path} failed ({err}); the file may be truncated or "
-                        "corrupt. Remove or replace it and run again."
+                        f"Reading the scene file {Path(group.path).name} failed ({type(err).__name__}); it may be "
+                        "truncated or corrupt. Remove or replace it and run again."
                     ) from err
                 scene_data[positions] = (raw + offset) * scale
                 scene_valid &= raw_valid.all(axis=0)

@@ -171,7 +171,7 @@ class ChunkedGrid:
             while True:
                 run.check_cancelled()
                 statuses = [client.store.read_status(chunk_job) for chunk_job in ids]
-                self._raise_for_ended(statuses)
+                self._raise_for_ended(statuses, client.store)
                 finished = sum(s.state == "finished" for s in statuses)
                 if finished == len(ids):
                     break
@@ -264,14 +264,22 @@ class ChunkedGrid:
             tmp.replace(jobs_file)
         return ids
 
-    def _raise_for_ended(self, statuses: list[JobStatus]) -> None:
+    def _raise_for_ended(self, statuses: list[JobStatus], chunks: JobStore) -> None:
+        """ChunkFailed for the first chunk that failed or was cancelled from outside; its log goes to the job's
+        log, where the job's failure sentence sends the reader (nobody reads a chunk job's folder)."""
         for chunk, status in zip(self.chunks, statuses, strict=True):
-            if status.state in ("failed", "cancelled"):
-                what = status.error or status.message or status.state
-                raise ChunkFailed(
-                    f"Chunk {chunk.index + 1} of {len(self.chunks)} {status.state} ({what}); retry the job to "
-                    f"finish the chunks left (finished chunks are kept). Chunk job {status.job_id}."
-                )
+            if status.state not in ("failed", "cancelled"):
+                continue
+            if self.job_id is not None:
+                with contextlib.suppress(UnknownJob, OSError):
+                    jobs = JobStore(self.settings.cache_dir / "jobs")
+                    jobs.append_log(self.job_id, f"chunk {chunk.index + 1} {status.state}; its log:")
+                    jobs.append_log(self.job_id, chunks.read_log(status.job_id))
+            what = status.error or status.message or status.state
+            raise ChunkFailed(
+                f"Chunk {chunk.index + 1} of {len(self.chunks)} {status.state}: {what.rstrip('.')}. Retry the job "
+                "to finish the chunks left; finished chunks are kept."
+            )
 
     def _run_in_process(
         self,

@@ -5,6 +5,8 @@ one in each zone, of real Sentinel-2 pixels (the embedded sample's)."""
 
 import contextlib
 import json
+import re
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -196,3 +198,50 @@ def test_cancelling_a_large_job_cancels_its_chunks_and_a_retry_keeps_the_finishe
     )  # ...and did not run finished ones again
     status = client.status(job_id)
     assert status.fraction == 1.0 and status.message.startswith("Done")
+
+
+def test_a_chunk_that_fails_fails_its_job_with_the_chunks_sentence_and_a_retry_finishes_it(
+    two_zone_source: tuple[Path, dict[str, object]],
+    settings: Settings,
+    start_worker: Callable[..., WorkerProcess],
+    client: JobClient,
+    tmp_path: Path,
+) -> None:
+    """A scene file damaged in the middle of a large job (an operator's mistake): the chunks after it fail, the
+    job fails with their sentence and their logs in its own; with the file back, a retry finishes the job."""
+    folder = tmp_path / "scenes"
+    shutil.copytree(two_zone_source[0], folder)
+    spec = request_spec(
+        aoi=two_zone_source[1],
+        start="2015-07-01",
+        end="2015-08-31",
+        task="landcover",
+        sources=(f"local:{folder}",),
+    )
+    start_worker()
+    job_id = client.submit(spec)
+    deadline = time.monotonic() + 120
+    while sum(s.state == "finished" for s in chunk_statuses(settings)) < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    damaged = folder / "34_2015-07-11.tif"
+    original = damaged.read_bytes()
+    damaged.write_bytes(b"not a GeoTIFF any more")
+    wait_for(client, job_id, ("failed",), timeout_s=120)
+    status = client.status(job_id)
+    assert re.fullmatch(
+        r"Chunk \d of 6 failed: (Opening|Reading) the scene file 34_2015-07-11\.tif (of .+ )?failed \(\w+\); "
+        r"it (was moved, removed or damaged after the search\. Restore it, or run again|may be truncated or "
+        r"corrupt\. Remove or replace it and run again)\. Retry the job to finish the chunks left; finished "
+        r"chunks are kept\.",
+        status.error or "",
+    ), status.error
+    assert str(tmp_path) not in (status.error or "")  # no server path in what a page shows
+    log = client.logs(job_id)
+    # The failed chunk's log, in the job's own.
+    assert "its log:" in log and "34_2015-07-11.tif" in log.split("its log:")[1]
+    assert {s.state for s in chunk_statuses(settings)} <= {"finished", "failed", "cancelled"}
+
+    damaged.write_bytes(original)
+    client.retry(job_id)
+    wait_for(client, job_id, ("finished",), timeout_s=180)
+    assert chunk_statuses(settings) == []
