@@ -389,8 +389,7 @@ def run_chunk(
     chunk = Chunk(spec.index, spec.row_off, spec.col_off, spec.height, spec.width)
     if spec.row_off + spec.height > area.grid.height or spec.col_off + spec.width > area.grid.width:
         raise AppError(f"Chunk {spec.index + 1} lies outside its job's grid.")
-    pass_dir = root / spec.pass_name if spec.pass_name else root
-    run = RunContext(chunk_dir(pass_dir, chunk), progress, should_stop)
+    run = RunContext(chunk_dir(root / spec.pass_name, chunk), progress, should_stop)  # "": the root itself
     tiling = TilingOptions(settings.batch_size, settings.tile_overlap_px)
     groups = {day: inputs.groups[day] for day in spec.dates}
     chunk_pass(
