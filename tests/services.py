@@ -311,12 +311,18 @@ TANZANIA = TEST_DATA / "s2_tanzania_timeseries_rsgislib" / "timeseries_T37MEM_st
 
 @pytest.fixture(scope="session")
 def tanzania_source(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
-    """The real series as 21 scene GeoTIFFs in TerraSeg's local-source format (L2A, reflectance x 1000).
+    """The real series as 21 scene GeoTIFFs in TerraSeg's local-source format (`write_tanzania_source`)."""
+    folder = tmp_path_factory.mktemp("tanzania")
+    return folder, write_tanzania_source(folder)
+
+
+def write_tanzania_source(folder: Path) -> object:
+    """Write the real Tanzania series into `folder` as 21 scene GeoTIFFs (L2A, reflectance x 1000); returns the
+    series (its arrays, dates, transform and CRS).
 
     Masked pixels are 0 in every band (the file's `nodata` of 1 is a real low reflectance, never a whole pixel).
     """
     series = np.load(TANZANIA)
-    folder = tmp_path_factory.mktemp("tanzania")
     transform = series["transform"]
     bands = tuple(b if len(b) == 3 else f"B0{b[1:]}" for b in (str(b) for b in series["bands"]))
     for index, stamp in enumerate(series["dates"]):
@@ -333,4 +339,4 @@ def tanzania_source(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, obj
             scale=1e-3,
             nodata=0,
         )
-    return folder, series
+    return series

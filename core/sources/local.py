@@ -82,6 +82,8 @@ class LocalSource(NoProducts):
         )
         if found:
             return found
+        if not scenes:
+            raise NoScenesFound(f"{self.name} holds no {sensor} scene.")
         if not overlapping:
             raise NoScenesFound(
                 f"None of the {len(scenes)} {sensor} scenes in {self.name} overlaps the area of "

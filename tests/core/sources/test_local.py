@@ -45,6 +45,11 @@ def test_an_aoi_that_misses_every_scene_says_so():
         )
 
 
+def test_a_folder_without_a_sensor_says_it_holds_none_of_it():
+    with pytest.raises(NoScenesFound, match=r"^sample holds no S1 scene\.$"):
+        parse_source("sample", Settings()).search(SAMPLE_AOI, date(2015, 7, 1), date(2015, 9, 30), sensor="S1")
+
+
 def test_unknown_and_missing_sources_are_refused_plainly(tmp_path):
     with pytest.raises(SourceError, match="Unknown source 'ftp://x'"):
         parse_source("ftp://x", Settings())
