@@ -348,9 +348,18 @@ def scores(metrics: dict[str, float], unit: str) -> dict[str, float]:
     }
 
 
-@st.fragment(run_every=REFRESH_S)
 def training_runs() -> None:
-    """The training runs, newest first, re-drawn every REFRESH_S seconds."""
+    """The training runs, newest first. While one is queued or running, the list redraws itself every REFRESH_S
+    seconds; with none, it waits for the page's next run (or its Refresh button). A page timer that fires
+    while an admin uploads labels can drop the upload (streamlit#9079: seen in Chromium as an upload that
+    never reached the form), so the timer runs only while there is something to follow."""
+    timed = any(not s.is_terminal for s in ui.training_client().list_jobs())
+    st.fragment(run_list, run_every=REFRESH_S if timed else None)(timed)
+
+
+def run_list(timed: bool) -> None:
+    """The runs' panels; `timed`: whether this fragment redraws itself. When that no longer matches the runs (a
+    retried run is queued, the last one ended), the whole page runs again, which sets the timer right."""
     statuses = ui.training_client().list_jobs()
     finished = {s.job_id for s in statuses if s.state == "finished"}
     seen = st.session_state.get("finished-runs")
@@ -359,9 +368,14 @@ def training_runs() -> None:
         st.rerun()  # a run has installed a version: redraw the whole page, so the models' list shows it
     if not statuses:
         st.caption("No training run yet.")
-        return
     for status in statuses:
         run_panel(status)
+    if not timed:
+        st.button(
+            "Refresh", key="refresh-runs", help="Show runs started elsewhere (e.g. by `terraseg train --queue`)."
+        )
+    if timed != any(not s.is_terminal for s in ui.training_client().list_jobs()):
+        st.rerun()
 
 
 def dataset_bases(cards: Catalogue) -> list[str]:

@@ -111,6 +111,8 @@ def test_an_admin_checks_and_starts_a_training_run_and_follows_it_to_a_new_versi
     at = open_page("pages/admin.py")
     assert_no_crash(at)
     assert "Dynamic World" in texts(at.caption)[0] or at.selectbox[0].value == "landcover-dynamic-world"
+    # Nothing to follow: the runs' list has no timer (one firing mid-upload can drop it), a Refresh button instead.
+    assert [b for b in at.button if b.label == "Refresh"]
     at.get("file_uploader")[0].set_value(
         ("parcels.gpkg", labels.read_bytes(), "application/geopackage+sqlite3")
     )
@@ -149,6 +151,7 @@ def test_an_admin_checks_and_starts_a_training_run_and_follows_it_to_a_new_versi
     [status] = runs.list_jobs()
     assert any(f"Training run {status.job_id} is queued" in t for t in texts(at.success))
     assert runs.training_spec(status.job_id).by == "admin"
+    assert not [b for b in at.button if b.label == "Refresh"]  # a queued run: the list redraws itself
 
     start_worker("--queues", "training")
     wait_for(runs, status.job_id, ("finished",), timeout_s=240)
@@ -159,6 +162,7 @@ def test_an_admin_checks_and_starts_a_training_run_and_follows_it_to_a_new_versi
     assert list(scored[0]["model"]) == ["landcover-slovenia@1", "its base, same pixels"]
     assert scored[0]["macro F1"][0] > scored[0]["macro F1"][1]
     assert any("landcover-slovenia" in t for t in texts(at.markdown))  # among the models trained here
+    assert [b for b in at.button if b.label == "Refresh"]  # the run has ended: the timer is off again
     # The version's confusion matrix next to its parent's, on the same held-out pixels.
     matrices = [d.value for d in at.dataframe if "true \\ predicted" in d.value.columns]
     assert len(matrices) == 2 and list(matrices[0]["true \\ predicted"]) == sorted(CLASSES)
