@@ -1,8 +1,9 @@
 """Finished strips of a pass over the grid, kept as small files: the checkpoint a killed run resumes from.
 
-Each strip of final rows the stitcher emits is saved as `<row0>-<row1>.npz` (class and confidence rows as
-uint8, plus the per-class pixel counts and AOI pixels of those rows), written to a temporary name and renamed,
-so a file that exists is complete. A resumed pass starts after the last contiguous strip from row 0.
+Each strip of final rows the stitcher emits is saved as `<row0>-<row1>.npz` (class and, where the pass has one,
+confidence rows as uint8, plus the per-class pixel counts and AOI pixels of those rows), written to a temporary
+name and renamed, so a file that exists is complete. A resumed pass starts after the last contiguous strip from
+row 0.
 """
 
 import os
@@ -41,13 +42,16 @@ class BlockStore:
         return blocks[-1][1] if blocks else 0
 
     def save(
-        self, row0: int, classes: np.ndarray, confidence: np.ndarray, counts: np.ndarray, aoi_px: int
+        self, row0: int, classes: np.ndarray, confidence: np.ndarray | None, counts: np.ndarray, aoi_px: int
     ) -> None:
-        """Save final rows [row0, row0 + classes.shape[0]) of the grid."""
+        """Save final rows [row0, row0 + classes.shape[0]) of the grid (`confidence` None: a layer without one)."""
         row1 = row0 + classes.shape[0]
         path = self.directory / f"{row0:06d}-{row1:06d}.npz"
         tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, classes=classes, confidence=confidence, counts=counts, aoi_px=np.int64(aoi_px))
+        if confidence is None:
+            np.savez(tmp, classes=classes, counts=counts, aoi_px=np.int64(aoi_px))
+        else:
+            np.savez(tmp, classes=classes, confidence=confidence, counts=counts, aoi_px=np.int64(aoi_px))
         os.replace(tmp, path)
 
     def totals(self, n_classes: int) -> tuple[np.ndarray, int]:
@@ -60,11 +64,12 @@ class BlockStore:
         return counts, aoi_px
 
     def write_to(
-        self, classes_out: rasterio.io.DatasetWriter, confidence_out: rasterio.io.DatasetWriter
+        self, classes_out: rasterio.io.DatasetWriter, confidence_out: rasterio.io.DatasetWriter | None
     ) -> None:
-        """Copy every saved strip into the two rasters (which cover the whole grid)."""
+        """Copy every saved strip into the rasters (which cover the whole grid)."""
         for row0, row1, path in self._blocks():
             with np.load(path) as block:
                 window = Window(0, row0, block["classes"].shape[1], row1 - row0)
                 classes_out.write(block["classes"], 1, window=window)
-                confidence_out.write(block["confidence"], 1, window=window)
+                if confidence_out is not None:
+                    confidence_out.write(block["confidence"], 1, window=window)

@@ -19,6 +19,7 @@ from pyproj import Transformer
 from rasterio.features import rasterize
 
 from core import export, report
+from core.blocks import BlockStore
 from core.composites import (
     S1_CHANNELS,
     S2_CHANNELS,
@@ -106,7 +107,12 @@ def lat_lon_of(grid_crs: str, transform: rasterio.Affine, rows: slice, width: in
 def map_crops(
     cube: MonthlyInputs, area: JobArea, models: CropModels, run: RunContext, settings: Settings
 ) -> CropMap:
-    """Write classes, confidence and cropland rasters to `run.work_dir`."""
+    """Write classes, confidence and cropland rasters to `run.work_dir`.
+
+    Each strip's rows are checkpointed in `run.work_dir/crop-blocks/` and `cropland-blocks/` (core.blocks) as
+    they are mapped; a call that finds strips there from an interrupted run (a cancel, a killed worker) maps
+    only the rows after them. Presto maps each pixel on its own, so the pixels are those of an uninterrupted run.
+    """
     grid = area.grid
     inside_aoi = rasterize(
         [(area.aoi_grid, 1)],
@@ -116,58 +122,74 @@ def map_crops(
         dtype="uint8",
     ).astype(bool)
     nodata = models.crop_type.card.nodata_value
-    counts = np.zeros(models.crop_type.card.n_classes, np.int64)
-    cropland_counts = np.zeros(models.cropland.card.n_classes if models.cropland else 0, np.int64)
-    mapped_px = 0
+    n_classes = models.crop_type.card.n_classes
+    n_cropland = models.cropland.card.n_classes if models.cropland else 0
+    crop_blocks = BlockStore(run.work_dir / "crop-blocks")
+    cropland_blocks = BlockStore(run.work_dir / "cropland-blocks")
+    # The crop-type strip is saved first: where a run stopped between the two, that strip is mapped again.
+    resume_row = min(crop_blocks.finished_rows(), cropland_blocks.finished_rows())
+    if resume_row:
+        log.info("Crop mapping resumes after %d finished rows of %d", resume_row, grid.height)
     strips = range(0, grid.height, STRIP_ROWS)
+    for number, row0 in enumerate(strips):
+        if row0 + STRIP_ROWS <= resume_row:
+            continue  # saved by an earlier run
+        run.check_cancelled()
+        rows = slice(row0, min(row0 + STRIP_ROWS, grid.height))
+        height = rows.stop - rows.start
+        run.report(
+            number / len(strips),
+            f"rows {row0}-{rows.stop} of {grid.height}: 12 months {cube.season}, Presto on each pixel",
+        )
+        values, missing = cube.read_strip(grid, rows)
+        # A pixel is mapped when it is inside the AOI and the cube has one clear S2 month for it at least.
+        has_s2 = np.any(~np.any(missing[:, :, S2_BANDS], axis=2), axis=1)
+        todo = inside_aoi[rows].ravel() & has_s2
+        classes = np.full(height * grid.width, nodata, np.uint8)
+        confidence = np.zeros(height * grid.width, np.uint8)
+        cropland = np.full(height * grid.width, nodata, np.uint8)
+        if todo.any():
+            x, mask = normalise(values[todo], missing[todo])
+            latlon = lat_lon_of(grid.crs, grid.transform, rows, grid.width)[todo]
+            months = presto.months_from(np.full(int(todo.sum()), cube.start_month), 12)
+            embedded = presto.embed(models.crop_type.encoder, x, mask, latlon, months, device=settings.device)
+            probabilities = models.crop_type.head(embedded)
+            classes[todo] = probabilities.argmax(axis=1)
+            confidence[todo] = np.clip(np.rint(probabilities.max(axis=1) * 255), 1, 255)
+            if models.cropland is not None:
+                cropland_embedded = (
+                    embedded
+                    if models.cropland.encoder_file == models.crop_type.encoder_file
+                    else presto.embed(
+                        models.cropland.encoder, x, mask, latlon, months, device=settings.device
+                    )
+                )
+                cropland[todo] = models.cropland.head(cropland_embedded).argmax(axis=1)
+        mapped_px = int(todo.sum())
+        crop_blocks.save(
+            row0,
+            classes.reshape(height, grid.width),
+            confidence.reshape(height, grid.width),
+            np.bincount(classes[todo], minlength=n_classes)[:n_classes],
+            mapped_px,
+        )
+        cropland_blocks.save(
+            row0,
+            cropland.reshape(height, grid.width),
+            None,
+            np.bincount(cropland[todo], minlength=n_cropland)[:n_cropland],
+            mapped_px,
+        )
+    run.check_cancelled()  # a cancel during the last strip stops before the rasters are written
     with (
         export.open_intermediate(run.work_dir / "classes.tif", grid, nodata) as classes_out,
         export.open_intermediate(run.work_dir / "confidence.tif", grid, 0) as confidence_out,
         export.open_intermediate(run.work_dir / "cropland.tif", grid, nodata) as cropland_out,
     ):
-        for number, row0 in enumerate(strips):
-            run.check_cancelled()
-            rows = slice(row0, min(row0 + STRIP_ROWS, grid.height))
-            height = rows.stop - rows.start
-            run.report(
-                number / len(strips),
-                f"rows {row0}-{rows.stop} of {grid.height}: 12 months {cube.season}, Presto on each pixel",
-            )
-            values, missing = cube.read_strip(grid, rows)
-            # A pixel is mapped when it is inside the AOI and the cube has one clear S2 month for it at least.
-            has_s2 = np.any(~np.any(missing[:, :, S2_BANDS], axis=2), axis=1)
-            todo = inside_aoi[rows].ravel() & has_s2
-            classes = np.full(height * grid.width, nodata, np.uint8)
-            confidence = np.zeros(height * grid.width, np.uint8)
-            cropland = np.full(height * grid.width, nodata, np.uint8)
-            if todo.any():
-                x, mask = normalise(values[todo], missing[todo])
-                latlon = lat_lon_of(grid.crs, grid.transform, rows, grid.width)[todo]
-                months = presto.months_from(np.full(int(todo.sum()), cube.start_month), 12)
-                embedded = presto.embed(
-                    models.crop_type.encoder, x, mask, latlon, months, device=settings.device
-                )
-                probabilities = models.crop_type.head(embedded)
-                classes[todo] = probabilities.argmax(axis=1)
-                confidence[todo] = np.clip(np.rint(probabilities.max(axis=1) * 255), 1, 255)
-                counts += np.bincount(classes[todo], minlength=len(counts))[: len(counts)]
-                if models.cropland is not None:
-                    cropland_embedded = (
-                        embedded
-                        if models.cropland.encoder_file == models.crop_type.encoder_file
-                        else presto.embed(
-                            models.cropland.encoder, x, mask, latlon, months, device=settings.device
-                        )
-                    )
-                    cropland[todo] = models.cropland.head(cropland_embedded).argmax(axis=1)
-                    cropland_counts += np.bincount(cropland[todo], minlength=len(cropland_counts))[
-                        : len(cropland_counts)
-                    ]
-                mapped_px += int(todo.sum())
-            window = rasterio.windows.Window(0, row0, grid.width, height)
-            classes_out.write(classes.reshape(height, grid.width), 1, window=window)
-            confidence_out.write(confidence.reshape(height, grid.width), 1, window=window)
-            cropland_out.write(cropland.reshape(height, grid.width), 1, window=window)
+        crop_blocks.write_to(classes_out, confidence_out)
+        cropland_blocks.write_to(cropland_out, None)
+    counts, mapped_px = crop_blocks.totals(n_classes)
+    cropland_counts, _ = cropland_blocks.totals(n_cropland)
     return CropMap(counts, cropland_counts, int(inside_aoi.sum()), mapped_px)
 
 

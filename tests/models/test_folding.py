@@ -50,8 +50,14 @@ def test_folded_networks_give_the_same_probabilities(name):
     assert sum(isinstance(m, nn.BatchNorm2d) for m in folded.modules()) == norms - count
     if name != "bigearthnet":  # torch.fx traces these: every norm after a convolution goes
         assert count == norms
-    reference, result = torch.softmax(net(x), 1), torch.softmax(folded(x), 1)
-    assert float((reference - result).abs().max()) < 1e-5
+    reference, result = net(x), folded(x)
+    # float32 rounding differs between the two graphs by ~1e-6 of the outputs' scale (measured 0.5-2.3e-6, on
+    # 1 and 2 threads). ResNet-50 with random statistics gives logits of ~300, where softmax turns that into a
+    # few 1e-5 of probability (CI saw 2.7e-5), so the bound is on the logits relative to their scale.
+    assert float((reference - result).abs().max() / reference.abs().max()) < 1e-5
+    assert torch.equal(reference.argmax(1), result.argmax(1))
+    if float(reference.abs().max()) < 10:  # the seeds' outputs: probabilities within 1e-5
+        assert float((torch.softmax(reference, 1) - torch.softmax(result, 1)).abs().max()) < 1e-5
 
 
 class SharedOutput(nn.Module):

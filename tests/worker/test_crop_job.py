@@ -11,6 +11,7 @@ import pytest
 import rasterio
 from pyproj import Transformer
 
+from core.config import Settings
 from core.crop_samples import S1_COLUMNS
 from core.monthly_cube import CubeError, open_cube
 from core.sources import SAMPLE_DIR
@@ -122,6 +123,52 @@ def test_a_pixel_gets_the_same_crop_class_whatever_aoi_is_drawn_around_it(whole_
     stats = json.loads((tmp_path / "past" / "out" / "stats.json").read_text())
     assert any("has no class: no clear Sentinel-2 month there" in w for w in stats["warnings"]), stats["warnings"]
     assert stats["aoi_pixels"] > 2 * stats["valid_pixels"]
+
+
+def test_a_crop_job_cancelled_mid_mapping_resumes_after_its_saved_strips_and_maps_the_same_pixels(
+    whole_cube, tmp_path
+):
+    """The cube's 100 rows are mapped in strips of 32: cancel while the third is mapped, run the same request
+    again, and only the last strip is mapped; the outputs are those of the uninterrupted run."""
+    from core.errors import JobCancelled
+    from core.jobs import JobRequest, build_spec
+    from core.sources import parse_source
+    from models.catalogue import catalogue
+    from worker.tasks import run_job
+
+    settings = Settings(cache_dir=tmp_path / "cache")
+    request = JobRequest(
+        aoi=utm_box(CUBE_LEFT, CUBE_TOP, CUBE_SIZE_M, CUBE_SIZE_M),
+        start=SEASON[1],
+        end=SEASON[3],
+        task="crop",
+        sources=(f"cube:{CUBE}",),
+    )
+    spec = build_spec(request, settings, catalogue(settings.cache_dir), lambda n: parse_source(n, settings))
+    first: list[str] = []
+    with pytest.raises(JobCancelled):
+        run_job(
+            spec,
+            tmp_path / "out",
+            settings,
+            progress=lambda _, message: first.append(message),
+            should_stop=lambda: any("rows 64-96 of 100" in m for m in first),
+        )
+    assert not (tmp_path / "out").exists()
+    saved = sorted(p.name for p in (settings.cache_dir / "work").glob("*/crop-blocks/*.npz"))
+    assert saved == ["000000-000032.npz", "000032-000064.npz", "000064-000096.npz"]
+    again: list[str] = []
+    run_job(spec, tmp_path / "out", settings, progress=lambda _, message: again.append(message))
+    assert [m for m in again if " of 100: 12 months" in m and "rows " in m] == [
+        m for m in again if "rows 96-100 of 100" in m
+    ] != []  # only the strip the cancelled run had not saved
+    for name in ("classes.tif", "confidence.tif", "cropland.tif"):
+        with rasterio.open(tmp_path / "out" / name) as resumed, rasterio.open(whole_cube / name) as whole:
+            np.testing.assert_array_equal(resumed.read(1), whole.read(1))
+    resumed_stats, whole_stats = (json.loads((d / "stats.json").read_text()) for d in (tmp_path / "out", whole_cube))
+    assert resumed_stats["classes"] == whole_stats["classes"]
+    assert resumed_stats["valid_pixels"] == whole_stats["valid_pixels"] > 0
+    assert not [p for p in (settings.cache_dir / "work").iterdir() if p.is_dir()]  # gone once published
 
 
 def test_crop_jobs_refuse_what_they_cannot_map(tmp_path):
