@@ -104,6 +104,29 @@ def lat_lon_of(grid_crs: str, transform: rasterio.Affine, rows: slice, width: in
     return np.stack([lat, lon], axis=1)
 
 
+def classify_pixels(
+    values: np.ndarray,
+    missing: np.ndarray,
+    latlon: np.ndarray,
+    start_month: int,
+    models: CropModels,
+    settings: Settings,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Crop type, its confidence (255 x probability, 1..255) and cropland (None without a cropland model), uint8,
+    of pixels with a season each (`values`/`missing` rows as `MonthlyInputs.read_strip` gives them)."""
+    x, mask = normalise(values, missing)
+    months = presto.months_from(np.full(len(values), start_month), 12)
+    embedded = presto.embed(models.crop_type.encoder, x, mask, latlon, months, device=settings.device)
+    probabilities = models.crop_type.head(embedded)
+    classes = probabilities.argmax(axis=1).astype(np.uint8)
+    confidence = np.clip(np.rint(probabilities.max(axis=1) * 255), 1, 255).astype(np.uint8)
+    if models.cropland is None:
+        return classes, confidence, None
+    if models.cropland.encoder_file != models.crop_type.encoder_file:  # else one Presto pass feeds both heads
+        embedded = presto.embed(models.cropland.encoder, x, mask, latlon, months, device=settings.device)
+    return classes, confidence, models.cropland.head(embedded).argmax(axis=1).astype(np.uint8)
+
+
 def map_crops(
     cube: MonthlyInputs, area: JobArea, models: CropModels, run: RunContext, settings: Settings
 ) -> CropMap:
@@ -149,23 +172,14 @@ def map_crops(
         confidence = np.zeros(height * grid.width, np.uint8)
         cropland = np.full(height * grid.width, nodata, np.uint8)
         if todo.any():
-            x, mask = normalise(values[todo], missing[todo])
             latlon = lat_lon_of(grid.crs, grid.transform, rows, grid.width)[todo]
-            months = presto.months_from(np.full(int(todo.sum()), cube.start_month), 12)
-            embedded = presto.embed(models.crop_type.encoder, x, mask, latlon, months, device=settings.device)
-            probabilities = models.crop_type.head(embedded)
-            classes[todo] = probabilities.argmax(axis=1)
-            confidence[todo] = np.clip(np.rint(probabilities.max(axis=1) * 255), 1, 255)
-            if models.cropland is not None:
-                cropland_embedded = (
-                    embedded
-                    if models.cropland.encoder_file == models.crop_type.encoder_file
-                    else presto.embed(
-                        models.cropland.encoder, x, mask, latlon, months, device=settings.device
-                    )
-                )
-                cropland[todo] = models.cropland.head(cropland_embedded).argmax(axis=1)
+            classes[todo], confidence[todo], land = classify_pixels(
+                values[todo], missing[todo], latlon, cube.start_month, models, settings
+            )
+            if land is not None:
+                cropland[todo] = land
         mapped_px = int(todo.sum())
+        # The crop-type blocks' pixel count is of the pixels mapped (the AOI's pixels are counted above).
         crop_blocks.save(
             row0,
             classes.reshape(height, grid.width),
