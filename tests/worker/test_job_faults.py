@@ -2,6 +2,7 @@
 a worker killed mid-job (forking and not), Redis killed and restarted empty. Each interrupted job must give the
 outputs of an uninterrupted run, pixel for pixel."""
 
+import itertools
 import time
 from pathlib import Path
 
@@ -26,19 +27,20 @@ def large_reference(large_source, tmp_path_factory) -> Path:
     return base / "out"
 
 
-def seconds_per_batch(client: JobClient, job_id: str) -> float:
-    """The time between two of a running job's progress lines ("tiles 12/64": one per batch)."""
+def seconds_per_batch(client: JobClient, job_id: str, batches: int = 3) -> float:
+    """The longest of `batches` gaps between a running job's progress lines ("tiles 12/64": one per batch).
+    The longest, because on a loaded machine (the other test process busy) one batch can take twice another."""
     changes: list[float] = []
     last = client.status(job_id).message
     deadline = time.monotonic() + 30
-    while len(changes) < 2:
+    while len(changes) < batches + 1:
         assert time.monotonic() < deadline, "the job's progress did not move"
         message = client.status(job_id).message
         if message != last:
             changes.append(time.monotonic())
             last = message
         time.sleep(0.05)
-    return changes[1] - changes[0]
+    return max(b - a for a, b in itertools.pairwise(changes))
 
 
 def test_cancel_during_inference_stops_within_2_s_and_a_retry_resumes(
