@@ -16,7 +16,6 @@ from models.catalogue import catalogue
 from pages import ui
 
 REFRESH_S = 2.0
-OPEN_RESULTS_KEY = "open_results"  # the job whose results the next whole-page run opens
 PAGE_SIZE = ui.JOBS_PAGE_SIZE
 THUMBNAIL_PX = 96
 STATE_ICONS = {
@@ -92,13 +91,14 @@ def job_panel(status: JobStatus, workers: int, account: Account) -> None:
                 facts.append(f"ETA {format_duration(status.eta_s)}")
             st.caption(" · ".join(facts))
         actions = st.columns(5)
-        if status.state == "finished" and actions[0].button(
-            "Open results", key=f"open-{job_id}", type="primary", icon=":material/map:"
-        ):
-            # Leave the page from a whole-page run, not from within the refreshing fragment: a switch made inside
-            # it let the fragment's timer redraw over the Results page's map now and then (the map vanished).
-            st.session_state[OPEN_RESULTS_KEY] = job_id
-            st.rerun(scope="app")
+        if status.state == "finished":
+            # A link, not a button that switches pages from the server: the browser then stops this page's refresh
+            # timers before it asks for the Results page. After a switch made by the server, a timer's tick still
+            # on its way reran the Jobs list over the Results page, which then lost its map or all its content
+            # (Chromium, 2 loaded cores: most switches with a 0.1 s timer; none of 10 with the link).
+            actions[0].page_link(
+                "pages/results.py", label="Open results", icon=":material/map:", query_params={"job": job_id}
+            )
         if status.state in ("queued", "running") and actions[1].button("Cancel", key=f"cancel-{job_id}"):
             act(lambda: client.cancel(job_id, account), "Cancel requested; a running job stops within about 2 s.")
         if status.state in ("failed", "cancelled") and actions[2].button("Retry", key=f"retry-{job_id}"):
@@ -177,8 +177,6 @@ def job_list(wanted: JobFilter) -> None:
 
 
 ui.account()  # a visitor stops here
-if (opened := st.session_state.pop(OPEN_RESULTS_KEY, None)) is not None:
-    st.switch_page("pages/results.py", query_params={"job": opened})
 st.title("Jobs")
 state_column, task_column, text_column = st.columns(3)
 job_filter = JobFilter(

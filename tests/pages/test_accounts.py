@@ -2,6 +2,8 @@
 else; a wrong password is refused and repeated failures lock the name; users see and touch only their own jobs
 while an admin sees all; no configured account or sign-in turned off each say so on the page."""
 
+from urllib.parse import parse_qs
+
 import pytest
 
 from core.accounts import LOCKOUT_S, MAX_FAILURES, Account, NotYourJob, read_audit
@@ -174,9 +176,9 @@ def test_terraseg_account_prints_a_table_the_app_signs_in_with(tmp_path):
     assert not entries and "not valid TOML" in problems[0]
 
 
-def test_jobs_are_named_filtered_paged_and_open_their_results_with_a_button(settings, client, start_worker):
+def test_jobs_are_named_filtered_paged_and_open_their_results_with_a_link(settings, client, start_worker):
     """25 jobs of a user: filters by state, task and name; pages of 20; a finished job's thumbnail and its
-    Open results button, which opens that job on the Results page."""
+    Open results link, which opens that job on the Results page."""
     from pages.ui import JOBS_PAGE_SIZE as PAGE_SIZE
     from tests.pages.test_pages import rerun_until
     from tests.services import wait_for
@@ -205,6 +207,11 @@ def test_jobs_are_named_filtered_paged_and_open_their_results_with_a_button(sett
     assert any("No job matches the filters" in t for t in texts(at.info))
     next(m for m in at.multiselect if m.label == "Task").set_value(["cloud"])
     at = at.run()
-    next(b for b in at.button if b.key == f"open-{finished}").click()
-    at = rerun_until(at, lambda a: [t.value for t in a.title] == ["Results"], timeout_s=30)
+    # Open results is a link (the browser follows it: tests/pages/test_browser.py); here it names the page and
+    # the job, and the Results page opened with that job shows it.
+    (link,) = [link for link in at.page_link if link.value == "Open results"]
+    assert link.proto.page == "results" and parse_qs(link.proto.query_string) == {"job": [finished]}
+    at.query_params["job"] = finished
+    at.switch_page("pages/results.py")
+    at = rerun_until(at.run(), lambda a: [t.value for t in a.title] == ["Results"], timeout_s=30)
     assert at.selectbox[0].value == finished and "July clouds" in at.selectbox[0].format_func(finished)

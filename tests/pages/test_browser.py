@@ -174,7 +174,7 @@ def test_upload_submit_follow_and_open_the_results_in_a_real_browser(
     page.wait_for_timeout(1000)  # the finished job's thumbnail
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "jobs_page.png"))
-    page.get_by_role("button", name="Open results").click()
+    page.get_by_role("link", name="Open results").click()
 
     # Results: the map with both local overlays, the legend, the areas, and a real COG to download.
     expect(page.get_by_text("Area per class")).to_be_visible()
@@ -352,8 +352,8 @@ def test_a_user_watches_a_job_come_back_after_its_worker_dies_and_compares_two_d
     search = page.get_by_role("textbox", name="Name or id contains")
     search.fill("cloudy")
     search.press("Enter")
-    expect(page.get_by_role("button", name="Open results")).to_have_count(1)
-    page.get_by_role("button", name="Open results").click()
+    expect(page.get_by_role("link", name="Open results")).to_have_count(1)
+    page.get_by_role("link", name="Open results").click()
     expect(page.get_by_text(re.compile(r"date 2015-07-31"))).to_be_visible()
     expect(page.get_by_text("Compare with another job over this area")).to_be_visible()
     choose_option(page, "Compare with", re.compile("clear day"))
