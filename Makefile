@@ -51,6 +51,7 @@ $(BROWSER_ASSETS): tests/browser/package-lock.json | system-deps
 # Two pytest processes (the machines have 2 cores; the job tests mostly wait on workers and servers); whole files
 # go to one process, so a module's shared fixtures (one demo run, one DHuS or STAC server) are built once.
 test: install system-deps $(BROWSER_ASSETS)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir $(VENV)/site
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest -q -n 2 --dist loadfile --durations=15
