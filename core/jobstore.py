@@ -16,6 +16,7 @@ This module knows nothing of RQ or Redis.
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import re
 import secrets
@@ -38,6 +39,7 @@ STATES = ("queued", "running", "finished", "failed", "cancelled")
 TERMINAL_STATES = ("finished", "failed", "cancelled")
 JOB_ID_PATTERN = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$")
 Request = TypeVar("Request", bound=BaseModel)
+log = logging.getLogger(__name__)
 
 
 class UnknownJob(AppError):
@@ -284,22 +286,30 @@ class JobStore:
 
         return sorted(self.job_ids(), key=lambda job_id: (submitted_ns(job_id), job_id))
 
+    def readable_statuses(self, job_ids: list[str]) -> Iterator[JobStatus]:
+        """The statuses of `job_ids` in the order given, skipping folders without a readable status: a folder
+        left by a submission that failed half-way, or one being created or deleted right now, must not stop a
+        scan of every other job."""
+        for job_id in job_ids:
+            try:
+                yield self.read_status(job_id)
+            except (UnknownJob, OSError) as err:
+                log.warning("Job folder %s skipped: %s", job_id, err)
+
     def find_finished(self, spec_hash: str) -> JobStatus | None:
         """A finished job with this spec hash whose outputs are still on disk, newest first."""
-        for job_id in self.job_ids():
-            status = self.read_status(job_id)
+        for status in self.readable_statuses(self.job_ids()):
             if (
                 status.state == "finished"
                 and status.spec_hash == spec_hash
-                and (self.outputs_dir(job_id) / "run.json").exists()
+                and (self.outputs_dir(status.job_id) / "run.json").exists()
             ):
                 return status
         return None
 
     def find_active(self, spec_hash: str) -> JobStatus | None:
         """A queued or running job with this spec hash, oldest first (the one whose work will be reused)."""
-        for job_id in reversed(self.job_ids()):
-            status = self.read_status(job_id)
+        for status in self.readable_statuses(list(reversed(self.job_ids()))):
             if status.state in ("queued", "running") and status.spec_hash == spec_hash:
                 return status
         return None

@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -28,6 +29,7 @@ from rq.serializers import JSONSerializer
 
 from core.accounts import Account, NotYourJob
 from core.config import Settings, get_settings
+from core.diskspace import DiskFull, format_mb, free_mb, is_no_space
 from core.errors import AppError, SpecError
 from core.jobs import ChunkSpec, JobSpec, TrainingSpec
 from core.jobstore import JobStatus, JobStore, UnknownJob, file_lock, new_job_id, utc_now
@@ -181,10 +183,9 @@ class JobClient:
             "task": spec.task,
             "summary": job_summary(spec),
         }
-        self.store.root.mkdir(parents=True, exist_ok=True)
         # One submission at a time (it takes milliseconds), so two identical requests in the same second cannot
         # both miss each other and compute the same thing twice.
-        with file_lock(self.store.root / ".submit.lock", wait_s=30.0):
+        with self._submission_lock():
             previous = self.store.find_finished(spec_hash)
             if previous is not None:
                 return self._reuse(job_id, spec, info, previous)
@@ -198,16 +199,48 @@ class JobClient:
                     active.job_id, "an identical request was submitted: answered with this job"
                 )
                 return active.job_id
-            self.store.job_dir(job_id).mkdir()
-            with self.store.try_lock(job_id):  # recovery keeps off until it is on the queue
+            with self._new_job_folder(job_id):  # recovery keeps off until it is on the queue
                 self.store.create(job_id, spec, info)
                 self.enqueue(job_id)
         return job_id
 
+    @contextlib.contextmanager
+    def _submission_lock(self) -> Iterator[None]:
+        """Hold the store's submission lock; a full cache disk met on the way is one sentence (DiskFull)."""
+        try:
+            self.store.root.mkdir(parents=True, exist_ok=True)
+            with file_lock(self.store.root / ".submit.lock", wait_s=30.0):
+                yield
+        except OSError as err:
+            if not is_no_space(err):
+                raise
+            raise DiskFull(self._no_space_sentence()) from err
+
+    @contextlib.contextmanager
+    def _new_job_folder(self, job_id: str) -> Iterator[None]:
+        """Make the job's folder and hold its lock while it is filled. A submission that fails half-way (a full
+        cache disk) removes what it made: a folder without a status would be read by every later lookup."""
+        folder = self.store.job_dir(job_id)
+        try:
+            folder.mkdir()
+            with self.store.try_lock(job_id):
+                yield
+        except BaseException as err:
+            shutil.rmtree(folder, ignore_errors=True)
+            if isinstance(err, Exception) and is_no_space(err):
+                raise DiskFull(self._no_space_sentence()) from err
+            raise
+
+    def _no_space_sentence(self) -> str:
+        free = free_mb(self.settings.cache_dir)
+        return (
+            f"The job could not be saved: no space left in the cache folder (TERRASEG_CACHE_DIR), "
+            f"{format_mb(free)} free. Free space there, then submit it again; nothing was queued."
+        )
+
     def _reuse(self, job_id: str, spec: JobSpec, info: dict[str, Any], previous: JobStatus) -> str:
         """Answer with the outputs of an identical finished job (hard links: no copy, no shared deletion)."""
-        self.store.job_dir(job_id).mkdir()
-        with self.store.try_lock(job_id):
+        with self._new_job_folder(job_id):
             self._link_outputs(job_id, spec, info, previous)
         return job_id
 
@@ -536,15 +569,13 @@ class TrainingClient(JobClient):
             "submitted_at": utc_now(),
             "kind": "training",
         }
-        self.store.root.mkdir(parents=True, exist_ok=True)
-        with file_lock(self.store.root / ".submit.lock", wait_s=30.0):
+        with self._submission_lock():
             active = self.store.find_active(spec_hash)
             if active is not None:
                 self.store.append_log(active.job_id, "an identical run was submitted: answered with this run")
                 return active.job_id
             folder = self.store.job_dir(job_id)
-            folder.mkdir()
-            with self.store.try_lock(job_id):
+            with self._new_job_folder(job_id):
                 for name, path in files.items():
                     shutil.copyfile(path, folder / Path(name).name)
                 self.store.create(job_id, spec, info)
@@ -590,10 +621,14 @@ class ChunkClient(JobClient):
     def submit_chunk(self, spec: ChunkSpec) -> str:
         """Queue one chunk pass; returns its id."""
         job_id = new_job_id()
-        info = {"queue": self.queue_name, "submitted_at": utc_now(), "kind": "chunk", "summary": spec.describe()}
+        info = {
+            "queue": self.queue_name,
+            "submitted_at": utc_now(),
+            "kind": "chunk",
+            "summary": spec.describe(),
+        }
         self.store.root.mkdir(parents=True, exist_ok=True)
-        self.store.job_dir(job_id).mkdir()
-        with self.store.try_lock(job_id):
+        with self._new_job_folder(job_id):
             self.store.create(job_id, spec, info)
             self.enqueue(job_id)
         return job_id

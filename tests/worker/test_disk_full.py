@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.diskspace import Folder, space_warning
+from core.diskspace import DiskFull, Folder, space_warning
 from core.jobstore import write_json_atomic
 from core.preflight import estimate_job
 from models.catalogue import catalogue
-from tests.services import resize_tmpfs, sample_spec, wait_for
+from tests.services import job_env, resize_tmpfs, sample_spec, wait_for
 from tests.worker.test_cli import SAMPLE_AOI, SAMPLE_DATES, terraseg
 from tests.worker.test_jobs import assert_same_outputs
 from worker.client import JobClient
@@ -130,3 +130,45 @@ def test_when_only_the_copy_to_out_fails_a_retry_copies_without_computing_again(
     assert "copying them, not computing again" in log
     assert log.count("Planning") == 1  # the stages ran once, in the first attempt
     assert_same_outputs(out / "demo", published)
+
+
+def test_a_submission_that_meets_a_full_cache_leaves_no_folder_and_later_submissions_work(
+    tmp_path, tmpfs, settings, redis_server
+):
+    tmpfs(settings.cache_dir, "400k")
+    client = JobClient(settings)
+    client.store.root.mkdir()
+    fill(settings.cache_dir)
+    # The command line, as a user submits: one sentence, exit 2, no traceback.
+    env = job_env(settings)
+    done = terraseg(
+        "run", "--queue", "--task", "cloud", "--aoi", SAMPLE_AOI, *SAMPLE_DATES, "--source", "sample",
+        "--out", str(tmp_path / "out"), cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .startswith(
+            "terraseg: The job could not be saved: no space left in the cache folder (TERRASEG_CACHE_DIR), "
+        )
+    ), done.stderr
+    assert "Traceback" not in done.stderr and "internal error" not in done.stderr
+    with pytest.raises(DiskFull, match="Free space there, then submit it again; nothing was queued."):
+        client.submit(sample_spec())
+    assert [p.name for p in client.store.root.iterdir()] == [".submit.lock"]  # no half-made job folder
+    (settings.cache_dir / "filler").unlink()  # the operator frees space
+    job_id = client.submit(sample_spec())
+    assert client.status(job_id).state == "queued"
+
+
+def test_a_job_folder_without_a_status_blocks_no_submission(client: JobClient):
+    # What a submission that met a full disk left before it cleaned up after itself: a folder with a lock only.
+    stale = client.store.job_dir("20261201-120000-abcdef")
+    stale.mkdir(parents=True)
+    (stale / ".lock").touch()
+    first = client.submit(sample_spec())
+    assert client.status(first).state == "queued"
+    assert client.submit(sample_spec()) == first  # the duplicate lookups read past the broken folder
+    assert [s.job_id for s in client.list_jobs()] == [first]
+    assert client.recover() == []
