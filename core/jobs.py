@@ -106,7 +106,9 @@ class JobModels:
         """The processing levels every model of the job was trained on, in the task model's order of preference
         (the scenes a search should prefer)."""
         cloud = self.cloud_model
-        return tuple(lv for lv in self.model.processing_levels if cloud is None or lv in cloud.processing_levels)
+        return tuple(
+            lv for lv in self.model.processing_levels if cloud is None or lv in cloud.processing_levels
+        )
 
 
 class Models(Protocol):
@@ -152,6 +154,7 @@ def build_spec(
             fix_invalid=request.fix_aoi,
         )
     start, end = as_date(request.start, "start"), as_date(request.end, "end")
+    check_not_future(end, today=date.today())
     chosen = as_date(request.selected_date, "chosen") if request.selected_date is not None else None
     card = models.job_models(request.task, request.model_id).model
     # `id@N` names one version of a model trained here; a plain id runs the version in production when it starts.
@@ -176,6 +179,14 @@ def build_spec(
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise SpecError(f"Invalid job request: {where}: {first['msg']}.") from None
+
+
+def check_not_future(end: date, today: date) -> None:
+    """DateRangeError when the end date is after `today`: no satellite has imaged it yet."""
+    if end > today:
+        raise DateRangeError(
+            f"The end date {end} is after today ({today}); no imagery exists yet. Choose an end date up to today."
+        )
 
 
 def as_date(value: date | str, what: str) -> date:

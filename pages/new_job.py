@@ -26,6 +26,8 @@ from pages import ui
 from pages.aoi_input import area_of_interest
 
 SAMPLE_DATES = (date(2015, 7, 1), date(2015, 9, 30))
+# Sentinel-2A's first image; Streamlit's own default range (ten years either side of the shown date) ended in 2025.
+SENTINEL2_FIRST_DAY = date(2015, 6, 23)
 
 
 @st.cache_data(ttl=600, show_spinner="Searching the sources...")
@@ -41,7 +43,13 @@ def preflight(spec: JobSpec, _settings: Settings) -> Estimate:
         # composites of the season's L2A scenes (the cloud model on every date) and Sentinel-1, Presto once
         first_day = season_start(spec.start, spec.end)
         scenes = find_scenes(
-            spec.sources, aoi.geometry, first_day, spec.end, spec.max_cloud_pct, _settings, models.trained_levels
+            spec.sources,
+            aoi.geometry,
+            first_day,
+            spec.end,
+            spec.max_cloud_pct,
+            _settings,
+            models.trained_levels,
         )
         check_composite_scenes(scenes, spec.sources)
         radar, note = find_radar_scenes(spec.sources, aoi.geometry, first_day, spec.end, _settings)
@@ -64,8 +72,9 @@ aoi = area_of_interest(settings)
 # -- request ----------------------------------------------------------------------------------------------
 left, right = st.columns(2)
 with left:
-    start = st.date_input("Start date", SAMPLE_DATES[0], format="YYYY-MM-DD")
-    end = st.date_input("End date", SAMPLE_DATES[1], format="YYYY-MM-DD")
+    today = date.today()
+    start = st.date_input("Start date", SAMPLE_DATES[0], SENTINEL2_FIRST_DAY, today, format="YYYY-MM-DD")
+    end = st.date_input("End date", SAMPLE_DATES[1], SENTINEL2_FIRST_DAY, today, format="YYYY-MM-DD")
     # The date field hands a typed date to the app when it loses focus (Streamlit's widget): Submit does that
     # first, so the date shown is the one submitted; the check below follows once the field is left.
     st.caption("The scene check below follows a typed date once you press Tab or Enter, or click elsewhere.")

@@ -53,6 +53,11 @@ def test_an_aoi_parsed_already_passes_as_it_is_and_gives_the_same_spec():
         ({"end": "2015-06-01"}, DateRangeError, "before the start date"),
         ({"start": "2015-13-01"}, DateRangeError, "The start date '2015-13-01' is not a date"),
         ({"selected_date": "2016-01-01"}, DateRangeError, "outside 2015-07-01..2015-09-30"),
+        (
+            {"start": "9999-01-01", "end": "9999-12-31"},
+            DateRangeError,
+            "The end date 9999-12-31 is after today",
+        ),
         ({"task": "scene-tags"}, ModelError, "Unknown task 'scene-tags'"),
         ({"task": "landcover", "model_id": "cloud-csmask"}, ModelError, "is a cloud model, not a landcover"),
         ({"model_id": "cloud-unet"}, ModelError, "has no trained weights yet"),

@@ -10,6 +10,7 @@ import json
 import time
 import zipfile
 from collections.abc import Callable, Iterator
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -255,6 +256,22 @@ def test_reversed_dates_an_unknown_source_and_no_scenes_each_block_submit(app_en
         for t in texts(at.error)
     )
     assert submit_button(at).disabled
+    assert_no_crash(at)
+
+
+def test_the_date_fields_reach_from_sentinel_2s_first_day_to_today(app_env, monkeypatch):
+    at = open_page("pages/new_job.py", None, monkeypatch)
+    for field in at.date_input:
+        assert (field.min, field.max) == (date(2015, 6, 23), date.today()), field.label
+    at.radio[0].set_value("Type a bbox").run()
+    at.text_input[0].set_value(SAMPLE_BBOX).run()
+    last_month = date.today().replace(day=1) - timedelta(days=1)
+    at.date_input[0].set_value(last_month.replace(day=1)).run()
+    at.date_input[1].set_value(last_month).run()
+    # Recent dates are asked for: the sample has no scene then, and says so (not a date error).
+    assert any("No S2 scene of sample over the area falls between" in t for t in texts(at.error)), texts(
+        at.error
+    )
     assert_no_crash(at)
 
 
@@ -750,7 +767,11 @@ def test_results_compare_two_jobs_over_the_same_area_with_a_transition_matrix_an
         f"clear day ({clear})",
     ]
     assert next(s for s in at.selectbox if s.label == "Date").options == [
-        "2015-07-11", "2015-07-31", "2015-08-20", "2015-08-30", "2015-09-09"
+        "2015-07-11",
+        "2015-07-31",
+        "2015-08-20",
+        "2015-08-30",
+        "2015-09-09",
     ]  # every date the job computed, to look at
     box.set_value(clear)
     at = at.run()
@@ -761,7 +782,9 @@ def test_results_compare_two_jobs_over_the_same_area_with_a_transition_matrix_an
     assert list(matrix.columns) == ["clear", "cloud", "cloud shadow"]
     assert matrix.to_numpy().sum() == pytest.approx(float(metrics["Compared area"].split()[0]), abs=0.02)
     captions = [str(i.proto) for i in at.get("image")]
-    assert any("Before: 2015-07-11" in c for c in captions) and any("After: 2015-07-31" in c for c in captions)
+    assert any("Before: 2015-07-11" in c for c in captions) and any(
+        "After: 2015-07-31" in c for c in captions
+    )
     (tmp_path / "change.tif").write_bytes(downloads["change.tif"])
     with rasterio.open(tmp_path / "change.tif") as change:
         assert change.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
@@ -801,7 +824,9 @@ def test_the_compare_map_swipes_between_the_two_maps_with_its_own_script():
     assert f"{change}.addTo({map_name})" not in html  # listed in the layer control, off at first
     assert f"var after = {after};" in html and "terraseg-swipe" in html
     assert "sideBySide" not in html and "leaflet-side-by-side" not in html
-    assert "Before (2015-07-11): left of the swipe" in html and "After (2015-07-31): right of the swipe" in html
+    assert (
+        "Before (2015-07-11): left of the swipe" in html and "After (2015-07-31): right of the swipe" in html
+    )
 
 
 def test_the_date_to_map_is_chosen_from_the_dates_found_and_submitted(app_env, client, monkeypatch):
