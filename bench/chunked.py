@@ -70,7 +70,7 @@ def run_queued(base: Path, folder: Path, aoi_file: Path, chunk_km: float, worker
     """One job on the queue with `workers` workers; seconds from submission to finished, and its outputs."""
     from core.config import Settings
     from tests.services import RedisServer, request_spec
-    from worker.client import JobClient
+    from worker.queue.client import JobClient
 
     base.mkdir(parents=True)
     redis_server = RedisServer(base)

@@ -44,8 +44,8 @@ def main() -> None:
     from models.catalogue import catalogue
     from models.conversion.presto_heads import DEFAULT_SAMPLES, HOLDOUT_FRACTION
     from models.presto_heads import block_holdout, load_head_model, spatial_blocks
-    from worker.crop import lat_lon_of
-    from worker.tasks import run_job
+    from worker.pipelines.crop_job import lat_lon_of
+    from worker.pipelines.map_job import run_job
 
     cards = catalogue()
     crop_type = load_head_model(cards.get("crop-presto-croptype"), cards.folder("crop-presto-croptype"))

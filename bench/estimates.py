@@ -49,7 +49,7 @@ def main() -> None:
     from core.preflight import estimate_job, find_scenes
     from core.sources import SAMPLE_DIR, parse_source
     from models.catalogue import catalogue
-    from worker.tasks import run_job
+    from worker.pipelines.map_job import run_job
 
     cards = catalogue()
     results: dict[str, dict[str, float]] = {}

@@ -61,8 +61,8 @@ def run(jobs: int, repeats: int) -> dict[str, object]:
     from core.sources import SAMPLE_DIR
     from models.catalogue import catalogue
     from pages.ui import JOBS_PAGE_SIZE as PAGE_SIZE
-    from worker.client import JobClient
     from worker.entry import execute_job
+    from worker.queue.client import JobClient
 
     settings = get_settings()
     client = JobClient(settings)

@@ -146,7 +146,7 @@ def bench_landcover_job() -> dict[str, object]:
     from core.sources import SAMPLE_DIR
     from models.catalogue import catalogue
     from tests.conftest import write_scene
-    from worker.tasks import run_job
+    from worker.pipelines.map_job import run_job
 
     size = 1500
     with tempfile.TemporaryDirectory() as folder_name:

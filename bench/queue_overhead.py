@@ -43,7 +43,7 @@ def wait_until(condition, timeout_s: float = 60.0, poll_s: float = 0.001) -> flo
 
 def trivial_jobs(connection: redis.Redis, n_jobs: int) -> dict[str, float]:
     """One job at a time on an idle worker: submit -> horse starts, horse returns -> status 'finished' seen."""
-    from worker.client import fetch_job, job_queue
+    from worker.queue.client import fetch_job, job_queue
 
     queue = job_queue("inference", connection)
     start_s, visible_s = [], []
@@ -74,8 +74,8 @@ def sample_job_times(settings, repeats: int, offset: int = 0) -> dict[str, float
     """
     from core.config import Settings
     from tests.services import sample_spec
-    from worker.client import JobClient
-    from worker.tasks import run_job
+    from worker.pipelines.map_job import run_job
+    from worker.queue.client import JobClient
 
     client = JobClient(settings)
     queued, in_process = [], []
@@ -86,7 +86,7 @@ def sample_job_times(settings, repeats: int, offset: int = 0) -> dict[str, float
         job_id = client.submit(spec)
         wait_until(lambda job_id=job_id: client.status(job_id).is_terminal, timeout_s=300, poll_s=0.25)
         assert client.status(job_id).state == "finished", client.logs(job_id)
-        from worker.client import fetch_job
+        from worker.queue.client import fetch_job
 
         ended = fetch_job(job_id, client.redis).ended_at
         assert ended is not None

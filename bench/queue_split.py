@@ -32,7 +32,7 @@ def run_jobs(base: Path, slow: str, worker_args: list[list[str]]) -> dict[str, f
     from core.config import Settings
     from tests.core.sources.dhus_server import PASSWORD, USER, DhusServerProcess
     from tests.services import RedisServer, sample_spec
-    from worker.client import JobClient
+    from worker.queue.client import JobClient
 
     base.mkdir(parents=True)
     redis_server = RedisServer(base)

@@ -37,7 +37,7 @@ def main() -> None:
 
     from core.config import Settings
     from core.sources import SAMPLE_DIR
-    from worker.training import TrainRequest, train_model
+    from worker.pipelines.training import TrainRequest, train_model
 
     stages: dict[str, float] = {}
     runs_s = []

@@ -34,7 +34,7 @@ class Settings(BaseSettings):
     cache_dir: Path = Path("cache")
     max_aoi_km2: float = Field(50_000.0, gt=0)
     # A job's grid larger than this many km along a side is mapped in square chunks of this size, by chunk jobs
-    # any worker takes (worker/chunked.py): a worker's memory follows the chunk, not the area.
+    # any worker takes (worker/pipelines/chunked.py): a worker's memory follows the chunk, not the area.
     chunk_km: float = Field(25.0, gt=0)
     max_aoi_vertices: int = Field(10_000, gt=3)
     max_label_vertices: int = Field(50_000, gt=3)  # all training label features together
@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     # How often each worker looks for abandoned jobs (and for jobs Redis lost) in the job folders.
     recover_interval_s: float = Field(5.0, gt=0)
     # Run each job in a forked process (isolated: a crash or leak dies with it) or in the worker itself (warm:
-    # a few hundred ms less per job). See worker/service.py.
+    # a few hundred ms less per job). See worker/queue/service.py.
     worker_fork: bool = True
     # The web app accepts `local:DIR` sources only inside these folders (a JSON list); empty: none at all, since
     # a web user must not read the server's files unless the operator says which. The CLI is not limited.

@@ -17,6 +17,7 @@ from PIL import Image, ImageDraw, ImageFont
 from rasterio.enums import Resampling
 from rasterio.windows import Window
 
+from core import diskspace
 from core.errors import OutputError
 from core.grid import Grid
 from core.reading import SceneReader
@@ -255,3 +256,33 @@ def check_writable(out_dir: Path) -> None:
             f"Cannot write outputs to {out_dir}: {err.strerror or err}. Choose another output "
             "folder or fix its permissions."
         ) from err
+
+
+def copy_outputs(source: Path, out_dir: Path) -> None:
+    """Publish a copy of a job's outputs in `out_dir` (the CLI's `--out`), atomically like the job's own."""
+    staging = make_staging_dir(out_dir)
+    try:
+        for path in source.iterdir():
+            shutil.copy2(path, staging / path.name)
+        publish(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def copy_failed_sentence(job_id: str, outputs_dir: Path, copy_to: Path, err: Exception) -> str:
+    """Why the copy to --out failed, and that a retry copies the published outputs without computing again."""
+    folder = diskspace.Folder(copy_to, f"the output folder {copy_to}")
+    if diskspace.full_folder(err, [folder]) is not None:
+        needed_mb = sum(p.stat().st_size for p in outputs_dir.iterdir()) / 1e6
+        free_mb = diskspace.free_mb(copy_to)
+        reason = (
+            f"no space left (the outputs take {diskspace.format_mb(needed_mb)}, "
+            f"{diskspace.format_mb(free_mb)} are free)"
+        )
+    else:
+        reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
+    return (
+        f"Copying the outputs to {copy_to} failed: {reason}. They are published in the job's folder; "
+        f"'terraseg retry {job_id}' copies them there without computing again."
+    )

@@ -25,7 +25,7 @@ from core.jobs import JobRequest, JobSpec, build_spec
 from core.sources import SAMPLE_DIR
 from models.catalogue import catalogue
 from tests.conftest import TEST_DATA, write_scene
-from worker.client import JobClient
+from worker.queue.client import JobClient
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_AOI = json.loads((SAMPLE_DIR / "aoi.geojson").read_text())

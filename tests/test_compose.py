@@ -16,7 +16,7 @@ import yaml
 from core.config import Settings
 from tests.services import ROOT, RedisServer
 from worker.cli import build_parser
-from worker.client import QUEUES, JobClient
+from worker.queue.client import QUEUES, JobClient
 
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 DOCKERFILE = (ROOT / "Dockerfile").read_text()

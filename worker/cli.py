@@ -24,13 +24,13 @@ from core.errors import AppError, InvalidPolygon, ModelError, SourceUnavailable,
 from core.jobs import JobRequest, build_spec
 from core.sources import SOURCE_HELP, parse_source
 from models.catalogue import catalogue
-from worker.client import redacted
+from worker.queue.client import redacted
 
 if TYPE_CHECKING:
     from core.jobstore import JobStatus
     from core.training import Metrics, MultiLabelMetrics
-    from worker.client import JobClient
-    from worker.training import DatasetTrainRequest, SamplesTrainRequest, TrainRequest, TrainResult
+    from worker.pipelines.training import DatasetTrainRequest, SamplesTrainRequest, TrainRequest, TrainResult
+    from worker.queue.client import JobClient
 
 log = logging.getLogger("terraseg")
 
@@ -235,7 +235,7 @@ def command_run(args: argparse.Namespace, settings: Settings) -> int:
         raise InvalidPolygon(f"{err} Or add --fix-aoi to repair it automatically.") from None
     if args.queue:
         from core.export import check_writable
-        from worker.client import JobClient
+        from worker.queue.client import JobClient
 
         check_writable(args.out.resolve())
         client = JobClient(settings)
@@ -244,7 +244,9 @@ def command_run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"terraseg: job {job_id} {status.state}: {status.message}", file=sys.stderr)
         print(job_id)
         return 0
-    from worker.tasks import run_job  # PyTorch and GDAL's stages load after the request is checked: 2.5 s
+    from worker.pipelines.map_job import (
+        run_job,  # PyTorch and GDAL's stages load after the request is checked: 2.5 s
+    )
 
     result = run_job(spec, args.out.resolve(), settings, progress=print_progress)
     for path in result.outputs:
@@ -265,7 +267,7 @@ def format_status(status: "JobStatus") -> str:
 
 def command_jobs(args: argparse.Namespace, settings: Settings) -> int:
     """The job verbs: status, jobs, cancel, logs, retry, delete, recover, worker."""
-    from worker.client import ChunkClient, JobClient, TrainingClient
+    from worker.queue.client import ChunkClient, JobClient, TrainingClient
 
     client = JobClient(settings)
     runs = TrainingClient(settings)
@@ -273,7 +275,7 @@ def command_jobs(args: argparse.Namespace, settings: Settings) -> int:
     if job_id is not None and not client.store.exists(job_id) and runs.store.exists(job_id):
         client = runs  # a training run's id: the same verbs work on it
     if args.verb == "worker":
-        from worker.service import QUEUES, serve
+        from worker.queue.service import QUEUES, serve
 
         return serve(settings, args.queues or QUEUES, burst=args.burst, fork=args.fork)
     if args.verb == "status":
@@ -401,7 +403,7 @@ def command_train(args: argparse.Namespace, settings: Settings) -> int:
     """Train and install a model; metrics on stderr, the new model id as the last stdout line."""
     from models.catalogue import SEED_BUILDERS, catalogue
     from models.importing import check_model_id
-    from worker.training import TrainRequest, parse_class_pairs, train_model
+    from worker.pipelines.training import TrainRequest, parse_class_pairs, train_model
 
     check_model_id(args.new_id)
     is_seed = catalogue(settings.cache_dir).get(args.base).builder in SEED_BUILDERS
@@ -410,7 +412,7 @@ def command_train(args: argparse.Namespace, settings: Settings) -> int:
         return command_train_samples(args, settings)
     epochs = 200 if args.epochs is None else args.epochs
     if args.dataset:
-        from worker.training import DatasetTrainRequest, train_from_dataset
+        from worker.pipelines.training import DatasetTrainRequest, train_from_dataset
 
         if args.epochs is None and is_seed:
             epochs = 30  # a network trained whole stops early long before 200
@@ -458,8 +460,8 @@ def command_train(args: argparse.Namespace, settings: Settings) -> int:
 
 def queue_run(request: "TrainRequest | SamplesTrainRequest | DatasetTrainRequest", settings: Settings) -> int:
     """`train --queue`: check the request, queue it, print the run's id last."""
-    from worker.client import TrainingClient
-    from worker.training import queue_training
+    from worker.pipelines.training import queue_training
+    from worker.queue.client import TrainingClient
 
     run_id = queue_training(request, settings)
     status = TrainingClient(settings).status(run_id)
@@ -482,7 +484,7 @@ def absent_area_options(args: argparse.Namespace) -> list[str]:
 
 def command_train_samples(args: argparse.Namespace, settings: Settings) -> int:
     """`terraseg train --samples`: a new head on a Presto crop model's encoder."""
-    from worker.training import SamplesTrainRequest, train_from_samples
+    from worker.pipelines.training import SamplesTrainRequest, train_from_samples
 
     epochs = 100 if args.epochs is None else args.epochs
     if epochs < 1 or args.min_samples < 1:
@@ -534,7 +536,7 @@ def command_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     import csv
     import tempfile
 
-    from worker.training import EvaluateRequest, evaluate_model, parse_class_pairs
+    from worker.pipelines.training import EvaluateRequest, evaluate_model, parse_class_pairs
 
     if args.samples:
         return command_evaluate_samples(args, settings)
@@ -575,7 +577,7 @@ def command_evaluate_samples(args: argparse.Namespace, settings: Settings) -> in
     """Score a Presto crop model on a samples parquet; print the scores, write the per-sample CSV."""
     import csv
 
-    from worker.training import evaluate_samples
+    from worker.pipelines.training import evaluate_samples
 
     evaluation = evaluate_samples(args.model, args.samples, settings)
     metrics = evaluation.metrics
@@ -600,7 +602,7 @@ def command_evaluate_dataset(args: argparse.Namespace, settings: Settings) -> in
     import csv
 
     from core.training import MultiLabelMetrics
-    from worker.training import evaluate_dataset, parse_class_pairs
+    from worker.pipelines.training import evaluate_dataset, parse_class_pairs
 
     evaluation = evaluate_dataset(
         args.model,

@@ -32,7 +32,8 @@ SOURCE_HELP = {
 
 
 class CubeSource:
-    """A ready monthly cube (`cube:FILE.nc`): read whole by a crop job (worker.crop), never searched for scenes."""
+    """A ready monthly cube (`cube:FILE.nc`): read whole by a crop job (worker.pipelines.crop_job), never searched
+    for scenes."""
 
     download_slots = 1
 

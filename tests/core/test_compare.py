@@ -12,7 +12,7 @@ from core.compare import compare_class_maps, write_change_map
 from core.config import Settings
 from core.errors import AppError
 from tests.services import sample_spec
-from worker.tasks import run_job
+from worker.pipelines.map_job import run_job
 
 
 @pytest.fixture(scope="module")

@@ -227,7 +227,7 @@ def test_a_fine_tune_cancelled_mid_way_resumes_and_ends_as_an_uninterrupted_one(
 
 def test_a_dataset_training_run_goes_to_the_training_queue(settings, start_worker, tmp_path):
     from tests.services import job_env, wait_for
-    from worker.client import TrainingClient
+    from worker.queue.client import TrainingClient
 
     root, _ = write_dfc2020(tmp_path / "dfc2020", {f"0_p{i}": Window(48 * i, 0, 48, 48) for i in range(2)})
     queued = terraseg(

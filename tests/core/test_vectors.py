@@ -16,7 +16,7 @@ from core.config import Settings
 from core.errors import AppError
 from core.vectors import VectorOptions, polygonise, write_geopackage, write_geoparquet, zonal_areas
 from tests.services import sample_spec
-from worker.tasks import run_job
+from worker.pipelines.map_job import run_job
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Areas larger than one chunk (worker/chunked.py): chunk jobs on two real RQ workers, one of them SIGKILLed
+"""Areas larger than one chunk (worker/pipelines/chunked.py): chunk jobs on two real RQ workers, one of them SIGKILLed
 mid-chunk, give the very rasters and statistics of one pass over the whole grid; so does a chunked run outside
 the queue. The area lies across the UTM zone border at 18 E, covered on each date by a mosaic of two scenes,
 one in each zone, of real Sentinel-2 pixels (the embedded sample's)."""
@@ -22,8 +22,8 @@ from core.grid import Grid
 from core.jobs import JobSpec
 from core.jobstore import JobStatus, UnknownJob
 from tests.services import RedisServer, WorkerProcess, request_spec, wait_for, write_two_zone_source
-from worker.client import ChunkClient, JobClient
-from worker.tasks import run_job
+from worker.pipelines.map_job import run_job
+from worker.queue.client import ChunkClient, JobClient
 
 CHUNK_KM = 0.9  # 90 px: a 2 x 3 chunk job
 

@@ -16,7 +16,7 @@ from core.crop_samples import S1_COLUMNS
 from core.monthly_cube import CubeError, open_cube
 from core.sources import SAMPLE_DIR
 from tests.worker.test_cli import terraseg
-from worker.crop import crop_warnings
+from worker.pipelines.crop_job import crop_warnings
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "worldcereal"
 CUBE = DATA / "monthly_cube_inputs.nc"
@@ -134,7 +134,7 @@ def test_a_crop_job_cancelled_mid_mapping_resumes_after_its_saved_strips_and_map
     from core.jobs import JobRequest, build_spec
     from core.sources import parse_source
     from models.catalogue import catalogue
-    from worker.tasks import run_job
+    from worker.pipelines.map_job import run_job
 
     settings = Settings(cache_dir=tmp_path / "cache")
     request = JobRequest(

@@ -131,7 +131,7 @@ def test_train_samples_queue_checks_first_and_a_training_worker_installs_the_hea
     """`terraseg train --samples ... --queue`: a bad request is refused before anything is queued; a good one runs
     on a training worker and installs the same head as training here (same samples, same seed)."""
     from tests.services import job_env, wait_for
-    from worker.client import TrainingClient
+    from worker.queue.client import TrainingClient
 
     monthly, dekads = DEFAULT_SAMPLES
     env = job_env(settings)
@@ -154,7 +154,7 @@ def test_train_samples_queue_checks_first_and_a_training_worker_installs_the_hea
     result = runs.result(run_id)
     assert result is not None and result["unit"] == "samples" and result["metrics"]["samples"] == 142
     assert [row["epoch"] for row in runs.epochs(run_id)] == list(range(1, 31))  # no early stopping here
-    from worker.training import SamplesTrainRequest, train_from_samples
+    from worker.pipelines.training import SamplesTrainRequest, train_from_samples
 
     here = train_from_samples(
         SamplesTrainRequest(

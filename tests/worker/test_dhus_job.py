@@ -7,7 +7,7 @@ import pytest
 
 from tests.core.sources.dhus_server import PASSWORD, USER, DhusServerProcess
 from tests.services import sample_spec, wait_for
-from worker.client import JobClient
+from worker.queue.client import JobClient
 
 pytestmark = pytest.mark.slow
 
@@ -80,7 +80,7 @@ def test_downloads_run_on_a_download_worker_and_the_map_on_an_inference_worker_f
 ):
     from core.config import Settings
     from tests.worker.test_jobs import assert_same_outputs
-    from worker.tasks import run_job
+    from worker.pipelines.map_job import run_job
 
     dhus.flag("slow", "0.3")  # about a second per product: the first download worker dies mid-download
     first = start_worker("--queues", "download")

@@ -19,7 +19,7 @@ from models.catalogue import catalogue
 from tests.services import job_env, resize_tmpfs, sample_spec, wait_for
 from tests.worker.test_cli import SAMPLE_AOI, SAMPLE_DATES, terraseg
 from tests.worker.test_jobs import assert_same_outputs
-from worker.client import JobClient
+from worker.queue.client import JobClient
 
 
 def fill(folder: Path) -> None:

@@ -12,9 +12,9 @@ from rq import Worker
 from core.config import Settings
 from tests.services import large_spec, sample_spec, wait_for
 from tests.worker.test_jobs import assert_same_outputs
-from worker.client import JobClient
-from worker.service import ALIVE_S, HEARTBEAT_S
-from worker.tasks import run_job
+from worker.pipelines.map_job import run_job
+from worker.queue.client import JobClient
+from worker.queue.service import ALIVE_S, HEARTBEAT_S
 
 pytestmark = pytest.mark.slow
 

@@ -14,8 +14,8 @@ import rasterio
 from core.config import Settings
 from core.errors import AppError
 from tests.services import sample_spec, wait_for
-from worker.client import JobClient, JobError, fetch_job
-from worker.tasks import run_job
+from worker.pipelines.map_job import run_job
+from worker.queue.client import JobClient, JobError, fetch_job
 
 pytestmark = pytest.mark.slow
 
@@ -330,7 +330,7 @@ def test_a_cancel_that_arrives_during_the_export_stops_the_job_before_it_publish
 
 def test_a_job_cancelled_between_two_attempts_does_not_say_it_never_started():
     from core.jobstore import JobStatus
-    from worker.client import cancelled_before_start
+    from worker.queue.client import cancelled_before_start
 
     fresh = JobStatus(job_id="20261129-120000-a1b2c3", state="queued")
     assert cancelled_before_start(fresh) == "Cancelled before it started."

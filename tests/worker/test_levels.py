@@ -22,7 +22,7 @@ from core.sample.build import SAMPLE_DIR
 from models.catalogue import catalogue
 from models.registry import LoadOptions, load
 from tests.services import sample_spec
-from worker.tasks import run_job
+from worker.pipelines.map_job import run_job
 
 CAVEAT = catalogue().get("landcover-dynamic-world").level_caveats["L2A"]
 

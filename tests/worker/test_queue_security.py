@@ -11,7 +11,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from tests.services import RedisServer, sample_spec, wait_for
-from worker.client import ENTRY_POINT, JobClient, fetch_job, job_queue, redacted
+from worker.queue.client import ENTRY_POINT, JobClient, fetch_job, job_queue, redacted
 
 PASSWORD = "s3cret-test-password"
 

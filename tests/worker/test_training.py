@@ -253,7 +253,7 @@ def test_versions_promotion_and_rollback_reach_a_running_worker(client, start_wo
     from core.jobs import JobRequest, build_spec
     from models.catalogue import catalogue
     from tests.services import wait_for
-    from worker.training import TrainRequest, train_model
+    from worker.pipelines.training import TrainRequest, train_model
 
     def request_spec(**fields: object):  # noqa: ANN202 - as the CLI builds it, with this installation's models
         cards = catalogue(client.settings.cache_dir)

@@ -15,8 +15,8 @@ def test_a_training_run_on_the_training_queue_can_be_cancelled_retried_and_insta
     from core.jobstore import JobStore
     from models.catalogue import catalogue
     from tests.services import job_env, wait_for
-    from worker.client import TrainingClient
-    from worker.training import parse_class_pairs
+    from worker.pipelines.training import parse_class_pairs
+    from worker.queue.client import TrainingClient
 
     env = job_env(settings)
     labels = label_file(tmp_path, CLASSES)
@@ -59,7 +59,7 @@ def test_a_training_run_on_the_training_queue_can_be_cancelled_retried_and_insta
     card = catalogue(settings.cache_dir).get("landcover-slovenia")
     assert card.metrics["validation"]["macro_f1"] == result["metrics"]["macro_f1"]
     # The interrupted run ends with the metrics of one that ran through (same data, same seed).
-    from worker.training import TrainRequest, train_model
+    from worker.pipelines.training import TrainRequest, train_model
 
     uninterrupted = train_model(
         TrainRequest(

@@ -245,7 +245,7 @@ class JobClient:
         return job_id
 
     def _link_outputs(self, job_id: str, spec: JobSpec, info: dict[str, Any], previous: JobStatus) -> None:
-        from worker.entry import copy_outputs
+        from core.export import copy_outputs  # rasterio and PIL: kept out of the CLI's light verbs
 
         self.store.create(job_id, spec, info | {"reused_from": previous.job_id})
         target = self.store.outputs_dir(job_id)
@@ -605,9 +605,9 @@ class TrainingClient(JobClient):
 
 
 class ChunkClient(JobClient):
-    """Chunk passes of large jobs (worker/chunked.py) on the `inference` queue, under `<cache>/chunk-jobs`: the
-    same states, locks and recovery as jobs. Users never see them: their job shows their progress, and cancels,
-    retries and deletes them."""
+    """Chunk passes of large jobs (worker/pipelines/chunked.py) on the `inference` queue, under
+    `<cache>/chunk-jobs`: the same states, locks and recovery as jobs. Users never see them: their job shows
+    their progress, and cancels, retries and deletes them."""
 
     entry_point = CHUNK_ENTRY_POINT
     folder_name = "chunk-jobs"

@@ -30,7 +30,7 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from core.config import Settings
-from worker.client import QUEUES, ChunkClient, JobClient, SafeJob, TrainingClient, redacted
+from worker.queue.client import QUEUES, ChunkClient, JobClient, SafeJob, TrainingClient, redacted
 
 log = logging.getLogger(__name__)
 PR_SET_PDEATHSIG = 1
@@ -183,7 +183,7 @@ def serve(
     # Import torch, GDAL and the model runtimes once here, so each forked work horse starts warm.
     import models.csmask_model  # noqa: F401
     import models.s2cloudless_model  # noqa: F401
-    import worker.tasks  # noqa: F401
+    import worker.entry  # noqa: F401  (the entry table: every pipeline a horse may run)
 
     warm_up()
     # Objects loaded so far live on in every forked horse; keep the collector from touching (and so
@@ -199,7 +199,7 @@ def serve(
     stop = threading.Event()
     threading.Thread(target=recovery_loop, args=(clients, stop), daemon=True, name="terraseg-recover").start()
     connection = redis.Redis.from_url(settings.redis_url)
-    # JSON jobs, and only TerraSeg's entry points (worker.client.SafeJob): Redis is no way to run code here.
+    # JSON jobs, and only TerraSeg's entry points (worker.queue.client.SafeJob): Redis is no way to run code here.
     wait_s = 1.0
     try:
         while True:

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from models.seed_training import PatchInputs
-    from worker.training import DatasetTrainRequest, TrainResult
+    from worker.pipelines.training import DatasetTrainRequest, TrainResult
 
 PARENT_KEYS_KEPT = "base_weights_kept"
 
@@ -39,11 +39,11 @@ def train_seed_from_dataset(
     should_stop: Callable[[], bool] | None = None,
     on_epoch: Callable[[int, float, float], None] | None = None,
 ) -> "TrainResult":
-    """Train the base's architecture on `dataset` (checked by worker.training.check_dataset_request)."""
+    """Train the base's architecture on `dataset` (checked by worker.pipelines.training.check_dataset_request)."""
     from models.seed_training import CALLING, builder_args, loop_config, objective_for, run_fingerprint
     from models.trainer import train_loop
     from models.training import utc_now
-    from worker.training import epoch_reporter
+    from worker.pipelines.training import epoch_reporter
 
     cards = catalogue(settings.cache_dir)
     base = cards.get(request.base_id)
@@ -126,7 +126,7 @@ def train_seed_from_dataset(
     run.report(
         1.0, f"Trained {request.new_id} version {version} ({state}): {metrics.summary(unit_of(dataset))}"
     )
-    from worker.training import TrainResult
+    from worker.pipelines.training import TrainResult
 
     return TrainResult(
         request.new_id,
@@ -318,7 +318,7 @@ def score_parent(
     """The base model as it is, on the same validation patches, its classes counted as the new legend's of the
     same name; None when no class matches."""
     from models.seed_training import CALLING, PatchInputs, subset_normalisation
-    from worker.training import to_legend
+    from worker.pipelines.training import to_legend
 
     calling, multiple = CALLING[base.builder]
     network, _ = starting_network(base, dict(base.builder_args), cards.folder(base.id))

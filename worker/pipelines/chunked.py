@@ -39,8 +39,9 @@ from core.progress import ProgressFn, RunContext, TilingOptions
 from core.report import ChunkPassRecord, ChunkRecord
 from core.types import Scene
 from models.registry import LoadedModel
-from worker.client import ChunkClient, JobError
-from worker.tasks import Inputs, Models, Role, job_context, load_models
+from worker.pipelines.stages import Inputs, Models, Role, job_context, load_models
+from worker.queue.client import ChunkClient, JobError
+from worker.queue.runner import JobProgress, end, execute
 
 log = logging.getLogger(__name__)
 
@@ -293,8 +294,6 @@ class ChunkedGrid:
         fractions: list[float],
     ) -> None:
         """Run a chunk nobody has taken here, with the models this job has loaded, as a chunk job would."""
-        from worker.entry import JobProgress, end, execute
-
         n = len(self.chunks)
         model = self.inputs.models.of_role(role)
         parent_job = get_current_job()
@@ -371,7 +370,7 @@ def run_chunk(
     progress: ProgressFn | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> None:
-    """A chunk job's work (worker.entry.run_chunk_stages): load the job's models for the scenes its job found,
+    """A chunk job's work (worker.entry.chunk_stages): load the job's models for the scenes its job found,
     and run the pass over the chunk into the job's work folder."""
     cards, job, _ = job_context(spec.job, settings, None, None)
     root = settings.cache_dir / "work" / spec.work_name

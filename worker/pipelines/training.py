@@ -36,7 +36,7 @@ from core.reading import SceneReader
 from core.sources import parse_source
 from core.types import ClassInfo, ModelCard
 from models.catalogue import catalogue
-from worker.tasks import download, load_models, scene_facts
+from worker.pipelines.stages import download, load_models, scene_facts
 
 if TYPE_CHECKING:
     from core.crop_samples import SampleSeries
@@ -556,7 +556,7 @@ def queue_training(
 ) -> str:
     """Check `request` now (a bad one gets its sentence before anything is queued) and queue it on the
     `training` queue with copies of its files; returns the run's id."""
-    from worker.client import TrainingClient
+    from worker.queue.client import TrainingClient
 
     data: LabelsTraining | SamplesTraining | DatasetTraining
     files: dict[str, Path] = {}
@@ -741,7 +741,7 @@ def evaluate_model(
 ) -> Evaluation:
     """Run `request.model_id` as a job does over the area (clearest date, clouds masked) and score its map on
     every labelled pixel it mapped; its classes count as the labels' classes of the same name (or `class_map`)."""
-    from worker.tasks import run_job
+    from worker.pipelines.map_job import run_job
 
     cards = catalogue(settings.cache_dir)
     card = cards.get(request.model_id)
@@ -1180,7 +1180,7 @@ def check_dataset_request(request: DatasetTrainRequest, settings: Settings) -> "
     dataset = open_dataset(request.dataset, request.format)
     base = cards.get(request.base_id)
     if base.builder in SEED_BUILDERS:
-        from worker.training_seeds import check_seed_dataset
+        from worker.pipelines.training_seeds import check_seed_dataset
 
         check_seed_dataset(base, dataset)
     elif dataset.kind != "segmentation" or dataset.resolution_m != base.resolution_m:
@@ -1215,7 +1215,7 @@ class DatasetPreflight:
 
 def preflight_dataset(request: DatasetTrainRequest, settings: Settings) -> DatasetPreflight:
     """Check a dataset run and count its labels as the run will split them (reads every patch's labels)."""
-    from worker.training_seeds import dataset_classes, unit_of
+    from worker.pipelines.training_seeds import dataset_classes, unit_of
 
     dataset = check_dataset_request(request, settings)
     is_val = training.patch_split(
@@ -1253,7 +1253,7 @@ def train_from_dataset(
     cards = catalogue(settings.cache_dir)
     base = cards.get(request.base_id)
     if base.builder != "dynamic-world":  # a seed architecture, trained whole
-        from worker.training_seeds import train_seed_from_dataset
+        from worker.pipelines.training_seeds import train_seed_from_dataset
 
         return train_seed_from_dataset(request, dataset, settings, progress, should_stop, on_epoch)
     network = feature_network(cards, request.base_id, "head")
