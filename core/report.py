@@ -9,7 +9,6 @@ import dataclasses
 import io
 import platform
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -21,6 +20,7 @@ from core import analysis
 from core.analysis import DateResult
 from core.errors import OutputError
 from core.jobs import JobArea, JobSpec
+from core.jobstore import utc_now
 from core.types import ModelCard, Scene
 
 
@@ -331,11 +331,6 @@ def build_run_record(
 
 def terraseg_version() -> str:
     return core.__version__
-
-
-def utc_now() -> str:
-    """Now, ISO-8601 UTC to the second."""
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def software_versions() -> dict[str, str]:

@@ -35,6 +35,7 @@ from core.config import Settings
 from core.errors import AppError
 from core.grid import Grid
 from core.jobs import JobArea, JobSpec
+from core.jobstore import utc_now
 from core.monthly_cube import CUBE_PREFIX, check_season, cube_path, open_cube
 from core.presto_inputs import CHANNELS, normalise
 from core.progress import RunContext
@@ -453,7 +454,7 @@ def crop_run_record(
     inputs = cube.input_records()
     return report.RunRecord(
         terraseg_version=report.terraseg_version(),
-        finished_at=report.utc_now(),
+        finished_at=utc_now(),
         spec=spec.model_dump(mode="json"),
         spec_hash=spec.spec_hash(card.version),
         aoi=report.AOIRecord(geometry=area.aoi.to_geojson(), area_km2=round(area.aoi.area_km2, 6)),
