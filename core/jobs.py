@@ -21,7 +21,7 @@ from core.aoi import AOI, AOILike, parse_aoi
 from core.config import Settings
 from core.errors import DateRangeError, SpecError
 from core.grid import Grid, grid_for_aoi, project_geometry
-from core.types import ModelCard
+from core.types import ModelCard, ModelRef
 
 SPEC_SCHEMA_VERSION = 2
 
@@ -111,7 +111,7 @@ class JobModels:
         )
 
 
-class Models(Protocol):
+class ModelLookup(Protocol):
     """What building a request needs to know of the models (models.catalogue.Catalogue)."""
 
     def job_models(self, task: str, model_id: str | None) -> JobModels: ...
@@ -137,7 +137,7 @@ class JobRequest:
 def build_spec(
     request: JobRequest,
     settings: Settings,
-    models: Models,
+    models: ModelLookup,
     check_source: Callable[[str], object],
 ) -> JobSpec:
     """Check `request` once and return its JobSpec; every problem is an AppError with a plain sentence.
@@ -158,7 +158,7 @@ def build_spec(
     chosen = as_date(request.selected_date, "chosen") if request.selected_date is not None else None
     card = models.job_models(request.task, request.model_id).model
     # `id@N` names one version of a model trained here; a plain id runs the version in production when it starts.
-    model_id = request.model_id if request.model_id and "@" in request.model_id else card.id
+    model_id = request.model_id if request.model_id and ModelRef.parse(request.model_id).is_pinned else card.id
     models.require_weights(model_id)  # an untrained model cannot run: say so before anything is searched
     if not request.sources:
         raise SpecError("Name at least one source, e.g. 'sample'.")

@@ -27,9 +27,9 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypedDict, TypeVar, Unpack
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from core.diskspace import NO_SPACE_ERRNOS
 from core.errors import AppError, SpecError
@@ -99,6 +99,41 @@ class JobStatus:
         return self.state in TERMINAL_STATES
 
 
+class JobInfo(BaseModel):
+    """Submission facts (`job.json`), written once: what the folder's request alone does not say."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")  # a newer TerraSeg's extra facts are skipped
+
+    kind: Literal["job", "training", "chunk"] = "job"
+    spec_hash: str | None = None
+    queue: str = ""  # the queue its first run goes to
+    submitted_at: str | None = None
+    copy_to: str | None = None  # the CLI's --out, where a copy of the outputs lands
+    owner: str | None = None  # the web app account (None: the command line)
+    name: str = ""
+    task: str = ""
+    summary: str = ""
+    reused_from: str | None = None  # the identical finished job whose outputs were reused
+
+
+class StatusChanges(TypedDict, total=False):
+    """The fields of a JobStatus that a status update may change (type-checked at every call)."""
+
+    state: str
+    stage: str
+    fraction: float
+    message: str
+    eta_s: float | None
+    started_at: str | None
+    ended_at: str | None
+    error: str | None
+    outputs: list[str]
+    attempts: int
+    worker: str | None
+    reused_from: str | None
+    queue: str
+
+
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Write JSON to a temporary file beside `path`, fsync, rename: readers see the old or the new file.
 
@@ -154,23 +189,23 @@ class JobStore:
         """Whether the job has a directory with a status file."""
         return (self.job_dir(job_id) / "status.json").exists()
 
-    def create(self, job_id: str, spec: BaseModel, info: dict[str, Any]) -> JobStatus:
+    def create(self, job_id: str, spec: BaseModel, info: JobInfo) -> JobStatus:
         """Write spec.json, job.json and a first 'queued' status.json for a new job."""
         job_dir = self.job_dir(job_id)
         job_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(job_dir / "spec.json", spec.model_dump(mode="json"))
-        write_json_atomic(job_dir / "job.json", info)
+        write_json_atomic(job_dir / "job.json", info.model_dump(mode="json", exclude_defaults=True))
         status = JobStatus(
             job_id=job_id,
             state="queued",
             message="waiting for a worker",
             submitted_at=utc_now(),
-            spec_hash=info.get("spec_hash"),
-            owner=info.get("owner"),
-            name=str(info.get("name") or ""),
-            task=str(info.get("task") or ""),
-            summary=str(info.get("summary") or ""),
-            queue=str(info.get("queue") or ""),
+            spec_hash=info.spec_hash,
+            owner=info.owner,
+            name=info.name,
+            task=info.task,
+            summary=info.summary,
+            queue=info.queue,
         )
         self.write_status(status)
         self.append_log(job_id, "submitted")
@@ -202,13 +237,12 @@ class JobStore:
                 f"Job {job_id}'s request file {path.name} is damaged ({reason}); submit the job again."
             ) from None
 
-    def read_info(self, job_id: str) -> dict[str, Any]:
-        """Submission facts from job.json ({} when missing or damaged: nothing in it is essential)."""
+    def read_info(self, job_id: str) -> JobInfo:
+        """Submission facts from job.json (all defaults when missing or damaged: nothing in it is essential)."""
         try:
-            info = json.loads((self.job_dir(job_id) / "job.json").read_text())
-            return info if isinstance(info, dict) else {}
-        except (OSError, ValueError):
-            return {}
+            return JobInfo.model_validate_json((self.job_dir(job_id) / "job.json").read_text())
+        except (OSError, ValueError):  # pydantic's ValidationError is a ValueError
+            return JobInfo()
 
     def read_status(self, job_id: str) -> JobStatus:
         """The status on disk; a damaged status file reads as a failed job that says so."""
@@ -227,7 +261,7 @@ class JobStore:
         """Replace status.json atomically."""
         write_json_atomic(self.job_dir(status.job_id) / "status.json", status.to_dict())
 
-    def update_status(self, job_id: str, **changes: Any) -> JobStatus:
+    def update_status(self, job_id: str, **changes: Unpack[StatusChanges]) -> JobStatus:
         """Read, change some fields, write back; returns the new status."""
         status = self.read_status(job_id)
         for name, value in changes.items():

@@ -204,6 +204,29 @@ class InferenceTuning(BaseModel):
         return self
 
 
+@dataclass(frozen=True)
+class ModelRef:
+    """A model as a job names it: `id` (the version in production when the job starts) or `id@N` (version N of a
+    model trained here)."""
+
+    model_id: str
+    version: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> "ModelRef":
+        """'id' or 'id@N' -> ModelRef ('id@' names no version)."""
+        model_id, _, version = text.partition("@")
+        return cls(model_id, version or None)
+
+    @property
+    def is_pinned(self) -> bool:
+        """Whether it names one version rather than whichever is in production."""
+        return self.version is not None
+
+    def __str__(self) -> str:
+        return self.model_id if self.version is None else f"{self.model_id}@{self.version}"
+
+
 class ModelCard(BaseModel):
     """What the pipeline needs to know about a model, and what a user needs to trust it.
 

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from core.errors import ModelError, UntrainedModel
 from core.jobs import JobModels
 from core.presto_inputs import PRESTO_BUILDER
-from core.types import ModelCard, UnknownNormalisation
+from core.types import ModelCard, ModelRef, UnknownNormalisation
 from models.versions import VERSIONS_FILE, State, read_versions, version_folders
 
 log = logging.getLogger(__name__)
@@ -66,8 +66,9 @@ class Catalogue:
 
     def _pinned(self, model_id: str) -> tuple[ModelCard, Path] | None:
         """The card and path of `id@N`, or None when `model_id` names no version."""
-        base, _, version = model_id.partition("@")
-        if not version:
+        ref = ModelRef.parse(model_id)
+        base, version = ref.model_id, ref.version
+        if version is None:
             return None
         if base not in self.versions:
             raise ModelError(
@@ -94,7 +95,7 @@ class Catalogue:
     def pinned(self, model_id: str) -> str:
         """`id@N` for a model trained here (N: its production version now, unless `model_id` names one), else
         `model_id` as it is."""
-        if "@" in model_id or model_id not in self.versions:
+        if ModelRef.parse(model_id).is_pinned or model_id not in self.versions:
             return model_id
         return f"{model_id}@{self.get(model_id).version}"
 

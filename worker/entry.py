@@ -65,7 +65,7 @@ def job_stages(store: JobStore, status: JobStatus, settings: Settings, rq_job: J
         )
         published, warnings = result.outputs, result.warnings
     outputs = [str(p) for p in published]
-    copy_to = store.read_info(job_id).get("copy_to")
+    copy_to = store.read_info(job_id).copy_to
     if copy_to:
         try:
             export.copy_outputs(outputs_dir, Path(copy_to))
@@ -97,7 +97,9 @@ def download_stages(store: JobStore, status: JobStatus, settings: Settings, rq_j
         job_id, state="queued", queue=JOB_QUEUE, stage="Downloaded", message=message, eta_s=None, attempts=0
     )
     store.append_log(job_id, f"download stage done on {status.worker}: {message}")
-    JobClient(settings).enqueue(job_id)  # while this job's lock is held: recovery keeps off until it is queued
+    JobClient(settings).enqueue(
+        job_id
+    )  # while this job's lock is held: recovery keeps off until it is queued
     return "queued"
 
 

@@ -11,7 +11,7 @@ from core.aoi import parse_aoi
 from core.config import Settings
 from core.errors import AOIError, DateRangeError, ModelError, SourceError, SpecError
 from core.jobs import SPEC_SCHEMA_VERSION, JobRequest, JobSpec, build_spec
-from core.jobstore import JobStore
+from core.jobstore import JobInfo, JobStore
 from core.sources import SAMPLE_DIR, check_app_source, parse_source
 from models.catalogue import catalogue
 
@@ -89,7 +89,7 @@ def test_a_stored_spec_is_read_back_unchanged_and_an_older_schema_is_refused(tmp
     store = JobStore(tmp_path)
     spec = build()
     job_id = "20261129-120000-a1b2c3"
-    store.create(job_id, spec, {})
+    store.create(job_id, spec, JobInfo())
     assert store.read_spec(job_id) == spec
     older = json.loads((store.job_dir(job_id) / "spec.json").read_text())
     del older["schema_version"]
@@ -173,6 +173,6 @@ def test_recovery_order_is_submission_order_within_one_second(tmp_path):
     spec = build()
     later_ids = ["20261129-120000-ffffff", "20261129-120000-000000", "20261129-120000-7a7a7a"]
     for job_id in later_ids:
-        store.create(job_id, spec, {"spec_hash": "x"})
+        store.create(job_id, spec, JobInfo(spec_hash="x"))
         time.sleep(0.01)
     assert store.in_submission_order() == later_ids

@@ -17,6 +17,7 @@ from core.sources import SAMPLE_DIR
 from models import dynamic_world
 from models.catalogue import catalogue
 from tests.conftest import TEST_DATA, write_scene
+from tests.golden import golden, raster_digests
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_AOI = str(SAMPLE_DIR / "aoi.geojson")
@@ -56,6 +57,11 @@ def sample_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.Com
     cwd = tmp_path_factory.mktemp("demo")
     result = run_cloud("--source", "sample", "--out", "out", cwd=cwd)
     return result, cwd / "out"
+
+
+def test_the_demo_job_gives_the_golden_pixels(sample_run):
+    """The demo's rasters are pixel-identical to those TerraSeg made before its code was reshaped."""
+    assert raster_digests(sample_run[1]) == golden("demo_cloud")
 
 
 def test_the_demo_job_writes_all_outputs_and_prints_them(sample_run):
@@ -313,6 +319,7 @@ def test_the_landcover_job_maps_the_real_sample_with_dynamic_world(tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     out = tmp_path / "lc"
+    assert raster_digests(out) == golden("sample_landcover")  # pixel-identical to the code before its reshaping
     stats = json.loads((out / "stats.json").read_text())
     run = json.loads((out / "run.json").read_text())
     assert stats["model_id"] == "landcover-dynamic-world" and stats["cloud_model_id"] == "cloud-csmask"

@@ -15,6 +15,7 @@ from core.config import Settings
 from core.crop_samples import S1_COLUMNS
 from core.monthly_cube import CubeError, open_cube
 from core.sources import SAMPLE_DIR
+from tests.golden import golden, raster_digests
 from tests.worker.test_cli import terraseg
 from worker.pipelines.crop_job import crop_warnings
 
@@ -58,6 +59,11 @@ def whole_cube(tmp_path_factory) -> Path:
     result = run_crop(cwd, utm_box(CUBE_LEFT, CUBE_TOP, CUBE_SIZE_M, CUBE_SIZE_M))
     assert result.returncode == 0, result.stderr
     return cwd / "out"
+
+
+def test_the_crop_job_gives_the_golden_pixels(whole_cube):
+    """The crop rasters are pixel-identical to those TerraSeg made before its code was reshaped."""
+    assert raster_digests(whole_cube) == golden("cube_crop")
 
 
 def test_a_crop_job_on_a_monthly_cube_writes_crop_types_and_cropland(whole_cube):

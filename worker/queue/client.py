@@ -32,7 +32,7 @@ from core.config import Settings, get_settings
 from core.diskspace import DiskFull, format_mb, free_mb, is_no_space
 from core.errors import AppError, SpecError
 from core.jobs import ChunkSpec, JobSpec, TrainingSpec
-from core.jobstore import JobStatus, JobStore, UnknownJob, file_lock, new_job_id, utc_now
+from core.jobstore import JobInfo, JobStatus, JobStore, UnknownJob, file_lock, new_job_id, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -173,16 +173,16 @@ class JobClient:
         card = catalogue(self.settings.cache_dir).get(spec.model_id)
         spec_hash = spec.spec_hash(card.version)
         job_id = new_job_id()
-        info = {
-            "spec_hash": spec_hash,
-            "queue": first_queue(spec, card.builder),
-            "submitted_at": utc_now(),
-            "copy_to": str(copy_to) if copy_to else None,
-            "owner": owner,
-            "name": name.strip()[:80],
-            "task": spec.task,
-            "summary": job_summary(spec),
-        }
+        info = JobInfo(
+            spec_hash=spec_hash,
+            queue=first_queue(spec, card.builder),
+            submitted_at=utc_now(),
+            copy_to=str(copy_to) if copy_to else None,
+            owner=owner,
+            name=name.strip()[:80],
+            task=spec.task,
+            summary=job_summary(spec),
+        )
         # One submission at a time (it takes milliseconds), so two identical requests in the same second cannot
         # both miss each other and compute the same thing twice.
         with self._submission_lock():
@@ -193,7 +193,7 @@ class JobClient:
             if (
                 active is not None
                 and active.owner == owner
-                and self.store.read_info(active.job_id).get("copy_to") == info["copy_to"]
+                and self.store.read_info(active.job_id).copy_to == info.copy_to
             ):
                 self.store.append_log(
                     active.job_id, "an identical request was submitted: answered with this job"
@@ -238,16 +238,16 @@ class JobClient:
             f"{format_mb(free)} free. Free space there, then submit it again; nothing was queued."
         )
 
-    def _reuse(self, job_id: str, spec: JobSpec, info: dict[str, Any], previous: JobStatus) -> str:
+    def _reuse(self, job_id: str, spec: JobSpec, info: JobInfo, previous: JobStatus) -> str:
         """Answer with the outputs of an identical finished job (hard links: no copy, no shared deletion)."""
         with self._new_job_folder(job_id):
             self._link_outputs(job_id, spec, info, previous)
         return job_id
 
-    def _link_outputs(self, job_id: str, spec: JobSpec, info: dict[str, Any], previous: JobStatus) -> None:
+    def _link_outputs(self, job_id: str, spec: JobSpec, info: JobInfo, previous: JobStatus) -> None:
         from core.export import copy_outputs  # rasterio and PIL: kept out of the CLI's light verbs
 
-        self.store.create(job_id, spec, info | {"reused_from": previous.job_id})
+        self.store.create(job_id, spec, info.model_copy(update={"reused_from": previous.job_id}))
         target = self.store.outputs_dir(job_id)
         staging = target.with_name(".outputs.staging")
         staging.mkdir()
@@ -257,8 +257,8 @@ class JobClient:
             except OSError:
                 shutil.copy2(path, staging / path.name)
         staging.rename(target)
-        if info.get("copy_to"):
-            copy_outputs(target, Path(info["copy_to"]))
+        if info.copy_to:
+            copy_outputs(target, Path(info.copy_to))
         message = f"Identical to finished job {previous.job_id}; its outputs were reused at once."
         self.store.update_status(
             job_id,
@@ -436,7 +436,7 @@ class JobClient:
             self.store.update_status(
                 job_id,
                 # From the first stage again: a download worker checks the cache (what was fetched is reused).
-                queue=str(self.store.read_info(job_id).get("queue") or ""),
+                queue=self.store.read_info(job_id).queue,
                 state="queued",
                 stage="",
                 fraction=0.0,
@@ -563,12 +563,7 @@ class TrainingClient(JobClient):
             digest.update(name.encode() + hashlib.sha256(path.read_bytes()).digest())
         spec_hash = digest.hexdigest()
         job_id = new_job_id()
-        info = {
-            "spec_hash": spec_hash,
-            "queue": self.queue_name,
-            "submitted_at": utc_now(),
-            "kind": "training",
-        }
+        info = JobInfo(kind="training", spec_hash=spec_hash, queue=self.queue_name, submitted_at=utc_now())
         with self._submission_lock():
             active = self.store.find_active(spec_hash)
             if active is not None:
@@ -621,12 +616,7 @@ class ChunkClient(JobClient):
     def submit_chunk(self, spec: ChunkSpec) -> str:
         """Queue one chunk pass; returns its id."""
         job_id = new_job_id()
-        info = {
-            "queue": self.queue_name,
-            "submitted_at": utc_now(),
-            "kind": "chunk",
-            "summary": spec.describe(),
-        }
+        info = JobInfo(kind="chunk", queue=self.queue_name, submitted_at=utc_now(), summary=spec.describe())
         self.store.root.mkdir(parents=True, exist_ok=True)
         with self._new_job_folder(job_id):
             self.store.create(job_id, spec, info)

@@ -12,7 +12,7 @@ import socket
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import redis
 from rq import get_current_job
@@ -21,10 +21,17 @@ from rq.timeouts import JobTimeoutException
 
 from core.config import Settings
 from core.errors import AppError, JobCancelled
-from core.jobstore import JobStatus, JobStore, utc_now
+from core.jobstore import JobStatus, JobStore, StatusChanges, utc_now
 from worker.queue.client import RETRY_BACKOFF_S, cancelled_before_start
 
 log = logging.getLogger(__name__)
+
+
+class EndFields(TypedDict, total=False):
+    """What a run's end may record besides its state and message."""
+
+    error: str | None
+    outputs: list[str]
 
 
 # Errors worth another try later: Redis hiccups and network failures (sources raise these once they fetch).
@@ -62,10 +69,15 @@ class JobProgress:
         elapsed = now - self.started
         # A rate needs a few seconds and a few percent behind it before it says anything.
         eta_s = round(elapsed * (1 - fraction) / fraction, 1) if fraction >= 0.05 and elapsed >= 2 else None
-        live = {"stage": stage, "fraction": round(fraction, 4), "message": message, "eta_s": eta_s}
+        live: StatusChanges = {
+            "stage": stage,
+            "fraction": round(fraction, 4),
+            "message": message,
+            "eta_s": eta_s,
+        }
         if now - self.last_meta >= META_INTERVAL_S or fraction >= 1.0:
             self.last_meta = now
-            self._publish_meta(live | {"updated_at": utc_now()})
+            self._publish_meta({**live, "updated_at": utc_now()})
         if now - self.last_disk >= DISK_INTERVAL_S:
             self.last_disk = now
             self.store.update_status(self.job_id, **live)
@@ -136,7 +148,9 @@ def execute(
         return guarded(store, status, settings, rq_job, stages)
 
 
-def guarded(store: JobStore, status: JobStatus, settings: Settings, rq_job: Job | None, stages: Stages) -> str:
+def guarded(
+    store: JobStore, status: JobStatus, settings: Settings, rq_job: Job | None, stages: Stages
+) -> str:
     """Run `stages`; the one place that decides how a run that raised ends."""
     job_id = status.job_id
     try:
@@ -170,7 +184,7 @@ def guarded(store: JobStore, status: JobStatus, settings: Settings, rq_job: Job 
         return end(store, status, "failed", sentence, error=sentence)
 
 
-def end(store: JobStore, status: JobStatus, state: str, message: str, **fields: Any) -> str:
+def end(store: JobStore, status: JobStatus, state: str, message: str, **fields: Unpack[EndFields]) -> str:
     """Record the final state (before the job's lock is released, so recovery never sees a stale 'running')."""
     store.update_status(
         status.job_id,
