@@ -164,6 +164,17 @@ def check_season(cube: MonthlyCube, start: date, end: date) -> None:
         )
 
 
+def ready_cube(sources: tuple[str, ...], model_id: str, start: date, end: date) -> MonthlyCube | None:
+    """How a crop job gets its 12 monthly composites, decided once for the pre-flight and the worker: a ready
+    cube (its one `cube:` source, opened and checked against the season), or None: composites of the season's
+    scenes."""
+    if not any(s.startswith(CUBE_PREFIX) for s in sources):
+        return None
+    cube = open_cube(cube_path(sources, model_id))
+    check_season(cube, start, end)
+    return cube
+
+
 def read_strip(cube: MonthlyCube, grid: Grid, rows: slice) -> tuple[np.ndarray, np.ndarray]:
     """Rows `rows` of `grid`: values [rows x width, 12, 17] in physical units and their mask (True = missing)."""
     height = rows.stop - rows.start

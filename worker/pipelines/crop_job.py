@@ -36,7 +36,7 @@ from core.errors import AppError
 from core.grid import Grid
 from core.jobs import JobArea, JobSpec
 from core.jobstore import utc_now
-from core.monthly_cube import CUBE_PREFIX, check_season, cube_path, open_cube
+from core.monthly_cube import ready_cube
 from core.presto_inputs import CHANNELS, normalise
 from core.progress import RunContext
 from core.types import ModelCard
@@ -283,13 +283,11 @@ def run_crop(
     """
     run.work_dir.mkdir(parents=True, exist_ok=True)
     inputs: MonthlyInputs
-    if any(s.startswith(CUBE_PREFIX) for s in spec.sources):
-        with run.stage("search"):
-            path = cube_path(spec.sources, spec.model_id)
-            cube = open_cube(path)
-            check_season(cube, spec.start, spec.end)
+    with run.stage("search"):
+        cube = ready_cube(spec.sources, spec.model_id, spec.start, spec.end)
+    if cube is not None:
         inputs = cube
-        where = f"Monthly cube {path.name}"
+        where = f"Monthly cube {cube.path.name}"
     else:
         inputs = scene_composites(spec, area, cards, run.within(0.0, 0.4, "Compositing"), settings)
         where = f"Monthly composites of {len(inputs.dates)} dates"
