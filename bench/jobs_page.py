@@ -60,7 +60,7 @@ def run(jobs: int, repeats: int) -> dict[str, object]:
     from core.jobs import JobRequest, build_spec
     from core.sources import SAMPLE_DIR
     from models.catalogue import catalogue
-    from pages.ui import JOBS_PAGE_SIZE as PAGE_SIZE
+    from pages.widgets.job_list import JOBS_PAGE_SIZE as PAGE_SIZE
     from worker.entry import execute_job
     from worker.queue.client import JobClient
 

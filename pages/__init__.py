@@ -1,1 +1,1 @@
-"""The web app's screens (run through `app.py`'s st.navigation) and the few helpers they share."""
+"""The web app's screens (run through `app.py`'s st.navigation); the widgets they share are in pages.widgets."""

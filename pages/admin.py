@@ -3,77 +3,26 @@ metrics, promote or roll back a version, and read the audit log."""
 
 import streamlit as st
 
-from core.accounts import audit, read_audit
-from core.errors import AppError
-from models import versions
+from core.accounts import read_audit
 from models.catalogue import catalogue
-from pages import ui
-from pages.admin_training import dataset_form, samples_form, training_form, training_runs
+from pages.widgets.dataset_form import dataset_form
+from pages.widgets.formatting import local_time
+from pages.widgets.samples_form import samples_form
+from pages.widgets.services import settings
+from pages.widgets.sign_in import account
+from pages.widgets.training_form import training_form
+from pages.widgets.training_runs import training_runs
+from pages.widgets.versions import model_versions
 
-
-def confusion_table(metrics: dict, title: str) -> None:
-    """A confusion matrix (rows: true, columns: predicted) with the class names."""
-    names = [c["name"] for c in metrics.get("per_class", [])]
-    rows = metrics.get("confusion", [])
-    if not names or len(rows) != len(names):
-        st.caption(f"{title}: no confusion matrix was recorded.")
-        return
-    st.caption(
-        f"{title}: {metrics.get('samples', 0):,} held-out samples, macro F1 {metrics.get('macro_f1', 0):.3f}"
-    )
-    st.dataframe(
-        [
-            {"true \\ predicted": n, **dict(zip(names, row, strict=True))}
-            for n, row in zip(names, rows, strict=True)
-        ],
-        hide_index=True,
-    )
-
-
-def compare_with_parent(found: dict, key: str) -> None:
-    """The chosen version's confusion matrix next to its parent's, on the same held-out samples, and both
-    maps of the validation area (for runs on labels over imagery)."""
-    with st.expander("Compare a version with its parent (maps and confusion matrices)"):
-        versions_found = list(found)
-        version = st.selectbox(
-            "Version to compare",
-            versions_found,
-            index=len(versions_found) - 1,
-            key=f"compare-{key}-{len(found)}",
-        )  # the newest (a new version resets the choice to it): usually the one to judge
-        card = found[version][0]
-        maps = found[version][1].parent / "maps"
-        if (maps / "candidate.png").is_file():
-            st.caption(
-                f"The validation area on the training date ({card.training.get('date', '')}): this version, its "
-                "parent, and the validation blocks' labels."
-            )
-            for column, name in zip(st.columns(3), ("candidate", "parent", "validation"), strict=True):
-                if (maps / f"{name}.png").is_file():
-                    column.image(str(maps / f"{name}.png"), use_container_width=True)
-        for ours, theirs in (("validation", "parent_validation"), ("held_out", "base_on_held_out")):
-            if isinstance(card.metrics.get(ours), dict):
-                left, right = st.columns(2)
-                with left:
-                    confusion_table(card.metrics[ours], f"{key}@{version}")
-                with right:
-                    if isinstance(card.metrics.get(theirs), dict):
-                        confusion_table(card.metrics[theirs], f"its parent {card.training.get('base', '')}")
-                    else:
-                        st.caption("The parent's classes do not match these; it was not scored.")
-                return
-        st.caption("This version has no held-out scores.")
-
-
-account = ui.account()
+current = account()
 st.title("Admin")
-settings = ui.settings()
-admin_dir = settings.cache_dir / "admin"
-if not account.is_admin:  # not in a user's navigation; this also holds for a page reached another way
+config = settings()
+admin_dir = config.cache_dir / "admin"
+if not current.is_admin:  # not in a user's navigation; this also holds for a page reached another way
     st.info("This page is for admin accounts. Sign out and sign in with one.")
     st.stop()
 
-cards = catalogue(settings.cache_dir)
+cards = catalogue(config.cache_dir)
 st.subheader("Train a model")
 st.caption(
     "A new classifier on a base model's features (then optionally the network fine-tuned): from your labels "
@@ -85,11 +34,11 @@ over_imagery, from_samples, from_dataset = st.tabs(
     ["Labels over imagery (land cover)", "WorldCereal samples (crop heads)", "Patch dataset"]
 )
 with over_imagery, st.container(border=True):
-    training_form(settings, cards, admin_dir)
+    training_form(config, cards, admin_dir)
 with from_samples, st.container(border=True):
-    samples_form(settings, cards, admin_dir)
+    samples_form(config, cards, admin_dir)
 with from_dataset, st.container(border=True):
-    dataset_form(settings, cards, admin_dir)
+    dataset_form(config, cards, admin_dir)
 st.subheader("Training runs")
 training_runs()
 
@@ -97,44 +46,11 @@ st.subheader("Models trained here")
 if not cards.versions:
     st.info("No model has been trained on this installation yet: start a run above.")
 for model_id, found in sorted(cards.versions.items()):
-    rows = []
-    for version, (card, _, state) in found.items():
-        validation, parent = card.metrics.get("validation"), card.metrics.get("parent_validation")
-        rows.append(
-            {
-                "version": version,
-                "state": state,
-                "trained": ui.local_time(card.training.get("trained_at")),
-                "by": card.training.get("by", ""),
-                "base": card.training.get("base", ""),
-                "val macro F1": round(validation["macro_f1"], 3) if isinstance(validation, dict) else None,
-                "parent's": round(parent["macro_f1"], 3) if isinstance(parent, dict) else None,
-            }
-        )
-    with st.container(border=True):
-        production = cards.get(model_id)
-        st.markdown(f"**{model_id}** ({production.task}): {', '.join(c.name for c in production.classes)}")
-        st.dataframe(rows, hide_index=True, use_container_width=True)
-        left, right = st.columns(2)
-        candidates = [v for v, (_, _, state) in found.items() if state != "production"]
-        chosen = left.selectbox("Version", candidates, key=f"version-{model_id}", disabled=not candidates)
-        compare_with_parent(found, key=model_id)
-        model_dir = cards.folder(model_id).parent
-        try:
-            if left.button("Promote to production", key=f"promote-{model_id}", disabled=not candidates):
-                versions.promote(model_dir, str(chosen), by=account.name)
-                audit(admin_dir, account.name, f"promoted {model_id} version {chosen}")
-                st.rerun()
-            if right.button("Roll back", key=f"rollback-{model_id}"):
-                versions.rollback(model_dir, by=account.name)
-                audit(admin_dir, account.name, f"rolled back {model_id}")
-                st.rerun()
-        except AppError as err:
-            st.error(str(err))
+    model_versions(model_id, found, cards, current, admin_dir)
 
 st.subheader("Audit log")
 st.dataframe(
-    [entry | {"at": ui.local_time(entry.get("at"))} for entry in read_audit(admin_dir)],
+    [entry | {"at": local_time(entry.get("at"))} for entry in read_audit(admin_dir)],
     hide_index=True,
     use_container_width=True,
 )

@@ -2,31 +2,25 @@
 
 from pathlib import Path
 
-import altair as alt
-import pandas as pd
 import streamlit as st
 
 from core.errors import AppError
 from core.overlay import read_classes
 from core.report import read_stats
 from core.types import ClassInfo
-from pages import ui
-from pages.result_view import (
-    compare_section,
-    date_maps,
-    download_buttons,
-    overlay_of,
-    percent,
-    result_map,
-    run_aoi,
-    vector_downloads,
-    zone_areas,
-)
+from pages.widgets.areas import class_areas, cropland_areas, zone_areas
+from pages.widgets.compare import compare_section
+from pages.widgets.date_maps import cloud_fractions, date_maps, date_shares
+from pages.widgets.downloads import download_buttons, vector_downloads
+from pages.widgets.formatting import legend_html
+from pages.widgets.overlays import overlay_of
+from pages.widgets.result_map import result_map, run_aoi
+from pages.widgets.services import client
+from pages.widgets.sign_in import account
 
-account = ui.account()
+current = account()
 st.title("Results")
-client = ui.client()
-finished = [s for s in client.list_jobs(account) if s.state == "finished"]
+finished = [s for s in client().list_jobs(current) if s.state == "finished"]
 if not finished:
     st.info("No finished job yet. Submit one on the New job page and follow it on the Jobs page.")
     st.stop()
@@ -60,7 +54,7 @@ for warning in stats.warnings:  # a (nearly) empty map says so before anything e
 map_column, legend_column = st.columns([4, 1])
 with legend_column:
     opacity = st.slider("Class overlay opacity", 0.0, 1.0, 0.6, 0.05)
-    st.html(ui.legend_html(classes))
+    st.html(legend_html(classes))
 with map_column:
     class_overlay = overlay_of(outputs["classes.tif"])
     scene_overlay = overlay_of(outputs["scene.tif"]) if "scene.tif" in outputs else None
@@ -75,36 +69,16 @@ if scene_overlay is not None:
     left.image(scene_overlay.png, caption=f"True colour, {stats.selected_date}", width="stretch")
 elif cropland_overlay is not None:  # a crop job on a monthly cube: no single date to show
     left.image(cropland_overlay.png, caption=f"Cropland ({stats.cropland_model_id})", width="stretch")
-    left.html(ui.legend_html(tuple(ClassInfo(c.value, c.name, c.color) for c in stats.cropland or [])))
+    left.html(legend_html(tuple(ClassInfo(c.value, c.name, c.color) for c in stats.cropland or [])))
 else:
     left.info("No true-colour image: the scenes lack the red, green or blue band.")
 right.image(class_overlay.png, caption="Classes", width="stretch")
 
 st.subheader("Area per class")
-areas = pd.DataFrame([c.model_dump() for c in stats.classes])[
-    ["value", "name", "area_ha", "percent", "pixels"]
-]
-areas.columns = ["value", "class", "area (ha)", "share (%)", "pixels"]
-st.dataframe(areas, hide_index=True)
-st.altair_chart(
-    alt.Chart(areas.assign(colour=[c.color for c in stats.classes]))
-    .mark_bar()
-    .encode(
-        x=alt.X("class:N", sort=None, title=None),
-        y=alt.Y("area (ha):Q"),
-        color=alt.Color("colour:N", scale=None, legend=None),  # the model's class colours
-        tooltip=["class", "area (ha)", "share (%)"],
-    )
-)
-
+class_areas(stats)
 if stats.cropland:
     st.subheader("Cropland area")
-    cropland = pd.DataFrame([c.model_dump() for c in stats.cropland])[
-        ["name", "area_ha", "percent", "pixels"]
-    ]
-    cropland.columns = ["class", "area (ha)", "share (%)", "pixels"]
-    st.dataframe(cropland, hide_index=True)
-    st.caption(f"From {stats.cropland_model_id} on the same monthly composites (cropland.tif).")
+    cropland_areas(stats)
 if stats.cloud_model_id:
     st.caption(
         f"Date chosen and clouds masked by {stats.cloud_model_id}: "
@@ -112,21 +86,9 @@ if stats.cloud_model_id:
     )
 if stats.dates:
     st.subheader("Cloud fractions per date")
-    rows = [
-        {"date": d.date, "valid (%)": percent(d.valid_fraction)}
-        | {f"{name} (%)": percent(value) for name, value in d.fractions.items()}
-        for d in stats.dates
-    ]
-    st.dataframe(pd.DataFrame(rows), hide_index=True)
+    cloud_fractions(stats)
     st.subheader("The map of each date")
-    date_maps(
-        outputs,
-        {
-            d.date: {"valid": percent(d.valid_fraction)}
-            | {name: percent(value) for name, value in d.fractions.items()}
-            for d in stats.dates
-        },
-    )
+    date_maps(outputs, date_shares(stats))
 
 zone_areas(outputs["classes.tif"], run_aoi(outputs))
 

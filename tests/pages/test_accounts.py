@@ -179,7 +179,7 @@ def test_terraseg_account_prints_a_table_the_app_signs_in_with(tmp_path):
 def test_jobs_are_named_filtered_paged_and_open_their_results_with_a_link(settings, client, start_worker):
     """25 jobs of a user: filters by state, task and name; pages of 20; a finished job's thumbnail and its
     Open results link, which opens that job on the Results page."""
-    from pages.ui import JOBS_PAGE_SIZE as PAGE_SIZE
+    from pages.widgets.job_list import JOBS_PAGE_SIZE as PAGE_SIZE
     from tests.pages.test_pages import rerun_until
     from tests.services import wait_for
 
@@ -188,7 +188,9 @@ def test_jobs_are_named_filtered_paged_and_open_their_results_with_a_link(settin
     wait_for(client, finished, ("finished",))
     with_others = [finished]
     for day in range(1, 25):  # queued behind nothing: a worker takes them one by one; states vary
-        with_others.append(client.submit(sample_spec(start=f"2015-07-{day:02d}"), owner="analyst", name=f"n{day}"))
+        with_others.append(
+            client.submit(sample_spec(start=f"2015-07-{day:02d}"), owner="analyst", name=f"n{day}")
+        )
     at = open_page("pages/jobs.py", account="analyst")
     assert_no_crash(at)
     assert any(n.label.startswith("Page (of 2") for n in at.number_input)

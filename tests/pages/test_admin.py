@@ -105,7 +105,7 @@ def test_an_admin_checks_and_starts_a_training_run_and_follows_it_to_a_new_versi
     worker runs it and the page shows its epochs, its scores next to the base's, and the new model."""
     from tests.services import wait_for
     from tests.worker.test_training import CLASSES, PARENT_CLASSES, label_file
-    from worker.client import TrainingClient
+    from worker.queue.client import TrainingClient
 
     labels = label_file(tmp_path, CLASSES)
     at = open_page("pages/admin.py")
@@ -180,7 +180,7 @@ def test_an_admin_trains_a_crop_head_from_uploaded_samples(admin_env, start_work
     installs the new crop head and the page shows its held-out scores next to the base's."""
     from models.conversion.presto_heads import DEFAULT_SAMPLES
     from tests.services import wait_for
-    from worker.client import TrainingClient
+    from worker.queue.client import TrainingClient
 
     at = open_page("pages/admin.py")
     uploader = at.get("file_uploader")[1]  # the second tab's
@@ -224,7 +224,7 @@ def test_an_admin_trains_a_seed_architecture_on_a_dataset_folder_the_operator_al
     UNet whole and the page shows its held-out scores."""
     from tests.dataset_factory import write_38cloud
     from tests.services import wait_for
-    from worker.client import TrainingClient
+    from worker.queue.client import TrainingClient
 
     root = write_38cloud(tmp_path / "datasets" / "38-Cloud", patch_px=64)
     monkeypatch.setenv("TERRASEG_APP_LOCAL_ROOTS", json.dumps([str(tmp_path / "datasets")]))

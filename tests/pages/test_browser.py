@@ -24,7 +24,7 @@ from tests.pages.browser import (
     route_offline,
 )
 from tests.services import WorkerProcess, free_port, job_env
-from worker.client import JobClient
+from worker.queue.client import JobClient
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -92,9 +92,12 @@ def browser_page() -> Iterator[object]:
         page.on("requestfailed", request_failed)
         started = time.monotonic()
         for event in ("frameattached", "framedetached", "framenavigated"):
-            page.on(event, lambda frame, event=event: messages.append(
-                f"{time.monotonic() - started:6.1f} s {event} {frame.url[:100]}"
-            ))
+            page.on(
+                event,
+                lambda frame, event=event: messages.append(
+                    f"{time.monotonic() - started:6.1f} s {event} {frame.url[:100]}"
+                ),
+            )
         yield page
         print("\n".join(["browser messages (last 60):", *messages[-60:]]))
         context.close()
@@ -215,7 +218,9 @@ def test_upload_submit_follow_and_open_the_results_in_a_real_browser(
     download_info.value.save_as(downloaded)
     with rasterio.open(downloaded) as cog:
         assert cog.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
-        assert cog.count == 1 and cog.dtypes[0] == "uint8" and cog.colormap(1)[1][:3] == (0, 200, 255)  # cloud: cyan
+        assert (
+            cog.count == 1 and cog.dtypes[0] == "uint8" and cog.colormap(1)[1][:3] == (0, 200, 255)
+        )  # cloud: cyan
     ARTIFACTS.mkdir(exist_ok=True)
     page.get_by_role("heading", name="Results").scroll_into_view_if_needed()
     page.wait_for_timeout(500)  # let Leaflet finish drawing after the scroll
@@ -334,18 +339,26 @@ def test_a_user_watches_a_job_come_back_after_its_worker_dies_and_compares_two_d
     page.goto(app_server.url)
     sign_in(page, "analyst")
     page.get_by_role("link", name="Jobs").click()
-    expect(page.get_by_text(re.compile(r"big area · [0-9a-f-]+ · running ·")).first).to_be_visible(timeout=60_000)
+    expect(page.get_by_text(re.compile(r"big area · [0-9a-f-]+ · running ·")).first).to_be_visible(
+        timeout=60_000
+    )
     worker.kill()
     # The page soon says the job is queued again because its worker stopped (test_job_faults.py holds the
     # client to 10 s; here the page's 2 s refresh and a loaded machine come on top).
-    expect(page.get_by_text(re.compile(r"big area · [0-9a-f-]+ · queued ·")).first).to_be_visible(timeout=20_000)
+    expect(page.get_by_text(re.compile(r"big area · [0-9a-f-]+ · queued ·")).first).to_be_visible(
+        timeout=20_000
+    )
     expect(page.get_by_text("re-queued: its worker stopped").first).to_be_visible()
     expect(page.get_by_text("Your jobs queued: 1")).to_be_visible()  # the sidebar agrees with the list
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "jobs_worker_lost.png"))
     start_worker()
-    expect(page.get_by_text(re.compile(r"big area · [0-9a-f-]+ · running ·")).first).to_be_visible(timeout=45_000)
-    expect(page.get_by_text(re.compile(r"big area · [0-9a-f-]+ · finished ·")).first).to_be_visible(timeout=180_000)
+    expect(page.get_by_text(re.compile(r"big area · [0-9a-f-]+ · running ·")).first).to_be_visible(
+        timeout=45_000
+    )
+    expect(page.get_by_text(re.compile(r"big area · [0-9a-f-]+ · finished ·")).first).to_be_visible(
+        timeout=180_000
+    )
     expect(page.get_by_text(re.compile(r"elapsed .*, attempt 2")).first).to_be_visible()
 
     # Compare the clear day with the cloudy one: find the cloudy day on the Jobs page and open its results.
@@ -368,7 +381,9 @@ def test_a_user_watches_a_job_come_back_after_its_worker_dies_and_compares_two_d
     expect(compare_frame.locator("img.leaflet-image-layer")).to_have_count(2)
     image_width = after_image.evaluate("el => el.offsetWidth")
     # The left inset in px: the last length of "inset(0px 0px 0px 123.4px)" ("inset(0px)" when it is 0).
-    clip_js = r"el => { const m = el.style.clipPath.match(/([\d.]+)px\)$/); return m ? parseFloat(m[1]) : null; }"
+    clip_js = (
+        r"el => { const m = el.style.clipPath.match(/([\d.]+)px\)$/); return m ? parseFloat(m[1]) : null; }"
+    )
     half = after_image.evaluate(clip_js)
     assert 0 < half < image_width, (half, image_width)
     swipe.focus()

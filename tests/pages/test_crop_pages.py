@@ -16,7 +16,7 @@ from tests.pages.test_pages import (  # noqa: F401  (app_env is a fixture)
     texts,
 )
 from tests.services import WorkerProcess, wait_for
-from worker.client import JobClient
+from worker.queue.client import JobClient
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "worldcereal"
 CUBE = DATA / "monthly_cube_inputs.nc"

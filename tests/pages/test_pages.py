@@ -26,7 +26,7 @@ from core.aoi import parse_aoi
 from core.config import Settings, get_settings
 from core.sources import SAMPLE_DIR
 from tests.services import RedisServer, WorkerProcess, large_spec, sample_spec, wait_for
-from worker.client import JobClient
+from worker.queue.client import JobClient
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_AOI_TEXT = (SAMPLE_DIR / "aoi.geojson").read_text()
@@ -347,7 +347,7 @@ def test_the_jobs_page_follows_a_job_live_and_cancel_retry_delete_work(
 
 
 def test_the_progress_line_says_the_stage_once():
-    from pages.ui import progress_text
+    from pages.widgets.formatting import progress_text
 
     assert progress_text("Planning", "Planning: 0.93 km2") == "Planning: 0.93 km2"
     assert progress_text("Downloading", "3 of 5 windows") == "Downloading · 3 of 5 windows"
@@ -357,7 +357,7 @@ def test_the_progress_line_says_the_stage_once():
 def test_times_read_as_the_users_clock_shows_them():
     from datetime import UTC, datetime
 
-    from pages.ui import local_time
+    from pages.widgets.formatting import local_time
 
     now = datetime(2026, 12, 2, 22, 30, tzinfo=UTC)
     assert local_time("2026-12-02T13:46:00+00:00", "Europe/Ljubljana", now) == "today 14:46"
@@ -806,7 +806,7 @@ def test_the_compare_map_swipes_between_the_two_maps_with_its_own_script():
     from PIL import Image
 
     from core.overlay import Overlay
-    from pages.result_view import compare_figure
+    from pages.widgets.compare_map import compare_figure
 
     def overlay(colour: tuple[int, int, int, int]) -> Overlay:
         buffer = io.BytesIO()

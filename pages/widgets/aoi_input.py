@@ -80,12 +80,9 @@ def place_search() -> tuple[tuple[float, float], int] | None:
     return ((place.lat, place.lon), 12)
 
 
-def area_of_interest(settings: Settings) -> AOI | None:
-    """The AOI input, with its map and a line saying what was understood (or what is wrong)."""
-    limits = {"max_area_km2": settings.max_aoi_km2, "max_vertices": settings.max_aoi_vertices}
-    mode = st.radio("Area of interest", AOI_MODES, horizontal=True)
-    aoi: AOI | None = None
-    error = ""
+def typed_aoi(mode: str, limits: dict[str, Any]) -> tuple[AOI | None, str]:
+    """The AOI of the chosen input (an upload, a typed bbox, or the drawing kept in the session), or why it cannot
+    be used."""
     try:
         if mode == "Upload a file":
             upload = st.file_uploader(
@@ -95,35 +92,55 @@ def area_of_interest(settings: Settings) -> AOI | None:
             )
             if upload is not None:
                 parsed = parsed_upload(upload.name, upload.getvalue(), **limits)
-                aoi, error = (parsed, "") if isinstance(parsed, AOI) else (None, parsed)
+                return (parsed, "") if isinstance(parsed, AOI) else (None, parsed)
         elif mode == "Type a bbox":
             text = st.text_input(
                 "Bounding box: west, south, east, north in degrees", placeholder="14.55,45.866,14.564,45.875"
             )
             if text.strip():
-                aoi = parse_bbox(text, **limits)
+                return parse_bbox(text, **limits), ""
         elif drawn_json := st.session_state.get("drawn_aoi"):
-            aoi = validate_aoi(read_aoi(json.loads(drawn_json))[0], "drawn on the map", **limits)
+            return validate_aoi(read_aoi(json.loads(drawn_json))[0], "drawn on the map", **limits), ""
     except AppError as err:
-        error = str(err)
-    drawing = mode == "Draw on the map"
-    go_to = place_search() if drawing else (view_of(aoi) if aoi is not None else None)
-    returned = aoi_map(aoi, drawing, go_to)
+        return None, str(err)
+    return None, ""
+
+
+def keep_drawing(returned: dict[str, Any]) -> None:
+    """Keep the map's latest drawing in the session (the map forgets its drawings), or forget it once the trash
+    tool cleared the map; either reruns the page."""
     drawn = returned.get("last_active_drawing")
-    if drawing and returned.get("all_drawings") == [] and st.session_state.get("drawn_aoi"):
+    if returned.get("all_drawings") == [] and st.session_state.get("drawn_aoi"):
         del st.session_state["drawn_aoi"]  # the trash tool cleared the map: no area any more
         st.rerun()
-    if drawing and drawn and drawn.get("geometry") and returned.get("all_drawings") != []:
+    if drawn and drawn.get("geometry") and returned.get("all_drawings") != []:
         drawn_json = json.dumps(drawn["geometry"])
         if drawn_json != st.session_state.get("drawn_aoi"):
             st.session_state["drawn_aoi"] = drawn_json  # kept across reruns: the map forgets its drawings
             st.rerun()
+
+
+def aoi_message(aoi: AOI | None, error: str, drawing: bool) -> None:
+    """The line under the map: what is wrong, or the area understood, or how to draw one."""
     if error:
         st.error(error)
     elif aoi is not None:
         (lat, lon), _ = view_of(aoi)
         where = f"{abs(lat):.3f}° {'N' if lat >= 0 else 'S'}, {abs(lon):.3f}° {'E' if lon >= 0 else 'W'}"
         st.success(f"Area of interest: {aoi.area_km2:,.3f} km² ({aoi.label}), centred at {where}")
-    elif mode == "Draw on the map":
+    elif drawing:
         st.info("Draw a rectangle or a polygon with the tools on the left of the map.")
+
+
+def area_of_interest(settings: Settings) -> AOI | None:
+    """The AOI input, with its map and a line saying what was understood (or what is wrong)."""
+    limits = {"max_area_km2": settings.max_aoi_km2, "max_vertices": settings.max_aoi_vertices}
+    mode = st.radio("Area of interest", AOI_MODES, horizontal=True)
+    aoi, error = typed_aoi(mode, limits)
+    drawing = mode == "Draw on the map"
+    go_to = place_search() if drawing else (view_of(aoi) if aoi is not None else None)
+    returned = aoi_map(aoi, drawing, go_to)
+    if drawing:
+        keep_drawing(returned)
+    aoi_message(aoi, error, drawing)
     return aoi

@@ -1,0 +1,107 @@
+"""The New job page's request fields: the dates and cloud limit, the task and its model (with what the model is
+and whether it can run), and the sources."""
+
+from datetime import date
+
+import streamlit as st
+
+from core.accounts import Account
+from core.config import Settings
+from core.errors import AppError
+from core.presto_inputs import PRESTO_BUILDER
+from core.sources import SOURCE_HELP
+from core.types import ModelCard
+from models.catalogue import Catalogue
+from pages.widgets.formatting import held_out_sentence
+from pages.widgets.services import app_source
+
+SAMPLE_DATES = (date(2015, 7, 1), date(2015, 9, 30))
+# Sentinel-2A's first image; Streamlit's own default range (ten years either side of the shown date) ended in 2025.
+SENTINEL2_FIRST_DAY = date(2015, 6, 23)
+
+
+def dates_ui() -> tuple[object, object, int]:
+    """The start and end dates and the maximum scene cloud cover (%)."""
+    today = date.today()
+    start = st.date_input("Start date", SAMPLE_DATES[0], SENTINEL2_FIRST_DAY, today, format="YYYY-MM-DD")
+    end = st.date_input("End date", SAMPLE_DATES[1], SENTINEL2_FIRST_DAY, today, format="YYYY-MM-DD")
+    # The date field hands a typed date to the app when it loses focus (Streamlit's widget): Submit does that
+    # first, so the date shown is the one submitted; the check below follows once the field is left.
+    st.caption("The scene check below follows a typed date once you press Tab or Enter, or click elsewhere.")
+    max_cloud_pct = st.slider(
+        "Maximum scene cloud cover (%)",
+        0,
+        100,
+        100,
+        help="Scenes whose metadata says more cloud are skipped; 100 keeps every scene.",
+    )
+    return start, end, max_cloud_pct
+
+
+def model_ui(models: Catalogue, account: Account) -> tuple[str, ModelCard, set[str]]:
+    """The task, its model and what the model is; and the errors said here (not to be said again below)."""
+    tasks = models.runnable_tasks()
+    task = st.selectbox("Task", tasks, index=tasks.index("cloud") if "cloud" in tasks else 0)
+    model_ids = [c.id for c in models.all() if c.task == task and c.output == "map"]
+    model_id = st.selectbox(
+        "Model",
+        model_ids,
+        index=next((i for i, m in enumerate(model_ids) if models.get(m).default_for_task), 0),
+        format_func=lambda m: m + ("" if models.get(m).status != "untrained" else " (no trained weights)"),
+    )
+    card = models.get(model_id)
+    st.caption(
+        f"{card.description}  \nClasses: {', '.join(c.name for c in card.classes)}.  \n"
+        f"Weights: {card.status}; licence {card.licence}.{held_out_sentence(card)}"
+    )
+    shown = missing_weights(models, card, account)
+    if card.builder == PRESTO_BUILDER:
+        st.caption(
+            "This model reads 12 monthly composites, the season ending with the end date's month: made from the "
+            "sources' Sentinel-2 L2A scenes (clouds masked) and Sentinel-1 GRD scenes where a source has them "
+            "(a DHuS mirror or a folder; weather and elevation are not made from scenes yet and are masked), or "
+            "a ready monthly cube of S2, S1, DEM and weather (an openEO netCDF) given as the source "
+            "cube:FILE.nc, inside a folder the operator allows."
+        )
+    return task, card, shown
+
+
+def missing_weights(models: Catalogue, card: ModelCard, account: Account) -> set[str]:
+    """Say so when the model cannot run yet, and what a user can do about it; the error said (or none)."""
+    try:
+        models.require_weights(card.id)
+    except AppError as err:
+        # The command line's sentence names server files; the page says what a user can do about it here.
+        sentence = (
+            f"Model {card.id} has no trained weights yet; import published weights or train it first."
+            if card.status == "untrained"
+            else f"Model {card.id} cannot run yet: its card does not say how to normalise its input."
+        )
+        st.error(sentence)
+        if account.is_admin:
+            st.page_link(
+                "pages/admin.py", label="Train a model on the Admin page", icon=":material/model_training:"
+            )
+        else:
+            st.caption("An admin can train it on the Admin page (Train a model); ask yours.")
+        return {str(err)}
+    return set()
+
+
+def sources_ui(settings: Settings) -> tuple[tuple[str, ...], set[str]]:
+    """The sources in priority order, each checked at once (before an area is drawn; the request's own check says
+    the same); and the errors said here."""
+    sources_text = st.text_input(
+        "Sources, in priority order (comma-separated)",
+        "sample",
+        help="; ".join(f"{name}: {text}" for name, text in SOURCE_HELP.items()),
+    )
+    sources = tuple(s.strip() for s in sources_text.split(",") if s.strip())
+    shown: set[str] = set()
+    for name in sources:
+        try:
+            app_source(name, settings)
+        except AppError as err:
+            shown.add(str(err))
+            st.error(str(err))
+    return sources, shown

@@ -1,0 +1,92 @@
+"""Who uses the app: the sign-in form, the signed-in account (a visitor's page stops) and the sidebar's account
+line with Sign out."""
+
+import contextlib
+from typing import NoReturn
+
+import streamlit as st
+from streamlit.errors import StreamlitAPIException
+
+from core.accounts import LOCAL, Account, SignInGate, SignInRefused, audit
+from core.config import account_entries
+from pages.widgets.services import settings
+
+
+def signed_in() -> Account | None:
+    """Who uses this browser session (None: a visitor). Sign-in turned off: `LOCAL`, the desktop's one user and
+    admin. The account is looked up again on every run, so one removed from the configuration is out at once."""
+    current = settings()
+    if not current.app_sign_in:
+        return LOCAL
+    entries, _ = account_entries(current)
+    name = st.session_state.get("account")
+    if isinstance(name, str) and name in entries:
+        return Account(name, is_admin=entries[name].role == "admin")
+    st.session_state.pop("account", None)
+    return None
+
+
+def account() -> Account:
+    """The signed-in account. For a visitor the page stops here, so nothing a page does below it runs without an
+    account: a page file reached by its own URL before any visit ran app.py (Streamlit then serves pages/ files
+    alone) goes to app.py's sign-in; a session signed out meanwhile is told so."""
+    if (current := signed_in()) is None:
+        with contextlib.suppress(StreamlitAPIException):  # app.py is not a page once its navigation runs
+            st.switch_page("app.py")
+        st.info("You are signed out; reload the app to sign in.")
+        st.stop()
+    return current
+
+
+def sign_in_only() -> NoReturn:
+    """For a visitor: the sign-in form as the app's only page (no other page is listed or reachable), then
+    stop."""
+    st.navigation([st.Page(sign_in_form, title="Sign in", url_path="sign-in")], position="hidden").run()
+    st.stop()
+
+
+def sign_in_form() -> None:
+    """The sign-in form; without any configured account, how to make one."""
+    current = settings()
+    entries, problems = account_entries(current)
+    st.title("Sign in to TerraSeg")
+    if not entries:
+        st.info(
+            "No account is set up, so nobody can sign in. On the server, run `terraseg account NAME` (add "
+            "`--admin` for an admin), add the table it prints to `.streamlit/secrets.toml`, and reload this page. "
+            "On a single-user desktop, sign-in can be turned off instead: `TERRASEG_APP_SIGN_IN=false`."
+        )
+        for problem in problems:
+            st.caption(problem)
+        return
+    with st.form("sign-in"):
+        typed_name = st.text_input("Account name")
+        password = st.text_input("Password", type="password")
+        if st.form_submit_button("Sign in"):
+            try:
+                account = SignInGate(entries, current.cache_dir / "admin").sign_in(typed_name, password)
+            except SignInRefused as err:
+                st.error(str(err))
+            else:
+                st.session_state["account"] = account.name
+                st.rerun()
+
+
+def sign_out() -> None:
+    """Forget this session's account (written to the audit log)."""
+    if name := st.session_state.pop("account", None):
+        audit(settings().cache_dir / "admin", str(name), "signed out")
+
+
+def account_sidebar(current: Account) -> None:
+    """Who is signed in, with a Sign out button; or, with sign-in turned off, that it is off."""
+    if not settings().app_sign_in:
+        st.warning(
+            "Sign-in is off (`TERRASEG_APP_SIGN_IN=false`): whoever reaches this app sees every job and the "
+            "admin page. Only for a desktop that nobody else can reach."
+        )
+        return
+    st.markdown(f"Signed in as **{current.name}**" + (" (admin)" if current.is_admin else ""))
+    if st.button("Sign out"):
+        sign_out()
+        st.rerun()
