@@ -32,7 +32,7 @@ AOILike: TypeAlias = str | Path | dict[str, Any] | BaseGeometry
 VECTOR_FORMATS = {".gpkg": "GeoPackage", ".kml": "KML file", ".shp": "Shapefile", ".zip": "zipped Shapefile"}
 _GEOJSON_SUFFIXES = (".geojson", ".json")
 _GEOJSON_KINDS = "a GeoJSON Geometry, Feature or FeatureCollection"
-MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+MAX_AOI_FILE_BYTES = 10 * 1024 * 1024
 _WGS84 = CRS.from_epsg(4326)
 _GEOD = Geod(ellps="WGS84")
 
@@ -90,7 +90,7 @@ def parse_aoi_upload(
     name: str,
     data: bytes,
     *,
-    max_bytes: int = MAX_UPLOAD_BYTES,
+    max_bytes: int = MAX_AOI_FILE_BYTES,
     max_area_km2: float = 50_000.0,
     max_vertices: int = 10_000,
 ) -> AOI:

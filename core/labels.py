@@ -170,7 +170,7 @@ def class_summary(labels: Labels) -> list[LabelClass]:
 
 
 UPLOAD_SUFFIXES = (".geojson", ".json", ".gpkg", ".zip", ".kml")  # single files (a bare .shp needs its sidecars)
-MAX_UPLOAD_BYTES = 20 * 2**20  # the app's own limit (server.maxUploadSize in .streamlit/config.toml)
+MAX_LABELS_FILE_BYTES = 20 * 2**20  # the app's own limit (server.maxUploadSize in .streamlit/config.toml)
 
 
 def store_upload(
@@ -178,7 +178,7 @@ def store_upload(
     data: bytes,
     folder: Path,
     suffixes: tuple[str, ...] = UPLOAD_SUFFIXES,
-    max_bytes: int = MAX_UPLOAD_BYTES,
+    max_bytes: int = MAX_LABELS_FILE_BYTES,
 ) -> Path:
     """Keep an uploaded file (labels, sample tables) as `<folder>/<sha256 prefix><suffix>`: the user's file name
     never becomes a path (only its suffix, from `suffixes`, is kept); the same content is stored once."""

@@ -10,7 +10,7 @@ import streamlit as st
 import streamlit_folium
 from folium.plugins import Draw
 
-from core.aoi import AOI, MAX_UPLOAD_BYTES, parse_aoi_upload, parse_bbox, read_aoi, validate_aoi
+from core.aoi import AOI, MAX_AOI_FILE_BYTES, parse_aoi_upload, parse_bbox, read_aoi, validate_aoi
 from core.config import Settings
 from core.errors import AppError
 
@@ -87,7 +87,7 @@ def typed_aoi(mode: str, limits: dict[str, Any]) -> tuple[AOI | None, str]:
         if mode == "Upload a file":
             upload = st.file_uploader(
                 f"GeoJSON, zipped Shapefile (with its .prj), GeoPackage or KML; at most "
-                f"{MAX_UPLOAD_BYTES // 2**20} MB",
+                f"{MAX_AOI_FILE_BYTES // 2**20} MB",
                 type=["geojson", "json", "zip", "gpkg", "kml"],
             )
             if upload is not None:

@@ -8,7 +8,7 @@ from core.config import Settings
 from core.diskspace import Folder, space_warning
 from core.errors import AppError
 from core.jobs import JobRequest, JobSpec, build_spec
-from core.monthly_cube import CUBE_PREFIX, check_season, cube_path, open_cube
+from core.monthly_cube import ready_cube
 from core.preflight import (
     Estimate,
     estimate_composite_job,
@@ -29,9 +29,8 @@ def preflight(spec: JobSpec, _settings: Settings) -> Estimate:
     aoi = spec.aoi.to_aoi()
     models = catalogue(_settings.cache_dir).job_models(spec.task, spec.model_id)
     if models.model.builder == PRESTO_BUILDER:  # a crop model reads 12 monthly composites
-        if any(s.startswith(CUBE_PREFIX) for s in spec.sources):
-            cube = open_cube(cube_path(spec.sources, spec.model_id))
-            check_season(cube, spec.start, spec.end)
+        cube = ready_cube(spec.sources, spec.model_id, spec.start, spec.end)  # the worker's own decision
+        if cube is not None:
             return estimate_cube_job(aoi, cube, models.model)
         # composites of the season's L2A scenes (the cloud model on every date) and Sentinel-1, Presto once
         first_day = season_start(spec.start, spec.end)
