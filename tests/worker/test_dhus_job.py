@@ -86,8 +86,8 @@ def test_downloads_run_on_a_download_worker_and_the_map_on_an_inference_worker_f
     first = start_worker("--queues", "download")
     remote = client.submit(sample_spec(sources=(f"dhus:{dhus.url}",)))
     local = client.submit(sample_spec(selected_date="2015-08-30"))  # nothing to download: inference at once
-    assert client.store.read_info(remote)["queue"] == "download"
-    assert client.store.read_info(local)["queue"] == "inference"
+    assert client.store.read_info(remote).queue == "download"
+    assert client.store.read_info(local).queue == "inference"
     wait_until(lambda: "MB" in client.status(remote).message, "downloading", client, remote)
     first.kill()  # SIGKILL mid-download: recovery puts the job back on the download queue
     dhus.flag("slow", None)
