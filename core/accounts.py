@@ -3,8 +3,11 @@
 Accounts are configured by the operator (`core.config.account_entries`): a name, an argon2id hash of the
 password (argon2-cffi; `terraseg account NAME` makes one) and a role, "user" or "admin". A user sees, cancels,
 retries and deletes only the jobs they submitted; an admin sees every job and reaches the admin page. After
-`MAX_FAILURES` failed sign-ins in a row for one name, that name is refused for `LOCKOUT_S` seconds, for every
-browser session and app process that shares the cache folder (the counts live in `<cache>/admin/sign-in.json`).
+`FREE_FAILURES` failed sign-ins in a row for one name from one client (its address), that client waits before
+its next try for that name: 1 s, then 2, 4 ... up to `MAX_WAIT_S`; after `CLIENT_FREE_FAILURES` failures from one
+client, whatever the names, its every try waits the same way. Nobody is locked out: a visitor elsewhere cannot make
+an account's owner wait, and a known and an unknown name are counted and timed alike. The counts are shared by
+every browser session and app process on the cache folder (`<cache>/admin/sign-in.json`, keys as digests).
 Sign-in and admin actions are JSON lines appended to `<cache>/admin/audit.log`.
 
 With sign-in turned off (`TERRASEG_APP_SIGN_IN=false`, for a single-user desktop) everyone who reaches the app
@@ -27,8 +30,10 @@ from core.config import AccountEntry
 from core.errors import AppError
 from core.jobstore import file_lock, utc_now, write_json_atomic
 
-MAX_FAILURES = 5
-LOCKOUT_S = 300
+FREE_FAILURES = 3  # failed sign-ins for one name from one client before its tries wait
+CLIENT_FREE_FAILURES = 20  # failures from one client, whatever the names, before its every try waits
+MAX_WAIT_S = 300
+FORGET_S = 3600  # a failure this old no longer counts
 MIN_PASSWORD_CHARS = 12
 
 
@@ -82,6 +87,11 @@ def _unknown_name_hash() -> str:
     return PasswordHasher().hash("no account has this password: " + os.urandom(8).hex())
 
 
+def wait_after(failures: int, free: int) -> float:
+    """Seconds to wait after `failures` in a row: none for the first `free`, then 1, 2, 4 ... up to MAX_WAIT_S."""
+    return 0.0 if failures < free else float(min(2 ** (failures - free), MAX_WAIT_S))
+
+
 @dataclass(frozen=True)
 class SignInGate:
     """Sign-in against the configured `accounts`, with the shared failure counts under `admin_dir`."""
@@ -101,52 +111,68 @@ class SignInGate:
             return {}
 
     @staticmethod
-    def _key(name: str) -> str:
-        # Names typed by anyone: counted under a digest (a bounded, safe key); unknown names share one count.
-        return hashlib.sha256(name.encode()).hexdigest()[:16]
+    def _keys(name: str, client: str) -> tuple[str, str]:
+        """The counts a try touches: its (client, name) pair's and its client's. Typed names and addresses are
+        kept as digests (bounded, safe keys), every name its own whether an account has it or not."""
+        pair = hashlib.sha256(f"{client}\0{name}".encode()).hexdigest()[:16]
+        return f"pair:{pair}", f"client:{hashlib.sha256(client.encode()).hexdigest()[:16]}"
 
-    def locked_for_s(self, name: str) -> float:
-        """Seconds until `name` may sign in again (0: allowed now)."""
-        entry = self._read().get(self._key(name), {})
-        return (
-            max(0.0, float(entry.get("locked_until", 0.0)) - time.time()) if isinstance(entry, dict) else 0.0
-        )
+    @staticmethod
+    def _entry(state: dict[str, Any], key: str, now: float) -> tuple[int, float]:
+        """(failures in a row, when the last one was) of `key`; forgotten after FORGET_S."""
+        entry = state.get(key)
+        if not isinstance(entry, dict) or now - float(entry.get("last_failed_at", 0.0)) > FORGET_S:
+            return 0, 0.0
+        return int(entry.get("failures", 0)), float(entry.get("last_failed_at", 0.0))
 
-    def sign_in(self, name: str, password: str) -> Account:
-        """The account, or SignInRefused with one sentence; every attempt is written to the audit log."""
+    def wait_s(self, name: str, client: str = "") -> float:
+        """Seconds before `client` may try `name` again (0: now)."""
+        state, now = self._read(), time.time()
+        pair, whole = self._keys(name.strip().lower(), client)
+        waits = [0.0]
+        for key, free in ((pair, FREE_FAILURES), (whole, CLIENT_FREE_FAILURES)):
+            failures, last = self._entry(state, key, now)
+            waits.append(last + wait_after(failures, free) - now)
+        return max(waits)
+
+    def sign_in(self, name: str, password: str, client: str = "") -> Account:
+        """The account, or SignInRefused with one sentence; every attempt is written to the audit log.
+        `client`: the visitor's address as the app sees it ('' when unknown: all such visitors share counts)."""
         name = name.strip().lower()
         known = self.accounts.get(name)
-        key = self._key(name if known else "")
-        self.admin_dir.mkdir(parents=True, exist_ok=True)
         who = name if known else "unknown name"
+        self.admin_dir.mkdir(parents=True, exist_ok=True)
         with file_lock(self.admin_dir / ".sign-in.lock", wait_s=10):
-            if (wait_s := self.locked_for_s(name if known else "")) > 0:
-                audit(self.admin_dir, who, "sign-in refused: locked")
-                raise SignInRefused(f"Too many failed sign-ins; try again in {max(wait_s / 60, 1):.0f} min.")
+            if (wait_s := self.wait_s(name, client)) > 0:
+                audit(self.admin_dir, who, f"sign-in refused: throttled ({wait_s:.0f} s to wait)")
+                raise SignInRefused(f"Too many failed sign-ins from here; try again in {max(wait_s, 1):.0f} s.")
             try:
                 PasswordHasher().verify(known.password_hash if known else _unknown_name_hash(), password)
                 if known is None:
                     raise VerificationError
             except (VerificationError, InvalidHashError):
-                state = self._read()
-                found = state.get(key)
-                entry = found if isinstance(found, dict) else {}
-                failures = int(entry.get("failures", 0)) + 1
-                locked_until = time.time() + LOCKOUT_S if failures >= MAX_FAILURES else 0.0
-                state[key] = {"failures": 0 if locked_until else failures, "locked_until": locked_until}
-                write_json_atomic(self._state_path, state)
-                audit(self.admin_dir, who, f"failed sign-in ({failures} in a row)")
-                if locked_until:
-                    raise SignInRefused(
-                        f"Wrong name or password. Sign-in is locked for {LOCKOUT_S // 60} min after "
-                        f"{MAX_FAILURES} failures."
-                    ) from None
-                raise SignInRefused("Wrong name or password.") from None
+                raise SignInRefused(self._record_failure(name, client, who)) from None
             state = self._read()
-            state.pop(key, None)
+            state.pop(self._keys(name, client)[0], None)  # the client's own count stays: spraying is not undone
             write_json_atomic(self._state_path, state)
             audit(self.admin_dir, name, "signed in")
         return Account(name, is_admin=known.role == "admin")
+
+    def _record_failure(self, name: str, client: str, who: str) -> str:
+        """Count a failed try for its pair and its client; the sentence to show."""
+        state, now = self._read(), time.time()
+        pair, whole = self._keys(name, client)
+        failures = 0
+        for key in (pair, whole):
+            count = self._entry(state, key, now)[0] + 1
+            state[key] = {"failures": count, "last_failed_at": now}
+            failures = failures or count  # the pair's: what the user's own tries add up to
+        write_json_atomic(self._state_path, state)
+        audit(self.admin_dir, who, f"failed sign-in ({failures} in a row)")
+        wait_s = self.wait_s(name, client)
+        if wait_s > 0:
+            return f"Wrong name or password. Wait {max(wait_s, 1):.0f} s before the next try."
+        return "Wrong name or password."
 
 
 def audit(admin_dir: Path, who: str, action: str) -> None:

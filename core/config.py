@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     # .streamlit/secrets.toml or in `accounts_file`; `admin_password_hash` is the older form of one account,
     # "admin". Turning sign-in off makes everyone who reaches the app its one user and admin: a desktop only.
     app_sign_in: bool = True
+    # Reverse proxies in front of the app that append the visitor's address to X-Forwarded-For (0: none, the app
+    # is reached directly). Sign-in throttling counts per visitor address; a header from further out is not
+    # trusted, since a visitor can write anything there.
+    app_proxy_hops: int = Field(0, ge=0)
     accounts_file: Path | None = None
     admin_password_hash: str | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"

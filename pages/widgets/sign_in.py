@@ -64,12 +64,24 @@ def sign_in_form() -> None:
         password = st.text_input("Password", type="password")
         if st.form_submit_button("Sign in"):
             try:
-                account = SignInGate(entries, current.cache_dir / "admin").sign_in(typed_name, password)
+                gate = SignInGate(entries, current.cache_dir / "admin")
+                account = gate.sign_in(typed_name, password, client_address(current.app_proxy_hops))
             except SignInRefused as err:
                 st.error(str(err))
             else:
                 st.session_state["account"] = account.name
                 st.rerun()
+
+
+def client_address(proxy_hops: int) -> str:
+    """The visitor's address as the app sees it: behind `proxy_hops` reverse proxies, the address the farthest of
+    them saw (X-Forwarded-For's entry that proxy appended; those before it are the visitor's to write)."""
+    header = st.context.headers.get("X-Forwarded-For")
+    forwarded = [a.strip() for a in header.split(",") if a.strip()] if isinstance(header, str) else []
+    if proxy_hops and len(forwarded) >= proxy_hops:
+        return forwarded[-proxy_hops]
+    address = st.context.ip_address  # None in a script run without a browser (AppTest)
+    return address if isinstance(address, str) else ""
 
 
 def sign_out() -> None:

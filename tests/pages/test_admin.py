@@ -86,7 +86,7 @@ def test_the_gate_checks_the_hash_and_never_stores_the_password(tmp_path):
         gate.sign_in("root", PASSWORD)
     account = gate.sign_in(" Admin ", PASSWORD)
     assert (account.name, account.is_admin) == ("admin", True)
-    assert gate.locked_for_s("admin") == 0
+    assert gate.wait_s("admin") == 0
     assert hash_password(PASSWORD).startswith("$argon2id$")
     with pytest.raises(Exception, match="at least 12 characters"):
         hash_password("short")
