@@ -1,7 +1,7 @@
 """Training-throughput benchmark: samples per second of one optimisation step (forward, loss, backward, AdamW)
 of every architecture TerraSeg trains, at the batch and patch size its training uses, with random weights and
 inputs. CPU fp32; on a GPU also fp32 and mixed precision (bf16 where the GPU has it, else fp16 with loss
-scaling), as models.trainer runs it. Prints JSON.
+scaling), as models.training.loop runs it. Prints JSON.
 
     .venv/bin/python bench/training.py [--steps 3] [--only utae,cloud-unet]
 
@@ -37,7 +37,7 @@ CASES = {
 def network(card_id: str) -> tuple[torch.nn.Module, str]:
     """The card's architecture with random weights, and how it is called."""
     from models.catalogue import catalogue
-    from models.seed_training import CALLING, build_network
+    from models.training.seeds import CALLING, build_network
 
     card = catalogue().get(card_id)
     if card.builder == "dynamic-world":
@@ -66,7 +66,7 @@ def batch(calling: str, size: int, dates: int, bands: int, px: int, classes: int
 
 def time_steps(name: str, device: torch.device, amp: torch.dtype | None, steps: int) -> dict[str, object]:
     """Seconds per training step after one warm-up step, and the samples and 10 m pixels per second."""
-    from models.trainer import binary_cross_entropy, cross_entropy
+    from models.training.objectives import binary_cross_entropy, cross_entropy
 
     card_id, size, dates, bands, px, classes = CASES[name]
     module, calling = network(card_id)

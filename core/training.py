@@ -12,7 +12,7 @@ from core.inference import ReadWindow, prepare_tile
 from core.labels import IGNORE, LabelError
 from core.progress import RunContext
 from core.tiling import Tile, TileLayout, blend_weights
-from core.types import ModelCard
+from core.types import ClassInfo, ModelCard
 
 # Fewer training samples than this in a class gets a warning before training.
 FEW_SAMPLES = 50
@@ -329,3 +329,17 @@ def dataset_hash(labels: np.ndarray, val: np.ndarray, scenes: list[str], base: s
     digest.update(np.packbits(val).tobytes())
     digest.update("\n".join([base, *sorted(scenes)]).encode())
     return digest.hexdigest()
+
+
+def to_legend(
+    model_classes: tuple[ClassInfo, ...], legend: tuple[str, ...], mapping: dict[str, str]
+) -> np.ndarray:
+    """Model class value -> legend value, by class name or `mapping` (legend class -> model class); a model class
+    with no counterpart maps to len(legend), a prediction that is always wrong."""
+    by_name = {c.name.lower(): c.value for c in model_classes}
+    translated = np.full(len(model_classes), len(legend), np.int64)
+    for value, name in enumerate(legend):
+        model_name = mapping.get(name, name).lower()
+        if model_name in by_name:
+            translated[by_name[model_name]] = value
+    return translated

@@ -156,7 +156,7 @@ class Catalogue:
 MODES = ("head", "decoder", "full")  # what `terraseg train --mode` names
 
 
-# The seed architectures a patch dataset trains (models.seed_training.CALLING), whole ("full" mode).
+# The seed architectures a patch dataset trains (models.training.seeds.CALLING), whole ("full" mode).
 SEED_BUILDERS = ("cloud-unet", "dfc2020-unet", "dfc2020-deeplab", "utae", "convrnn", "bigearthnet-resnet50")
 
 

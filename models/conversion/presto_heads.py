@@ -6,7 +6,7 @@ Both heads sit on WorldCereal's fine-tuned Presto encoder. Split (never a parcel
 scores): the samples' 0.1 degree cells (about 10 km) are held out whole, class by class, until about 25 % of
 each class is (models.presto_heads.block_holdout). Not by S2 tile: the 791 samples lie in 7 tiles, and 56 of
 the 57 wheat parcels in one (30UYU), so a tile split would leave wheat out of training or out of validation.
-The head: 100 epochs of class-weighted cross-entropy on the rest (models.training.fit_head; the epoch kept is
+The head: 100 epochs of class-weighted cross-entropy on the rest (models.training.heads.fit_head; the epoch kept is
 the one with the best macro F1 on the training samples, so no held-out sample takes part).
 
 The anchor, on the same split: a RandomForest (300 trees, balanced class weights) on the raw monthly values of
@@ -40,7 +40,8 @@ from models.presto_heads import (
     spatial_blocks,
     worldcereal_legends,
 )
-from models.training import HeadConfig, fit_head
+from models.training.heads import fit_head
+from models.training.loop import TrainConfig
 from models.weights import sha256_of
 
 REPO = Path(__file__).resolve().parents[2]
@@ -51,7 +52,7 @@ DEFAULT_SAMPLES = (
 ENCODER = "presto/presto_worldcereal_finetuned.pt"
 HOLDOUT_FRACTION, SPLITS = 0.25, 4
 CPU_S_PER_MPX = 800.0
-HEAD = HeadConfig(epochs=100, learning_rate=0.01, weight_decay=1e-4, batch_size=512, patience=100, seed=0)
+HEAD = TrainConfig(epochs=100, learning_rate=0.01, weight_decay=1e-4, batch_size=512, patience=100, seed=0)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,14 @@ from tests.worker.test_cli import terraseg
 SCENE = SAMPLE_DIR / "S2_L1C_20150830T100547_slovenia.tif"  # a clear date
 LULC = TEST_DATA / "s2_slovenia_eolearn" / "LULC.gpkg"
 # eo-learn's land-use classes as DFC2020 label values (1-based; 0 = no label).
-LULC_TO_DFC = {"forest": 1, "schrubland": 2, "grassland": 4, "cultivated land": 6, "artificial surface": 7, "water": 10}
+LULC_TO_DFC = {
+    "forest": 1,
+    "schrubland": 2,
+    "grassland": 4,
+    "cultivated land": 6,
+    "artificial surface": 7,
+    "water": 10,
+}
 PATCHES = {"0_p0": Window(0, 0, 64, 64), "0_p1": Window(36, 37, 64, 64)}  # two overlapping 640 m patches
 DW_TO_DFC = (
     "forest=trees,shrubland=shrub and scrub,grassland=grass,croplands=crops,urban/built-up=built,water=water,"
@@ -48,7 +55,12 @@ def write_dfc2020(root: Path, patches: dict[str, Window] = PATCHES) -> tuple[Pat
         rows, cols = window.toslices()
         patch_transform = window_transform(window, transform)
         shape = (int(window.height), int(window.width))
-        base = profile | {"width": shape[1], "height": shape[0], "transform": patch_transform, "compress": "deflate"}
+        base = profile | {
+            "width": shape[1],
+            "height": shape[0],
+            "transform": patch_transform,
+            "compress": "deflate",
+        }
         layers = {
             "s2": (dn[:, rows, cols], "uint16"),
             "s1": (np.stack([np.full(shape, -12.0), np.full(shape, -19.0)]).astype("float32"), "float32"),
@@ -58,7 +70,9 @@ def write_dfc2020(root: Path, patches: dict[str, Window] = PATCHES) -> tuple[Pat
             folder = root / "ROIs0000_validation" / f"{kind}_validation"
             folder.mkdir(parents=True, exist_ok=True)
             with rasterio.open(
-                folder / f"ROIs0000_validation_{kind}_{name}.tif", "w", **(base | {"count": len(data), "dtype": dtype})
+                folder / f"ROIs0000_validation_{kind}_{name}.tif",
+                "w",
+                **(base | {"count": len(data), "dtype": dtype}),
             ) as out:
                 out.write(data)
         labelled += int((labels[rows, cols] > 0).sum())
@@ -147,12 +161,19 @@ def test_a_head_trained_on_a_dfc2020_dataset_is_scored_on_held_out_patches_and_e
     assert done.stdout.strip().splitlines()[-1] == "landcover-dfc"
     card = json.loads((tmp_path / "cache" / "models" / "landcover-dfc" / "v1" / "card.json").read_text())
     names = [c["name"] for c in card["classes"]]
-    assert set(names) <= set(DFC2020_LEGEND) and "forest" in names and card["training"]["patches"] == {
-        "train": 3,
-        "validation": 1,
-    }
+    assert (
+        set(names) <= set(DFC2020_LEGEND)
+        and "forest" in names
+        and card["training"]["patches"]
+        == {
+            "train": 3,
+            "validation": 1,
+        }
+    )
     new, parent = card["metrics"]["validation"], card["metrics"]["parent_validation"]
-    assert new["samples"] == parent["samples"] > 500  # the held-out patch's labelled pixels, both scored on them
+    assert (
+        new["samples"] == parent["samples"] > 500
+    )  # the held-out patch's labelled pixels, both scored on them
     # Google's head has no shrubland-vs-grassland of this legend (measured: 0.545 against 0.304).
     assert new["macro_f1"] > parent["macro_f1"] + 0.1, (new["macro_f1"], parent["macro_f1"])
     assert "landcover-dynamic-world on the same pixels" in done.stderr
@@ -167,7 +188,9 @@ def test_decoder_mode_fine_tunes_the_decoder_and_keeps_the_encoder_of_the_base(t
     from models.catalogue import catalogue
 
     corners = [(0, 0), (52, 0), (0, 53), (52, 53)]
-    root, _ = write_dfc2020(tmp_path / "dfc2020", {f"0_p{i}": Window(c, r, 48, 48) for i, (c, r) in enumerate(corners)})
+    root, _ = write_dfc2020(
+        tmp_path / "dfc2020", {f"0_p{i}": Window(c, r, 48, 48) for i, (c, r) in enumerate(corners)}
+    )
     done = terraseg(
         "train", "--base", "landcover-dynamic-world", "--dataset", str(root), "--mode", "decoder", "--epochs", "6",
         "--parent-classes", DW_TO_DFC, "--as", "dfc-decoder", cwd=tmp_path,
@@ -189,10 +212,12 @@ def test_decoder_mode_fine_tunes_the_decoder_and_keeps_the_encoder_of_the_base(t
 
 def test_a_fine_tune_cancelled_mid_way_resumes_and_ends_as_an_uninterrupted_one(tmp_path):
     import copy
+    from dataclasses import replace
 
     from core.errors import JobCancelled
     from models.dynamic_world import DynamicWorldNet
-    from models.training import TuneConfig, fine_tune
+    from models.training.heads import TuneRecipe
+    from models.training.loop import TUNE_CONFIG, Hooks, fit
 
     torch_rng = np.random.default_rng(1)
     inputs = [torch_rng.normal(size=(9, 32, 32)).astype(np.float32) for _ in range(4)]
@@ -206,9 +231,14 @@ def test_a_fine_tune_cancelled_mid_way_resumes_and_ends_as_an_uninterrupted_one(
 
     torch.manual_seed(0)
     start = DynamicWorldNet(n_classes=2)
-    config = TuneConfig(epochs=6, patience=100, batch_size=2)
-    args = (patches, [0, 1, 2], [3], ("a", "b"), np.ones(2, np.float32), config)
-    whole = fine_tune(copy.deepcopy(start), "full", *args)
+    config = replace(TUNE_CONFIG, epochs=6, patience=100, batch_size=2)
+
+    def recipe() -> TuneRecipe:
+        return TuneRecipe(
+            copy.deepcopy(start), "full", patches, [0, 1, 2], [3], ("a", "b"), np.ones(2, np.float32)
+        )
+
+    whole = fit(recipe(), config)
     calls = []
 
     def cancel_in_epoch_4() -> None:  # two batches an epoch: after the first batch of epoch 4
@@ -217,12 +247,12 @@ def test_a_fine_tune_cancelled_mid_way_resumes_and_ends_as_an_uninterrupted_one(
             raise JobCancelled("cancelled")
 
     with pytest.raises(JobCancelled):
-        fine_tune(copy.deepcopy(start), "full", *args, should_stop=cancel_in_epoch_4, checkpoint_dir=tmp_path)
-    assert len(list(tmp_path.glob("train-*.pt"))) == 1
-    resumed = fine_tune(copy.deepcopy(start), "full", *args, checkpoint_dir=tmp_path)
+        fit(recipe(), config, Hooks(should_stop=cancel_in_epoch_4, checkpoint_dir=tmp_path))
+    assert len(list(tmp_path.glob("checkpoint-*.pt"))) == 1
+    resumed = fit(recipe(), config, Hooks(checkpoint_dir=tmp_path))
     assert resumed.history == whole.history and resumed.best_epoch == whole.best_epoch
     assert all(torch.equal(resumed.state[k], whole.state[k]) for k in whole.state)
-    assert not list(tmp_path.glob("train-*"))
+    assert not list(tmp_path.glob("checkpoint-*"))
 
 
 def test_a_dataset_training_run_goes_to_the_training_queue(settings, start_worker, tmp_path):

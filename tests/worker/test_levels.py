@@ -132,7 +132,7 @@ def test_a_model_without_a_caveat_for_a_level_is_still_refused_on_it():
 
 
 def test_a_head_trained_on_a_caveat_level_counts_as_trained_on_it():
-    from models.training import trained_card
+    from models.training.install import trained_card
 
     base = catalogue().get("landcover-dynamic-world")
     training = {"trained_at": "2026-12-03", "dataset_sha256": "0" * 64, "processing_level": "L2A"}

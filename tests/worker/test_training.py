@@ -204,12 +204,13 @@ def test_metrics_match_a_hand_count():
 
 
 def test_a_head_fitted_twice_with_one_seed_is_the_same():
-    from models.training import HeadConfig, fit_head
+    from models.training.heads import fit_head
+    from models.training.loop import HEAD_CONFIG
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(600, 8)).astype(np.float32)
     y = np.argmax(x[:, :3], axis=1)  # linearly separable: a linear head can learn it
-    config = HeadConfig(epochs=60, seed=7)
+    config = dataclasses.replace(HEAD_CONFIG, epochs=60, seed=7)
     weights = np.ones(3, np.float32)
     first = fit_head(x[:400], y[:400], x[400:], y[400:], ("a", "b", "c"), weights, config)
     second = fit_head(x[:400], y[:400], x[400:], y[400:], ("a", "b", "c"), weights, config)
@@ -219,12 +220,14 @@ def test_a_head_fitted_twice_with_one_seed_is_the_same():
 
 def test_a_fit_cancelled_mid_way_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted_fit(tmp_path):
     from core.errors import JobCancelled
-    from models.training import HeadConfig, fit_head
+    from models.training.heads import fit_head
+    from models.training.loop import HEAD_CONFIG, Hooks
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(600, 8)).astype(np.float32)
     y = np.argmax(x[:, :3] + rng.normal(scale=0.5, size=(600, 3)), axis=1)  # noisy: no early perfect score
-    config, weights, legend = HeadConfig(epochs=40, seed=3, patience=100), np.ones(3, np.float32), ("a", "b", "c")
+    config = dataclasses.replace(HEAD_CONFIG, epochs=40, seed=3, patience=100)
+    weights, legend = np.ones(3, np.float32), ("a", "b", "c")
     data = (x[:400], y[:400], x[400:], y[400:], legend, weights, config)
     whole = fit_head(*data)
     epochs_started = []
@@ -235,16 +238,18 @@ def test_a_fit_cancelled_mid_way_resumes_from_its_checkpoint_and_ends_as_an_unin
         epochs_started.append(1)
 
     with pytest.raises(JobCancelled):
-        fit_head(*data, should_stop=cancel_at_epoch_13, checkpoint_dir=tmp_path)
-    assert len(list(tmp_path.glob("head-*.pt"))) == 1
-    other = fit_head(x[:300], y[:300], *data[2:], checkpoint_dir=tmp_path)  # other data: not that checkpoint
-    assert len(other.history) == 40 and len(list(tmp_path.glob("head-*.pt"))) == 1
+        fit_head(*data, Hooks(should_stop=cancel_at_epoch_13, checkpoint_dir=tmp_path))
+    assert len(list(tmp_path.glob("checkpoint-*.pt"))) == 1
+    other = fit_head(
+        x[:300], y[:300], *data[2:], Hooks(checkpoint_dir=tmp_path)
+    )  # other data: not that checkpoint
+    assert len(other.history) == 40 and len(list(tmp_path.glob("checkpoint-*.pt"))) == 1
     reported = []
-    resumed = fit_head(*data, progress=lambda e, loss, f1: reported.append(e), checkpoint_dir=tmp_path)
+    resumed = fit_head(*data, Hooks(lambda e, loss, f1: reported.append(e), checkpoint_dir=tmp_path))
     assert np.array_equal(resumed.weight, whole.weight) and np.array_equal(resumed.bias, whole.bias)
     assert resumed.history == whole.history and resumed.best_epoch == whole.best_epoch
     assert reported == list(range(1, 41))  # the 12 epochs before the cancel are reported again, then 13..40
-    assert not list(tmp_path.glob("head-*"))  # a finished fit leaves no checkpoint
+    assert not list(tmp_path.glob("checkpoint-*"))  # a finished fit leaves no checkpoint
 
 
 def test_versions_promotion_and_rollback_reach_a_running_worker(client, start_worker, tmp_path):

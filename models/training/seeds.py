@@ -1,13 +1,13 @@
-"""Training the seed architectures (the cloud UNet, the DFC2020 UNet and DeepLabv3+, U-TAE, the MTLCC ConvLSTM and
-ConvGRU, the BigEarthNet ResNet-50) on a patch dataset (core.datasets), from scratch or from imported weights:
-how a dataset's patches become batches for each architecture, which loss and score it trains with, and the card
-of the trained model. The loop itself is models.trainer's.
-"""
+"""The recipe of the seed architectures (the cloud UNet, the DFC2020 UNet and DeepLabv3+, U-TAE, the MTLCC
+ConvLSTM and ConvGRU, the BigEarthNet ResNet-50) trained on a patch dataset (core.datasets), from scratch or from
+imported weights: how a dataset's patches become batches for each architecture, which loss and score it trains
+with, and the network it starts from."""
 
 import hashlib
 import json
 from dataclasses import asdict, dataclass
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,17 +18,11 @@ from core.datasets import IGNORE, PatchDataset, PatchSample
 from core.errors import ModelError
 from core.inference import normalise
 from core.tiling import fill_nodata, pad_tile
-from core.types import ClassInfo, ModelCard, Normalisation, Series, StandardNormalisation
-from models.trainer import (
-    Batch,
-    LoopConfig,
-    Objective,
-    binary_cross_entropy,
-    collect_pixels,
-    collect_tags,
-    cross_entropy,
-    soft_fbeta_and_cross_entropy,
-)
+from core.types import ModelCard, Normalisation, Series, StandardNormalisation, UnknownNormalisation
+from models.registry import BUILDERS
+from models.training.loop import Batch, Objective, Recipe, TrainConfig
+from models.training.objectives import objective_for
+from models.weights import verify_weights
 
 # How each architecture takes its input ("image": (B, C, S, S); "series-dates": (B, T, C, S, S) with date
 # positions and a padding mask; "series": the same without dates; "tags": (B, C, S, S) -> (B, K) logits) and the
@@ -75,9 +69,24 @@ def builder_args(card: ModelCard, n_bands: int, n_classes: int) -> dict[str, Any
 
 def build_network(builder: str, args: dict[str, Any]) -> nn.Module:
     """A freshly initialised network of `builder` (models.registry.BUILDERS)."""
-    from models.registry import BUILDERS
-
     return BUILDERS[builder][0](dict(args))
+
+
+def starting_network(base: ModelCard, args: dict[str, Any], folder: Path | None) -> tuple[nn.Module, int]:
+    """The architecture with `args`, randomly initialised; with the base's weights folder, every tensor whose
+    name and shape match is the base's (a new legend gets a new last layer). Returns it and how many it kept."""
+    network = build_network(base.builder, args)
+    if folder is None:
+        return network, 0
+    path = folder / base.weights[0]
+    verify_weights(path, base.weights_sha256.get(base.weights[0], ""), base.id)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    own = network.state_dict()
+    kept = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    network.load_state_dict(own | kept)
+    return network, len(kept)
 
 
 def subset_normalisation(
@@ -173,131 +182,89 @@ class PatchInputs:
         return Batch((torch.from_numpy(x),), target, options)
 
 
-def objective_for(
-    kind: str, legend: tuple[str, ...], counts: np.ndarray, n_samples: int, builder: str
-) -> Objective:
-    """The loss and validation score of a task: soft F2 + cross-entropy and the cloud class's F2 for the cloud
-    UNet; BCE and mean average precision for tags; class-weighted cross-entropy and macro F1 otherwise."""
-    from core.training import class_weights, evaluate, evaluate_multilabel
-
-    if kind == "multilabel":
-        return Objective(
-            binary_cross_entropy(counts, n_samples),
-            collect_tags,
-            lambda truth, scores: evaluate_multilabel(truth, scores, legend).mean_average_precision,
-            "val mAP",
+def patch_inputs(
+    base: ModelCard,
+    dataset: PatchDataset,
+    bands: tuple[str, ...],
+    to_new: np.ndarray,
+    ids: list[int],
+    seed: int,
+) -> PatchInputs:
+    """How the patches become batches: the base's normalisation for `bands` (statistics of up to 32 of the
+    patches `ids` where the base has none known), its no-data fill, the patch size padded to the architecture's
+    multiple, and a series' dates as the card counts them."""
+    calling, multiple = CALLING[base.builder]
+    first = dataset.read(dataset.patches[ids[0]], ())
+    height, width = first.target.shape if dataset.kind != "multilabel" else first.image.shape[-2:]
+    size = -(-max(height, width) // multiple) * multiple
+    max_dates, origin = (
+        (base.temporal.max_dates, base.temporal.position_origin)
+        if isinstance(base.temporal, Series)
+        else (0, None)
+    )
+    normalisation = base.normalisation
+    if isinstance(normalisation, UnknownNormalisation):
+        chosen = np.random.default_rng(seed).permutation(ids)[:32]
+        normalisation = standard_statistics(
+            [dataset.read(dataset.patches[int(i)], bands) for i in sorted(chosen)]
         )
-    weights = class_weights(counts)
-    if builder == "cloud-unet" and legend == ("clear", "cloud"):
-        return Objective(
-            soft_fbeta_and_cross_entropy(weights, cloud_class=1, beta=2.0),
-            collect_pixels,
-            lambda truth, guess: evaluate(truth, guess, legend).per_class[1].f2,
-            "val cloud F2",
-        )
-    return Objective(
-        cross_entropy(weights),
-        collect_pixels,
-        lambda truth, guess: evaluate(truth, guess, legend).macro_f1,
-        "val macro F1",
+    else:
+        normalisation = subset_normalisation(normalisation, base.bands, bands)
+    return PatchInputs(
+        dataset, bands, normalisation, base.nodata_fill, to_new, calling, size, max_dates, origin
     )
 
 
-def loop_config(calling: str, epochs: int, seed: int, device: str) -> LoopConfig:
+def seed_config(calling: str, epochs: int, seed: int) -> TrainConfig:
     """Training from scratch: a higher learning rate than fine-tuning, and batches that fit a CPU worker."""
     batch_size = {"image": 4, "series-dates": 2, "series": 2, "tags": 16}[calling]
-    return LoopConfig(
-        epochs=epochs,
-        learning_rate=1e-3,
-        weight_decay=1e-4,
-        batch_size=batch_size,
-        patience=10,
-        seed=seed,
-        device=device,
+    return TrainConfig(
+        epochs=epochs, learning_rate=1e-3, weight_decay=1e-4, batch_size=batch_size, patience=10, seed=seed
     )
 
 
-def run_fingerprint(
-    card: ModelCard,
-    args: dict[str, Any],
-    inputs: PatchInputs,
-    train_ids: list[int],
-    val_ids: list[int],
-    config: LoopConfig,
-) -> str:
-    """sha256 of what a run depends on (base, architecture, data files and their sizes, split, settings), so a
-    checkpoint resumes only its own run."""
-    digest = hashlib.sha256(
-        json.dumps(
-            [
-                card.id,
-                card.version,
-                args,
-                inputs.bands,
-                inputs.normalisation.model_dump(),
-                train_ids,
-                val_ids,
-                asdict(config),
-            ],
-            default=str,
-        ).encode()
-    )
-    for patch in inputs.dataset.patches:
-        for path in sorted(patch.files.values()):
-            digest.update(f"{path}:{path.stat().st_size if path.exists() else -1}".encode())
-    return digest.hexdigest()
+@dataclass
+class SeedRecipe(Recipe):
+    """A seed architecture (`network`, built with `args`) trained whole on a dataset's patches: the task's loss
+    and score (objective_for), batches as the architecture takes them (`inputs`)."""
 
+    base: ModelCard
+    args: dict[str, Any]
+    network: nn.Module
+    inputs: PatchInputs
+    legend: tuple[str, ...]
+    train_counts: np.ndarray
+    train_ids: list[int]
+    val_ids: list[int]
 
-def seed_card(
-    base: ModelCard,
-    new_id: str,
-    version: str,
-    legend: tuple[str, ...],
-    dataset: PatchDataset,
-    inputs: PatchInputs,
-    args: dict[str, Any],
-    weights_name: str,
-    sha256: str,
-    training: dict[str, Any],
-    metrics: dict[str, Any],
-    cpu_s_per_mpx: float | None,
-) -> ModelCard:
-    """The trained model's card: the base's architecture with the dataset's bands, legend, level and pixel size."""
-    from models.training import PALETTE
+    def configure_model(self) -> nn.Module:
+        return self.network
 
-    colours = {c.name: c.color for c in base.classes}  # a class the base has keeps its colour
-    classes = tuple(
-        asdict(ClassInfo(value, name, colours.get(name, PALETTE[value % len(PALETTE)])))
-        for value, name in enumerate(legend)
-    )
-    temporal = base.temporal
-    if isinstance(temporal, Series):
-        temporal = temporal.model_copy(update={"max_dates": inputs.max_dates or temporal.max_dates})
-    return base.replace(
-        id=new_id,
-        version=version,
-        description=(
-            f"{base.task.capitalize()} in {len(legend)} classes, {base.architecture.split(';')[0]} trained here "
-            f"on the {dataset.format} patches of {dataset.root.name}."
-        ),
-        bands=inputs.bands,
-        processing_levels=(dataset.processing_level,),
-        resolution_m=dataset.resolution_m,
-        normalisation=inputs.normalisation.model_dump(),
-        classes=classes,
-        status="trained-here",
-        licence="GPL-3.0-or-later (weights trained by TerraSeg; the dataset's terms apply to what it learnt from)",
-        provenance=(
-            f"Trained by TerraSeg on {training['trained_at']} from {base.id} {base.version} "
-            f"({'its imported weights' if base.status != 'untrained' else 'random initialisation'}) on "
-            f"{dataset.format}: {dataset.root.name} (dataset sha256 {training['dataset_sha256'][:16]}...)."
-        ),
-        weights=[weights_name],
-        weights_sha256={weights_name: sha256},
-        builder_args=args,
-        metrics=metrics,
-        training=training,
-        default_for_task=False,
-        temporal=temporal.model_dump(),
-        cpu_s_per_mpx=cpu_s_per_mpx,
-    )
+    def configure_objective(self) -> Objective:
+        kind = self.inputs.dataset.kind
+        return objective_for(kind, self.legend, self.train_counts, len(self.train_ids), self.base.builder)
+
+    def batch(self, ids: list[int]) -> Batch:
+        return self.inputs.batch(ids)
+
+    def fingerprint(self, config: TrainConfig) -> str:
+        """Base, architecture, data files and their sizes, split, settings."""
+        digest = hashlib.sha256(
+            json.dumps(
+                [
+                    self.base.id,
+                    self.base.version,
+                    self.args,
+                    self.inputs.bands,
+                    self.inputs.normalisation.model_dump(),
+                    self.train_ids,
+                    self.val_ids,
+                    asdict(config),
+                ],
+                default=str,
+            ).encode()
+        )
+        for patch in self.inputs.dataset.patches:
+            for path in sorted(patch.files.values()):
+                digest.update(f"{path}:{path.stat().st_size if path.exists() else -1}".encode())
+        return digest.hexdigest()
