@@ -21,7 +21,15 @@ from core.config import Settings
 from core.grid import Grid
 from core.jobs import JobSpec
 from core.jobstore import JobStatus, UnknownJob
-from tests.services import RedisServer, WorkerProcess, request_spec, wait_for, write_two_zone_source
+from models.catalogue import catalogue
+from tests.services import (
+    RedisServer,
+    WorkerProcess,
+    request_spec,
+    resize_tmpfs,
+    wait_for,
+    write_two_zone_source,
+)
 from worker.pipelines.map_job import run_job
 from worker.queue.client import ChunkClient, JobClient
 
@@ -245,3 +253,30 @@ def test_a_chunk_that_fails_fails_its_job_with_the_chunks_sentence_and_a_retry_f
     client.retry(job_id)
     wait_for(client, job_id, ("finished",), timeout_s=180)
     assert chunk_statuses(settings) == []
+
+
+def test_a_full_cache_during_a_chunk_fails_the_job_with_the_full_disk_sentence_and_a_retry_finishes_it(
+    two_zone_source: tuple[Path, dict[str, object]],
+    settings: Settings,
+    start_worker: Callable[..., WorkerProcess],
+    client: JobClient,
+    tmpfs: Callable[[Path, str], Path],
+) -> None:
+    """The job's work folder on a disk that fills up when the chunks write their rasters: the job fails with the
+    sentence that names the cache folder (not "Internal error"), and once space is freed a retry finishes it."""
+    spec = two_zone_spec(two_zone_source)
+    version = catalogue(settings.cache_dir).get(spec.model_id).version
+    work = tmpfs(settings.cache_dir / "work" / spec.spec_hash(version), "64k")
+    start_worker()
+    job_id = client.submit(spec)
+    wait_for(client, job_id, ("failed",), timeout_s=180)
+    error = client.status(job_id).error or ""
+    assert re.fullmatch(
+        r"Chunk \d of 6 failed: No space left in the cache folder \(TERRASEG_CACHE_DIR\): .+ are free\. Free "
+        r"space there \(or choose another folder\), then retry the job; finished work is kept\. Retry the job to "
+        r"finish the chunks left; finished chunks are kept\.",
+        error,
+    ), error
+    resize_tmpfs(work, "256m")  # the operator frees space
+    client.retry(job_id)
+    wait_for(client, job_id, ("finished",), timeout_s=240)

@@ -39,7 +39,7 @@ from core.progress import ProgressFn, RunContext, TilingOptions
 from core.report import ChunkPassRecord, ChunkRecord
 from core.types import Scene
 from models.registry import LoadedModel
-from worker.pipelines.stages import Inputs, Models, Role, job_context, load_models
+from worker.pipelines.stages import Inputs, Models, Role, cache_full_as_error, job_context, load_models
 from worker.queue.client import ChunkClient, JobError
 from worker.queue.runner import JobProgress, end, execute
 
@@ -312,9 +312,17 @@ class ChunkedGrid:
                 )
 
             chunk_run = RunContext(chunk_dir(run.work_dir, chunk), progress, should_stop)
-            chunk_pass(
-                model, groups, self.area.grid, chunk, self.area.aoi_grid, chunk_run, self.tiling, clip_to_aoi
-            )
+            with cache_full_as_error(settings):
+                chunk_pass(
+                    model,
+                    groups,
+                    self.area.grid,
+                    chunk,
+                    self.area.aoi_grid,
+                    chunk_run,
+                    self.tiling,
+                    clip_to_aoi,
+                )
             return end(store, status, "finished", f"Done: chunk {chunk.index + 1}/{n}, run by its job")
 
         execute(
@@ -391,6 +399,7 @@ def run_chunk(
     run = RunContext(chunk_dir(root / spec.pass_name, chunk), progress, should_stop)  # "": the root itself
     tiling = TilingOptions(settings.batch_size, settings.tile_overlap_px)
     groups = {day: inputs.groups[day] for day in spec.dates}
-    chunk_pass(
-        models.of_role(spec.role), groups, area.grid, chunk, area.aoi_grid, run, tiling, spec.clip_to_aoi
-    )
+    with cache_full_as_error(settings):
+        chunk_pass(
+            models.of_role(spec.role), groups, area.grid, chunk, area.aoi_grid, run, tiling, spec.clip_to_aoi
+        )

@@ -3,7 +3,7 @@ the scenes, the search and download of a job's inputs, and one pass of a model o
 
 import logging
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -73,6 +73,12 @@ def job_folders(settings: Settings, out_dir: Path) -> list[diskspace.Folder]:
     if out_dir.resolve().is_relative_to(settings.cache_dir.resolve()):
         return [cache]
     return [diskspace.Folder(out_dir, f"the output folder {out_dir}"), cache]
+
+
+def cache_full_as_error(settings: Settings) -> AbstractContextManager[None]:
+    """A full cache disk met by a pass that writes only there (a chunk) as the DiskFull sentence that names the
+    cache folder, as a whole job's own stages say it, not as an internal error."""
+    return diskspace.disk_full_as_error(job_folders(settings, settings.cache_dir), diskspace.DiskNeeds())
 
 
 @dataclass(frozen=True)
@@ -172,7 +178,11 @@ def scene_facts(scenes: list[Scene]) -> tuple[str, frozenset[str]]:
 
 
 def load_models(
-    cards: Catalogue, spec: JobSpec, processing_level: str, available_bands: frozenset[str], settings: Settings
+    cards: Catalogue,
+    spec: JobSpec,
+    processing_level: str,
+    available_bands: frozenset[str],
+    settings: Settings,
 ) -> Models:
     """The job's models, for the scenes' processing level and the bands every scene has."""
     options = LoadOptions(
