@@ -74,17 +74,23 @@ class Plateau(Recipe):
 
     def __init__(self, scores: list[float]) -> None:
         self.scores = iter(scores)
+        self.weights: list[dict[str, torch.Tensor]] = []  # after each epoch, as validated
         self.train_ids, self.val_ids = list(range(8)), [0]
         self.x = torch.linspace(-1, 1, 8)[:, None]
 
     def configure_model(self) -> nn.Module:
-        return nn.Linear(1, 2)
+        self.model = nn.Linear(1, 2)
+        return self.model
+
+    def score(self) -> float:
+        self.weights.append({k: v.clone() for k, v in self.model.state_dict().items()})
+        return next(self.scores)
 
     def configure_objective(self) -> Objective:
         return Objective(
             cross_entropy(np.ones(2, np.float32)),
             lambda logits, target: (np.zeros(1), np.zeros(1)),
-            lambda truth, guess: next(self.scores),
+            lambda truth, guess: self.score(),
             "val score",
         )
 
@@ -99,12 +105,12 @@ def test_early_stopping_ends_after_patience_epochs_without_a_better_score_and_ke
     scores = [0.1, 0.5, 0.4, 0.5, 0.3, 0.2, 0.9, 0.9]
     config = dataclasses.replace(CONFIG, epochs=8, patience=3)
     epochs = []
-    trained = fit(Plateau(scores), config, Hooks(lambda e, loss, s: epochs.append(e)))
+    recipe = Plateau(scores)
+    trained = fit(recipe, config, Hooks(lambda e, loss, s: epochs.append(e)))
     assert epochs == [1, 2, 3, 4, 5]  # epoch 2's 0.5 not bettered in the 3 epochs after it
     assert trained.best_epoch == 2 and trained.best_score == 0.5
-    # the weights kept are those after epoch 2: a run of 2 epochs ends with the same
-    two = fit(Plateau(scores), dataclasses.replace(config, epochs=2))
-    # (the cosine schedule depends on the epochs: compare a run that stopped with one of the same length)
     assert [row["val_macro_f1"] for row in trained.history] == scores[:5]
-    assert two.best_epoch == 2
+    # the network ends with the best epoch's weights (not the last one's), frozen, in eval mode
+    assert all(torch.equal(v, recipe.weights[1][k]) for k, v in trained.module.state_dict().items())
+    assert not torch.equal(recipe.weights[1]["weight"], recipe.weights[4]["weight"])
     assert not any(p.requires_grad for p in trained.module.parameters()) and not trained.module.training
