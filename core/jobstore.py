@@ -74,7 +74,8 @@ class JobStatus:
     attempts: int = 0  # how many times a worker started it
     worker: str | None = None
     spec_hash: str | None = None
-    reused_from: str | None = None  # the identical finished job whose outputs this one reuses
+    # The identical finished job whose outputs this one reuses ("": one of another owner, not named to this one).
+    reused_from: str | None = None
     owner: str | None = None  # the web app account that submitted it (None: the command line)
     name: str = ""  # what its owner called it
     task: str = ""  # its request's task, and a line saying what it computes (for lists: no request to read)

@@ -45,7 +45,7 @@ except AppError as err:
 classes = read_classes(outputs["classes.tif"])
 st.caption(
     f"{stats.task} · {stats.model_id} · date {stats.selected_date} · AOI {stats.aoi_area_km2:,.3f} km²"
-    + (f" · {status.message}" if status.reused_from else "")
+    + (f" · {status.message}" if status.reused_from is not None else "")
 )
 
 for warning in stats.warnings:  # a (nearly) empty map says so before anything else

@@ -73,6 +73,12 @@ def test_a_queued_job_runs_on_a_worker_and_an_identical_request_is_answered_at_o
     assert "reused" in status.message
     assert_same_outputs(out, client.store.outputs_dir(again))
     assert [s.job_id for s in client.list_jobs()] == [again, job_id]  # newest first
+    # Another user's identical request gets a job of its own with the outputs, and learns no other job's id.
+    theirs = client.status(client.submit(spec, owner="someone-else"))
+    assert theirs.state == "finished" and theirs.reused_from == ""
+    assert theirs.message.startswith("Reused the identical outputs of an earlier finished job")
+    assert job_id not in theirs.message + client.logs(theirs.job_id)
+    assert_same_outputs(out, client.store.outputs_dir(theirs.job_id))
 
 
 def test_expected_failures_end_the_job_with_their_sentence(client: JobClient, start_worker):

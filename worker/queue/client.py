@@ -259,7 +259,13 @@ class JobClient:
         staging.rename(target)
         if info.copy_to:
             copy_outputs(target, Path(info.copy_to))
-        message = f"Identical to finished job {previous.job_id}; its outputs were reused at once."
+        # Another user's job is not named to this one: its id would let them ask for it.
+        own = previous.owner == info.owner
+        message = (
+            f"Identical to finished job {previous.job_id}; its outputs were reused at once."
+            if own
+            else "Reused the identical outputs of an earlier finished job at once; nothing was computed again."
+        )
         self.store.update_status(
             job_id,
             state="finished",
@@ -269,7 +275,7 @@ class JobClient:
             started_at=utc_now(),
             ended_at=utc_now(),
             outputs=[str(target / p.name) for p in sorted(target.iterdir())],
-            reused_from=previous.job_id,
+            reused_from=previous.job_id if own else "",  # "": reused, from a job not this owner's
         )
         self.store.append_log(job_id, message)
 
