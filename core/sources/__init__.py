@@ -134,21 +134,28 @@ def search_scenes(
     """
     answers, unavailable = [], 0
     fallback: list[Scene] | None = None
+
+    def served(scenes: list[Scene]) -> list[Scene]:
+        # A source passed over is worth a warning only when another one serves; when none does, the error
+        # raised says what each answered (a warning too would print the same sentence twice).
+        for name, answer in zip(source_names, answers, strict=False):
+            log.warning("Source %s: %s", name, answer)
+        return scenes
+
     for name in source_names:
         try:
             scenes = parse_source(name, settings).search(aoi, start, end, sensor, max_cloud_pct)
         except (AppError, SourceUnavailable) as err:
-            log.warning("Source %s: %s", name, err)
             answers.append(str(err))
             unavailable += isinstance(err, SourceUnavailable)
             continue
         if not levels or any(s.processing_level in levels for s in scenes):
             log.info("Source %s: %d scenes", name, len(scenes))
-            return scenes
+            return served(scenes)
         log.info("Source %s: %d scenes, none of level %s; trying the next sources", name, len(scenes), levels)
         fallback = fallback or scenes
     if fallback is not None:
-        return fallback
+        return served(fallback)
     if unavailable == len(answers):  # nothing answered "no scenes": worth trying again later
         raise SourceUnavailable(" | ".join(answers))
     if len(answers) == 1:

@@ -200,6 +200,7 @@ def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
         (["--aoi", "14.6,45.8,14.5,45.9", *SAMPLE_DATES], "antimeridian|180"),
         (["--aoi", "10.0,50.0,10.01,50.01", *SAMPLE_DATES], "None of the 5 S2 scenes in sample overlaps"),
         (["--aoi", SAMPLE_AOI, "--start", "2016-01-01", "--end", "2016-03-01"], "Widen the date range"),
+        (["--aoi", SAMPLE_AOI, "--start", "9999-01-01", "--end", "9999-12-31"], "after today"),
         (["--aoi", SAMPLE_AOI, *SAMPLE_DATES, "--source", "ftp://example"], "Unknown source"),
         (["--aoi", SAMPLE_AOI, *SAMPLE_DATES, "--date", "2015-08-21"], "no scene on 2015-08-21"),
         (["--aoi", SAMPLE_AOI, *SAMPLE_DATES, "--model", "cloud-nonexistent"], "Unknown model"),
@@ -209,8 +210,10 @@ def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
 def test_bad_input_exits_2_with_one_line(tmp_path, args, expected):
     import re
 
-    line = _one_line_error(run_cloud(*args, "--out", "out", cwd=tmp_path))
+    result = run_cloud(*args, "--out", "out", cwd=tmp_path)
+    line = _one_line_error(result)
     assert re.search(expected, line), line
+    assert result.stderr.count(line.removeprefix("terraseg: ")) == 1, result.stderr  # said once, not logged too
     assert not (tmp_path / "out").exists()
 
 
