@@ -24,7 +24,7 @@ from shapely.geometry import MultiPolygon, Polygon, box, mapping, shape
 from shapely.geometry.base import BaseGeometry
 from shapely.validation import explain_validity
 
-from core.errors import AOIError, InvalidPolygon
+from core.errors import AOIError, InvalidPolygon, plain_reason
 
 log = logging.getLogger(__name__)
 
@@ -266,7 +266,7 @@ def read_aoi_file(path: Path) -> list[BaseGeometry]:
     try:
         meta, _, wkb, _ = pyogrio.raw.read(dataset, layer=0, columns=[], force_2d=True)
     except (DataSourceError, DataLayerError, RuntimeError, OSError, ValueError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        reason = plain_reason(err)
         raise AOIError(
             f"{path.name} cannot be read as a {kind} ({reason}); check that it is one, or export the "
             "area as GeoJSON."

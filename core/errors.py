@@ -1,5 +1,7 @@
 """Errors a user can act on. `str(err)` is shown word for word, so it says what happened and what to do."""
 
+import re
+
 
 class AppError(Exception):
     """Base for errors the user can act on; the message is shown in the UI and on the CLI as-is."""
@@ -55,3 +57,16 @@ class SourceUnavailable(ConnectionError):
     Not an AppError on purpose: the job system retries it later with backoff (a ConnectionError is transient),
     while the user still reads `str(err)` as the reason.
     """
+
+
+_QUOTED_PATH = re.compile(r"""(['"])[^'"]*[/\\][^'"]*\1""")
+_BARE_PATH = re.compile(r"(?<![\w.])(/|[A-Za-z]:\\)\S+")
+
+
+def plain_reason(err: BaseException) -> str:
+    """The first sentence of a library's error for a user to read: without file paths (they name the server's
+    folders) or what follows them (GDAL's hints about other drivers)."""
+    text = str(err).splitlines()[0] if str(err) else ""
+    text = " ".join(_BARE_PATH.sub("", _QUOTED_PATH.sub("", text)).split()).strip(" :;,")
+    first = text.split(". ")[0].strip().rstrip(".")
+    return first or type(err).__name__

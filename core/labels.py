@@ -15,7 +15,7 @@ from rasterio.features import rasterize
 from shapely.geometry.base import BaseGeometry
 
 from core.aoi import VECTOR_FORMATS, shapefile_in_zip, to_wgs84
-from core.errors import AppError
+from core.errors import AppError, plain_reason
 from core.grid import Grid, project_geometry
 
 IGNORE = 255  # label raster value of unlabelled (or contradictorily labelled) pixels
@@ -69,7 +69,7 @@ def read_labels(path: Path, label_field: str, max_vertices: int) -> Labels:
             )
         meta, _, wkb, field_data = pyogrio.raw.read(dataset, layer=0, columns=[label_field], force_2d=True)
     except (DataSourceError, DataLayerError, RuntimeError, OSError, ValueError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        reason = plain_reason(err)
         raise LabelError(
             f"{path.name} cannot be read as a {LABEL_SUFFIXES[suffix]} ({reason}); check that it is one."
         ) from err
@@ -136,7 +136,7 @@ def label_fields(path: Path) -> list[str]:
     except AppError as err:
         raise LabelError(str(err)) from None
     except (DataSourceError, DataLayerError, RuntimeError, OSError, ValueError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        reason = plain_reason(err)
         raise LabelError(f"{path.name} cannot be read as a {LABEL_SUFFIXES[suffix]} ({reason}).") from err
 
 
