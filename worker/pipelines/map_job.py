@@ -89,7 +89,7 @@ def run_stages(
     )
     if cards.get(spec.model_id).builder == PRESTO_BUILDER:  # a crop map from a monthly cube: its own stages
         outputs, stats = run_crop(spec, area, cards, run, out_dir, settings)
-        run.report(1.0, f"Done: {out_dir}")
+        run.report(1.0, f"Done: {len(outputs)} outputs published")  # no folder: a job's log is a user's to read
         return JobResult(out_dir, outputs, stats.selected_date, stats, stats.warnings)
     inputs = fetch_inputs(cards, spec, area, settings, folders, needs, run)
     models, groups, start = inputs.models, inputs.groups, inputs.start
@@ -124,7 +124,7 @@ def run_stages(
             raise
         shutil.rmtree(run.work_dir, ignore_errors=True)
     passes.cleanup()
-    run.report(1.0, f"Done: {out_dir}")
+    run.report(1.0, f"Done: {len(outputs)} outputs published")  # no folder: a job's log is a user's to read
     for warning in stats.warnings:
         log.warning("%s", warning)
     return JobResult(out_dir, outputs, prediction.published.date.isoformat(), stats, stats.warnings)
