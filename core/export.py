@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -286,3 +287,10 @@ def copy_failed_sentence(job_id: str, outputs_dir: Path, copy_to: Path, err: Exc
         f"Copying the outputs to {copy_to} failed: {reason}. They are published in the job's folder; "
         f"'terraseg retry {job_id}' copies them there without computing again."
     )
+
+
+def download_prefix(job_name: str, job_id: str) -> str:
+    """What a job's downloaded files start with, so that two jobs' `classes.tif` do not collide in a user's
+    downloads folder: its name made safe for any file system (letters, digits, '.', '_', '-'), else its id."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", job_name.strip()).strip(".-_")[:60]
+    return safe or job_id

@@ -5,6 +5,7 @@ from pathlib import Path
 import streamlit as st
 
 from core.errors import AppError
+from core.export import download_prefix
 from core.overlay import read_classes
 from core.report import read_stats
 from core.types import ClassInfo
@@ -96,6 +97,7 @@ st.subheader("Compare with another job over this area")
 compare_section(job_id, outputs, finished)
 
 st.subheader("Downloads")
-download_buttons(outputs)
+prefix = download_prefix(status.name, job_id)  # `<job name or id>_classes.tif`: no clash between jobs
+download_buttons(outputs, prefix)
 st.subheader("Vector files")
-vector_downloads(outputs["classes.tif"], f"classes-{job_id}")
+vector_downloads(outputs["classes.tif"], f"{prefix}_classes")

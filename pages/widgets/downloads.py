@@ -23,13 +23,14 @@ DOWNLOADS = (
 )
 
 
-def download_buttons(outputs: dict[str, Path]) -> None:
+def download_buttons(outputs: dict[str, Path], prefix: str) -> None:
+    """A button for each output, its file named `<prefix>_<output>`."""
     columns = st.columns(4)
     for index, (name, label, mime) in enumerate(d for d in DOWNLOADS if d[0] in outputs):
         path = outputs[name]
         data = path.read_bytes() if path.stat().st_size <= INLINE_DOWNLOAD_MAX_BYTES else path.read_bytes
         columns[index % 4].download_button(
-            label, data, file_name=name, mime=mime, key=f"download-{name}", on_click="ignore"
+            label, data, file_name=f"{prefix}_{name}", mime=mime, key=f"download-{name}", on_click="ignore"
         )
 
 

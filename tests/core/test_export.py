@@ -99,3 +99,12 @@ def test_unwritable_outputs_are_refused(tmp_path):
         check_writable(tmp_path / "file" / "out")
     with pytest.raises(OutputError, match="Cannot write outputs"):
         check_writable(__import__("pathlib").Path("/proc/terraseg-out"))
+
+
+def test_a_downloads_prefix_is_the_jobs_name_made_safe_or_its_id():
+    from core.export import download_prefix
+
+    assert download_prefix("Ljubljana, July clouds", "20261207-101500-a1b2c3") == "Ljubljana-July-clouds"
+    assert download_prefix("../../etc/passwd", "x") == "etc-passwd"
+    assert download_prefix("  ", "20261207-101500-a1b2c3") == "20261207-101500-a1b2c3"
+    assert len(download_prefix("a" * 200, "x")) == 60

@@ -457,10 +457,11 @@ def test_the_results_page_shows_map_legend_areas_and_downloads_the_real_files(
         "stats.json",
         "run.json",
     ):
-        assert downloads[name] == outputs[name].read_bytes(), name
-    with rasterio.open(io.BytesIO(downloads["classes.tif"])) as cog:
+        # `<job name or id>_<output>`: two jobs' files do not collide in a downloads folder
+        assert downloads[f"{job_id}_{name}"] == outputs[name].read_bytes(), name
+    with rasterio.open(io.BytesIO(downloads[f"{job_id}_classes.tif"])) as cog:
         assert cog.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
-    csv_lines = downloads["stats.csv"].decode().splitlines()
+    csv_lines = downloads[f"{job_id}_stats.csv"].decode().splitlines()
     assert csv_lines[0] == "value,class,pixels,area_ha,percent" and len(csv_lines) == 1 + len(
         stats["classes"]
     )
@@ -693,12 +694,12 @@ def test_results_give_areas_per_feature_and_the_map_as_a_geopackage_geopandas_op
     at = at.run()
     assert_no_crash(at)
     assert any("polygons in the map's CRS" in t for t in texts(at.caption))
-    (tmp_path / "classes.gpkg").write_bytes(downloads[f"classes-{job_id}.gpkg"])
+    (tmp_path / "classes.gpkg").write_bytes(downloads[f"{job_id}_classes.gpkg"])
     frame = geopandas.read_file(tmp_path / "classes.gpkg")
     assert len(frame) > 0 and set(frame["class"]) <= {c["name"] for c in stats["classes"]}
     assert frame.geometry.area.min() >= 200.0 - 1e-6  # the minimum mapping unit the user set
     assert frame.crs.to_epsg() == 32633  # the job's UTM grid
-    assert f"classes-{job_id}.parquet" in downloads
+    assert f"{job_id}_classes.parquet" in downloads
 
 
 def test_the_map_draws_only_in_draw_mode_goes_to_a_typed_bbox_or_a_place_and_the_trash_clears_the_area(
