@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import secrets
+import shutil
 import tempfile
 import threading
 import time
@@ -290,6 +291,20 @@ class JobStore:
     def outputs_dir(self, job_id: str) -> Path:
         """Where the job's outputs are published."""
         return self.job_dir(job_id) / "outputs"
+
+    def link_outputs(self, source_id: str, job_id: str) -> list[str]:
+        """Publish finished job `source_id`'s outputs as `job_id`'s too (hard links: no copy, no shared deletion;
+        a copy where the file system has none); returns their paths."""
+        target = self.outputs_dir(job_id)
+        staging = target.with_name(".outputs.staging")
+        staging.mkdir()
+        for path in self.outputs_dir(source_id).iterdir():
+            try:
+                os.link(path, staging / path.name)
+            except OSError:
+                shutil.copy2(path, staging / path.name)
+        staging.rename(target)
+        return [str(target / p.name) for p in sorted(target.iterdir())]
 
     def request_cancel(self, job_id: str) -> None:
         """Leave the cancel mark that a running job polls between tiles."""

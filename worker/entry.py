@@ -46,13 +46,18 @@ def job_stages(store: JobStore, status: JobStatus, settings: Settings, rq_job: J
     """A job's stages: map the area (or reuse what an earlier attempt published), copy to --out, finish. On the
     download queue: fetch its scenes and hand it on to the inference queue."""
     job_id = status.job_id
-    if status.queue == DOWNLOAD_QUEUE:
-        return download_stages(store, status, settings, rq_job)
     outputs_dir = store.outputs_dir(job_id)
-    spec = store.read_spec(job_id)
     published = export.published_outputs(outputs_dir)
-    if published is not None:  # an earlier attempt published them; only its copy to --out failed
+    if published is None and (earlier := finished_twin(store, status)) is not None:
+        # Submitted while its twin still ran (so not answered at submission): the twin's outputs serve it now.
+        published = [Path(p) for p in store.link_outputs(earlier.job_id, job_id)]
+        store.append_log(job_id, "an identical job has finished meanwhile: its outputs are reused, not computed")
+    elif published is not None:  # an earlier attempt published them; only its copy to --out failed
         store.append_log(job_id, "outputs published by an earlier attempt: copying them, not computing again")
+    elif status.queue == DOWNLOAD_QUEUE:
+        return download_stages(store, status, settings, rq_job)
+    spec = store.read_spec(job_id)
+    if published is not None:
         warnings = report.read_stats(outputs_dir / "stats.json").warnings
     else:
         result = run_job(
@@ -77,6 +82,14 @@ def job_stages(store: JobStore, status: JobStatus, settings: Settings, rq_job: J
     if warnings:  # an empty or nearly empty map still finishes, but says so
         message += ". Warning: " + " ".join(warnings)
     return end(store, status, "finished", message, outputs=outputs)
+
+
+def finished_twin(store: JobStore, status: JobStatus) -> JobStatus | None:
+    """Another finished job of the same request whose outputs are on disk, or None."""
+    if not status.spec_hash:
+        return None
+    twin = store.find_finished(status.spec_hash)
+    return twin if twin is not None and twin.job_id != status.job_id else None
 
 
 def download_stages(store: JobStore, status: JobStatus, settings: Settings, rq_job: Job | None) -> str:

@@ -132,7 +132,8 @@ def search_scenes(
     A source that fails (missing folder, no scenes) is logged and the next one is tried; if all fail, the
     error says what each one answered.
     """
-    answers, unavailable = [], 0
+    answers: list[str] = []
+    unavailable = 0
     fallback: list[Scene] | None = None
 
     def served(scenes: list[Scene]) -> list[Scene]:

@@ -57,6 +57,7 @@ def test_a_queued_job_runs_on_a_worker_and_an_identical_request_is_answered_at_o
     log = client.logs(job_id)
     for line in ("submitted", "started on", "Planning", "Predicting", "Exporting", "finished"):
         assert line in log
+    assert str(client.settings.cache_dir) not in log  # a user reads the log: no server folder in it
     with pytest.raises(JobError, match="has already finished; its outputs are published, nothing to cancel"):
         client.cancel(job_id)
     assert not list(client.store.job_dir(job_id).glob(".outputs.staging*"))
@@ -342,3 +343,21 @@ def test_a_job_cancelled_between_two_attempts_does_not_say_it_never_started():
     assert cancelled_before_start(fresh) == "Cancelled before it started."
     ran_once = JobStatus(job_id="20261129-120000-a1b2c3", state="queued", attempts=1)
     assert "waiting for its next attempt" in cancelled_before_start(ran_once)
+
+
+def test_a_twin_submitted_while_the_first_ran_reuses_its_outputs_when_it_starts(
+    client: JobClient, start_worker, tmp_path: Path
+):
+    """Two identical requests for two --out folders, both queued before any ran: the second is not answered at
+    submission (the first has not finished), so it is when it starts: the outputs are reused, not computed."""
+    spec = sample_spec()
+    first = client.submit(spec, copy_to=tmp_path / "a")
+    second = client.submit(spec, copy_to=tmp_path / "b")
+    assert second != first and client.status(second).state == "queued"
+    start_worker()
+    wait_for(client, first, ("finished",))
+    wait_for(client, second, ("finished",))
+    log = client.logs(second)
+    assert "an identical job has finished meanwhile: its outputs are reused" in log
+    assert "Predicting" not in log  # nothing was computed again
+    assert_same_outputs(tmp_path / "b", client.store.outputs_dir(first))
