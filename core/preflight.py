@@ -12,8 +12,11 @@ from shapely.geometry.base import BaseGeometry
 from core import analysis
 from core.aoi import AOI
 from core.config import Settings
+from core.download import is_remote
 from core.errors import DateRangeError, NoScenesFound
 from core.grid import Grid, grid_for_aoi, project_geometry
+from core.inference import tile_layout
+from core.presto_inputs import PRESTO_BUILDER
 from core.sources import search_scenes
 from core.types import ModelCard, Scene
 
@@ -178,8 +181,6 @@ def estimate_job(
     the worker does. Local scenes (the sample, a folder) need no download; remote sources will report their
     asset sizes through `Scene.extra["download_bytes"]`.
     """
-    from core.download import is_remote
-
     grid = grid_for_aoi(aoi.geometry)
     pixels = grid.width * grid.height
     dates = len({s.date_iso for s in scenes})
@@ -223,9 +224,6 @@ def level_caveats(scenes: list[Scene], *cards: ModelCard | None) -> tuple[str, .
 def pass_s(card: ModelCard, grid: Grid, covered_px: float) -> float:
     """Seconds of one pass of `card` over `grid` on a 2-vCPU worker, per its tiles (see _MODEL_FACTOR);
     `covered_px`: grid pixels with data. A model that maps pixels, not tiles (Presto), costs per grid pixel."""
-    from core.inference import tile_layout
-    from core.presto_inputs import PRESTO_BUILDER
-
     cpu_s = card.cpu_s_per_mpx or 0.0
     if card.builder == PRESTO_BUILDER:
         return grid.width * grid.height / 1e6 * (cpu_s + _PIPELINE_S_PER_MPX)

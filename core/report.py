@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import rasterio
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 import core
@@ -335,10 +336,9 @@ def terraseg_version() -> str:
 
 def software_versions() -> dict[str, str]:
     """The versions a run's outputs depend on, for run.json."""
-    import lightgbm
-    import onnxruntime
-    import rasterio
-    import torch
+    import lightgbm  # the model runtimes: only a run's end pays for them, never the app's pages
+    import onnxruntime  # as lightgbm
+    import torch  # as lightgbm
 
     return {
         "python": platform.python_version(),

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pyogrio.raw
 import rasterio
 import rasterio.features
 import shapely
@@ -90,8 +91,6 @@ def polygonise(classes_path: Path, options: VectorOptions) -> ClassPolygons:
 
 def write_geopackage(polygons: ClassPolygons, path: Path) -> None:
     """One layer 'classes' (value, class, area_m2, Polygon geometry in the map's CRS)."""
-    import pyogrio.raw
-
     pyogrio.raw.write(
         str(path),
         geometry=shapely.to_wkb(np.array(polygons.geometries, dtype=object)),

@@ -1,9 +1,11 @@
 """ukis-csmask: DLR's cloud and cloud-shadow UNets (ONNX, shipped in the ukis-csmask wheel), run by onnxruntime."""
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
+import platform
 from pathlib import Path
 
 import numpy as np
@@ -40,9 +42,6 @@ def onnx_providers(device: str) -> list[str]:
 
 def machine_key() -> str:
     """A short hash of what an optimised CPU graph depends on: onnxruntime's version, the CPU and its flags."""
-    import hashlib
-    import platform
-
     flags = ""
     with contextlib.suppress(OSError):
         flags = next(

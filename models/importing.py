@@ -17,15 +17,16 @@ import torch
 
 from core.errors import ModelError
 from core.types import ModelCard
-from models.weights import sha256_of
+from models.dfc2020 import import_dfc2020
+from models.registry import BUILDERS
+from models.utae import import_utae_checkpoint
+from models.weights import check_state_dict, sha256_of
 
 WEIGHTS_NAME = "weights.pt"
 MODEL_ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
 
 def _import_dfc2020(card: ModelCard, files: list[Path]) -> tuple[dict[str, Any], dict[str, Any]]:
-    from models.dfc2020 import import_dfc2020
-
     pickles = [f for f in files if f.suffix == ".pkl"]
     checkpoints = [f for f in files if f.suffix in (".pth", ".pt", ".tar")]
     if len(pickles) != 1 or len(checkpoints) != 1:
@@ -57,8 +58,6 @@ def _import_dfc2020(card: ModelCard, files: list[Path]) -> tuple[dict[str, Any],
 
 
 def _import_utae(card: ModelCard, files: list[Path]) -> tuple[dict[str, Any], dict[str, Any]]:
-    from models.utae import import_utae_checkpoint
-
     if len(files) != 1:
         raise ModelError(f"{card.id} needs one checkpoint file (model.pth.tar).")
     return import_utae_checkpoint(files[0]), {
@@ -68,9 +67,6 @@ def _import_utae(card: ModelCard, files: list[Path]) -> tuple[dict[str, Any], di
 
 def _import_state_dict(card: ModelCard, files: list[Path]) -> tuple[dict[str, Any], dict[str, Any]]:
     """A state dict saved from TerraSeg's own class (e.g. trained elsewhere), checked against the builder."""
-    from models.registry import BUILDERS
-    from models.weights import check_state_dict
-
     if len(files) != 1:
         raise ModelError(f"{card.id} needs one state-dict file.")
     try:

@@ -27,6 +27,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from core.errors import ModelError
+from models.torch_predictor import resolve_device
+from models.weights import check_state_dict, verify_weights
 
 # Channel groups: each makes one token per step, from the channels listed. The order sets the group's index
 # in the channel embedding table and must not change.
@@ -204,8 +206,6 @@ def load_encoder(path: Path, expected_sha256: str | None = None, model_id: str =
 
     The number of steps it takes follows the file's position table (24 pretrained, 72 WorldCereal).
     """
-    from models.weights import check_state_dict, verify_weights
-
     if expected_sha256 is not None:
         verify_weights(path, expected_sha256, model_id)
     try:
@@ -239,8 +239,6 @@ def embed(
 
     The batch size defaults to the device's (`default_batch_pixels`); a pixel's embedding does not depend on it.
     """
-    from models.torch_predictor import resolve_device
-
     out = np.empty((len(x), EMBEDDING_SIZE), dtype=np.float32)
     device = resolve_device(device) if isinstance(device, str) else device
     batch_size = batch_size or default_batch_pixels(device)

@@ -20,9 +20,11 @@ import numpy as np
 import torch
 
 from core.crop_samples import SampleError, SampleSeries, labels_under
+from core.errors import ModelError
 from core.presto_inputs import PRESTO_BUILDER, normalise
 from core.types import ModelCard
 from models import presto
+from models.weights import verify_weights
 
 MODELS_DIR = Path(__file__).resolve().parent
 LEGENDS_FILE = MODELS_DIR / "legends" / "class_mappings.json"
@@ -112,9 +114,6 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def load_head_model(card: ModelCard, folder: Path) -> PrestoHead:
     """The model of a `presto-head` card whose head weights lie in `folder` (every file sha256-checked)."""
-    from core.errors import ModelError
-    from models.weights import verify_weights
-
     args: dict[str, Any] = dict(card.builder_args)
     encoder_file = WEIGHTS_DIR / str(args.get("encoder", ""))
     encoder = presto.load_encoder(encoder_file, str(args.get("encoder_sha256", "")), card.id)

@@ -18,7 +18,16 @@ from torch import nn
 
 from core.errors import ModelError
 from core.types import ModelCard, Series, StandardNormalisation
+from models import dynamic_world
+from models.bigearthnet import BigEarthNetResNet50
 from models.catalogue import Catalogue
+from models.cloud_unet import build_cloud_unet
+from models.convrnn import ConvRNNSegmenter
+from models.dfc2020 import DeepLabV3Plus, DFCUNet
+from models.folding import fold_batch_norms
+from models.torch_predictor import SeriesTorchPredictor, TagsPredictor, TorchPredictor
+from models.utae import UTAE
+from models.weights import check_state_dict, verify_weights
 
 log = logging.getLogger(__name__)
 
@@ -36,38 +45,26 @@ class LoadOptions:
 
 
 def _build_utae(args: dict[str, Any]) -> nn.Module:
-    from models.utae import UTAE
-
     return UTAE(**args)
 
 
 def _build_convrnn(args: dict[str, Any]) -> nn.Module:
-    from models.convrnn import ConvRNNSegmenter
-
     return ConvRNNSegmenter(**args)
 
 
 def _build_dfc2020_unet(args: dict[str, Any]) -> nn.Module:
-    from models.dfc2020 import DFCUNet
-
     return DFCUNet(**args)
 
 
 def _build_dfc2020_deeplab(args: dict[str, Any]) -> nn.Module:
-    from models.dfc2020 import DeepLabV3Plus
-
     return DeepLabV3Plus(**args)
 
 
 def _build_cloud_unet(args: dict[str, Any]) -> nn.Module:
-    from models.cloud_unet import build_cloud_unet
-
     return build_cloud_unet(**args)
 
 
 def _build_bigearthnet(args: dict[str, Any]) -> nn.Module:
-    from models.bigearthnet import BigEarthNetResNet50
-
     return BigEarthNetResNet50(**args)
 
 
@@ -123,7 +120,12 @@ def load(models: Catalogue, model_id: str, options: LoadOptions) -> LoadedModel:
 def _load_csmask(card: ModelCard, folder: Path, options: LoadOptions) -> LoadedModel:
     """csmask's 6-band variant when the scenes have the SWIR bands, else the 4-band one; the card returned
     names the variant's bands and standardisation."""
-    from models.csmask_model import CSMASK_BANDS_4, CSMASK_BANDS_6, CSMaskPredictor, variant_normalisation
+    from models.csmask_model import (  # onnxruntime and ukis_csmask: csmask cards only
+        CSMASK_BANDS_4,
+        CSMASK_BANDS_6,
+        CSMaskPredictor,
+        variant_normalisation,
+    )
 
     bands = CSMASK_BANDS_6 if set(CSMASK_BANDS_6) <= options.available_bands else CSMASK_BANDS_4
     _require_bands(card.id, bands, options.available_bands)
@@ -141,7 +143,10 @@ def _load_csmask(card: ModelCard, folder: Path, options: LoadOptions) -> LoadedM
 
 
 def _load_s2cloudless(card: ModelCard, folder: Path, options: LoadOptions) -> LoadedModel:
-    from models.s2cloudless_model import WEIGHTS_FILE, S2CloudlessPredictor
+    from models.s2cloudless_model import (  # lightgbm, sklearn (1 s): s2cloudless cards only
+        WEIGHTS_FILE,
+        S2CloudlessPredictor,
+    )
 
     _require_bands(card.id, card.bands, options.available_bands)
     s2c = S2CloudlessPredictor(card.weights_sha256[WEIGHTS_FILE.name], threads=options.threads)
@@ -160,8 +165,6 @@ def _load_s2cloudless(card: ModelCard, folder: Path, options: LoadOptions) -> Lo
 def for_inference(net: nn.Module, card: ModelCard) -> nn.Module:
     """The loaded network in eval mode, its batch norms folded when the card says so (the registry owns it: no
     one trains this copy)."""
-    from models.folding import fold_batch_norms
-
     net.eval()
     if card.inference.fold_batch_norms:
         folded = fold_batch_norms(net)
@@ -175,9 +178,6 @@ def tuning(card: ModelCard, options: LoadOptions) -> dict[str, bool]:
 
 
 def _load_dynamic_world(card: ModelCard, folder: Path, options: LoadOptions) -> LoadedModel:
-    from models import dynamic_world
-    from models.torch_predictor import TorchPredictor
-
     _require_bands(card.id, card.bands, options.available_bands)
     weights = folder / card.weights[0]  # Google's converted weights, or a copy with a head trained here
     network, sha256 = dynamic_world.load_network(card.weights_sha256[weights.name], weights, card.n_classes)
@@ -190,9 +190,6 @@ def _load_dynamic_world(card: ModelCard, folder: Path, options: LoadOptions) -> 
 
 def _load_built(card: ModelCard, folder: Path, options: LoadOptions) -> LoadedModel:
     """A PyTorch model from its card's builder and the weights file next to the card (sha256 and keys checked)."""
-    from models.torch_predictor import SeriesTorchPredictor, TagsPredictor, TorchPredictor
-    from models.weights import check_state_dict, verify_weights
-
     if len(card.weights) != 1:
         raise ModelError(f"Model {card.id}: its card must name exactly one weights file.")
     build, calling = BUILDERS[card.builder]

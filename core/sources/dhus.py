@@ -30,6 +30,8 @@ from shapely.geometry.base import BaseGeometry
 
 from core.config import MirrorAccount, Settings, dhus_credentials
 from core.errors import NoScenesFound, SourceError, SourceUnavailable
+from core.sources.safe import read_s2_safe
+from core.sources.sentinel1 import read_s1_safe
 from core.transfer import (
     BytesProgress,
     Expected,
@@ -117,7 +119,7 @@ class DhusSource:
         return self.settings.download_slots
 
     def _api(self) -> Any:
-        from sentinelsat import SentinelAPI
+        from sentinelsat import SentinelAPI  # sentinelsat: DHuS jobs only
 
         user, password = dhus_credentials(self.settings, self.url) or (None, None)
         return SentinelAPI(
@@ -126,7 +128,11 @@ class DhusSource:
 
     def _translate(self, err: Exception) -> Exception:
         """sentinelsat's and requests' errors -> SourceError (the user can act) or SourceUnavailable (retry)."""
-        from sentinelsat.exceptions import InvalidKeyError, ServerError, UnauthorizedError
+        from sentinelsat.exceptions import (  # sentinelsat: DHuS jobs only
+            InvalidKeyError,
+            ServerError,
+            UnauthorizedError,
+        )
 
         status = getattr(getattr(err, "response", None), "status_code", None)
         if isinstance(err, UnauthorizedError) or status in (401, 403):
@@ -155,7 +161,7 @@ class DhusSource:
         max_cloud_pct: float | None = None,
     ) -> list[Scene]:
         """Sentinel-2 L1C/L2A or Sentinel-1 GRD products over `aoi` between `start` and `end`, oldest first."""
-        from sentinelsat.exceptions import SentinelAPIError
+        from sentinelsat.exceptions import SentinelAPIError  # sentinelsat: DHuS jobs only
 
         keywords: dict[str, Any] = (
             {"platformname": "Sentinel-1", "producttype": "GRD"}
@@ -193,7 +199,7 @@ class DhusSource:
         should_stop: Callable[[], bool] | None = None,
     ) -> Scene:
         """Download the scene's product (waiting for the archive if needed), verify it, and read it as a Scene."""
-        from sentinelsat.exceptions import SentinelAPIError
+        from sentinelsat.exceptions import SentinelAPIError  # sentinelsat: DHuS jobs only
 
         uuid = scene.extra["uuid"]
         dest = self.product_path(scene, cache_dir)
@@ -226,7 +232,7 @@ class DhusSource:
         self, api: Any, uuid: str, name: str, status: StatusFn | None, should_stop: Callable[[], bool] | None
     ) -> None:
         """Trigger retrieval from the long-term archive and poll until online; SourceError after the time limit."""
-        from sentinelsat.exceptions import LTAError
+        from sentinelsat.exceptions import LTAError  # sentinelsat: DHuS jobs only
 
         started, interval_s, polls = time.monotonic(), self.settings.lta_poll_s, 0
         try:
@@ -255,12 +261,5 @@ class DhusSource:
             interval_s = min(interval_s * 2, MAX_LTA_POLL_S)
 
     def _read(self, path: Path, scene: Scene) -> Scene:
-        if scene.sensor == "S1":
-            from core.sources.sentinel1 import read_s1_safe
-
-            fetched = read_s1_safe(path, self.name)
-        else:
-            from core.sources.safe import read_s2_safe
-
-            fetched = read_s2_safe(path, self.name)
+        fetched = read_s1_safe(path, self.name) if scene.sensor == "S1" else read_s2_safe(path, self.name)
         return dataclasses.replace(fetched, extra={**scene.extra, **fetched.extra, "product": str(path)})

@@ -35,7 +35,9 @@ import shapely
 from rasterio.control import GroundControlPoint
 from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
+from rasterio.transform import rowcol
 from rasterio.warp import reproject
+from rasterio.warp import transform as transform_points
 from rasterio.windows import Window
 from shapely.geometry import Polygon
 from shapely.geometry.base import BaseGeometry
@@ -270,9 +272,6 @@ def _read_xml(scene: Scene, relative: str) -> bytes:
 
 def radar_window(geolocation: GeolocationGrid, grid: Grid) -> Window:
     """The measurement window (line, pixel) covering the grid's footprint, plus a margin, clipped to the image."""
-    from rasterio.transform import rowcol
-    from rasterio.warp import transform as transform_points
-
     left, top = grid.transform @ (0, 0)
     right, bottom = grid.transform @ (grid.width, grid.height)
     xs = np.linspace(left, right, 9)

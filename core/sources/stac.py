@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
+import requests
 from shapely.geometry import mapping, shape
 from shapely.geometry.base import BaseGeometry
 
@@ -163,7 +164,6 @@ class StacSource(NoProducts):
         """
         if self.sign_url is None:
             return items
-        import requests
 
         tokens: dict[str, str] = {}
         for item in items:
@@ -198,11 +198,11 @@ class StacSource(NoProducts):
         """
         if sensor != "S2":
             raise SourceError(f"{self.name}: only Sentinel-2 is searched in STAC catalogues so far.")
-        import pystac_client
-        from pystac.errors import STACError, STACTypeError
-        from pystac_client.conformance import ConformanceClasses
-        from pystac_client.errors import ClientTypeError
-        from pystac_client.exceptions import APIError
+        import pystac_client  # pystac_client: STAC searches only
+        from pystac.errors import STACError, STACTypeError  # pystac_client: STAC searches only
+        from pystac_client.conformance import ConformanceClasses  # pystac_client: STAC searches only
+        from pystac_client.errors import ClientTypeError  # pystac_client: STAC searches only
+        from pystac_client.exceptions import APIError  # pystac_client: STAC searches only
 
         try:
             client = pystac_client.Client.open(self.url, timeout=30)

@@ -13,6 +13,7 @@ from folium.plugins import Draw
 from core.aoi import AOI, MAX_AOI_FILE_BYTES, parse_aoi_upload, parse_bbox, read_aoi, validate_aoi
 from core.config import Settings
 from core.errors import AppError
+from core.places import find_places
 
 SAMPLE_CENTER = (45.8705, 14.5579)  # the embedded sample, near Ljubljana
 AOI_MODES = ("Draw on the map", "Upload a file", "Type a bbox")
@@ -67,8 +68,6 @@ def aoi_map(aoi: AOI | None, drawing: bool, go_to: tuple[tuple[float, float], in
 
 def place_search() -> tuple[tuple[float, float], int] | None:
     """'Go to a place': a city name to the map's centre, from the offline gazetteer."""
-    from core.places import find_places
-
     query = st.text_input("Go to a place", placeholder="a city, e.g. Ljubljana")
     if not query.strip():
         return None

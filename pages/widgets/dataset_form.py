@@ -6,10 +6,18 @@ from pathlib import Path
 import streamlit as st
 
 from core.config import Settings
+from core.datasets import FORMATS
 from core.errors import AppError
-from models.catalogue import Catalogue, check_trainable
+from core.sources import check_local_roots
+from models.catalogue import SEED_BUILDERS, Catalogue, check_trainable
 from pages.widgets.sign_in import account
 from pages.widgets.training_check import MODE_LABELS, MODES, checked, start_button
+from worker.pipelines.training import (
+    DatasetPreflight,
+    DatasetTrainRequest,
+    preflight_dataset,
+    queue_training,
+)
 
 
 def dataset_bases(cards: Catalogue) -> list[str]:
@@ -29,16 +37,6 @@ def dataset_bases(cards: Catalogue) -> list[str]:
 def dataset_form(settings: Settings, cards: Catalogue, admin_dir: Path) -> None:
     """A run on a patch dataset in its published layout, in a folder the operator allows: base, format, folder,
     mode, new id, epochs; Check shows the patches, the split and the labels per class, Start queues the run."""
-    from core.datasets import FORMATS
-    from core.sources import check_local_roots
-    from models.catalogue import SEED_BUILDERS
-    from worker.pipelines.training import (
-        DatasetPreflight,
-        DatasetTrainRequest,
-        preflight_dataset,
-        queue_training,
-    )
-
     bases = dataset_bases(cards)
     base = st.selectbox("Base model", bases, key="dataset-base")
     is_seed = cards.get(base).builder in SEED_BUILDERS

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import streamlit as st
+from PIL import Image
 
 from core.accounts import Account
 from core.errors import AppError
@@ -27,8 +28,6 @@ STATE_ICONS = {
 @st.cache_data(max_entries=500, show_spinner=False)
 def thumbnail(path: str, mtime_ns: int) -> bytes:
     """A small PNG of a job's preview (cached by file and time: the list redraws every REFRESH_S)."""
-    from PIL import Image
-
     with Image.open(path) as image:
         image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
         out = io.BytesIO()

@@ -12,6 +12,7 @@ from core.presto_inputs import PRESTO_BUILDER
 from models.catalogue import Catalogue
 from pages.widgets.sign_in import account
 from pages.widgets.training_check import checked, start_button
+from worker.pipelines.training import SamplesTrainRequest, check_samples_request, queue_training
 
 SAMPLE_SUFFIXES = (".parquet", ".geoparquet")
 
@@ -44,8 +45,7 @@ def sample_tables(admin_dir: Path) -> tuple[Path, ...] | None:
 def samples_form(settings: Settings, cards: Catalogue, admin_dir: Path) -> None:
     """A crop head from WorldCereal sample tables: base, tables, legend, rare-class threshold, new id, epochs;
     Check shows the samples per class of the new head, Start queues the run."""
-    from models.presto_heads import worldcereal_legends
-    from worker.pipelines.training import SamplesTrainRequest, check_samples_request, queue_training
+    from models.presto_heads import worldcereal_legends  # torch: loaded when Admin draws this, not at start
 
     bases = crop_bases(cards)
     if not bases:

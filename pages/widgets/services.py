@@ -26,7 +26,7 @@ def training_client() -> TrainingClient:
 
 def app_source(name: str, settings: Settings) -> None:
     """What the web app accepts as a source: the operator's limits first (nothing is read before), then syntax."""
-    from core.sources import check_app_source, parse_source
+    from core.sources import check_app_source, parse_source  # rasterio: kept off the sign-in screen
 
     check_app_source(name, settings)
     parse_source(name, settings)

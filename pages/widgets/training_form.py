@@ -15,6 +15,7 @@ from pages.widgets.services import app_source
 from pages.widgets.sign_in import account
 from pages.widgets.training_check import MODE_LABELS, MODES, checked, start_button
 from pages.widgets.training_labels import labels_ui
+from worker.pipelines.training import TrainRequest, parse_class_pairs, preflight_training, queue_training
 
 SAMPLE_DATES = (date(2015, 7, 1), date(2015, 9, 30))
 
@@ -33,8 +34,6 @@ def trainable_bases(cards: Catalogue) -> list[str]:
 
 def training_form(settings: Settings, cards: Catalogue, admin_dir: Path) -> None:
     """Base, labels, class field, area, dates, sources, new id, epochs; Check shows the pre-flight, Start queues."""
-    from worker.pipelines.training import TrainRequest, parse_class_pairs, preflight_training, queue_training
-
     bases = trainable_bases(cards)
     if not bases:
         st.info("No installed model can get a new head yet (head training reads Dynamic World's features).")

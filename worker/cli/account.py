@@ -1,8 +1,10 @@
 """`terraseg account` and `terraseg admin-password`: web-app accounts, their passwords only as argon2 hashes."""
 
 import argparse
+import getpass
 import sys
 
+from core.accounts import account_table, hash_password
 from core.errors import AppError
 
 
@@ -21,8 +23,6 @@ def add_account_parsers(verbs: "argparse._SubParsersAction[argparse.ArgumentPars
 
 def read_new_password(prompt: str) -> str:
     """A new password: asked twice on a terminal, one line on a pipe."""
-    import getpass
-
     if sys.stdin.isatty():
         password = getpass.getpass(prompt)
         if getpass.getpass("Again: ") != password:
@@ -33,8 +33,6 @@ def read_new_password(prompt: str) -> str:
 
 def command_admin_password() -> int:
     """Print only the argon2 hash of a new password for the account "admin" (the older form of an account)."""
-    from core.accounts import hash_password
-
     print(hash_password(read_new_password("New admin password: ")))
     print(
         "Set it as TERRASEG_ADMIN_PASSWORD_HASH (or admin_password_hash in .streamlit/secrets.toml); the app's "
@@ -46,8 +44,6 @@ def command_admin_password() -> int:
 
 def command_account(name: str, admin: bool) -> int:
     """Print the `[accounts.NAME]` table of a new web-app account (its password only as an argon2 hash)."""
-    from core.accounts import account_table
-
     print(account_table(name, read_new_password(f"Password for {name}: "), admin), end="")
     print(
         "Add it to .streamlit/secrets.toml (or TERRASEG_ACCOUNTS_FILE); the app reads it on the next page load.",

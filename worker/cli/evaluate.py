@@ -1,7 +1,9 @@
 """`terraseg evaluate`: score a model against labels over imagery, sample tables or a patch dataset."""
 
 import argparse
+import csv
 import json
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -47,10 +49,11 @@ def add_evaluate_parser(verbs: "argparse._SubParsersAction[argparse.ArgumentPars
 
 def command_evaluate(args: argparse.Namespace, settings: Settings) -> int:
     """Map the area with the model and print its scores against the labels (a table, or JSON)."""
-    import csv
-    import tempfile
-
-    from worker.pipelines.training import EvaluateRequest, evaluate_model, parse_class_pairs
+    from worker.pipelines.training import (  # scipy, PIL: not in the light verbs
+        EvaluateRequest,
+        evaluate_model,
+        parse_class_pairs,
+    )
 
     if args.samples:
         return command_evaluate_samples(args, settings)
@@ -89,9 +92,7 @@ def command_evaluate(args: argparse.Namespace, settings: Settings) -> int:
 
 def command_evaluate_samples(args: argparse.Namespace, settings: Settings) -> int:
     """Score a Presto crop model on a samples parquet; print the scores, write the per-sample CSV."""
-    import csv
-
-    from worker.pipelines.training import evaluate_samples
+    from worker.pipelines.training import evaluate_samples  # scipy, PIL: not in the light verbs
 
     evaluation = evaluate_samples(args.model, args.samples, settings)
     metrics = evaluation.metrics
@@ -113,10 +114,11 @@ def command_evaluate_samples(args: argparse.Namespace, settings: Settings) -> in
 
 def command_evaluate_dataset(args: argparse.Namespace, settings: Settings) -> int:
     """Score a model on a patch dataset; print the scores, write one CSV row per patch."""
-    import csv
-
-    from core.training import MultiLabelMetrics
-    from worker.pipelines.training import evaluate_dataset, parse_class_pairs
+    from core.training import MultiLabelMetrics  # scipy, PIL: not in the light verbs
+    from worker.pipelines.training import (  # scipy, PIL: not in the light verbs
+        evaluate_dataset,
+        parse_class_pairs,
+    )
 
     evaluation = evaluate_dataset(
         args.model,

@@ -4,7 +4,7 @@ import argparse
 from pathlib import Path
 
 from core.config import Settings
-from models.catalogue import catalogue
+from models.catalogue import catalogue, read_card
 
 
 def add_import_parser(verbs: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -18,8 +18,7 @@ def add_import_parser(verbs: "argparse._SubParsersAction[argparse.ArgumentParser
 
 def command_import(args: argparse.Namespace, settings: Settings) -> int:
     """Check and install weights; prints the new model id as the last stdout line."""
-    from models.catalogue import read_card
-    from models.importing import import_weights
+    from models.importing import import_weights  # torch: not in the light verbs
 
     cards = catalogue(settings.cache_dir)
     card_path = import_weights(

@@ -6,10 +6,11 @@ import socket
 from typing import TYPE_CHECKING
 
 from core.config import Settings
+from worker.queue.client import ChunkClient, JobClient, TrainingClient
+from worker.queue.service import QUEUES, serve
 
 if TYPE_CHECKING:
     from core.jobstore import JobStatus
-    from worker.queue.client import JobClient
 
 JOB_VERBS = ("worker", "status", "jobs", "cancel", "logs", "retry", "delete", "recover", "health")
 
@@ -57,16 +58,12 @@ def format_status(status: "JobStatus") -> str:
 
 def command_jobs(args: argparse.Namespace, settings: Settings) -> int:
     """The job verbs: status, jobs, cancel, logs, retry, delete, recover, worker."""
-    from worker.queue.client import ChunkClient, JobClient, TrainingClient
-
     client = JobClient(settings)
     runs = TrainingClient(settings)
     job_id = getattr(args, "job_id", None)
     if job_id is not None and not client.store.exists(job_id) and runs.store.exists(job_id):
         client = runs  # a training run's id: the same verbs work on it
     if args.verb == "worker":
-        from worker.queue.service import QUEUES, serve
-
         return serve(settings, args.queues or QUEUES, burst=args.burst, fork=args.fork)
     if args.verb == "status":
         status = client.status(args.job_id)

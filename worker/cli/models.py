@@ -4,6 +4,7 @@ import argparse
 
 from core.config import Settings
 from core.errors import ModelError
+from models import versions
 from models.catalogue import catalogue
 
 
@@ -37,8 +38,6 @@ def command_models(args: argparse.Namespace, settings: Settings) -> int:
 
 def command_versions(args: argparse.Namespace, settings: Settings) -> int:
     """`terraseg models versions|promote|rollback`: one line per version after the change."""
-    from models import versions
-
     cards = catalogue(settings.cache_dir)
     if args.model not in cards.versions:
         cards.get(args.model)  # an unknown id: the error lists the known ones

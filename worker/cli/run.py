@@ -10,6 +10,7 @@ from core.jobs import JobRequest, build_spec
 from core.sources import parse_source
 from models.catalogue import catalogue
 from worker.cli.options import AOI_HELP, add_area_options, print_progress
+from worker.queue.client import JobClient
 
 
 def add_run_parser(verbs: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -56,8 +57,7 @@ def command_run(args: argparse.Namespace, settings: Settings) -> int:
     except InvalidPolygon as err:
         raise InvalidPolygon(f"{err} Or add --fix-aoi to repair it automatically.") from None
     if args.queue:
-        from core.export import check_writable
-        from worker.queue.client import JobClient
+        from core.export import check_writable  # PIL: not in the light verbs
 
         check_writable(args.out.resolve())
         client = JobClient(settings)
@@ -66,9 +66,7 @@ def command_run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"terraseg: job {job_id} {status.state}: {status.message}", file=sys.stderr)
         print(job_id)
         return 0
-    from worker.pipelines.map_job import (
-        run_job,  # PyTorch and GDAL's stages load after the request is checked: 2.5 s
-    )
+    from worker.pipelines.map_job import run_job  # torch, GDAL stages (2.5 s): after the request is checked
 
     result = run_job(spec, args.out.resolve(), settings, progress=print_progress)
     for path in result.outputs:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from core.config import Settings
 from core.errors import AppError
+from models.catalogue import SEED_BUILDERS, catalogue
 from worker.cli.options import (
     absent_area_options,
     add_area_options,
@@ -14,6 +15,7 @@ from worker.cli.options import (
     add_label_options,
     print_progress,
 )
+from worker.queue.client import TrainingClient
 
 if TYPE_CHECKING:
     from worker.pipelines.training import DatasetTrainRequest, SamplesTrainRequest, TrainRequest, TrainResult
@@ -72,9 +74,12 @@ def add_train_parser(verbs: "argparse._SubParsersAction[argparse.ArgumentParser]
 
 def command_train(args: argparse.Namespace, settings: Settings) -> int:
     """Train and install a model; metrics on stderr, the new model id as the last stdout line."""
-    from models.catalogue import SEED_BUILDERS, catalogue
-    from models.importing import check_model_id
-    from worker.pipelines.training import TrainRequest, parse_class_pairs, train_model
+    from models.importing import check_model_id  # torch: not in the light verbs
+    from worker.pipelines.training import (  # scipy, PIL: not in the light verbs
+        TrainRequest,
+        parse_class_pairs,
+        train_model,
+    )
 
     check_model_id(args.new_id)
     is_seed = catalogue(settings.cache_dir).get(args.base).builder in SEED_BUILDERS
@@ -83,7 +88,10 @@ def command_train(args: argparse.Namespace, settings: Settings) -> int:
         return command_train_samples(args, settings)
     epochs = 200 if args.epochs is None else args.epochs
     if args.dataset:
-        from worker.pipelines.training import DatasetTrainRequest, train_from_dataset
+        from worker.pipelines.training import (  # scipy, PIL: not in the light verbs
+            DatasetTrainRequest,
+            train_from_dataset,
+        )
 
         if args.epochs is None and is_seed:
             epochs = 30  # a network trained whole stops early long before 200
@@ -131,8 +139,7 @@ def command_train(args: argparse.Namespace, settings: Settings) -> int:
 
 def queue_run(request: "TrainRequest | SamplesTrainRequest | DatasetTrainRequest", settings: Settings) -> int:
     """`train --queue`: check the request, queue it, print the run's id last."""
-    from worker.pipelines.training import queue_training
-    from worker.queue.client import TrainingClient
+    from worker.pipelines.training import queue_training  # scipy, PIL: not in the light verbs
 
     run_id = queue_training(request, settings)
     status = TrainingClient(settings).status(run_id)
@@ -143,7 +150,10 @@ def queue_run(request: "TrainRequest | SamplesTrainRequest | DatasetTrainRequest
 
 def command_train_samples(args: argparse.Namespace, settings: Settings) -> int:
     """`terraseg train --samples`: a new head on a Presto crop model's encoder."""
-    from worker.pipelines.training import SamplesTrainRequest, train_from_samples
+    from worker.pipelines.training import (  # scipy, PIL: not in the light verbs
+        SamplesTrainRequest,
+        train_from_samples,
+    )
 
     epochs = 100 if args.epochs is None else args.epochs
     if epochs < 1 or args.min_samples < 1:
@@ -164,7 +174,7 @@ def command_train_samples(args: argparse.Namespace, settings: Settings) -> int:
 
 def report_training(args: argparse.Namespace, result: "TrainResult", unit: str = "pixels") -> int:
     """Warnings, counts and scores on stderr; the new model id as the last stdout line."""
-    from core.training import MultiLabelMetrics
+    from core.training import MultiLabelMetrics  # scipy, PIL: not in the light verbs
 
     for warning in result.warnings:
         print(f"terraseg: warning: {warning}", file=sys.stderr)

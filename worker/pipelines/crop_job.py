@@ -18,7 +18,7 @@ import rasterio
 from pyproj import Transformer
 from rasterio.features import rasterize
 
-from core import export, report
+from core import analysis, export, report
 from core.blocks import BlockStore
 from core.composites import (
     S1_CHANNELS,
@@ -32,17 +32,21 @@ from core.composites import (
     season_start,
 )
 from core.config import Settings
+from core.download import fetch_scenes
 from core.errors import AppError
 from core.grid import Grid
+from core.inference import context_area, tile_layout
 from core.jobs import JobArea, JobSpec
 from core.jobstore import utc_now
 from core.monthly_cube import ready_cube
+from core.preflight import find_radar_scenes, find_scenes
 from core.presto_inputs import CHANNELS, normalise
-from core.progress import RunContext
+from core.progress import RunContext, TilingOptions
 from core.types import ModelCard
 from models import presto
 from models.catalogue import Catalogue
 from models.presto_heads import PrestoHead, load_head_model
+from models.registry import LoadOptions, load
 
 log = logging.getLogger(__name__)
 STRIP_ROWS = 32  # grid rows read, embedded and written at once: ~40 MB of inputs on a 1,000-pixel-wide grid
@@ -322,13 +326,6 @@ def scene_composites(
 ) -> SceneComposites:
     """Search the season's Sentinel-2 L2A scenes, fetch what the composites and the cloud model read, run the
     cloud model on every date (on the job grid, resumable), and return the season's composites of them."""
-    from core import analysis
-    from core.download import fetch_scenes
-    from core.inference import context_area, tile_layout
-    from core.preflight import find_radar_scenes, find_scenes
-    from core.progress import TilingOptions
-    from models.registry import LoadOptions, load
-
     months = season_months(spec.end)
     first_day = season_start(spec.start, spec.end)
     with run.stage("search"):

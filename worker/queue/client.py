@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
+from urllib.parse import urlsplit
 
 import redis
 from rq import Queue, Retry, Worker
@@ -33,6 +34,8 @@ from core.diskspace import DiskFull, format_mb, free_mb, is_no_space
 from core.errors import AppError, SpecError
 from core.jobs import ChunkSpec, JobSpec, TrainingSpec
 from core.jobstore import JobInfo, JobStatus, JobStore, UnknownJob, file_lock, new_job_id, utc_now
+from core.presto_inputs import PRESTO_BUILDER
+from models.catalogue import catalogue
 
 log = logging.getLogger(__name__)
 
@@ -107,8 +110,7 @@ def rq_id(job_id: str, queue: str) -> str:
 
 def first_queue(spec: JobSpec, builder: str) -> str:
     """Where a job starts: `download` when its sources are remote, else `inference` (see the module docstring)."""
-    from core.presto_inputs import PRESTO_BUILDER
-    from core.sources import is_remote_source
+    from core.sources import is_remote_source  # rasterio, requests: kept off the app's sign-in screen
 
     remote = any(is_remote_source(name) for name in spec.sources)
     return DOWNLOAD_QUEUE if remote and builder != PRESTO_BUILDER else JOB_QUEUE
@@ -121,8 +123,6 @@ def job_queue(name: str, connection: redis.Redis) -> Queue:
 
 def redacted(url: str) -> str:
     """A Redis URL without its password, for messages and logs."""
-    from urllib.parse import urlsplit
-
     parts = urlsplit(url)
     if parts.password is None:
         return url
@@ -168,8 +168,6 @@ class JobClient:
         new job of `owner`'s); an identical queued or running one of the same owner (with the same `copy_to`) is
         the answer itself: its id is returned. `owner`: the web app account (None: the command line); `name`:
         what the owner calls the job."""
-        from models.catalogue import catalogue
-
         card = catalogue(self.settings.cache_dir).get(spec.model_id)
         spec_hash = spec.spec_hash(card.version)
         job_id = new_job_id()

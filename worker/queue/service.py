@@ -23,13 +23,20 @@ import time
 from collections.abc import Sequence
 from typing import cast
 
+import rasterio
 import redis
+from rasterio.windows import Window
 from redis.client import Pipeline
 from rq import Queue, SimpleWorker, Worker, worker_registration
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
+from core.aoi import read_aoi
 from core.config import Settings
+from core.errors import AppError
+from core.grid import grid_for_aoi
+from core.sources import SAMPLE_DIR
+from models.weights import sha256_of
 from worker.queue.client import QUEUES, ChunkClient, JobClient, SafeJob, TrainingClient, redacted
 
 log = logging.getLogger(__name__)
@@ -135,23 +142,15 @@ def warm_up() -> None:
     """Do once in the worker what every job would otherwise pay for again in its fresh work horse: GDAL's
     driver registration and PROJ's database (a few hundred ms together), by reading the embedded sample, and
     the sha256 of the cloud model's weights (0.1 s a job)."""
-    import rasterio
-    from rasterio.windows import Window
-
-    from core.grid import grid_for_aoi
-    from core.sources import SAMPLE_DIR
-
     try:
         with rasterio.open(next(SAMPLE_DIR.glob("*.tif"))) as dataset:
             dataset.read(1, window=Window(0, 0, 1, 1))
-        from core.aoi import read_aoi
 
         geometries, _ = read_aoi(SAMPLE_DIR / "aoi.geojson")
         grid_for_aoi(geometries[0])
         # Every job that is not a plain cloud job runs the csmask cloud model too; hash its files once here
         # (the sums are remembered, and forked work horses inherit them).
-        from models.csmask_model import PACKAGE_DIR
-        from models.weights import sha256_of
+        from models.csmask_model import PACKAGE_DIR  # onnxruntime: not in the CLI's light verbs
 
         for onnx_file in PACKAGE_DIR.glob("*.onnx"):
             sha256_of(onnx_file)
@@ -192,8 +191,6 @@ def serve(
     gc.freeze()
     unknown = [q for q in queues if q not in QUEUES]
     if unknown:
-        from core.errors import AppError
-
         raise AppError(f"Unknown queue(s) {', '.join(unknown)}; the queues are {', '.join(QUEUES)}.")
     clients = (JobClient(settings), TrainingClient(settings), ChunkClient(settings))
     stop = threading.Event()
