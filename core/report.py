@@ -9,8 +9,9 @@ import dataclasses
 import io
 import platform
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import numpy as np
 import rasterio
@@ -253,13 +254,22 @@ def build_stats(
     )
 
 
+def public_source(source: str) -> str:
+    """A source as a record a user downloads names it: a folder or a file by its own name (`local:scenes`),
+    never the server's path; catalogues and mirrors by their preset name or URL, as given."""
+    kind, separator, rest = source.partition(":")
+    if separator and kind in ("local", "cube"):
+        return f"{kind}:{PurePosixPath(rest.rstrip('/')).name}"
+    return source
+
+
 def _input_record(scene: Scene, bands: tuple[str, ...]) -> InputRecord:
     return InputRecord(
         id=scene.id,
-        source=scene.source,
+        source=public_source(scene.source),
         date=scene.date_iso,
         acquired=scene.acquired.isoformat(),
-        path=scene.path,
+        path=PurePosixPath(urlsplit(scene.path).path).name or scene.path,  # the file, not the server's folders
         processing_level=scene.processing_level,
         processing_baseline=scene.processing_baseline,
         cloud_cover_pct=scene.cloud_cover_pct,
@@ -296,7 +306,7 @@ def build_run_record(
     return RunRecord(
         terraseg_version=terraseg_version(),
         finished_at=utc_now(),
-        spec=spec.model_dump(mode="json"),
+        spec=spec.model_dump(mode="json") | {"sources": [public_source(s) for s in spec.sources]},
         spec_hash=spec.spec_hash(card.version),
         aoi=AOIRecord(geometry=area.aoi.to_geojson(), area_km2=round(area.aoi.area_km2, 6)),
         grid=area.grid.to_dict(),

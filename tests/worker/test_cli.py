@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -149,6 +150,9 @@ def test_run_record_names_inputs_model_weights_and_timings(sample_run):
     assert len(record["model"]["weights_sha256"]) == 64
     assert set(record["timings_s"]) >= {"plan", "search", "load_model", "predict", "export"}
     assert record["grid"]["crs"] == "EPSG:32633" and len(record["spec_hash"]) == 64
+    # A file a user downloads names inputs by their files and sources, never by the server's folders.
+    assert record["inputs"][0]["path"] == "S2_L1C_20150711T100008_slovenia.tif"
+    assert not re.search(r'"/[\w.-]+/', (out / "run.json").read_text())
 
 
 def test_the_preview_is_a_png_with_the_map_and_a_legend(sample_run):

@@ -13,7 +13,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -246,15 +245,8 @@ class JobClient:
         from core.export import copy_outputs  # rasterio and PIL: kept out of the CLI's light verbs
 
         self.store.create(job_id, spec, info.model_copy(update={"reused_from": previous.job_id}))
+        outputs = self.store.link_outputs(previous.job_id, job_id)
         target = self.store.outputs_dir(job_id)
-        staging = target.with_name(".outputs.staging")
-        staging.mkdir()
-        for path in self.store.outputs_dir(previous.job_id).iterdir():
-            try:
-                os.link(path, staging / path.name)
-            except OSError:
-                shutil.copy2(path, staging / path.name)
-        staging.rename(target)
         if info.copy_to:
             copy_outputs(target, Path(info.copy_to))
         # Another user's job is not named to this one: its id would let them ask for it.
@@ -272,7 +264,7 @@ class JobClient:
             message=message,
             started_at=utc_now(),
             ended_at=utc_now(),
-            outputs=[str(target / p.name) for p in sorted(target.iterdir())],
+            outputs=outputs,
             reused_from=previous.job_id if own else "",  # "": reused, from a job not this owner's
         )
         self.store.append_log(job_id, message)
