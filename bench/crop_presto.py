@@ -33,13 +33,13 @@ def main() -> None:
     import torch
 
     from core.config import Settings
-    from core.crop_samples import concatenate, read_samples_table, to_series
-    from core.grid import Grid
-    from core.jobs import JobRequest, build_spec
-    from core.monthly_cube import open_cube, read_strip
-    from core.presto_inputs import CHANNELS, normalise
+    from core.geometry.grid import Grid
+    from core.jobs.request import JobRequest, build_spec
+    from core.learning.crop_samples import concatenate, read_samples_table, to_series
+    from core.learning.metrics import evaluate
+    from core.mapping.presto_inputs import CHANNELS, normalise
     from core.sources import parse_source
-    from core.training import evaluate
+    from core.sources.monthly_cube import open_cube, read_strip
     from models import presto
     from models.catalogue import catalogue
     from models.conversion.presto_heads import DEFAULT_SAMPLES, HOLDOUT_FRACTION
@@ -101,7 +101,7 @@ def main() -> None:
     # it for 2018 (6 dates: the cloud model on each, monthly medians, Presto, both heads, COGs, preview, stats).
     from shapely.geometry import box, mapping
 
-    from core.grid import project_geometry
+    from core.geometry.grid import project_geometry
     from tests.services import write_tanzania_source
 
     scene_job_s, scene_area_km2 = [], 0.0

@@ -5,10 +5,10 @@ the whole asset and against the window's own (uncompressed) size.
 
 A synthetic full Sentinel-2 tile (10,980 x 10,980 px uint16, deflate, 512 px blocks, the embedded sample's
 pixels repeated; cached in bench/.cache/) is served over HTTP with Range support by the project's local STAC test
-server, in its own process. `core.download.fetch_band_window` copies the AOI window into a temporary cache; the
+server, in its own process. `core.sources.download.fetch_band_window` copies the AOI window into a temporary cache; the
 server's log says how many bytes it sent. Prints JSON. Target (issue 5): window path <= 2x the window's own size.
 
-Throughput: the whole tile file downloaded through `core.transfer.download_file` (resumable, MD5-verified,
+Throughput: the whole tile file downloaded through `core.sources.transfer.download_file` (resumable, MD5-verified,
 locked), through `curl -o`, and through `curl -o` then `md5sum` (the same verification), from the same local
 server, alternating, 3 times each; medians in MB/s; once on loopback at full speed (CPU-bound on a small
 machine: MD5 alone runs at about 320 MB/s on 2 vCPU) and once over a link the server limits to 50 MB/s, the
@@ -65,7 +65,7 @@ def measure_throughput(
     file from the same server: on loopback at full speed, and over a link limited to 50 MB/s."""
     import requests
 
-    from core.transfer import Expected, download_file
+    from core.sources.transfer import Expected, download_file
 
     size = tile.stat().st_size
     md5 = hashlib.md5(tile.read_bytes(), usedforsecurity=False).hexdigest()
@@ -101,7 +101,7 @@ def measure_throughput(
 
 
 def main() -> None:
-    from core.download import fetch_band_window
+    from core.sources.download import fetch_band_window
     from core.types import BandAsset
     from tests.core.sources.stac_server import StacServerProcess
 

@@ -1,4 +1,4 @@
-"""Pre-flight estimates against real runs: the New job page's run-time estimate (core.preflight) and the time the
+"""Pre-flight estimates against real runs: the New job page's run-time estimate (core.jobs.preflight) and the time the
 job then takes, for the cloud and land-cover tasks on the embedded sample (1 km2, 5 dates) and on a larger
 local source built from its pixels (4 dates, about 300 km2, as the job tests use), in this process, each job
 from an empty cache after one warm-up run. Prints JSON with each estimate/actual ratio.
@@ -45,8 +45,8 @@ def large_folder(folder: Path, size: int = 1800) -> dict[str, object]:
 
 def main() -> None:
     from core.config import Settings
-    from core.jobs import JobRequest, build_spec
-    from core.preflight import estimate_job, find_scenes
+    from core.jobs.preflight import estimate_job, find_scenes
+    from core.jobs.request import JobRequest, build_spec
     from core.sources import SAMPLE_DIR, parse_source
     from models.catalogue import catalogue
     from worker.pipelines.map_job import run_job

@@ -140,7 +140,7 @@ def bench_one(
 def bf16_on_real_scenes(repeats: int) -> dict[str, object]:
     """Dynamic World (folded) in fp32 and under bf16 autocast on the real Slovenia scenes: argmax agreement, and
     the speed of each at the tile size."""
-    from core.inference import normalise
+    from core.mapping.inference import normalise
     from models.catalogue import catalogue
 
     card = catalogue().get("landcover-dynamic-world")

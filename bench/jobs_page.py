@@ -57,7 +57,7 @@ def run(jobs: int, repeats: int) -> dict[str, object]:
 
     from core.accounts import LOCAL
     from core.config import get_settings
-    from core.jobs import JobRequest, build_spec
+    from core.jobs.request import JobRequest, build_spec
     from core.sources import SAMPLE_DIR
     from models.catalogue import catalogue
     from pages.widgets.job_list import JOBS_PAGE_SIZE as PAGE_SIZE

@@ -142,7 +142,7 @@ def bench_landcover_job() -> dict[str, object]:
     from rasterio.warp import transform_bounds
 
     from core.config import Settings
-    from core.jobs import JobRequest, build_spec
+    from core.jobs.request import JobRequest, build_spec
     from core.sources import SAMPLE_DIR
     from models.catalogue import catalogue
     from tests.conftest import write_scene

@@ -108,11 +108,11 @@ def run_pipeline(size: int, device: str) -> dict[str, float]:
     from rasterio.windows import Window  # noqa: F401 - imported here so import time is not timed below
     from shapely.geometry import box
 
-    from core import export
-    from core.grid import Grid
-    from core.inference import CardModel, predict_grid, tile_layout
-    from core.progress import RunContext
-    from core.reading import SceneReader
+    from core.geometry.grid import Grid
+    from core.jobs.progress import RunContext
+    from core.mapping.inference import CardModel, predict_grid, tile_layout
+    from core.mapping.reading import SceneReader
+    from core.outputs import export
     from core.sources.geotiff import read_geotiff_scene
 
     path = make_scene(size)
@@ -152,8 +152,8 @@ def run_model_only(size: int, device: str) -> dict[str, float]:
     """The model's forward passes alone over exactly as many tiles as the pipeline feeds it."""
     import rasterio
 
-    from core.grid import Grid
-    from core.inference import tile_layout
+    from core.geometry.grid import Grid
+    from core.mapping.inference import tile_layout
 
     with rasterio.open(make_scene(size)) as dataset:
         grid = Grid("EPSG:32633", dataset.transform, size, size)

@@ -28,7 +28,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from core.config import ACCOUNT_NAME, AccountEntry
 from core.errors import AppError
-from core.jobstore import file_lock, utc_now, write_json_atomic
+from core.jobs.store import file_lock, utc_now, write_json_atomic
 
 FREE_FAILURES = 3  # failed sign-ins for one name from one client before its tries wait
 CLIENT_FREE_FAILURES = 20  # failures from one client, whatever the names, before its every try waits

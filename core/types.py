@@ -122,7 +122,7 @@ class ScaleClipNormalisation(BaseModel):
 
 
 class PrestoNormalisation(BaseModel):
-    """Presto's fixed per-channel shift and scale of physical values (core.presto_inputs.normalise)."""
+    """Presto's fixed per-channel shift and scale of physical values (core.mapping.presto_inputs.normalise)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     kind: Literal["presto"] = "presto"
@@ -269,7 +269,7 @@ class ModelCard(BaseModel):
     default_for_task: bool = False
     output: Output = "map"
     # How invalid input pixels (outside the scenes, no data) are filled before the model sees them; they are
-    # no data in every output whatever the fill. See core.tiling.fill_nodata.
+    # no data in every output whatever the fill. See core.geometry.tiling.fill_nodata.
     nodata_fill: NodataFill = "nearest"
     # True for models that classify each pixel from its own values (s2cloudless): they need no context
     # around the grid, so their tiles follow the job's grid instead of the CRS-anchored lattice.
@@ -278,7 +278,7 @@ class ModelCard(BaseModel):
     label_mapping: str = ""
     # Levels the model was not trained on but may run on when a job's sources offer no other, each with what a
     # reader of its map must know (stats.json warnings, run.json notes, the job's status). A source of a trained
-    # level is preferred whenever the job lists one (core.preflight.find_scenes).
+    # level is preferred whenever the job lists one (core.jobs.preflight.find_scenes).
     level_caveats: dict[str, str] = Field(default_factory=dict)
     inference: InferenceTuning = InferenceTuning()  # PyTorch models only
 

@@ -26,12 +26,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.datasets.bigearthnet import LEGEND as BEN19_LEGEND
 from core.errors import ModelError
+from core.learning.datasets.bigearthnet import LEGEND as BEN19_LEGEND
 from models.weights import check_state_dict
 
 # The official BigEarthNet-19 nomenclature, in the order of label_indices.json ("BigEarthNet-19_labels"), as the
-# dataset reader (core.datasets.bigearthnet) maps the CORINE labels to it.
+# dataset reader (core.learning.datasets.bigearthnet) maps the CORINE labels to it.
 CLASS_NAMES = BEN19_LEGEND
 BANDS_12 = ("B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11", "B12", "B01", "B09")
 BANDS_10 = BANDS_12[:10]

@@ -11,8 +11,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from core.errors import ModelError, UntrainedModel
-from core.jobs import JobModels
-from core.presto_inputs import PRESTO_BUILDER
+from core.jobs.request import JobModels
+from core.mapping.presto_inputs import PRESTO_BUILDER
 from core.types import ModelCard, ModelRef, UnknownNormalisation
 from models.versions import VERSIONS_FILE, State, read_versions, version_folders
 

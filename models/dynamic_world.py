@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.inference import normalise
+from core.mapping.inference import normalise
 from core.types import LogSigmoidNormalisation
 from models.weights import check_state_dict, verify_weights
 
@@ -54,7 +54,7 @@ CLASS_COLORS = (
 )
 BANDS = ("B02", "B03", "B04", "B05", "B06", "B07", "B08", "B11", "B12")
 # The input transform of the upstream notebook (PREPROCESSING.md) as a model-card normalisation, applied by
-# core.inference.normalise to reflectance: DN = 10000 x reflectance, x = ln(1 + 0.005 DN),
+# core.mapping.inference.normalise to reflectance: DN = 10000 x reflectance, x = ln(1 + 0.005 DN),
 # x = (x - P[i][0]) / P[i][1] with P the 30/70-percentile table below, x = sigmoid(5x - 1).
 _PERCENTILES = (
     (1.7417268007636313, 2.023298706048351),

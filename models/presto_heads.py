@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.crop_samples import SampleError, SampleSeries, labels_under
 from core.errors import ModelError
-from core.presto_inputs import PRESTO_BUILDER, normalise
+from core.learning.crop_samples import SampleError, SampleSeries, labels_under
+from core.mapping.presto_inputs import PRESTO_BUILDER, normalise
 from core.types import ModelCard
 from models import presto
 from models.weights import verify_weights

@@ -48,14 +48,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.datasets.pastis import BANDS as PASTIS_BANDS
-from core.datasets.pastis import LEGEND as PASTIS_LEGEND
 from core.errors import ModelError
+from core.learning.datasets.pastis import BANDS as PASTIS_BANDS
+from core.learning.datasets.pastis import LEGEND as PASTIS_LEGEND
 from models.weights import check_state_dict
 
 # PASTIS S2 bands, in the order of the dataset's (T, 10, H, W) arrays, and its classes
 # (pastis-benchmark documentation/label_names.json: 0 is non-agricultural land, 19 parcels mostly outside the
-# patch); the dataset reader (core.datasets.pastis) holds both.
+# patch); the dataset reader (core.learning.datasets.pastis) holds both.
 BANDS = PASTIS_BANDS
 CLASS_NAMES = (*PASTIS_LEGEND, "void label")
 # pastis-benchmark colormap.txt (matplotlib's tab20 without its first colour; black background, white void).

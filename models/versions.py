@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from core.errors import ModelError
-from core.jobstore import file_lock, utc_now, write_json_atomic
+from core.jobs.store import file_lock, utc_now, write_json_atomic
 
 VERSIONS_FILE = "versions.json"
 VERSION_FOLDER = re.compile(r"^v([1-9][0-9]*)$")

@@ -5,7 +5,7 @@ from datetime import date
 import streamlit as st
 
 from core.errors import AppError
-from core.jobs import JobRequest, JobSpec
+from core.jobs.request import JobRequest, JobSpec
 from models.catalogue import catalogue
 from pages.widgets.aoi_input import area_of_interest
 from pages.widgets.model_choice import dates_ui, model_ui, sources_ui

@@ -5,9 +5,9 @@ from pathlib import Path
 import streamlit as st
 
 from core.errors import AppError
-from core.export import download_prefix
-from core.overlay import read_classes
-from core.report import read_stats
+from core.jobs.report import read_stats
+from core.outputs.export import download_prefix
+from core.outputs.overlay import read_classes
 from core.types import ClassInfo
 from pages.widgets.areas import class_areas, cropland_areas, zone_areas
 from pages.widgets.compare import compare_section

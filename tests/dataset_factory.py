@@ -12,7 +12,7 @@ import rasterio
 from rasterio.features import rasterize
 from rasterio.transform import from_origin
 
-from core.datasets.bigearthnet import BANDS as BEN_BANDS
+from core.learning.datasets.bigearthnet import BANDS as BEN_BANDS
 from core.sources import SAMPLE_DIR
 from core.types import S2_BANDS
 from tests.conftest import TEST_DATA

@@ -22,7 +22,7 @@ import rasterio.shutil
 from rasterio.io import MemoryFile
 
 if TYPE_CHECKING:
-    from core.grid import Grid
+    from core.geometry.grid import Grid
     from core.sources.sentinel1 import GeolocationGrid
 
 DATA_DIR = Path(__file__).resolve().parent / "data" / "s2_l1c_metadata_ukis"

@@ -21,7 +21,7 @@ import rasterio
 from rasterio.warp import transform_bounds
 
 from core.config import Settings
-from core.jobs import JobRequest, JobSpec, build_spec
+from core.jobs.request import JobRequest, JobSpec, build_spec
 from core.sources import SAMPLE_DIR
 from models.catalogue import catalogue
 from tests.conftest import TEST_DATA, write_scene
@@ -223,7 +223,7 @@ def sample_spec(**changes: object) -> JobSpec:
 
 
 def request_spec(**fields: Any) -> JobSpec:
-    """A spec built the way the CLI and the page build theirs (core.jobs.build_spec), with default limits."""
+    """A spec built the way the CLI and the page build theirs (core.jobs.request.build_spec), with default limits."""
     return build_spec(JobRequest(**fields), Settings(), catalogue(), lambda name: None)
 
 

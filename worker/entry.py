@@ -11,10 +11,11 @@ from pathlib import Path
 
 from rq.job import Job
 
-from core import export, report
 from core.config import Settings, get_settings
-from core.jobs import ChunkSpec, TrainingSpec
-from core.jobstore import JobStatus, JobStore
+from core.jobs import report
+from core.jobs.request import ChunkSpec, TrainingSpec
+from core.jobs.store import JobStatus, JobStore
+from core.outputs import export
 from worker.pipelines.chunked import run_chunk
 from worker.pipelines.map_job import download_stage, run_job
 from worker.pipelines.training import run_queued_training

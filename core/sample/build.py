@@ -18,7 +18,7 @@ import rasterio
 from rasterio.transform import from_bounds
 from shapely.geometry import box, mapping
 
-from core.grid import project_geometry
+from core.geometry.grid import project_geometry
 from core.types import S2_BANDS
 
 SAMPLE_DIR = Path(__file__).parent

@@ -2,7 +2,7 @@
 
 Search and product metadata go through sentinelsat (OpenSearch by footprint, dates, platform, product type and
 cloud cover; OData for the MD5, size and `Online` flag; the long-term-archive trigger). The product itself is
-fetched by `core.transfer.download_file` over the same authenticated session, because a job needs what
+fetched by `core.sources.transfer.download_file` over the same authenticated session, because a job needs what
 sentinelsat's own downloader does not give: cancelling between chunks, progress in bytes for the job, a lock
 shared with other workers and a bound on parallel downloads per source.
 
@@ -32,7 +32,7 @@ from core.config import MirrorAccount, Settings, dhus_credentials
 from core.errors import NoScenesFound, SourceError, SourceUnavailable
 from core.sources.safe import read_s2_safe
 from core.sources.sentinel1 import read_s1_safe
-from core.transfer import (
+from core.sources.transfer import (
     BytesProgress,
     Expected,
     RetryPolicy,

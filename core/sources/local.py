@@ -73,7 +73,7 @@ class LocalSource(NoProducts):
     ) -> list[Scene]:
         """Scenes of `sensor` whose footprint intersects the AOI (EPSG:4326) and whose date is in [start, end].
 
-        `max_cloud_pct` is applied by the caller (`core.preflight.find_scenes`), as for every source.
+        `max_cloud_pct` is applied by the caller (`core.jobs.preflight.find_scenes`), as for every source.
         """
         scenes = [s for s in self.scan() if s.sensor == sensor]
         overlapping = [s for s in scenes if s.footprint.intersects(aoi)]

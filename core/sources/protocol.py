@@ -8,7 +8,7 @@ from typing import Protocol
 from shapely.geometry.base import BaseGeometry
 
 from core.errors import SourceError
-from core.transfer import BytesProgress, StatusFn
+from core.sources.transfer import BytesProgress, StatusFn
 from core.types import Scene
 
 
@@ -46,7 +46,7 @@ class Source(Protocol):
 
 
 class NoProducts:
-    """For sources read in place (a folder) or window by window (STAC COGs, see core.download): no products."""
+    """For sources read in place (a folder) or window by window (STAC COGs, see core.sources.download): no products."""
 
     name: str
     download_slots = 1

@@ -43,8 +43,8 @@ from shapely.geometry import Polygon
 from shapely.geometry.base import BaseGeometry
 
 from core.errors import SourceError
-from core.grid import Grid
-from core.transfer import cache_name
+from core.geometry.grid import Grid
+from core.sources.transfer import cache_name
 from core.types import S1_BANDS, BandAsset, Scene
 
 log = logging.getLogger(__name__)

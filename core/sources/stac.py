@@ -194,7 +194,7 @@ class StacSource(NoProducts):
         """Sentinel-2 scenes over `aoi` between `start` and `end` (inclusive), oldest first.
 
         `max_cloud_pct` goes to the API as an `eo:cloud_cover` query where it conforms to the query extension;
-        the caller filters again either way (`core.preflight.find_scenes`).
+        the caller filters again either way (`core.jobs.preflight.find_scenes`).
         """
         if sensor != "S2":
             raise SourceError(f"{self.name}: only Sentinel-2 is searched in STAC catalogues so far.")

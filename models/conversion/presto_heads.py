@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.crop_samples import SampleSeries, concatenate, labels_under, read_samples_table, to_series
-from core.presto_inputs import CHANNELS
-from core.training import Metrics, class_weights, evaluate
+from core.learning.crop_samples import SampleSeries, concatenate, labels_under, read_samples_table, to_series
+from core.learning.metrics import Metrics, class_weights, evaluate
+from core.mapping.presto_inputs import CHANNELS
 from core.types import ClassInfo, ModelCard, PrestoNormalisation, Series
 from models import presto
 from models.presto_heads import (

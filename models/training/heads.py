@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.training import Features
+from core.learning.metrics import Features
 from models import dynamic_world
 from models.catalogue import Catalogue, check_trainable
 from models.training.loop import Batch, Hooks, Objective, Recipe, TrainConfig, Trained, fit

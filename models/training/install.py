@@ -15,8 +15,8 @@ from typing import Any
 import torch
 
 from core.errors import ModelError
-from core.jobstore import file_lock
-from core.training import Metrics
+from core.jobs.store import file_lock
+from core.learning.metrics import Metrics
 from core.types import ClassInfo, ModelCard, Series
 from models.training.seeds import PatchInputs
 from models.versions import State, next_version, read_versions, record_new_version

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.training import class_weights, evaluate, evaluate_multilabel
+from core.learning.metrics import class_weights, evaluate, evaluate_multilabel
 from models.cloud_unet import soft_fbeta_loss
 from models.training.loop import Objective
 

@@ -1,6 +1,6 @@
 """The recipe of the seed architectures (the cloud UNet, the DFC2020 UNet and DeepLabv3+, U-TAE, the MTLCC
-ConvLSTM and ConvGRU, the BigEarthNet ResNet-50) trained on a patch dataset (core.datasets), from scratch or from
-imported weights: how a dataset's patches become batches for each architecture, which loss and score it trains
+ConvLSTM and ConvGRU, the BigEarthNet ResNet-50) trained on a patch dataset (core.learning.datasets), from scratch
+or from imported weights: how a dataset's patches become batches for each architecture, which loss and score it trains
 with, and the network it starts from."""
 
 import hashlib
@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from core.datasets import IGNORE, PatchDataset, PatchSample
 from core.errors import ModelError
-from core.inference import normalise
-from core.tiling import fill_nodata, pad_tile
+from core.geometry.tiling import fill_nodata, pad_tile
+from core.learning.datasets import IGNORE, PatchDataset, PatchSample
+from core.mapping.inference import normalise
 from core.types import ModelCard, Normalisation, Series, StandardNormalisation, UnknownNormalisation
 from models.registry import BUILDERS
 from models.training.loop import Batch, Objective, Recipe, TrainConfig

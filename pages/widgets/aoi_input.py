@@ -1,5 +1,5 @@
 """The New job page's area input: draw on a map, upload a file or type a bbox; each gives a validated AOI or an
-error sentence. Validation is core.aoi's, with the operator's limits."""
+error sentence. Validation is core.geometry.aoi's, with the operator's limits."""
 
 import json
 import math
@@ -10,10 +10,10 @@ import streamlit as st
 import streamlit_folium
 from folium.plugins import Draw
 
-from core.aoi import AOI, MAX_AOI_FILE_BYTES, parse_aoi_upload, parse_bbox, read_aoi, validate_aoi
 from core.config import Settings
 from core.errors import AppError
-from core.places import find_places
+from core.geometry.aoi import AOI, MAX_AOI_FILE_BYTES, parse_aoi_upload, parse_bbox, read_aoi, validate_aoi
+from core.geometry.places import find_places
 
 SAMPLE_CENTER = (45.8705, 14.5579)  # the embedded sample, near Ljubljana
 AOI_MODES = ("Draw on the map", "Upload a file", "Type a bbox")

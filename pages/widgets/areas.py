@@ -7,8 +7,8 @@ import pandas as pd
 import streamlit as st
 from shapely.geometry import shape
 
-from core.report import Stats
-from core.vectors import zonal_areas
+from core.jobs.report import Stats
+from core.outputs.vectors import zonal_areas
 
 
 def class_areas(stats: Stats) -> None:

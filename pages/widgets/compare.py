@@ -8,12 +8,12 @@ import pandas as pd
 import rasterio
 import streamlit as st
 
-from core.compare import Comparison, compare_class_maps, write_change_map
 from core.errors import AppError
-from core.export import DATE_MAP_PREFIX
-from core.jobstore import JobStatus
-from core.overlay import Overlay, read_classes, render_overlay
-from core.report import read_stats
+from core.jobs.report import read_stats
+from core.jobs.store import JobStatus
+from core.outputs.compare import Comparison, compare_class_maps, write_change_map
+from core.outputs.export import DATE_MAP_PREFIX
+from core.outputs.overlay import Overlay, read_classes, render_overlay
 from pages.widgets.compare_map import compare_map
 from pages.widgets.overlays import overlay_of
 

@@ -6,7 +6,7 @@ import streamlit_folium
 from branca.element import MacroElement
 from folium.template import Template
 
-from core.overlay import Overlay
+from core.outputs.overlay import Overlay
 from pages.widgets.overlays import data_url, satellite_basemap
 
 

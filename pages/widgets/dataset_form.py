@@ -6,8 +6,8 @@ from pathlib import Path
 import streamlit as st
 
 from core.config import Settings
-from core.datasets import FORMATS
 from core.errors import AppError
+from core.learning.datasets import FORMATS
 from core.sources import check_local_roots
 from models.catalogue import SEED_BUILDERS, Catalogue, check_trainable
 from pages.widgets.sign_in import account

@@ -5,9 +5,9 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from core.export import DATE_MAP_PREFIX
-from core.overlay import read_classes
-from core.report import Stats
+from core.jobs.report import Stats
+from core.outputs.export import DATE_MAP_PREFIX
+from core.outputs.overlay import read_classes
 from pages.widgets.formatting import legend_html, percent
 from pages.widgets.overlays import overlay_of
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import streamlit as st
 
 from core.errors import AppError
-from core.vectors import VectorOptions, polygonise, write_geopackage, write_geoparquet
+from core.outputs.vectors import VectorOptions, polygonise, write_geopackage, write_geoparquet
 
 # Larger files are read only when the user clicks (Streamlit's deferred download), not on every rerun: inline
 # data stays in the session's memory and is re-sent whenever the page reruns (every slider move).

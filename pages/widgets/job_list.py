@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from core.jobstore import STATES, JobStatus
+from core.jobs.store import STATES, JobStatus
 from pages.widgets.job_panel import STATE_ICONS, job_panel
 from pages.widgets.services import client, health
 from pages.widgets.sign_in import account

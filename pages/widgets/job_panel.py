@@ -10,8 +10,8 @@ from PIL import Image
 
 from core.accounts import Account
 from core.errors import AppError
-from core.jobstore import JobStatus, UnknownJob
-from core.preflight import format_duration
+from core.jobs.preflight import format_duration
+from core.jobs.store import JobStatus, UnknownJob
 from pages.widgets.formatting import elapsed_s, local_time, progress_text
 from pages.widgets.services import client
 

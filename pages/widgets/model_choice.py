@@ -8,7 +8,7 @@ import streamlit as st
 from core.accounts import Account
 from core.config import Settings
 from core.errors import AppError
-from core.presto_inputs import PRESTO_BUILDER
+from core.mapping.presto_inputs import PRESTO_BUILDER
 from core.sources import SOURCE_HELP
 from core.types import ModelCard
 from models.catalogue import Catalogue

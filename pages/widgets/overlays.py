@@ -7,7 +7,7 @@ from pathlib import Path
 import folium
 import streamlit as st
 
-from core.overlay import Overlay, render_overlay
+from core.outputs.overlay import Overlay, render_overlay
 
 SATELLITE_TILES = (
     "https://server.arcgisonline.com/ArcGIS/rest/services/World_Imagery/MapServer/tile/{z}/{y}/{x}"

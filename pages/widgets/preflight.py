@@ -3,13 +3,10 @@ sources, and what the job would take (scenes, dates, download, run time), with t
 
 import streamlit as st
 
-from core.composites import check_composite_scenes, choose_radar, season_months, season_start
 from core.config import Settings
-from core.diskspace import Folder, space_warning
 from core.errors import AppError
-from core.jobs import JobRequest, JobSpec, build_spec
-from core.monthly_cube import ready_cube
-from core.preflight import (
+from core.jobs.diskspace import Folder, space_warning
+from core.jobs.preflight import (
     Estimate,
     estimate_composite_job,
     estimate_cube_job,
@@ -18,7 +15,10 @@ from core.preflight import (
     find_scenes,
     format_duration,
 )
-from core.presto_inputs import PRESTO_BUILDER
+from core.jobs.request import JobRequest, JobSpec, build_spec
+from core.mapping.composites import check_composite_scenes, choose_radar, season_months, season_start
+from core.mapping.presto_inputs import PRESTO_BUILDER
+from core.sources.monthly_cube import ready_cube
 from models.catalogue import Catalogue, catalogue
 from pages.widgets.services import app_source
 

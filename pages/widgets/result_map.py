@@ -7,8 +7,8 @@ import folium
 import leafmap.foliumap as leafmap
 import streamlit_folium
 
-from core.overlay import Overlay
-from core.report import read_run_record
+from core.jobs.report import read_run_record
+from core.outputs.overlay import Overlay
 from pages.widgets.overlays import data_url, satellite_basemap
 
 AOI_OUTLINE_STYLE = {"color": "#ff7800", "weight": 2, "fill": False, "dashArray": "6 4"}

@@ -7,8 +7,8 @@ import streamlit as st
 
 from core.config import Settings
 from core.errors import AppError
-from core.labels import store_upload
-from core.presto_inputs import PRESTO_BUILDER
+from core.learning.labels import store_upload
+from core.mapping.presto_inputs import PRESTO_BUILDER
 from models.catalogue import Catalogue
 from pages.widgets.sign_in import account
 from pages.widgets.training_check import checked, start_button

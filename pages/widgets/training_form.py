@@ -9,7 +9,7 @@ import streamlit as st
 
 from core.config import Settings
 from core.errors import AppError
-from core.preflight import format_duration
+from core.jobs.preflight import format_duration
 from models.catalogue import Catalogue, check_trainable
 from pages.widgets.services import app_source
 from pages.widgets.sign_in import account

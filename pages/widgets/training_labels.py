@@ -7,7 +7,7 @@ import streamlit as st
 
 from core.config import Settings
 from core.errors import AppError
-from core.labels import UPLOAD_SUFFIXES, label_fields, read_labels, store_upload
+from core.learning.labels import UPLOAD_SUFFIXES, label_fields, read_labels, store_upload
 
 
 @st.cache_data(max_entries=8, show_spinner="Reading the labels...")

@@ -5,7 +5,7 @@ import streamlit as st
 
 from core.accounts import audit
 from core.errors import AppError
-from core.jobstore import JobStatus
+from core.jobs.store import JobStatus
 from pages.widgets.formatting import progress_text
 from pages.widgets.services import settings, training_client
 from pages.widgets.sign_in import account

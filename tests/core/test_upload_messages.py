@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from core.aoi import parse_aoi_upload
 from core.errors import AppError, plain_reason
-from core.labels import label_fields, read_labels, store_upload
+from core.geometry.aoi import parse_aoi_upload
+from core.learning.labels import label_fields, read_labels, store_upload
 
 SERVER_PATH = re.compile(r"(^|[\s'\"(])/[\w.-]+/")
 

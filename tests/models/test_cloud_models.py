@@ -9,10 +9,10 @@ from affine import Affine
 from rasterio.windows import Window
 from shapely.geometry import box
 
-from core.grid import Grid
-from core.inference import normalise, predict_grid, tile_layout
-from core.progress import RunContext
-from core.reading import SceneReader
+from core.geometry.grid import Grid
+from core.jobs.progress import RunContext
+from core.mapping.inference import normalise, predict_grid, tile_layout
+from core.mapping.reading import SceneReader
 from core.sources import SAMPLE_DIR
 from core.sources.geotiff import read_geotiff_scene
 from models import registry

@@ -154,7 +154,7 @@ def test_an_untrained_seed_model_is_refused_with_how_to_get_weights(model_id):
 def test_the_dfc2020_card_normalisation_matches_the_baselines_input_scaling():
     import numpy as np
 
-    from core.inference import normalise
+    from core.mapping.inference import normalise
     from models.catalogue import catalogue
 
     card = catalogue().get("landcover-dfc2020-unet")

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from core.errors import ModelError
-from core.inference import normalise
+from core.mapping.inference import normalise
 from models import dynamic_world
 from models.catalogue import catalogue
 from models.conversion.dynamic_world import model_input

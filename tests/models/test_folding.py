@@ -93,7 +93,7 @@ def test_a_network_in_training_mode_is_not_folded():
 def test_the_registry_folds_dynamic_world_and_maps_the_real_scenes_as_the_unfolded_network():
     """The loaded model (folded, as the card says) against Google's converted network as it is, on the five real
     Slovenia scenes."""
-    from core.inference import normalise
+    from core.mapping.inference import normalise
     from models import dynamic_world
     from models.catalogue import catalogue
     from models.registry import LoadOptions, load

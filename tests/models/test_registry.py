@@ -99,7 +99,8 @@ def test_listing_cards_and_planning_a_job_do_not_load_torch():
     import sys
 
     code = (
-        "import sys, core.jobs, core.preflight, core.report, core.overlay, worker.queue.client, models.catalogue\n"
+        "import sys, core.jobs.request, core.jobs.preflight, core.jobs.report, core.outputs.overlay\n"
+        "import worker.queue.client, models.catalogue\n"
         "models.catalogue.catalogue().all()\n"
         "print(sorted(m for m in ('torch', 'onnxruntime', 'lightgbm') if m in sys.modules))"
     )

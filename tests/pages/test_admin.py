@@ -104,7 +104,7 @@ def test_an_admin_checks_and_starts_a_training_run_and_follows_it_to_a_new_versi
     """Upload real labels, choose their class field, check (samples per class, estimate), start; a training
     worker runs it and the page shows its epochs, its scores next to the base's, and the new model."""
     from tests.services import wait_for
-    from tests.worker.test_training import CLASSES, PARENT_CLASSES, label_file
+    from tests.worker.pipelines.test_training import CLASSES, PARENT_CLASSES, label_file
     from worker.queue.client import TrainingClient
 
     labels = label_file(tmp_path, CLASSES)

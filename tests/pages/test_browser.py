@@ -250,7 +250,7 @@ def test_an_admin_signs_in_starts_a_training_run_watches_it_and_promotes_it_in_a
 ):
     from models import versions
     from tests.pages.test_admin import install_versions
-    from tests.worker.test_training import CLASSES, label_file
+    from tests.worker.pipelines.test_training import CLASSES, label_file
 
     model_dir = install_versions(settings.cache_dir)  # slovenia: version 1 in production, 2 a candidate
     server = StreamlitServer(

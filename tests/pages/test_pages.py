@@ -22,8 +22,8 @@ from streamlit.runtime.memory_media_file_storage import MemoryMediaFileStorage
 from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
-from core.aoi import parse_aoi
 from core.config import Settings, get_settings
+from core.geometry.aoi import parse_aoi
 from core.sources import SAMPLE_DIR
 from tests.services import RedisServer, WorkerProcess, large_spec, sample_spec, wait_for
 from worker.queue.client import JobClient
@@ -511,7 +511,7 @@ def test_choosing_the_landcover_task_offers_dynamic_world_and_submits_it(app_env
 def test_land_cover_on_an_l2a_only_source_shows_the_models_caveat_before_submitting(
     app_env, monkeypatch, tmp_path
 ):
-    from tests.worker.test_levels import CAVEAT, tagged_copy
+    from tests.worker.pipelines.test_levels import CAVEAT, tagged_copy
 
     l2a = tagged_copy(tmp_path / "roots" / "l2a", "L2A")  # the sample's pixels tagged L2A
     monkeypatch.setenv("TERRASEG_APP_LOCAL_ROOTS", json.dumps([str(tmp_path / "roots")]))
@@ -806,7 +806,7 @@ def test_the_compare_map_swipes_between_the_two_maps_with_its_own_script():
 
     from PIL import Image
 
-    from core.overlay import Overlay
+    from core.outputs.overlay import Overlay
     from pages.widgets.compare_map import compare_figure
 
     def overlay(colour: tuple[int, int, int, int]) -> Overlay:

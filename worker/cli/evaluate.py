@@ -18,7 +18,7 @@ from worker.cli.options import (
 )
 
 if TYPE_CHECKING:
-    from core.training import Metrics, MultiLabelMetrics
+    from core.learning.metrics import Metrics, MultiLabelMetrics
 
 
 def add_evaluate_parser(verbs: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -114,7 +114,7 @@ def command_evaluate_samples(args: argparse.Namespace, settings: Settings) -> in
 
 def command_evaluate_dataset(args: argparse.Namespace, settings: Settings) -> int:
     """Score a model on a patch dataset; print the scores, write one CSV row per patch."""
-    from core.training import MultiLabelMetrics  # scipy, PIL: not in the light verbs
+    from core.learning.metrics import MultiLabelMetrics  # scipy, PIL: not in the light verbs
     from worker.pipelines.training import (  # scipy, PIL: not in the light verbs
         evaluate_dataset,
         parse_class_pairs,

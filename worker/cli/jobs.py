@@ -10,7 +10,7 @@ from worker.queue.client import ChunkClient, JobClient, TrainingClient
 from worker.queue.service import QUEUES, serve
 
 if TYPE_CHECKING:
-    from core.jobstore import JobStatus
+    from core.jobs.store import JobStatus
 
 JOB_VERBS = ("worker", "status", "jobs", "cancel", "logs", "retry", "delete", "recover", "health")
 

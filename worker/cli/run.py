@@ -6,7 +6,7 @@ from pathlib import Path
 
 from core.config import Settings
 from core.errors import InvalidPolygon
-from core.jobs import JobRequest, build_spec
+from core.jobs.request import JobRequest, build_spec
 from core.sources import parse_source
 from models.catalogue import catalogue
 from worker.cli.options import AOI_HELP, add_area_options, print_progress
@@ -57,7 +57,7 @@ def command_run(args: argparse.Namespace, settings: Settings) -> int:
     except InvalidPolygon as err:
         raise InvalidPolygon(f"{err} Or add --fix-aoi to repair it automatically.") from None
     if args.queue:
-        from core.export import check_writable  # PIL: not in the light verbs
+        from core.outputs.export import check_writable  # PIL: not in the light verbs
 
         check_writable(args.out.resolve())
         client = JobClient(settings)

@@ -174,7 +174,7 @@ def command_train_samples(args: argparse.Namespace, settings: Settings) -> int:
 
 def report_training(args: argparse.Namespace, result: "TrainResult", unit: str = "pixels") -> int:
     """Warnings, counts and scores on stderr; the new model id as the last stdout line."""
-    from core.training import MultiLabelMetrics  # scipy, PIL: not in the light verbs
+    from core.learning.metrics import MultiLabelMetrics  # scipy, PIL: not in the light verbs
 
     for warning in result.warnings:
         print(f"terraseg: warning: {warning}", file=sys.stderr)

@@ -1,5 +1,5 @@
 """Large jobs, chunk by chunk: each model pass of a job whose grid is larger than one chunk (TERRASEG_CHUNK_KM)
-runs per chunk (core.chunks), and the chunks' rasters are put together into the job's.
+runs per chunk (core.geometry.chunks), and the chunks' rasters are put together into the job's.
 
 A queued job queues one chunk job per chunk and pass (`ChunkClient`, `<cache>/chunk-jobs`) for any inference
 worker, and works on chunks nobody has taken in its own process while it waits, so one worker alone finishes the
@@ -27,16 +27,16 @@ from rq import get_current_job
 from rq.job import Job
 from shapely.geometry.base import BaseGeometry
 
-from core import analysis
-from core.chunks import Chunk, ChunkInputs, chunk_grid, chunk_px, mosaic, plan_chunks, summed
 from core.config import Settings
 from core.errors import AppError
-from core.grid import Grid
-from core.inference import model_scale_factor
-from core.jobs import ChunkSpec, JobArea, JobSpec
-from core.jobstore import JobStatus, JobStore, UnknownJob
-from core.progress import ProgressFn, RunContext, TilingOptions
-from core.report import ChunkPassRecord, ChunkRecord
+from core.geometry.chunks import Chunk, ChunkInputs, chunk_grid, chunk_px, mosaic, plan_chunks, summed
+from core.geometry.grid import Grid
+from core.jobs.progress import ProgressFn, RunContext, TilingOptions
+from core.jobs.report import ChunkPassRecord, ChunkRecord
+from core.jobs.request import ChunkSpec, JobArea, JobSpec
+from core.jobs.store import JobStatus, JobStore, UnknownJob
+from core.mapping import analysis
+from core.mapping.inference import model_scale_factor
 from core.types import Scene
 from models.registry import LoadedModel
 from worker.pipelines.stages import Inputs, Models, Role, cache_full_as_error, job_context, load_models

@@ -3,7 +3,7 @@ its cropland companion, map the AOI strip by strip (one Presto pass feeds both h
 
 Its input is a ready monthly cube (`--source cube:FILE.nc`: 12 monthly composites of S2 L2A, S1, DEM and
 weather, as WorldCereal makes them with openEO), or monthly composites made from the job's own Sentinel-2 L2A
-scenes (core.composites: the cloud model masks each date, the median of each month's clear observations).
+scenes (core.mapping.composites: the cloud model masks each date, the median of each month's clear observations).
 """
 
 import logging
@@ -18,9 +18,17 @@ import rasterio
 from pyproj import Transformer
 from rasterio.features import rasterize
 
-from core import analysis, export, report
-from core.blocks import BlockStore
-from core.composites import (
+from core.config import Settings
+from core.errors import AppError
+from core.geometry.grid import Grid
+from core.jobs import report
+from core.jobs.preflight import find_radar_scenes, find_scenes
+from core.jobs.progress import RunContext, TilingOptions
+from core.jobs.request import JobArea, JobSpec
+from core.jobs.store import utc_now
+from core.mapping import analysis
+from core.mapping.blocks import BlockStore
+from core.mapping.composites import (
     S1_CHANNELS,
     S2_CHANNELS,
     CompositeDate,
@@ -31,17 +39,11 @@ from core.composites import (
     season_months,
     season_start,
 )
-from core.config import Settings
-from core.download import fetch_scenes
-from core.errors import AppError
-from core.grid import Grid
-from core.inference import context_area, tile_layout
-from core.jobs import JobArea, JobSpec
-from core.jobstore import utc_now
-from core.monthly_cube import ready_cube
-from core.preflight import find_radar_scenes, find_scenes
-from core.presto_inputs import CHANNELS, normalise
-from core.progress import RunContext, TilingOptions
+from core.mapping.inference import context_area, tile_layout
+from core.mapping.presto_inputs import CHANNELS, normalise
+from core.outputs import export
+from core.sources.download import fetch_scenes
+from core.sources.monthly_cube import ready_cube
 from core.types import ModelCard
 from models import presto
 from models.catalogue import Catalogue
@@ -137,7 +139,7 @@ def map_crops(
 ) -> CropMap:
     """Write classes, confidence and cropland rasters to `run.work_dir`.
 
-    Each strip's rows are checkpointed in `run.work_dir/crop-blocks/` and `cropland-blocks/` (core.blocks) as
+    Each strip's rows are checkpointed in `run.work_dir/crop-blocks/` and `cropland-blocks/` (core.mapping.blocks) as
     they are mapped; a call that finds strips there from an interrupted run (a cancel, a killed worker) maps
     only the rows after them. Presto maps each pixel on its own, so the pixels are those of an uninterrupted run.
     """

@@ -9,19 +9,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import rasterio
 
-from core import training
 from core.config import Settings
-from core.crop_samples import read_samples_table, to_series
-from core.datasets import IGNORE as DATASET_IGNORE
-from core.datasets import DatasetError, PatchSample, open_dataset
-from core.datasets.types import KIND_WORDS
 from core.errors import AppError
-from core.inference import normalise
-from core.jobs import JobArea
-from core.labels import IGNORE, LabelError, rasterise_labels
-from core.progress import ProgressFn
-from core.tiling import fill_nodata, pad_tile
-from core.training import to_legend
+from core.geometry.tiling import fill_nodata, pad_tile
+from core.jobs.progress import ProgressFn
+from core.jobs.request import JobArea
+from core.learning import metrics as scoring
+from core.learning.crop_samples import read_samples_table, to_series
+from core.learning.datasets import IGNORE as DATASET_IGNORE
+from core.learning.datasets import DatasetError, PatchSample, open_dataset
+from core.learning.datasets.types import KIND_WORDS
+from core.learning.labels import IGNORE, LabelError, rasterise_labels
+from core.learning.metrics import to_legend
+from core.mapping.inference import normalise
 from models.catalogue import catalogue
 from worker.pipelines.training_checks import LabelledArea, labels_over_imagery
 
@@ -41,7 +41,7 @@ class EvaluateRequest(LabelledArea):
 class Evaluation:
     """A model's map scored against labels, and each scored pixel for a predictions table."""
 
-    metrics: training.Metrics
+    metrics: scoring.Metrics
     rows: list[tuple[float, float, str, str]]  # x, y (the grid's CRS), true class, predicted class
     crs: str
     date: str
@@ -83,7 +83,7 @@ def evaluate_model(
         for x, y, t, m in zip(xs, ys, truth, mapped[scored], strict=True)
     ]
     return Evaluation(
-        training.evaluate(truth, predicted, labels.legend), rows, area.grid.crs, result.selected_date
+        scoring.evaluate(truth, predicted, labels.legend), rows, area.grid.crs, result.selected_date
     )
 
 
@@ -93,7 +93,7 @@ class SampleEvaluation:
     classes, and one row per sample (sample_id, ewoc_code, label under the legend or "", predicted class,
     probability of the predicted class)."""
 
-    metrics: training.Metrics
+    metrics: scoring.Metrics
     rows: list[tuple[str, int, str, str, float]]
     legend: str
 
@@ -127,7 +127,7 @@ def evaluate_samples(model_id: str, samples: Path, settings: Settings) -> Sample
             zip(series.sample_id, series.ewoc_code, legend_names, predicted, strict=True)
         )
     ]
-    metrics = training.evaluate(truth[scored], predicted[scored], model.classes)
+    metrics = scoring.evaluate(truth[scored], predicted[scored], model.classes)
     return SampleEvaluation(metrics, rows, model.legend_name)
 
 
@@ -137,7 +137,7 @@ class DatasetEvaluation:
     columns: pixels scored, accuracy and the commonest true and predicted class; for tags, the true and the
     predicted tags)."""
 
-    metrics: training.Metrics | training.MultiLabelMetrics
+    metrics: scoring.Metrics | scoring.MultiLabelMetrics
     header: tuple[str, ...]
     rows: list[tuple[Any, ...]]
     legend: tuple[str, ...]
@@ -151,7 +151,7 @@ def evaluate_dataset(
     settings: Settings,
     progress: ProgressFn | None = None,
 ) -> DatasetEvaluation:
-    """Run `model_id` on every patch of a dataset in its published layout (core.datasets) and score it on the
+    """Run `model_id` on every patch of a dataset in its published layout (core.learning.datasets) and score it on the
     labelled pixels (or each patch's tags); its classes count as the dataset's classes of the same name, or as
     `class_map` says."""
     from models.registry import LoadOptions, load  # torch: kept out of the web app's process
@@ -213,13 +213,13 @@ def evaluate_dataset(
         report((i + 1) / len(dataset.patches), f"Patches: {i + 1}/{len(dataset.patches)}")
     truth_all = np.concatenate(truths)
     if kind == "multilabel":
-        metrics: training.Metrics | training.MultiLabelMetrics = training.evaluate_multilabel(
+        metrics: scoring.Metrics | scoring.MultiLabelMetrics = scoring.evaluate_multilabel(
             truth_all, np.concatenate(predictions), dataset.legend
         )
         return DatasetEvaluation(metrics, ("patch", "true_tags", "predicted_tags"), rows, dataset.legend)
     if truth_all.size == 0:
         raise DatasetError(f"No patch of {root} has a labelled pixel with valid data; nothing to score.")
-    metrics = training.evaluate(truth_all, np.concatenate(predictions), dataset.legend)
+    metrics = scoring.evaluate(truth_all, np.concatenate(predictions), dataset.legend)
     header = ("patch", "pixels", "accuracy", "commonest_true", "commonest_predicted")
     return DatasetEvaluation(metrics, header, rows, dataset.legend)
 

@@ -7,13 +7,15 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-from core import analysis, diskspace, export, report
 from core.config import Settings
-from core.jobs import JobArea, JobSpec
-from core.preflight import cloud_share
-from core.progress import ProgressFn, RunContext, TilingOptions
-from core.report import Stats
-from core.series import predict_series
+from core.jobs import diskspace, report
+from core.jobs.preflight import cloud_share
+from core.jobs.progress import ProgressFn, RunContext, TilingOptions
+from core.jobs.report import Stats
+from core.jobs.request import JobArea, JobSpec
+from core.mapping import analysis
+from core.mapping.series import predict_series
+from core.outputs import export
 from core.types import Scene
 from models.presto_heads import BUILDER as PRESTO_BUILDER
 from worker.pipelines.chunked import ChunkedGrid, plan_job_chunks

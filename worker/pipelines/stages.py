@@ -9,16 +9,18 @@ from datetime import date
 from pathlib import Path
 from typing import Literal, Protocol
 
-from core import analysis, diskspace, export, report
 from core.config import Settings
-from core.download import fetch_scenes, needs_network
-from core.grid import Grid
-from core.inference import context_area, tile_layout
-from core.jobs import JobArea, JobSpec
-from core.jobstore import file_lock
-from core.preflight import check_chosen_date, estimate_job, find_scenes
-from core.progress import ProgressFn, RunContext, TilingOptions
-from core.report import Stats
+from core.geometry.grid import Grid
+from core.jobs import diskspace, report
+from core.jobs.preflight import check_chosen_date, estimate_job, find_scenes
+from core.jobs.progress import ProgressFn, RunContext, TilingOptions
+from core.jobs.report import Stats
+from core.jobs.request import JobArea, JobSpec
+from core.jobs.store import file_lock
+from core.mapping import analysis
+from core.mapping.inference import context_area, tile_layout
+from core.outputs import export
+from core.sources.download import fetch_scenes, needs_network
 from core.types import Scene
 from models.catalogue import Catalogue, catalogue
 from models.registry import LoadedModel, LoadOptions, load

@@ -18,14 +18,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from core import training
 from core.config import Settings
-from core.datasets import PatchDataset
-from core.jobs import DatasetTraining, LabelsTraining, SamplesTraining, TrainingSpec
-from core.jobstore import write_json_atomic
-from core.labels import LabelClass, class_summary, read_labels
-from core.preflight import Estimate, estimate_job, find_scenes
-from core.progress import ProgressFn, RunContext
+from core.jobs.preflight import Estimate, estimate_job, find_scenes
+from core.jobs.progress import ProgressFn, RunContext
+from core.jobs.request import DatasetTraining, LabelsTraining, SamplesTraining, TrainingSpec
+from core.jobs.store import write_json_atomic
+from core.learning import metrics as scoring
+from core.learning.datasets import PatchDataset
+from core.learning.labels import LabelClass, class_summary, read_labels
 from models.catalogue import catalogue
 from worker.pipelines.evaluation import (
     DatasetEvaluation,
@@ -173,7 +173,7 @@ def train_from_dataset(
     should_stop: Callable[[], bool] | None = None,
     on_epoch: EpochFn | None = None,
 ) -> TrainResult:
-    """Train a head on the base's features at the labelled pixels of a patch dataset (core.datasets), then the
+    """Train a head on the base's features at the labelled pixels of a patch dataset (core.learning.datasets), then the
     decoder or the whole network in those modes; whole patches are held out for validation, where the new model
     and the parent are scored on the same pixels. A seed architecture trains whole (train_seed)."""
     from worker.pipelines import training_stages as stages  # torch: kept out of the web app's process
@@ -267,7 +267,7 @@ def preflight_training(
     warnings = [
         f"'{c.name}' covers only about {c.approx_pixels} pixels; its scores will be shaky: label more of it."
         for c in classes
-        if c.approx_pixels < 2 * training.FEW_SAMPLES
+        if c.approx_pixels < 2 * scoring.FEW_SAMPLES
     ]
     return TrainingPreflight(classes, estimate, warnings)
 
@@ -288,7 +288,7 @@ class DatasetPreflight:
 def preflight_dataset(request: DatasetTrainRequest, settings: Settings) -> DatasetPreflight:
     """Check a dataset run and count its labels as the run will split them (reads every patch's labels)."""
     dataset = check_dataset_request(request, settings)
-    is_val = training.patch_split(
+    is_val = scoring.patch_split(
         [p.group for p in dataset.patches], request.val_fraction, np.random.default_rng(request.seed)
     )
     legend, _, train_counts, val_counts, warnings = dataset_classes(
@@ -420,7 +420,7 @@ def run_queued_training(
             by=spec.by,
         )
         result = train_model(request, settings, progress, should_stop, on_epoch)
-    if isinstance(result.metrics, training.MultiLabelMetrics):
+    if isinstance(result.metrics, scoring.MultiLabelMetrics):
         unit = "patches"
     summary = {
         "model_id": result.model_id,

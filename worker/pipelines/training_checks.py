@@ -8,15 +8,15 @@ from pathlib import Path
 
 import numpy as np
 
-from core import training
 from core.config import Settings
-from core.crop_samples import SampleSeries, concatenate, labels_under, read_samples_table, to_series
-from core.datasets import IGNORE, PatchDataset, open_dataset
-from core.datasets.types import KIND_WORDS
 from core.errors import AppError
-from core.jobs import JobRequest, JobSpec, build_spec
-from core.labels import LabelError, Labels, read_labels
-from core.progress import RunContext
+from core.jobs.progress import RunContext
+from core.jobs.request import JobRequest, JobSpec, build_spec
+from core.learning import metrics as scoring
+from core.learning.crop_samples import SampleSeries, concatenate, labels_under, read_samples_table, to_series
+from core.learning.datasets import IGNORE, PatchDataset, open_dataset
+from core.learning.datasets.types import KIND_WORDS
+from core.learning.labels import LabelError, Labels, read_labels
 from core.sources import parse_source
 from core.types import ModelCard
 from models.catalogue import SEED_BUILDERS, Catalogue, catalogue, check_trainable
@@ -88,8 +88,8 @@ class TrainResult:
     version: str
     state: str  # production (the id's first version) or candidate
     folder: Path
-    metrics: training.Metrics | training.MultiLabelMetrics  # multi-label: a tagging model's scores
-    parent_metrics: training.Metrics | training.MultiLabelMetrics | None
+    metrics: scoring.Metrics | scoring.MultiLabelMetrics  # multi-label: a tagging model's scores
+    parent_metrics: scoring.Metrics | scoring.MultiLabelMetrics | None
     train_counts: dict[str, int]
     val_counts: dict[str, int]
     warnings: list[str]
@@ -141,7 +141,7 @@ def check_train_request(
     labels, spec = labels_over_imagery(
         request, base, request.parent_classes, "--parent-classes", settings, check_source
     )
-    training.check_legend(labels.legend)
+    scoring.check_legend(labels.legend)
     return labels, spec
 
 
@@ -213,7 +213,7 @@ def check_samples_request(request: SamplesTrainRequest, settings: Settings) -> S
     # Rare classes merge into the base's catch-all class when it has one (other_crop), so the two compare.
     other = str(base_card.builder_args.get("legend_classes", {}).get("*", "other"))
     classes, legend_classes = plan_classes(names, request.min_samples, other)
-    training.check_legend(classes)
+    scoring.check_legend(classes)
     return SamplesPlan(
         series, legend_name, classes, legend_classes, model_classes(names, legend_classes, classes)
     )
@@ -305,7 +305,7 @@ def dataset_classes(
         return dataset.legend, np.arange(n + 1), train_counts, val_counts, warnings
     present = [k for k in range(n) if train_counts[k] > 0]
     legend = tuple(dataset.legend[k] for k in present)
-    training.check_legend(legend)
+    scoring.check_legend(legend)
     to_new = np.full(n + 1, IGNORE, np.int64)
     to_new[present] = np.arange(len(present))
     dropped = int(val_counts[[k for k in range(n) if k not in present]].sum())
@@ -313,7 +313,7 @@ def dataset_classes(
         warnings.append(
             f"{dropped} validation pixels are of classes no training patch has; they are not scored."
         )
-    warnings += training.check_samples(train_counts[present], val_counts[present], legend)
+    warnings += scoring.check_samples(train_counts[present], val_counts[present], legend)
     if not val_counts[present].any():
         raise LabelError("No validation pixel has a class the training patches have; give more patches.")
     return legend, to_new, train_counts[present], val_counts[present], warnings

@@ -23,22 +23,23 @@ from affine import Affine
 from shapely.geometry import box
 from torch import nn
 
-from core import analysis, training
 from core.config import Settings
-from core.datasets import IGNORE as DATASET_IGNORE
-from core.datasets import PatchDataset
 from core.errors import AppError
-from core.export import write_preview_png
-from core.grid import Grid
-from core.inference import CardModel, normalise, predict_grid, prepare_tile, tile_layout
-from core.jobs import JobArea, JobSpec
-from core.jobstore import utc_now
-from core.labels import IGNORE, LabelError, Labels, rasterise_labels
-from core.preflight import find_scenes
-from core.progress import RunContext, TilingOptions
-from core.reading import SceneReader
-from core.tiling import TileLayout, fill_nodata, pad_tile
-from core.training import to_legend
+from core.geometry.grid import Grid
+from core.geometry.tiling import TileLayout, fill_nodata, pad_tile
+from core.jobs.preflight import find_scenes
+from core.jobs.progress import RunContext, TilingOptions
+from core.jobs.request import JobArea, JobSpec
+from core.jobs.store import utc_now
+from core.learning import metrics as scoring
+from core.learning.datasets import IGNORE as DATASET_IGNORE
+from core.learning.datasets import PatchDataset
+from core.learning.labels import IGNORE, LabelError, Labels, rasterise_labels
+from core.learning.metrics import to_legend
+from core.mapping import analysis
+from core.mapping.inference import CardModel, normalise, predict_grid, prepare_tile, tile_layout
+from core.mapping.reading import SceneReader
+from core.outputs.export import write_preview_png
 from core.types import ClassInfo, ModelCard, Scene
 from models.catalogue import Catalogue
 from models.presto_heads import PrestoHead, block_holdout, embeddings, spatial_blocks
@@ -90,7 +91,7 @@ log = logging.getLogger(__name__)
 CLEAR_CLASS = 0  # the cloud models' "clear" class
 MAP_MAX_PX = 1024  # the comparison maps cover at most this many grid pixels along each side
 PARENT_KEYS_KEPT = "base_weights_kept"
-Metrics = training.Metrics | training.MultiLabelMetrics
+Metrics = scoring.Metrics | scoring.MultiLabelMetrics
 EpochFn = Callable[[int, float, float], None]
 
 
@@ -217,11 +218,11 @@ def labelled_pixels(
     with rasterio.open(imagery.clearest.classes_path) as dataset:
         clear = dataset.read(1) == CLEAR_CLASS
     label_px[~clear] = IGNORE  # clouds, shadows and no data are not what the label says
-    val = training.block_split(label_px, request.block_px, request.val_fraction, request.seed)
+    val = scoring.block_split(label_px, request.block_px, request.val_fraction, request.seed)
     n_classes = len(labels.legend)
-    train_counts = training.class_counts(np.where(val, IGNORE, label_px), n_classes)
-    val_counts = training.class_counts(np.where(val, label_px, IGNORE), n_classes)
-    warnings = training.check_samples(train_counts, val_counts, labels.legend)
+    train_counts = scoring.class_counts(np.where(val, IGNORE, label_px), n_classes)
+    val_counts = scoring.class_counts(np.where(val, label_px, IGNORE), n_classes)
+    warnings = scoring.check_samples(train_counts, val_counts, labels.legend)
     for warning in warnings:
         log.warning("%s", warning)
     run.report(
@@ -245,7 +246,7 @@ def pixel_features(
     labelled = pixels.label_px != IGNORE
     samples[labelled] = np.arange(int(labelled.sum()))
     with SceneReader(list(imagery.clearest.scenes), imagery.card.bands, imagery.layout.context) as reader:
-        features = training.labelled_features(
+        features = scoring.labelled_features(
             reader.read,
             imagery.layout,
             imagery.card,
@@ -261,7 +262,7 @@ def pixel_features(
     val_x, val_y = features[seen & is_val], y[seen & is_val]
     if len(val_y) == 0:
         raise LabelError("No validation pixel is left; label a larger area or lower --block-px.")
-    weights = training.class_weights(training.class_counts(train_y.astype(np.uint8), len(legend)))
+    weights = scoring.class_weights(scoring.class_counts(train_y.astype(np.uint8), len(legend)))
     return HeadRecipe(train_x, train_y, val_x, val_y, legend, weights)
 
 
@@ -281,7 +282,7 @@ def labels_record(
     """What the card records of a run on labels over imagery (best_epoch, trained_at and by come later)."""
     scenes = imagery.clearest.scenes
     return {
-        "dataset_sha256": training.dataset_hash(
+        "dataset_sha256": scoring.dataset_hash(
             pixels.label_px, pixels.val, [s.id for s in scenes], request.base_id
         ),
         "labels": request.labels.name,
@@ -426,8 +427,8 @@ class NewNetwork:
 
     module: nn.Module
     best_epoch: int
-    metrics: training.Metrics
-    parent_metrics: training.Metrics | None
+    metrics: scoring.Metrics
+    parent_metrics: scoring.Metrics | None
 
 
 def head_then_tune(
@@ -450,13 +451,13 @@ def head_then_tune(
         fit(recipe, config, Hooks(shown, should_stop=run.check_cancelled, checkpoint_dir=run.work_dir))
     )
     if request.mode == "head":
-        metrics = training.evaluate(recipe.val_y, fitted.predict(recipe.val_x), legend)
+        metrics = scoring.evaluate(recipe.val_y, fitted.predict(recipe.val_x), legend)
         to_new = to_legend(start.base.classes, legend, request.parent_classes)
         parent_metrics = None
         if not (to_new == len(legend)).all():
             network = start.network
             parent_predicted = np.argmax(recipe.val_x @ network.head_weight.T + network.head_bias, axis=1)
-            parent_metrics = training.evaluate(recipe.val_y, to_new[parent_predicted], legend)
+            parent_metrics = scoring.evaluate(recipe.val_y, to_new[parent_predicted], legend)
         return NewNetwork(with_head(start.network, fitted), fitted.best_epoch, metrics, parent_metrics)
     with patches() as split:
         return tune_network(request, start, fitted, split, run, on_epoch)
@@ -483,7 +484,7 @@ def tune_network(
         split.train_ids,
         split.val_ids,
         legend,
-        training.class_weights(start.train_counts),
+        scoring.class_weights(start.train_counts),
     )
     hooks = Hooks(report_epoch, should_stop=run.check_cancelled, checkpoint_dir=run.work_dir)
     tuned = fit(recipe, config, hooks)
@@ -498,10 +499,10 @@ def tune_network(
             ours.append(tuned.module(batch).argmax(dim=1)[0].numpy()[labelled])
             theirs.append(to_parent_legend[parent(batch).argmax(dim=1)[0].numpy()][labelled])
     truth = np.concatenate(truths)
-    metrics = training.evaluate(truth, np.concatenate(ours), legend)
+    metrics = scoring.evaluate(truth, np.concatenate(ours), legend)
     parent_metrics = None
     if not (to_parent_legend == len(legend)).all():
-        parent_metrics = training.evaluate(truth, np.concatenate(theirs), legend)
+        parent_metrics = scoring.evaluate(truth, np.concatenate(theirs), legend)
     return NewNetwork(tuned.module, tuned.best_epoch, metrics, parent_metrics)
 
 
@@ -565,7 +566,7 @@ def patch_pixels(
     patches held out for validation; the new legend is the dataset's classes that have training pixels (a
     release rarely holds all of them)."""
     rng = np.random.default_rng(request.seed)
-    is_val_patch = training.patch_split([p.group for p in dataset.patches], request.val_fraction, rng)
+    is_val_patch = scoring.patch_split([p.group for p in dataset.patches], request.val_fraction, rng)
     compute = network.features()
     features, labels, in_val = [], [], []
     reading = run.within(0.02, 0.6, "Features")
@@ -588,7 +589,7 @@ def patch_pixels(
     x, y_full, val = np.concatenate(features), np.concatenate(labels), np.concatenate(in_val)
     present = sorted(set(y_full[~val].tolist()))
     legend = tuple(dataset.legend[v] for v in present)
-    training.check_legend(legend)
+    scoring.check_legend(legend)
     to_new = np.full(len(dataset.legend), -1, np.int64)
     to_new[present] = np.arange(len(present))
     y = to_new[y_full]
@@ -596,9 +597,9 @@ def patch_pixels(
         y >= 0
     )  # validation pixels of a class no training patch has cannot be learnt: left out, and counted
     n_classes = len(legend)
-    train_counts = training.class_counts(np.where(val | ~kept, IGNORE, y).astype(np.uint8), n_classes)
-    val_counts = training.class_counts(np.where(val & kept, y, IGNORE).astype(np.uint8), n_classes)
-    warnings = training.check_samples(train_counts, val_counts, legend)
+    train_counts = scoring.class_counts(np.where(val | ~kept, IGNORE, y).astype(np.uint8), n_classes)
+    val_counts = scoring.class_counts(np.where(val & kept, y, IGNORE).astype(np.uint8), n_classes)
+    warnings = scoring.check_samples(train_counts, val_counts, legend)
     dropped = int((val & ~kept).sum())
     if dropped:
         warnings.append(
@@ -614,10 +615,10 @@ def patch_pixels(
         x[val & kept],
         y[val & kept],
         legend,
-        training.class_weights(train_counts),
+        scoring.class_weights(train_counts),
     )
     # the sampled labels, the split and the patches' ids: what this head learnt from
-    digest = training.dataset_hash(y_full, val, [p.patch_id for p in dataset.patches], base.id)
+    digest = scoring.dataset_hash(y_full, val, [p.patch_id for p in dataset.patches], base.id)
     start = OnFeatures(network, base, recipe, train_counts)
     return PatchPixels(start, is_val_patch, present, val_counts, warnings, digest)
 
@@ -690,7 +691,7 @@ def sample_features(
     train = (y >= 0) & ~held_out
     train_counts = np.bincount(y[train], minlength=len(classes))
     val_counts = np.bincount(y[held_out], minlength=len(classes))
-    warnings = training.check_samples(train_counts, val_counts, classes, unit="samples", few=10)
+    warnings = scoring.check_samples(train_counts, val_counts, classes, unit="samples", few=10)
     run.report(0.15, f"Presto on {len(series)} samples")
     run.check_cancelled()
     features = embeddings(base.encoder, series, settings.device)
@@ -709,7 +710,7 @@ def fit_sample_head(
     features, y, train = samples.features, samples.y, samples.train
     config = replace(HEAD_CONFIG, epochs=request.epochs, patience=request.epochs, seed=request.seed)
     report_epoch = epoch_reporter(run, config.epochs, on_epoch, None)
-    weights = training.class_weights(samples.train_counts)
+    weights = scoring.class_weights(samples.train_counts)
     recipe = HeadRecipe(features[train], y[train], features[train], y[train], plan.classes, weights)
     hooks = Hooks(report_epoch, should_stop=run.check_cancelled, checkpoint_dir=run.work_dir)
     return fitted_head(fit(recipe, config, hooks))
@@ -721,12 +722,12 @@ def score_sample_head(
     """The new head on the held-out samples, and the base on the same samples when it has the legend's classes
     (its classes as ours by name; one of its own is simply wrong)."""
     classes, y, held_out, features = plan.classes, samples.y, samples.held_out, samples.features
-    metrics = training.evaluate(y[held_out], fitted.predict(features[held_out]), classes)
+    metrics = scoring.evaluate(y[held_out], fitted.predict(features[held_out]), classes)
     parent_metrics = None
     if plan.legend_name == base.legend_name and set(classes) <= set(base.classes):
         to_ours = np.array([classes.index(c) if c in classes else len(classes) for c in base.classes])
         predicted = to_ours[base.head(features[held_out]).argmax(axis=1)]
-        parent_metrics = training.evaluate(y[held_out], predicted, classes)
+        parent_metrics = scoring.evaluate(y[held_out], predicted, classes)
     return HeldOut(
         classes,
         metrics,
@@ -812,7 +813,7 @@ def seed_start(
     """The dataset split by whole groups, its classes, how its patches become batches, and the network
     (random, or the base's weights where names and shapes match)."""
     bands = usable_bands(base, dataset)
-    is_val = training.patch_split(
+    is_val = scoring.patch_split(
         [p.group for p in dataset.patches], request.val_fraction, np.random.default_rng(request.seed)
     )
     train_ids = [i for i in range(len(dataset.patches)) if not is_val[i]]
@@ -909,7 +910,7 @@ def score_network(
     legend: tuple[str, ...],
     dataset: PatchDataset,
     run: RunContext,
-) -> tuple[training.Metrics | training.MultiLabelMetrics, float]:
+) -> tuple[scoring.Metrics | scoring.MultiLabelMetrics, float]:
     """The trained network's scores on the validation patches, and its forward seconds per million 10 m pixels
     on this machine (for the pre-flight estimate)."""
     truths, guesses, seconds, pixels = [], [], 0.0, 0
@@ -932,8 +933,8 @@ def score_network(
     # A model pixel at 30 m covers nine 10 m pixels of a job's grid.
     per_mpx = seconds / max(pixels, 1) * 1e6 / (dataset.resolution_m / 10.0) ** 2
     if calling == "tags":
-        return training.evaluate_multilabel(np.concatenate(truths), np.concatenate(guesses), legend), per_mpx
-    return training.evaluate(np.concatenate(truths), np.concatenate(guesses), legend), per_mpx
+        return scoring.evaluate_multilabel(np.concatenate(truths), np.concatenate(guesses), legend), per_mpx
+    return scoring.evaluate(np.concatenate(truths), np.concatenate(guesses), legend), per_mpx
 
 
 def score_parent(
@@ -943,7 +944,7 @@ def score_parent(
     val_ids: list[int],
     legend: tuple[str, ...],
     run: RunContext,
-) -> training.Metrics | training.MultiLabelMetrics | None:
+) -> scoring.Metrics | scoring.MultiLabelMetrics | None:
     """The base model as it is, on the same validation patches, its classes counted as the new legend's of the
     same name; None when no class matches."""
     calling, multiple = CALLING[base.builder]
@@ -983,8 +984,8 @@ def score_parent(
                 truths.append(batch.target[labelled].numpy())
                 guesses.append(to_parent[logits.argmax(dim=1)[labelled].numpy()])
     if calling == "tags":
-        return training.evaluate_multilabel(np.concatenate(truths), np.concatenate(guesses), legend)
-    return training.evaluate(np.concatenate(truths), np.concatenate(guesses), legend)
+        return scoring.evaluate_multilabel(np.concatenate(truths), np.concatenate(guesses), legend)
+    return scoring.evaluate(np.concatenate(truths), np.concatenate(guesses), legend)
 
 
 def dataset_sha256(dataset: PatchDataset, is_val: np.ndarray, base_id: str) -> str:

@@ -1,6 +1,6 @@
 """The job API that pages and the CLI use: submit, status, list, cancel, retry, delete, logs, recover.
 
-Callers get plain values (core.jobstore.JobStatus, str, dict); no RQ type leaves this module. A job whose sources
+Callers get plain values (core.jobs.store.JobStatus, str, dict); no RQ type leaves this module. A job whose sources
 are remote (catalogues, mirrors) starts on the `download` queue: a download worker searches and fetches its
 scenes into the cache and hands it on to the `inference` queue, where a (GPU) worker maps it from the cache, so a
 GPU never waits on a network. Jobs on local sources, and crop jobs (their composites read scene by scene), go to
@@ -29,11 +29,11 @@ from rq.serializers import JSONSerializer
 
 from core.accounts import Account, NotYourJob
 from core.config import Settings, get_settings
-from core.diskspace import DiskFull, format_mb, free_mb, is_no_space
 from core.errors import AppError, SpecError
-from core.jobs import ChunkSpec, JobSpec, TrainingSpec
-from core.jobstore import JobInfo, JobStatus, JobStore, UnknownJob, file_lock, new_job_id, utc_now
-from core.presto_inputs import PRESTO_BUILDER
+from core.jobs.diskspace import DiskFull, format_mb, free_mb, is_no_space
+from core.jobs.request import ChunkSpec, JobSpec, TrainingSpec
+from core.jobs.store import JobInfo, JobStatus, JobStore, UnknownJob, file_lock, new_job_id, utc_now
+from core.mapping.presto_inputs import PRESTO_BUILDER
 from models.catalogue import catalogue
 
 log = logging.getLogger(__name__)
@@ -242,7 +242,7 @@ class JobClient:
         return job_id
 
     def _link_outputs(self, job_id: str, spec: JobSpec, info: JobInfo, previous: JobStatus) -> None:
-        from core.export import copy_outputs  # rasterio and PIL: kept out of the CLI's light verbs
+        from core.outputs.export import copy_outputs  # rasterio and PIL: kept out of the CLI's light verbs
 
         self.store.create(job_id, spec, info.model_copy(update={"reused_from": previous.job_id}))
         outputs = self.store.link_outputs(previous.job_id, job_id)

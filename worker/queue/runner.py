@@ -1,6 +1,6 @@
 """How a queued run is executed: lock its folder, run its stages, record how it ended.
 
-The run's folder (core.jobstore) is the truth; Redis only carries live progress (`job.meta`). An expected
+The run's folder (core.jobs.store) is the truth; Redis only carries live progress (`job.meta`). An expected
 failure ends the run as "failed" with its sentence, an unexpected one as "internal error, see log", a transient
 one (Redis or network) goes back to RQ's Retry with backoff while retries are left. Which stages a kind of run
 has is the entry table's business (worker.entry).
@@ -21,7 +21,7 @@ from rq.timeouts import JobTimeoutException
 
 from core.config import Settings
 from core.errors import AppError, JobCancelled
-from core.jobstore import JobStatus, JobStore, StatusChanges, utc_now
+from core.jobs.store import JobStatus, JobStore, StatusChanges, utc_now
 from worker.queue.client import RETRY_BACKOFF_S, cancelled_before_start
 
 log = logging.getLogger(__name__)

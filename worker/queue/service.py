@@ -31,10 +31,10 @@ from rq import Queue, SimpleWorker, Worker, worker_registration
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from core.aoi import read_aoi
 from core.config import Settings
 from core.errors import AppError
-from core.grid import grid_for_aoi
+from core.geometry.aoi import read_aoi
+from core.geometry.grid import grid_for_aoi
 from core.sources import SAMPLE_DIR
 from models.weights import sha256_of
 from worker.queue.client import QUEUES, ChunkClient, JobClient, SafeJob, TrainingClient, redacted
@@ -223,7 +223,7 @@ def serve(
                     )
                 )
                 # The scheduler puts jobs waiting for a retry back on their queue when their time comes. (Its
-                # process is forked from this one: core.jobstore.file_lock keeps it from holding job locks.)
+                # process is forked from this one: core.jobs.store.file_lock keeps it from holding job locks.)
                 rq_worker.work(burst=burst, logging_level="INFO", with_scheduler=True)
                 if burst or rq_worker.stop_asked:
                     return 0

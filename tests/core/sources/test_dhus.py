@@ -14,16 +14,16 @@ import numpy as np
 import pytest
 import rasterio
 
-from core.aoi import parse_aoi
 from core.config import Settings, dhus_credentials
-from core.download import fetch_scenes
 from core.errors import JobCancelled, NoScenesFound, SourceError, SourceUnavailable
-from core.grid import grid_for_aoi
-from core.progress import RunContext
-from core.reading import SceneReader
+from core.geometry.aoi import parse_aoi
+from core.geometry.grid import grid_for_aoi
+from core.jobs.progress import RunContext
+from core.mapping.reading import SceneReader
 from core.sources import SAMPLE_DIR, parse_source, search_scenes
 from core.sources.dhus import DhusSource, needs_fetch
-from core.transfer import NETWORK_CHUNK_BYTES, download_slot
+from core.sources.download import fetch_scenes
+from core.sources.transfer import NETWORK_CHUNK_BYTES, download_slot
 from core.types import S2_BANDS
 from tests.core.sources.dhus_server import PASSWORD, USER, DhusServerProcess
 
@@ -395,7 +395,7 @@ def test_a_failed_product_stops_the_other_downloads_and_says_why(dhus, dhus_env,
 
 
 def test_a_job_on_a_dhus_mirror_gives_the_same_map_as_on_the_sample(dhus, tmp_path):
-    from tests.worker.test_cli import SAMPLE_AOI, SAMPLE_DATES, terraseg
+    from tests.worker.cli.test_cli import SAMPLE_AOI, SAMPLE_DATES, terraseg
 
     env = {
         "TERRASEG_DHUS_USER": USER,

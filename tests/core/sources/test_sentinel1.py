@@ -13,13 +13,13 @@ from rasterio.warp import transform as transform_points
 from rasterio.windows import Window
 from shapely.geometry import Point, Polygon
 
-from core.aoi import parse_aoi
 from core.config import Settings
-from core.download import fetch_scenes
 from core.errors import SourceError
-from core.grid import grid_for_aoi
-from core.progress import RunContext
-from core.reading import SceneReader
+from core.geometry.aoi import parse_aoi
+from core.geometry.grid import grid_for_aoi
+from core.jobs.progress import RunContext
+from core.mapping.reading import SceneReader
+from core.sources.download import fetch_scenes
 from core.sources.local import LocalSource
 from core.sources.sentinel1 import (
     NODATA_DB,

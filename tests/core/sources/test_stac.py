@@ -10,13 +10,13 @@ import pytest
 import rasterio
 from rasterio.windows import Window
 
-from core.aoi import parse_aoi
 from core.config import Settings
-from core.download import fetch_windows
 from core.errors import NoScenesFound, SourceError, SourceUnavailable
-from core.grid import grid_for_aoi
-from core.reading import SceneReader
+from core.geometry.aoi import parse_aoi
+from core.geometry.grid import grid_for_aoi
+from core.mapping.reading import SceneReader
 from core.sources import SAMPLE_DIR, parse_source, search_scenes
+from core.sources.download import fetch_windows
 from core.sources.stac import item_to_scene, radiometry
 from core.types import S2_BANDS
 from tests.core.sources.stac_server import StacServerProcess, recorded_responses
@@ -178,7 +178,7 @@ def test_no_items_for_the_dates_says_what_to_do(stac):
 
 
 def test_a_job_on_the_stac_source_gives_the_same_map_as_on_the_sample(stac, tmp_path):
-    from tests.worker.test_cli import SAMPLE_AOI, SAMPLE_DATES, terraseg
+    from tests.worker.cli.test_cli import SAMPLE_AOI, SAMPLE_DATES, terraseg
 
     runs = {}
     for name, source in (("stac", f"stac:{stac.url}"), ("sample", "sample")):

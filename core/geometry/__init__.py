@@ -1,0 +1,1 @@
+"""Areas and grids: the AOI, the job's grid, tile layouts, chunks of large grids, place search."""
