@@ -26,7 +26,7 @@ from models.convrnn import ConvRNNSegmenter
 from models.dfc2020 import DeepLabV3Plus, DFCUNet
 from models.folding import fold_batch_norms
 from models.torch_predictor import SeriesTorchPredictor, TagsPredictor, TorchPredictor
-from models.utae import UTAE
+from models.utae import UTAE, UTAEConfig
 from models.weights import check_state_dict, verify_weights
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ class LoadOptions:
 
 
 def _build_utae(args: dict[str, Any]) -> nn.Module:
-    return UTAE(**args)
+    return UTAE(UTAEConfig(**args))
 
 
 def _build_convrnn(args: dict[str, Any]) -> nn.Module:

@@ -40,6 +40,7 @@ Notes on the layout and on where this differs from the reference code:
 import math
 import pickle
 from collections.abc import Sequence
+from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
 from typing import Literal
@@ -340,14 +341,16 @@ class TemporalAggregator(nn.Module):
         return (groups * weights[:, :, :, None]).sum(dim=1).reshape(b, c, height, width)
 
 
-class UTAE(nn.Module):
-    """U-TAE: (B, T, C, H, W) image time series -> (B, n_classes, H, W) class scores; defaults are PASTIS's.
+@dataclass(frozen=True)
+class UTAEConfig:
+    """U-TAE's hyper-parameters; the defaults are PASTIS's.
 
     Args:
         input_dim: bands C of the input (10 for PASTIS, in the order of `BANDS`).
         encoder_widths: channels of the encoder levels, from full resolution down; their number is the number of
             levels (each after the first halves the resolution).
-        decoder_widths: channels of the decoder levels, same order; the last equals the encoder's last.
+        decoder_widths: channels of the decoder levels, same order; the last equals the encoder's last (None:
+            the encoder's).
         out_conv: widths of the two head convolutions; the last is the number of classes.
         str_conv_k, str_conv_s, str_conv_p: kernel, stride and padding of the strided (transposed) convolutions.
         agg_mode: how skips are collapsed over time: "att_group", "att_mean" or "mean".
@@ -359,26 +362,39 @@ class UTAE(nn.Module):
         positional_period: period T of the sinusoidal date encoding, in days.
     """
 
-    def __init__(
-        self,
-        input_dim: int = 10,
-        encoder_widths: Sequence[int] = (64, 64, 64, 128),
-        decoder_widths: Sequence[int] | None = (32, 32, 64, 128),
-        out_conv: Sequence[int] = (32, 20),
-        str_conv_k: int = 4,
-        str_conv_s: int = 2,
-        str_conv_p: int = 1,
-        agg_mode: str = "att_group",
-        encoder_norm: str = "group",
-        n_head: int = 16,
-        d_model: int = 256,
-        d_k: int = 4,
-        pad_value: float = 0.0,
-        padding_mode: PaddingMode = "reflect",
-        positional_period: float = 1000.0,
-    ) -> None:
+    input_dim: int = 10
+    encoder_widths: Sequence[int] = (64, 64, 64, 128)
+    decoder_widths: Sequence[int] | None = (32, 32, 64, 128)
+    out_conv: Sequence[int] = (32, 20)
+    str_conv_k: int = 4
+    str_conv_s: int = 2
+    str_conv_p: int = 1
+    agg_mode: str = "att_group"
+    encoder_norm: str = "group"
+    n_head: int = 16
+    d_model: int = 256
+    d_k: int = 4
+    pad_value: float = 0.0
+    padding_mode: PaddingMode = "reflect"
+    positional_period: float = 1000.0
+
+
+class UTAE(nn.Module):
+    """U-TAE: (B, T, C, H, W) image time series -> (B, n_classes, H, W) class scores, as `config` says."""
+
+    def __init__(self, config: UTAEConfig = UTAEConfig()) -> None:  # noqa: B008 (frozen: safe as a default)
         super().__init__()
-        decoder_widths = encoder_widths if decoder_widths is None else decoder_widths
+        c = config
+        input_dim, encoder_widths, out_conv, padding_mode = (
+            c.input_dim,
+            c.encoder_widths,
+            c.out_conv,
+            c.padding_mode,
+        )
+        str_conv_k, str_conv_s, str_conv_p = c.str_conv_k, c.str_conv_s, c.str_conv_p
+        agg_mode, encoder_norm, n_head, d_model, d_k = c.agg_mode, c.encoder_norm, c.n_head, c.d_model, c.d_k
+        pad_value, positional_period = c.pad_value, c.positional_period
+        decoder_widths = encoder_widths if c.decoder_widths is None else c.decoder_widths
         self._check_config(encoder_widths, decoder_widths, agg_mode, encoder_norm, n_head)
         levels = len(encoder_widths)
         self.input_dim = input_dim

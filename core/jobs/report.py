@@ -289,19 +289,26 @@ class RunSettings:
     tile_overlap_px: int
 
 
+@dataclass(frozen=True)
+class RunFacts:
+    """How a run went, as its record tells it: the settings its outputs depend on, each stage's time, what a
+    reader of the outputs must know (a model's caveat for the scenes' level), and a large job's chunks."""
+
+    settings: RunSettings
+    timings_s: dict[str, float]
+    notes: list[str] = dataclasses.field(default_factory=list)
+    chunks: list[ChunkRecord] = dataclasses.field(default_factory=list)
+
+
 def build_run_record(
     spec: JobSpec,
     area: JobArea,
     results: list[DateResult],
     stats: Stats,
     models: tuple[Weights, Weights | None],
-    settings: RunSettings,
-    timings_s: dict[str, float],
-    notes: list[str] | None = None,
-    chunks: list[ChunkRecord] | None = None,
+    facts: RunFacts,
 ) -> RunRecord:
-    """Provenance of a run: inputs, model and weights, grid, timings and software versions; `notes` are what a
-    reader of the outputs must know (a model's caveat for the scenes' level); `chunks` a large job's chunks."""
+    """Provenance of a run: inputs, model and weights, grid, timings and software versions."""
     model, cloud_model = models
     card = model.card
     return RunRecord(
@@ -333,11 +340,11 @@ def build_run_record(
             weights_file=cloud_model.weights_file,
             weights_sha256=cloud_model.weights_sha256,
         ),
-        settings=dataclasses.asdict(settings),
-        timings_s=dict(timings_s),
+        settings=dataclasses.asdict(facts.settings),
+        timings_s=dict(facts.timings_s),
         versions=software_versions(),
-        notes=list(notes or []),
-        chunks=list(chunks or []),
+        notes=list(facts.notes),
+        chunks=list(facts.chunks),
     )
 
 

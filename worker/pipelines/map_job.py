@@ -17,6 +17,7 @@ from core.mapping import analysis
 from core.mapping.series import predict_series
 from core.outputs import export
 from core.types import Scene
+from models.catalogue import Catalogue
 from models.presto_heads import BUILDER as PRESTO_BUILDER
 from worker.pipelines.chunked import ChunkedGrid, plan_job_chunks
 from worker.pipelines.crop_job import run_crop
@@ -66,22 +67,21 @@ def run_job(
     folders = job_folders(settings, out_dir)
     needs = diskspace.DiskNeeds()
     with diskspace.disk_full_as_error(folders, needs):
-        return run_stages(spec, out_dir, settings, folders, needs, progress, should_stop, work_dir, job_id)
+        cards, spec, run = job_context(spec, settings, progress, should_stop, work_dir)
+        return map_stages(spec, out_dir, settings, cards, run, folders, needs, job_id)
 
 
-def run_stages(
+def map_stages(
     spec: JobSpec,
     out_dir: Path,
     settings: Settings,
+    cards: Catalogue,
+    run: RunContext,
     folders: list[diskspace.Folder],
     needs: diskspace.DiskNeeds,
-    progress: ProgressFn | None,
-    should_stop: Callable[[], bool] | None,
-    work_dir: Path | None,
-    job_id: str | None = None,
+    job_id: str | None,
 ) -> JobResult:
-    """run_job's stages."""
-    cards, spec, run = job_context(spec, settings, progress, should_stop, work_dir)
+    """run_job's stages, with the job's model version pinned (`cards`, `spec`) and its run context."""
     tiling = TilingOptions(settings.batch_size, settings.tile_overlap_px)
     with run.stage("plan"):
         area = plan_area(spec, out_dir)
@@ -112,10 +112,7 @@ def run_stages(
                 prediction.dates,
                 stats,
                 (models.model, models.cloud_model),
-                used,
-                run.timings_s,
-                models.caveats,
-                passes.records(),
+                report.RunFacts(used, run.timings_s, models.caveats, passes.records()),
             )
             export.write_json(staging / "run.json", record.model_dump(mode="json"))  # with every stage's time
             # The export stage takes a while on big grids: a cancel that came meanwhile must win over publishing.
