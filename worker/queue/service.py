@@ -62,6 +62,9 @@ class Liveness:
     # A worker that runs its job in its own process cannot beat meanwhile: the long TTL RQ gives it for the
     # job is kept (a killed --no-fork worker then counts as alive until its job's timeout).
     keeps_job_ttl = False
+    # An idle worker retries a lost Redis at most a heartbeat apart (RQ's default backs off to 60 s), so it is
+    # back in the health count within a beat of Redis returning.
+    max_connection_wait_time = float(HEARTBEAT_S)
 
     def register_birth(self) -> None:
         super().register_birth()  # type: ignore[misc]
@@ -237,6 +240,7 @@ def serve(
                     wait_s,
                 )
                 time.sleep(wait_s)
-                wait_s = min(wait_s * 2, 30.0)
+                # At most a heartbeat apart: the worker is back in the health count within one beat of Redis.
+                wait_s = min(wait_s * 2, HEARTBEAT_S)
     finally:
         stop.set()

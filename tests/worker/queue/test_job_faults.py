@@ -152,6 +152,23 @@ def test_redis_killed_and_restarted_empty_loses_no_job(
     assert ends == sorted(ends), (ends, [client.store.read_log(job_id) for job_id in queued])
 
 
+def test_an_idle_worker_registers_again_within_a_heartbeat_of_redis_coming_back(
+    client: JobClient, start_worker, redis_server
+):
+    start_worker()
+    deadline = time.monotonic() + 60
+    while client.health().workers != 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    redis_server.kill()
+    time.sleep(20.0)  # long enough for a doubling backoff to reach 16 s between tries
+    redis_server.start()
+    back_at = time.monotonic()
+    while client.health().workers != 1:
+        assert time.monotonic() - back_at < HEARTBEAT_S + 3, "the worker did not register again in time"
+        time.sleep(0.2)
+
+
 def test_a_killed_worker_leaves_the_health_count_once_its_last_beat_expires(client: JobClient, start_worker):
     worker = start_worker()
     deadline = time.monotonic() + 60
