@@ -10,7 +10,7 @@ DEMO_OUT ?= out/demo
 
 BROWSER_ASSETS := tests/browser/node_modules/.package-lock.json
 
-.PHONY: demo app worker test install system-deps lint bench clean
+.PHONY: demo app worker test check install system-deps lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,13 @@ test: install system-deps $(BROWSER_ASSETS)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest -q -n 2 --dist loadfile --durations=15
+
+# The inner loop (under 2 minutes): lint, types, and the unit tests of core/ and models/ without the slow ones
+# (real jobs, model runs and recorded servers: `pytestmark = pytest.mark.slow`) or a browser.
+check: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/pytest -q -n 2 -m "not slow and not browser" -p no:cacheprovider tests/core tests/models
 
 bench: install
 	$(BIN)/python bench/pipeline.py

@@ -4,6 +4,7 @@ Pixels no label covers, and pixels that labels of two different classes cover, g
 counted as a class (the loss and the metrics skip them).
 """
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import numpy as np
 import pyogrio
 import shapely
 from pyogrio.errors import DataLayerError, DataSourceError
+from pyproj import Geod
 from rasterio.features import rasterize
 from shapely.geometry.base import BaseGeometry
 
@@ -157,8 +159,6 @@ class LabelClass:
 
 def class_summary(labels: Labels) -> list[LabelClass]:
     """Features and area per class, in legend order (the training pre-flight's sample counts)."""
-    from pyproj import Geod
-
     geod = Geod(ellps="WGS84")
     features = dict.fromkeys(labels.legend, 0)
     area_m2 = dict.fromkeys(labels.legend, 0.0)
@@ -188,8 +188,6 @@ def store_upload(
 ) -> Path:
     """Keep an uploaded file (labels, sample tables) as `<folder>/<sha256 prefix><suffix>`: the user's file name
     never becomes a path (only its suffix, from `suffixes`, is kept); the same content is stored once."""
-    import hashlib
-
     suffix = Path(name).suffix.lower()
     if suffix not in suffixes:
         raise LabelError(f"{Path(name).name}: upload {', '.join(suffixes)} files here.")

@@ -59,7 +59,7 @@ def model_input(slovenia: Path, frames: list[int]) -> np.ndarray:
 
 
 def tf_variables(saved_model: Path) -> tuple[object, dict[str, np.ndarray]]:
-    import tensorflow as tf
+    import tensorflow as tf  # tensorflow: the one-off conversion only, never installed with TerraSeg
 
     model = tf.saved_model.load(str(saved_model))
     return model, {v.name.removesuffix(":0"): v.numpy() for v in model.variables}
@@ -67,7 +67,7 @@ def tf_variables(saved_model: Path) -> tuple[object, dict[str, np.ndarray]]:
 
 def state_dict_from_tf(variables: dict[str, np.ndarray]) -> dict[str, Any]:
     """Map every SavedModel variable onto DynamicWorldNet's parameters; fail on any left over or missing."""
-    import torch
+    import torch  # torch: only the steps that build PyTorch weights load it
 
     state: dict[str, torch.Tensor] = {}
     used: set[str] = set()
@@ -104,8 +104,8 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    import tensorflow as tf
-    import torch
+    import tensorflow as tf  # tensorflow: the one-off conversion only, never installed with TerraSeg
+    import torch  # torch: only the steps that build PyTorch weights load it
 
     frames = clear_frames(args.slovenia_dir)
     inputs = model_input(args.slovenia_dir, frames)

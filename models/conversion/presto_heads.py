@@ -118,7 +118,7 @@ class HeadResult:
 def train_plan(plan: HeadPlan, series: SampleSeries, features: np.ndarray) -> HeadResult:
     """Fit the plan's head on `features` (the samples' Presto embeddings) and the anchor on each split; score
     both on the held-out samples. The head returned is the first split's."""
-    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.ensemble import RandomForestClassifier  # sklearn: the comparison run only (test extra)
 
     classes = tuple(name for name, _ in plan.classes)
     names = labels_under(series.ewoc_code, plan.legend, worldcereal_legends())

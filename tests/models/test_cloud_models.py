@@ -19,6 +19,9 @@ from models import registry
 from models.catalogue import catalogue
 from tests.conftest import TEST_DATA, load_model
 
+# Real jobs and model runs: left out of `make check`'s quick loop (see the Makefile).
+pytestmark = pytest.mark.slow
+
 SLOVENIA = TEST_DATA / "s2_slovenia_eolearn"
 S2C_SHA256 = catalogue().get("cloud-s2cloudless").weights_sha256["pixel_s2_cloud_detector_lightGBM_v0.1.txt"]
 # REFERENCE_SCENES frames 0..4 are these indices of the 68-date CLP_S2C stack (data README).

@@ -20,6 +20,9 @@ from core.sources import SAMPLE_DIR
 from tests.conftest import TEST_DATA
 from tests.worker.cli.test_cli import terraseg
 
+# Real jobs and model runs: left out of `make check`'s quick loop (see the Makefile).
+pytestmark = pytest.mark.slow
+
 SCENE = SAMPLE_DIR / "S2_L1C_20150830T100547_slovenia.tif"  # a clear date
 LULC = TEST_DATA / "s2_slovenia_eolearn" / "LULC.gpkg"
 # eo-learn's land-use classes as DFC2020 label values (1-based; 0 = no label).

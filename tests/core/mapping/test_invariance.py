@@ -27,6 +27,9 @@ from core.types import ModelCard, Scene
 from models.catalogue import catalogue
 from tests.conftest import load_model
 
+# Real jobs and model runs: left out of `make check`'s quick loop (see the Makefile).
+pytestmark = pytest.mark.slow
+
 CLOUD_AGREEMENT, LANDCOVER_AGREEMENT = 0.995, 0.99
 SAMPLE_AOI = parse_aoi(SAMPLE_DIR / "aoi.geojson").geometry
 CLEAR_DATES = (date(2015, 7, 11), date(2015, 8, 30), date(2015, 9, 9))  # s2cloudless: 100 % clear

@@ -20,6 +20,9 @@ from models import utae
 from models.catalogue import catalogue
 from tests.conftest import load_model
 
+# Real jobs and model runs: left out of `make check`'s quick loop (see the Makefile).
+pytestmark = pytest.mark.slow
+
 
 def test_few_dates_are_all_kept_and_cloudy_ones_dropped():
     dates = [date(2020, 1, 1) + timedelta(days=10 * i) for i in range(5)]

@@ -14,6 +14,9 @@ from core.outputs.compare import compare_class_maps, write_change_map
 from tests.services import sample_spec
 from worker.pipelines.map_job import run_job
 
+# Real jobs and model runs: left out of `make check`'s quick loop (see the Makefile).
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def maps(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
@@ -47,7 +50,9 @@ def test_the_transition_matrix_counts_each_pixel_valid_in_both_maps_once(maps):
             expected = int(np.count_nonzero(both & (before == a.value) & (after == b.value)))
             assert compared.matrix_pixels[i][j] == expected, (a.name, b.name)
             assert compared.matrix_ha[i][j] == pytest.approx(expected * 0.01)  # 10 m pixels
-    assert compared.matrix_pixels[0][1] > 0.8 * compared.compared_pixels  # most of the clear date became cloud
+    assert (
+        compared.matrix_pixels[0][1] > 0.8 * compared.compared_pixels
+    )  # most of the clear date became cloud
     assert compared.changed_percent > 80
     assert compare_class_maps(maps["clear"], maps["clear"]).changed_pixels == 0
 
@@ -91,4 +96,6 @@ def test_every_date_is_published_and_a_date_gets_the_same_classes_whichever_date
         classes, nodata = read(cloudy_outputs / f"date-{entry['date']}.tif")
         valid = classes[classes != nodata]
         for value, name in enumerate(("clear", "cloud", "cloud shadow")):
-            assert np.count_nonzero(valid == value) / valid.size == pytest.approx(entry["fractions"][name], abs=1e-3)
+            assert np.count_nonzero(valid == value) / valid.size == pytest.approx(
+                entry["fractions"][name], abs=1e-3
+            )

@@ -27,6 +27,9 @@ from core.sources.transfer import NETWORK_CHUNK_BYTES, download_slot
 from core.types import S2_BANDS
 from tests.core.sources.dhus_server import PASSWORD, USER, DhusServerProcess
 
+# Real jobs and model runs: left out of `make check`'s quick loop (see the Makefile).
+pytestmark = pytest.mark.slow
+
 AOI = parse_aoi(SAMPLE_DIR / "aoi.geojson")
 SUMMER = (date(2015, 7, 1), date(2015, 9, 30))
 

@@ -21,6 +21,9 @@ from core.sources.stac import item_to_scene, radiometry
 from core.types import S2_BANDS
 from tests.core.sources.stac_server import StacServerProcess, recorded_responses
 
+# Real jobs and model runs: left out of `make check`'s quick loop (see the Makefile).
+pytestmark = pytest.mark.slow
+
 AOI = parse_aoi(SAMPLE_DIR / "aoi.geojson")
 SUMMER = (date(2015, 7, 1), date(2015, 9, 30))
 
@@ -134,13 +137,20 @@ def test_an_unreachable_catalogue_is_unavailable_not_an_internal_error():
 
 @pytest.mark.parametrize(
     "answer",
-    [b"<html><body>Welcome to nginx!</body></html>", b'{"hello": "world"}', b"[1, 2]", b'{"type": "Catalog"}'],
+    [
+        b"<html><body>Welcome to nginx!</body></html>",
+        b'{"hello": "world"}',
+        b"[1, 2]",
+        b'{"type": "Catalog"}',
+    ],
     ids=["web page", "other json", "json list", "catalog without links"],
 )
 def test_a_url_that_is_not_a_stac_api_gets_a_sentence_not_a_parser_error(stac, answer):
     stac.answer_instead(answer)
     try:
-        with pytest.raises(SourceError, match="did not answer as a STAC API; check that the URL is the catalogue"):
+        with pytest.raises(
+            SourceError, match="did not answer as a STAC API; check that the URL is the catalogue"
+        ):
             parse_source(f"stac:{stac.url}", Settings()).search(AOI.geometry, *SUMMER)
     finally:
         stac.answer_instead(None)
