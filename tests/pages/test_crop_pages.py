@@ -68,5 +68,5 @@ def test_a_crop_job_from_a_monthly_cube_runs_from_the_app_and_shows_its_cropland
     cropland = at.dataframe[1].value
     assert list(cropland["class"]) == ["other", "cropland"]
     outputs = {Path(p).name: Path(p) for p in client.status(job.job_id).outputs}
-    assert downloads["cropland.tif"] == outputs["cropland.tif"].read_bytes()
+    assert downloads[f"{job.job_id}_cropland.tif"] == outputs["cropland.tif"].read_bytes()
     assert "Cropland (COG)" in {b.proto.label for b in at.get("download_button")}
