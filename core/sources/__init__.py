@@ -133,13 +133,14 @@ def search_scenes(
     error says what each one answered.
     """
     answers: list[str] = []
+    failed: list[str] = []  # the sources that failed, in `answers`' order
     unavailable = 0
     fallback: list[Scene] | None = None
 
     def served(scenes: list[Scene]) -> list[Scene]:
         # A source passed over is worth a warning only when another one serves; when none does, the error
         # raised says what each answered (a warning too would print the same sentence twice).
-        for name, answer in zip(source_names, answers, strict=False):
+        for name, answer in zip(failed, answers, strict=True):
             log.warning("Source %s: %s", name, answer)
         return scenes
 
@@ -148,6 +149,7 @@ def search_scenes(
             scenes = parse_source(name, settings).search(aoi, start, end, sensor, max_cloud_pct)
         except (AppError, SourceUnavailable) as err:
             answers.append(str(err))
+            failed.append(name)
             unavailable += isinstance(err, SourceUnavailable)
             continue
         if not levels or any(s.processing_level in levels for s in scenes):

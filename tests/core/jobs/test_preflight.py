@@ -127,3 +127,23 @@ def test_a_chosen_date_without_a_scene_is_refused_before_anything_runs():
         check_chosen_date(scenes, date(2015, 7, 12))
     estimate = estimate_job(SAMPLE_AOI, scenes, catalogue().get("cloud-csmask"))
     assert estimate.scene_dates == ("2015-07-11", "2015-07-31", "2015-08-20", "2015-08-30", "2015-09-09")
+
+
+def test_a_source_passed_over_is_warned_about_by_its_own_name_only_when_another_serves(tmp_path, caplog):
+    import logging
+
+    from core.errors import NoScenesFound
+    from core.sources import search_scenes
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    window = (SAMPLE_AOI.geometry, date(2015, 7, 1), date(2015, 9, 30), Settings())
+    with caplog.at_level(logging.WARNING, logger="core.sources"):
+        scenes = search_scenes((f"local:{empty}", "sample"), *window)
+    assert len(scenes) == 5
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == ["Source local"]
+    assert str(empty) in caplog.records[0].getMessage()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="core.sources"), pytest.raises(NoScenesFound):
+        search_scenes((f"local:{empty}",), *window)
+    assert not caplog.records  # the error says it; a warning too would say it twice
