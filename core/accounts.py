@@ -160,6 +160,8 @@ class SignInGate:
     def _record_failure(self, name: str, client: str, who: str) -> str:
         """Count a failed try for its pair and its client; the sentence to show."""
         state, now = self._read(), time.time()
+        # Forgotten failures are dropped, so names typed by anyone do not grow the file for ever.
+        state = {k: v for k, v in state.items() if self._entry(state, k, now)[0] > 0}
         pair, whole = self._keys(name, client)
         failures = 0
         for key in (pair, whole):
