@@ -45,12 +45,16 @@ else:
     )
     spec = preflight_ui(request, config, models, shown)
 
+SUBMITTED = "submitted_job"  # (job id, the request it was submitted for)
 job_name = st.text_input("Job name (optional)", max_chars=80, placeholder="e.g. Ljubljana, July clouds")
 if st.button("Submit", type="primary", disabled=spec is None) and spec is not None:
     try:
-        st.session_state["submitted_job"] = client().submit(spec, owner=current.name, name=job_name)
+        st.session_state[SUBMITTED] = (client().submit(spec, owner=current.name, name=job_name), spec)
     except AppError as err:
         st.error(str(err))
-if job_id := st.session_state.get("submitted_job"):
-    st.success(f"Job {job_id} submitted.")
+submitted = st.session_state.get(SUBMITTED)
+if submitted is not None and submitted[1] != spec:  # the request changed since: the message would be stale
+    st.session_state.pop(SUBMITTED)
+elif submitted is not None:
+    st.success(f"Job {submitted[0]} submitted.")
     st.page_link("pages/jobs.py", label="Follow it on the Jobs page", icon=":material/list:")

@@ -143,6 +143,8 @@ def test_a_drawn_rectangle_shows_its_area_an_estimate_and_submits_a_job(app_env,
     assert (spec.task, spec.model_id, spec.sources) == ("cloud", "cloud-csmask", ("sample",))
     assert (str(spec.start), str(spec.end)) == ("2015-07-01", "2015-09-30")
     assert spec.aoi.to_aoi().area_km2 == pytest.approx(parse_aoi(SAMPLE_AOI_TEXT).area_km2, rel=1e-9)
+    at.date_input[1].set_value("2015-08-31").run()  # another request: the message was about the last one
+    assert not any(job.job_id in t for t in texts(at.success))
 
 
 def test_a_typed_bbox_and_an_uploaded_geojson_both_become_the_aoi(app_env, monkeypatch):
