@@ -187,6 +187,11 @@ def _bbox_polygon(numbers: list[float], text: str) -> Polygon:
             f"The bbox {text!r} is outside longitude -180..180 / latitude -90..90; give "
             f"west,south,east,north in degrees.{hint}"
         )
+    if west > east and west - east < 180:  # a box that short the other way round: typed east first
+        raise AOIError(
+            f"The bbox {text!r} has west {west} east of east {east}: west and east look swapped; did you mean "
+            f"{east},{south},{west},{north}?"
+        )
     if west > east:
         raise AOIError(
             f"The bbox {text!r} has west {west} > east {east}, so it crosses the 180° meridian "

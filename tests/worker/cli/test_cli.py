@@ -201,7 +201,8 @@ def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
     [
         (["--aoi", SAMPLE_AOI, "--start", "2015-09-30", "--end", "2015-07-01"], "before the start date"),
         (["--aoi", SAMPLE_AOI, "--start", "2015-13-01", "--end", "2015-09-30"], "not a date"),
-        (["--aoi", "14.6,45.8,14.5,45.9", *SAMPLE_DATES], "antimeridian|180"),
+        (["--aoi", "14.6,45.8,14.5,45.9", *SAMPLE_DATES], "look swapped; did you mean 14.5,45.8,14.6,45.9"),
+        (["--aoi", "170,45.8,-170,45.9", *SAMPLE_DATES], "antimeridian"),
         (["--aoi", "10.0,50.0,10.01,50.01", *SAMPLE_DATES], "None of the 5 S2 scenes in sample overlaps"),
         (["--aoi", SAMPLE_AOI, "--start", "2016-01-01", "--end", "2016-03-01"], "Widen the date range"),
         (["--aoi", SAMPLE_AOI, "--start", "9999-01-01", "--end", "9999-12-31"], "after today"),
