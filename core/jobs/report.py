@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 import core
 from core.errors import OutputError
-from core.jobs.request import JobArea, JobSpec
+from core.jobs.request import JobArea, JobSpec, public_source
 from core.jobs.store import utc_now
 from core.mapping import analysis
 from core.mapping.analysis import DateResult
@@ -252,15 +252,6 @@ def build_stats(
         cloud_model_id=cloud_model.id if cloud_model is not None and series_dates is None else None,
         cloud_masked_pixels=masked_px,
     )
-
-
-def public_source(source: str) -> str:
-    """A source as a record a user downloads names it: a folder or a file by its own name (`local:scenes`),
-    never the server's path; catalogues and mirrors by their preset name or URL, as given."""
-    kind, separator, rest = source.partition(":")
-    if separator and kind in ("local", "cube"):
-        return f"{kind}:{PurePosixPath(rest.rstrip('/')).name}"
-    return source
 
 
 def _input_record(scene: Scene, bands: tuple[str, ...]) -> InputRecord:

@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
+from pathlib import PurePosixPath
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -304,3 +305,12 @@ class ChunkSpec(BaseModel):
 
     def describe(self) -> str:
         return f"chunk {self.index + 1}/{self.chunks} ({self.role} pass, {len(self.dates)} dates)"
+
+
+def public_source(source: str) -> str:
+    """A source as a record a user downloads names it: a folder or a file by its own name (`local:scenes`),
+    never the server's path; catalogues and mirrors by their preset name or URL, as given."""
+    kind, separator, rest = source.partition(":")
+    if separator and kind in ("local", "cube"):
+        return f"{kind}:{PurePosixPath(rest.rstrip('/')).name}"
+    return source

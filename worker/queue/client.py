@@ -31,7 +31,7 @@ from core.accounts import Account, NotYourJob
 from core.config import Settings, get_settings
 from core.errors import AppError, SpecError
 from core.jobs.diskspace import DiskFull, format_mb, free_mb, is_no_space
-from core.jobs.request import ChunkSpec, JobSpec, TrainingSpec
+from core.jobs.request import ChunkSpec, JobSpec, TrainingSpec, public_source
 from core.jobs.store import JobInfo, JobStatus, JobStore, UnknownJob, file_lock, new_job_id, utc_now
 from core.mapping.presto_inputs import PRESTO_BUILDER
 from models.catalogue import catalogue
@@ -621,10 +621,12 @@ class ChunkClient(JobClient):
 
 
 def job_summary(spec: JobSpec) -> str:
-    """What a job computes, in one line for job lists: task, model, dates, area and sources."""
+    """What a job computes, in one line for job lists: task, model, dates (and the date chosen to map), area and
+    sources (a folder by its own name: job cards are shown to users, who need not see the server's paths)."""
+    chosen = f" (date {spec.selected_date})" if spec.selected_date else ""
     return (
-        f"{spec.task} · {spec.model_id} · {spec.start}..{spec.end} · {spec.aoi.to_aoi().area_km2:,.2f} km² · "
-        + ", ".join(spec.sources)
+        f"{spec.task} · {spec.model_id} · {spec.start}..{spec.end}{chosen} · "
+        f"{spec.aoi.to_aoi().area_km2:,.2f} km² · " + ", ".join(public_source(s) for s in spec.sources)
     )
 
 

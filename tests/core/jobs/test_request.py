@@ -176,3 +176,14 @@ def test_recovery_order_is_submission_order_within_one_second(tmp_path):
         store.create(job_id, spec, JobInfo(spec_hash="x"))
         time.sleep(0.01)
     assert store.in_submission_order() == later_ids
+
+
+def test_a_job_cards_summary_names_the_chosen_date_and_no_server_folder():
+    from worker.queue.client import job_summary
+
+    spec = build(selected_date="2015-08-30").model_copy(
+        update={"sources": ("local:/srv/terraseg/scenes/", "sample")}
+    )
+    summary = job_summary(spec)
+    assert "2015-07-01..2015-09-30 (date 2015-08-30)" in summary
+    assert summary.endswith("local:scenes, sample") and "/srv" not in summary
