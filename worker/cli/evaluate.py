@@ -4,6 +4,7 @@ import argparse
 import csv
 import json
 import tempfile
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -78,10 +79,8 @@ def command_evaluate(args: argparse.Namespace, settings: Settings) -> int:
         evaluation = evaluate_model(request, settings, Path(work), progress=print_progress)
     metrics = evaluation.metrics
     if args.predictions:
-        with open(args.predictions, "w", newline="") as out:
-            writer = csv.writer(out, lineterminator="\n")
-            writer.writerow([f"x ({evaluation.crs})", f"y ({evaluation.crs})", "true", "predicted"])
-            writer.writerows(evaluation.rows)
+        header = [f"x ({evaluation.crs})", f"y ({evaluation.crs})", "true", "predicted"]
+        write_predictions(args.predictions, header, evaluation.rows)
     if args.json:
         print(json.dumps(metrics.model_dump() | {"model": args.model, "date": evaluation.date}, indent=1))
         return 0
@@ -97,13 +96,11 @@ def command_evaluate_samples(args: argparse.Namespace, settings: Settings) -> in
     evaluation = evaluate_samples(args.model, args.samples, settings)
     metrics = evaluation.metrics
     if args.predictions:
-        with open(args.predictions, "w", newline="") as out:
-            writer = csv.writer(out, lineterminator="\n")
-            writer.writerow(["sample_id", "ewoc_code", "label", "predicted", "probability"])
-            writer.writerows(
-                (sid, code, label, predicted, f"{p:.4f}")
-                for sid, code, label, predicted, p in evaluation.rows
-            )
+        write_predictions(
+            args.predictions,
+            ["sample_id", "ewoc_code", "label", "predicted", "probability"],
+            [(sid, code, label, predicted, f"{p:.4f}") for sid, code, label, predicted, p in evaluation.rows],
+        )
     if args.json:
         print(json.dumps(metrics.model_dump() | {"model": args.model, "legend": evaluation.legend}, indent=1))
         return 0
@@ -130,10 +127,7 @@ def command_evaluate_dataset(args: argparse.Namespace, settings: Settings) -> in
     )
     metrics = evaluation.metrics
     if args.predictions:
-        with open(args.predictions, "w", newline="") as out:
-            writer = csv.writer(out, lineterminator="\n")
-            writer.writerow(evaluation.header)
-            writer.writerows(evaluation.rows)
+        write_predictions(args.predictions, evaluation.header, evaluation.rows)
     if args.json:
         print(json.dumps(metrics.model_dump() | {"model": args.model, "format": args.format}, indent=1))
         return 0
@@ -144,6 +138,14 @@ def command_evaluate_dataset(args: argparse.Namespace, settings: Settings) -> in
     print(f"{args.model} on {len(evaluation.rows)} {args.format} patches: {metrics.summary()}")
     print_metrics_table(metrics)
     return 0
+
+
+def write_predictions(path: Path, header: Sequence[object], rows: Iterable[Sequence[object]]) -> None:
+    """The --predictions CSV: a header, then one row per scored pixel, sample or patch."""
+    with open(path, "w", newline="") as out:
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
 
 
 def print_tag_table(metrics: "MultiLabelMetrics") -> None:
