@@ -133,10 +133,11 @@ class WorkerProcess:
             self.process.wait()
 
     def stop(self) -> None:
+        """SIGTERM, and SIGKILL after 3 s: a worker still in a job at a test's end would finish it first."""
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
             try:
-                self.process.wait(10)
+                self.process.wait(3)
             except subprocess.TimeoutExpired:
                 self.kill()
         self.log.close()
@@ -229,13 +230,13 @@ def request_spec(**fields: Any) -> JobSpec:
 
 @pytest.fixture(scope="session")
 def large_source(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, object]]:
-    """A local source with 4 dates of 1,800 x 1,800 px (about 300 km2) built from the real sample's pixels.
+    """A local source with 4 dates of 1,300 x 1,300 px (about 170 km2) built from the real sample's pixels.
 
     Big enough that inference takes tens of tiles per date (so a kill or a cancel lands mid-inference),
     small enough to run in seconds. Returns the folder and an AOI (GeoJSON) inside it.
     """
     folder = tmp_path_factory.mktemp("large_source")
-    size = 1800
+    size = 1300
     for index, name in enumerate(sorted(SAMPLE_DIR.glob("*.tif"))[:4]):
         with rasterio.open(name) as src:
             pixels = src.read()

@@ -7,6 +7,7 @@ the Results page through the same types.
 import csv
 import dataclasses
 import io
+import importlib.metadata
 import platform
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -344,20 +345,23 @@ def terraseg_version() -> str:
 
 
 def software_versions() -> dict[str, str]:
-    """The versions a run's outputs depend on, for run.json."""
-    import lightgbm  # the model runtimes: only a run's end pays for them, never the app's pages
-    import onnxruntime  # as lightgbm
-    import torch  # as lightgbm
-
+    """The versions a run's outputs depend on, for run.json. The model runtimes' versions are read from their
+    installed metadata: importing lightgbm (and with it scikit-learn and scipy) only to ask cost each job a second."""
     return {
         "python": platform.python_version(),
         "numpy": np.__version__,
         "rasterio": rasterio.__version__,
         "gdal": rasterio.__gdal_version__,
-        "torch": torch.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "lightgbm": lightgbm.__version__,
+        **{name: installed_version(name) for name in ("torch", "onnxruntime", "lightgbm")},
     }
+
+
+def installed_version(distribution: str) -> str:
+    """The version pip installed ('2.13.0+cpu'), or 'not installed'."""
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
 
 
 def read_stats(path: Path) -> Stats:
