@@ -19,6 +19,7 @@ from core.errors import ModelError
 from core.types import ModelCard
 from models.dfc2020 import import_dfc2020
 from models.registry import BUILDERS
+from models.torch_files import save_state
 from models.utae import import_utae_checkpoint
 from models.weights import check_state_dict, sha256_of
 
@@ -112,7 +113,7 @@ def import_weights(
     staging = models_dir / f".{model_id}.staging"
     shutil.rmtree(staging, ignore_errors=True)  # left by an import that was interrupted
     staging.mkdir(parents=True)
-    torch.save(state, staging / WEIGHTS_NAME)
+    save_state(state, staging / WEIGHTS_NAME)
     sources = ", ".join(f"{f.name} (sha256 {sha256_of(f)[:16]}...)" for f in files)
     imported = card.replace(
         id=model_id,

@@ -5,6 +5,7 @@ import streamlit as st
 
 from core.accounts import read_audit
 from models.catalogue import catalogue
+from pages.widgets.damaged_jobs import damaged_job_folders
 from pages.widgets.dataset_form import dataset_form
 from pages.widgets.formatting import local_time
 from pages.widgets.samples_form import samples_form
@@ -47,6 +48,8 @@ if not cards.versions:
     st.info("No model has been trained on this installation yet: start a run above.")
 for model_id, found in sorted(cards.versions.items()):
     model_versions(model_id, found, cards, current, admin_dir)
+
+damaged_job_folders(current, admin_dir)
 
 st.subheader("Audit log")
 st.dataframe(

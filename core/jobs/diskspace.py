@@ -15,6 +15,7 @@ from pathlib import Path
 from core.errors import AppError
 
 NO_SPACE_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+CACHE_FOLDER_LABEL = "the cache folder (TERRASEG_CACHE_DIR)"
 # Below this a folder counts as full when a write failed without saying why (GDAL, onnxruntime).
 NEARLY_FULL_MB = 16.0
 
@@ -105,6 +106,12 @@ def disk_full_as_error(folders: list[Folder], needs: DiskNeeds) -> Iterator[None
         if folder is None:
             raise
         raise DiskFull(disk_full_sentence(folder, needs.mb_by_label.get(folder.label))) from err
+
+
+def cache_full_as_error(cache_dir: Path) -> contextlib.AbstractContextManager[None]:
+    """A full cache disk met by work that writes only there (a chunk, a training run: checkpoints, features,
+    the new version) as the DiskFull sentence that names the cache folder, not as an internal error."""
+    return disk_full_as_error([Folder(cache_dir, CACHE_FOLDER_LABEL)], DiskNeeds())
 
 
 def space_warning(needed_mb: float, folder: Folder) -> str | None:

@@ -6,8 +6,8 @@ the Results page through the same types.
 
 import csv
 import dataclasses
-import io
 import importlib.metadata
+import io
 import platform
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath

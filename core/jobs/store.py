@@ -41,6 +41,8 @@ TERMINAL_STATES = ("finished", "failed", "cancelled")
 JOB_ID_PATTERN = re.compile(r"^[0-9]{8}-[0-9]{6}-[0-9a-f]{6}$")
 Request = TypeVar("Request", bound=BaseModel)
 log = logging.getLogger(__name__)
+# A folder this young without a status may be a submission still writing it; older, it was left half-made.
+DAMAGED_AFTER_S = 60.0
 
 
 class UnknownJob(AppError):
@@ -173,6 +175,16 @@ def overwrite_in_place(path: Path, text: str) -> None:
         out.truncate()
         out.flush()
         os.fsync(out.fileno())
+
+
+@dataclass(frozen=True)
+class DamagedFolder:
+    """A job folder without a readable status (left by a submission that failed half-way, or damaged by hand):
+    every scan skips it; admins see it listed (the Admin page, `terraseg health`) and may remove it."""
+
+    job_id: str
+    reason: str  # a sentence with no server path
+    modified_at: str  # ISO UTC time of the folder's last change
 
 
 class JobStore:
@@ -345,6 +357,34 @@ class JobStore:
                 yield self.read_status(job_id)
             except (UnknownJob, OSError) as err:
                 log.warning("Job folder %s skipped: %s", job_id, err)
+
+    def damaged_folders(self) -> list[DamagedFolder]:
+        """The job folders without a status file, older than DAMAGED_AFTER_S and not locked (so no submission
+        or job is writing them), newest first."""
+        found = []
+        for job_id in self.job_ids():
+            folder = self.root / job_id
+            try:
+                if (folder / "status.json").exists() or time.time() - folder.stat().st_mtime < DAMAGED_AFTER_S:
+                    continue
+                contents = sorted(p.name for p in folder.iterdir())
+                modified = datetime.fromtimestamp(folder.stat().st_mtime, UTC).isoformat(timespec="seconds")
+            except OSError as err:  # unreadable: damaged too, but say how
+                found.append(DamagedFolder(job_id, f"The folder cannot be read ({err.strerror}).", ""))
+                continue
+            if not self.is_unlocked(job_id):
+                continue
+            holds = ", ".join(contents) if contents else "nothing"
+            found.append(DamagedFolder(job_id, f"No status file; the folder holds {holds}.", modified))
+        return found
+
+    def remove_damaged(self, job_id: str) -> bool:
+        """Delete a folder that damaged_folders lists (checked again now); False when it is not damaged."""
+        if job_id not in {damaged.job_id for damaged in self.damaged_folders()}:
+            return False
+        shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+        log.warning("Damaged job folder %s removed", job_id)
+        return True
 
     def find_finished(self, spec_hash: str) -> JobStatus | None:
         """A finished job with this spec hash whose outputs are still on disk, newest first."""

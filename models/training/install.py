@@ -18,6 +18,7 @@ from core.errors import ModelError
 from core.jobs.store import file_lock
 from core.learning.metrics import Metrics
 from core.types import ClassInfo, ModelCard, Series
+from models.torch_files import save_state
 from models.training.seeds import PatchInputs
 from models.versions import State, next_version, read_versions, record_new_version
 
@@ -74,7 +75,7 @@ def install_version(installed_dir: Path, new: NewVersion) -> Installed:
         staging = Path(tempfile.mkdtemp(dir=model_dir, prefix=f".v{version}."))
         try:
             weights_name = f"{new.model_id}-v{version}{new.suffix}.pt"
-            torch.save(new.state, staging / weights_name)
+            save_state(new.state, staging / weights_name)
             if new.maps:
                 (staging / "maps").mkdir()
                 for name, path in new.maps.items():

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from models.torch_files import save_state
 from models.torch_predictor import resolve_device
 
 # A progress callback per epoch: (epoch, mean training loss, validation score); and per batch:
@@ -267,7 +268,7 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write a training checkpoint atomically: a kill mid-save leaves the previous epoch's."""
     partial = path.with_suffix(".part")
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, partial)
+    save_state(state, partial)
     os.replace(partial, path)
 
 

@@ -2,7 +2,9 @@
 versions of a model trained here; every action in the audit log."""
 
 import json
+import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -260,3 +262,25 @@ def test_an_admin_trains_a_seed_architecture_on_a_dataset_folder_the_operator_al
     assert any("Training loss and validation score per epoch" in t for t in texts(at.caption))
     scored = next(d.value for d in at.dataframe if "macro F1" in d.value.columns)
     assert list(scored["model"]) == ["my-clouds@1"] and scored["pixels"][0] == 16 * 64 * 64
+
+
+def test_an_admin_sees_damaged_job_folders_and_removes_them(admin_env):
+    stale = admin_env.cache_dir / "jobs" / "20261201-120000-abcdef"
+    stale.mkdir(parents=True)
+    (stale / ".lock").touch()
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+    at = open_page("pages/admin.py")
+    assert_no_crash(at)
+    assert "Damaged job folders" in texts(at.subheader)
+    [table] = [frame for frame in at.dataframe if "what is wrong" in frame.value.columns]
+    assert table.value["job"].tolist() == [stale.name]
+    assert table.value["what is wrong"].tolist() == ["No status file; the folder holds .lock."]
+    remove = next(b for b in at.button if b.label == "Remove the damaged folders")
+    assert remove.disabled  # not before the admin says they mean it
+    at.checkbox(key="damaged-sure").check().run()
+    next(b for b in at.button if b.label == "Remove the damaged folders").click().run()
+    assert_no_crash(at)
+    assert not stale.exists()
+    assert any("Removed 1 damaged job folder(s): 20261201-120000-abcdef." in s.value for s in at.success)
+    assert "Damaged job folders" not in texts(at.subheader)
+    assert read_audit(admin_env.cache_dir / "admin")[0]["action"] == f"removed damaged job folders: {stale.name}"

@@ -99,6 +99,8 @@ def command_health(client: "JobClient", this_host: bool) -> int:
         f"redis: {'up' if health.redis_ok else 'down'}; workers: {health.workers}; queued: {health.queued}; "
         f"running: {health.running}; {health.message}"
     )
+    for damaged in client.store.damaged_folders():  # every scan skips them; an operator should know
+        print(f"damaged job folder {damaged.job_id}: {damaged.reason}")
     if not health.redis_ok:
         return 1
     if this_host:

@@ -31,6 +31,7 @@ from core.config import Settings
 from core.errors import AppError
 from core.geometry.chunks import Chunk, ChunkInputs, chunk_grid, chunk_px, mosaic, plan_chunks, summed
 from core.geometry.grid import Grid
+from core.jobs import diskspace
 from core.jobs.progress import ProgressFn, RunContext, TilingOptions
 from core.jobs.report import ChunkPassRecord, ChunkRecord
 from core.jobs.request import ChunkSpec, JobArea, JobSpec
@@ -39,7 +40,7 @@ from core.mapping import analysis
 from core.mapping.inference import model_scale_factor
 from core.types import Scene
 from models.registry import LoadedModel
-from worker.pipelines.stages import Inputs, Models, Role, cache_full_as_error, job_context, load_models
+from worker.pipelines.stages import Inputs, Models, Role, job_context, load_models
 from worker.queue.client import ChunkClient, JobError
 from worker.queue.runner import JobProgress, end, execute
 
@@ -312,7 +313,7 @@ class ChunkedGrid:
                 )
 
             chunk_run = RunContext(chunk_dir(run.work_dir, chunk), progress, should_stop)
-            with cache_full_as_error(settings):
+            with diskspace.cache_full_as_error(settings.cache_dir):
                 chunk_pass(
                     model,
                     groups,
@@ -399,7 +400,7 @@ def run_chunk(
     run = RunContext(chunk_dir(root / spec.pass_name, chunk), progress, should_stop)  # "": the root itself
     tiling = TilingOptions(settings.batch_size, settings.tile_overlap_px)
     groups = {day: inputs.groups[day] for day in spec.dates}
-    with cache_full_as_error(settings):
+    with diskspace.cache_full_as_error(settings.cache_dir):
         chunk_pass(
             models.of_role(spec.role), groups, area.grid, chunk, area.aoi_grid, run, tiling, spec.clip_to_aoi
         )

@@ -3,7 +3,7 @@ the scenes, the search and download of a job's inputs, and one pass of a model o
 
 import logging
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -71,16 +71,10 @@ class Models:
 
 def job_folders(settings: Settings, out_dir: Path) -> list[diskspace.Folder]:
     """The folders a job writes to, named as a user knows them (a queued job publishes inside the cache)."""
-    cache = diskspace.Folder(settings.cache_dir, "the cache folder (TERRASEG_CACHE_DIR)")
+    cache = diskspace.Folder(settings.cache_dir, diskspace.CACHE_FOLDER_LABEL)
     if out_dir.resolve().is_relative_to(settings.cache_dir.resolve()):
         return [cache]
     return [diskspace.Folder(out_dir, f"the output folder {out_dir}"), cache]
-
-
-def cache_full_as_error(settings: Settings) -> AbstractContextManager[None]:
-    """A full cache disk met by a pass that writes only there (a chunk) as the DiskFull sentence that names the
-    cache folder, as a whole job's own stages say it, not as an internal error."""
-    return diskspace.disk_full_as_error(job_folders(settings, settings.cache_dir), diskspace.DiskNeeds())
 
 
 @dataclass(frozen=True)

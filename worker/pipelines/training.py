@@ -8,17 +8,19 @@ run on the `training` queue, and running a queued one.
 The requests and their checks are worker.pipelines.training_checks', the evaluations worker.pipelines.evaluation's
 (their names are importable from here too)."""
 
+import functools
 import getpass
 import glob
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 import numpy as np
 
 from core.config import Settings
+from core.jobs.diskspace import cache_full_as_error
 from core.jobs.preflight import Estimate, estimate_job, find_scenes
 from core.jobs.progress import ProgressFn, RunContext
 from core.jobs.request import DatasetTraining, LabelsTraining, SamplesTraining, TrainingSpec
@@ -84,8 +86,26 @@ __all__ = [
     "train_model",
 ]
 EpochFn = Callable[[int, float, float], None]
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
+def full_cache_is_a_sentence(train: Callable[P, R]) -> Callable[P, R]:
+    """A training run that meets a full cache disk (features, checkpoints, the new version all go there) ends with
+    the DiskFull sentence naming the cache folder, not an internal error; its last checkpoint is kept, so the run
+    resumes from it once space is freed. `train`'s second argument is the Settings."""
+
+    @functools.wraps(train)
+    def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+        settings = kwargs.get("settings", args[1] if len(args) > 1 else None)
+        assert isinstance(settings, Settings)
+        with cache_full_as_error(settings.cache_dir):
+            return train(*args, **kwargs)
+
+    return guarded
+
+
+@full_cache_is_a_sentence
 def train_model(
     request: TrainRequest,
     settings: Settings,
@@ -139,6 +159,7 @@ def train_model(
     return stages.finish(run, version, scores, settings)
 
 
+@full_cache_is_a_sentence
 def train_from_samples(
     request: SamplesTrainRequest,
     settings: Settings,
@@ -166,6 +187,7 @@ def train_from_samples(
     return stages.finish(run, version, scores, settings, announce=False)
 
 
+@full_cache_is_a_sentence
 def train_from_dataset(
     request: DatasetTrainRequest,
     settings: Settings,

@@ -6,6 +6,7 @@ the copy to --out fails, a retry copies the published outputs without computing 
 """
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -172,3 +173,30 @@ def test_a_job_folder_without_a_status_blocks_no_submission(client: JobClient):
     assert client.submit(sample_spec()) == first  # the duplicate lookups read past the broken folder
     assert [s.job_id for s in client.list_jobs()] == [first]
     assert client.recover() == []
+    assert client.store.damaged_folders() == []  # a minute old at most: perhaps a submission still writing it
+    os.utime(stale, (time.time() - 120, time.time() - 120))
+    [damaged] = client.store.damaged_folders()
+    assert damaged.job_id == stale.name and damaged.reason == "No status file; the folder holds .lock."
+    health = terraseg("health", cwd=client.settings.cache_dir.parent, env=job_env(client.settings))
+    assert f"damaged job folder {stale.name}: No status file" in health.stdout, health.stdout + health.stderr
+    with client.store.try_lock(stale.name):  # a process holds its lock: someone is at work in it
+        assert client.store.damaged_folders() == [] and not client.store.remove_damaged(stale.name)
+    assert not client.store.remove_damaged(first)  # a sound job is never removed this way
+    assert client.store.remove_damaged(stale.name) and not stale.exists()
+
+
+def test_a_training_run_on_a_full_cache_ends_with_the_sentence_and_trains_once_space_is_freed(tmp_path, tmpfs):
+    from models.conversion.presto_heads import DEFAULT_SAMPLES
+
+    monthly, _ = DEFAULT_SAMPLES
+    cache = tmpfs(tmp_path / "cache", "64m")  # `terraseg` (tests.worker.cli.test_cli) caches in cwd/cache
+    fill(cache)
+    args = ("train", "--base", "crop-presto-croptype", "--samples", str(monthly), "--as", "my-crops", "--epochs", "3")
+    full = terraseg(*args, cwd=tmp_path)
+    assert full.returncode == 2, full.stderr
+    assert "No space left in the cache folder (TERRASEG_CACHE_DIR)" in full.stderr and "Traceback" not in full.stderr
+    assert not (cache / "models" / "my-crops").exists()  # nothing half-installed
+    (cache / "filler").unlink()  # the operator frees space
+    again = terraseg(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert (cache / "models" / "my-crops" / "v1" / "card.json").is_file()
