@@ -5,7 +5,9 @@ import contextlib
 from typing import NoReturn
 
 import streamlit as st
+from streamlit import runtime
 from streamlit.errors import StreamlitAPIException
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from core.accounts import LOCAL, Account, SignInGate, SignInRefused, audit
 from core.config import account_entries
@@ -85,9 +87,23 @@ def client_address(proxy_hops: int) -> str:
 
 
 def sign_out() -> None:
-    """Forget this session's account (written to the audit log)."""
+    """Forget this session's account (written to the audit log) and the files its download buttons served."""
     if name := st.session_state.pop("account", None):
         audit(settings().cache_dir / "admin", str(name), "signed out")
+    forget_downloads()
+
+
+def forget_downloads() -> None:
+    """Delete the files this session's download buttons serve, so a download link copied before signing out stops
+    working now. Streamlit keeps a download nobody shows for one more script run of any session (a click right
+    after a rerun still gets its file): without this, a link worked for a while without a signed-in session."""
+    context = get_script_run_ctx()
+    if context is None or not runtime.exists():
+        return
+    files = runtime.get_instance().media_file_mgr
+    files.clear_session_refs(context.session_id)
+    files.remove_orphaned_files()  # marks the downloads no session shows...
+    files.remove_orphaned_files()  # ...and deletes them
 
 
 def account_sidebar(current: Account) -> None:

@@ -5,6 +5,8 @@ tests/artifacts/ (git-ignored)."""
 
 import re
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -240,6 +242,16 @@ def test_upload_submit_follow_and_open_the_results_in_a_real_browser(
     page.get_by_role("heading", name="Vector files").scroll_into_view_if_needed()
     page.wait_for_timeout(500)
     page.screenshot(path=str(ARTIFACTS / "results_vectors.png"))
+
+    # Signing out deletes the files the download buttons served: a link copied before stops working at once.
+    links = [download_info.value.url]
+    assert [urllib.request.urlopen(url).status for url in links] == [200]
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("button", name="Sign in")).to_be_visible()
+    for url in links:
+        with pytest.raises(urllib.error.HTTPError) as gone:
+            urllib.request.urlopen(url)
+        assert gone.value.code == 404
 
 
 def test_an_admin_signs_in_starts_a_training_run_watches_it_and_promotes_it_in_a_real_browser(
