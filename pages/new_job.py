@@ -22,9 +22,10 @@ aoi = area_of_interest(config)
 # -- request ----------------------------------------------------------------------------------------------
 left, right = st.columns(2)
 with left:
-    start, end, max_cloud_pct = dates_ui()
+    start, end, max_cloud_pct, shown = dates_ui()  # errors said next to their field, not again below
 with right:
-    task, card, shown = model_ui(models, current)  # errors said next to their field, not again below
+    task, card, model_errors = model_ui(models, current)
+    shown |= model_errors
     sources, bad_sources = sources_ui(config)
     shown |= bad_sources
 

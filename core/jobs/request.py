@@ -154,8 +154,7 @@ def build_spec(
             max_vertices=settings.max_aoi_vertices,
             fix_invalid=request.fix_aoi,
         )
-    start, end = as_date(request.start, "start"), as_date(request.end, "end")
-    check_not_future(end, today=date.today())
+    start, end = check_dates(request.start, request.end, today=date.today())
     chosen = as_date(request.selected_date, "chosen") if request.selected_date is not None else None
     card = models.job_models(request.task, request.model_id).model
     # `id@N` names one version of a model trained here; a plain id runs the version in production when it starts.
@@ -182,6 +181,16 @@ def build_spec(
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise SpecError(f"Invalid job request: {where}: {first['msg']}.") from None
+
+
+def check_dates(start: date | str, end: date | str, today: date) -> tuple[date, date]:
+    """The request's dates, checked as the page (beside its date fields) and the CLI both check them: each a
+    date, the end not after `today` and not before the start; else a DateRangeError saying which."""
+    first, last = as_date(start, "start"), as_date(end, "end")
+    check_not_future(last, today)
+    if last < first:
+        raise DateRangeError(f"The end date {last} is before the start date {first}. Swap them.")
+    return first, last
 
 
 def check_not_future(end: date, today: date) -> None:

@@ -128,13 +128,17 @@ def rasterise_labels(labels: Labels, grid: Grid, aoi_grid: BaseGeometry) -> np.n
 
 
 def label_fields(path: Path) -> list[str]:
-    """The fields of a label file (to choose the class field from), or a LabelError saying why it cannot be read."""
+    """The fields of a label file to choose the class field from, text fields first (classes are named in text far
+    more often than numbered; a numeric `index` first made a poor default), or a LabelError saying why the file
+    cannot be read."""
     suffix = path.suffix.lower()
     if suffix not in LABEL_SUFFIXES:
         raise LabelError(f"{path.name}: use .geojson, .gpkg, .zip (Shapefile), .shp or .kml for labels.")
     try:
         dataset = shapefile_in_zip(path) if suffix == ".zip" else str(path)
-        return [str(f) for f in pyogrio.read_info(dataset, layer=0)["fields"]]
+        info = pyogrio.read_info(dataset, layer=0)
+        fields = [(str(name), str(dtype)) for name, dtype in zip(info["fields"], info["dtypes"], strict=True)]
+        return [name for name, dtype in sorted(fields, key=lambda field: field[1] != "object")]
     except AppError as err:
         raise LabelError(str(err)) from None
     except (DataSourceError, DataLayerError, RuntimeError, OSError, ValueError) as err:

@@ -7,7 +7,8 @@ import streamlit as st
 
 from core.accounts import Account
 from core.config import Settings
-from core.errors import AppError
+from core.errors import AppError, DateRangeError
+from core.jobs.request import check_dates
 from core.mapping.presto_inputs import PRESTO_BUILDER
 from core.sources import SOURCE_HELP
 from core.types import ModelCard
@@ -20,11 +21,18 @@ SAMPLE_DATES = (date(2015, 7, 1), date(2015, 9, 30))
 SENTINEL2_FIRST_DAY = date(2015, 6, 23)
 
 
-def dates_ui() -> tuple[object, object, int]:
-    """The start and end dates and the maximum scene cloud cover (%)."""
+def dates_ui() -> tuple[object, object, int, set[str]]:
+    """The start and end dates, the maximum scene cloud cover (%), and the dates' error said beside them (not to
+    be said again below)."""
     today = date.today()
     start = st.date_input("Start date", SAMPLE_DATES[0], SENTINEL2_FIRST_DAY, today, format="YYYY-MM-DD")
     end = st.date_input("End date", SAMPLE_DATES[1], SENTINEL2_FIRST_DAY, today, format="YYYY-MM-DD")
+    shown: set[str] = set()
+    try:
+        check_dates(start if isinstance(start, date) else "", end if isinstance(end, date) else "", today)
+    except DateRangeError as err:
+        st.error(str(err))
+        shown.add(str(err))
     # The date field hands a typed date to the app when it loses focus (Streamlit's widget): Submit does that
     # first, so the date shown is the one submitted; the check below follows once the field is left.
     st.caption("The scene check below follows a typed date once you press Tab or Enter, or click elsewhere.")
@@ -35,7 +43,7 @@ def dates_ui() -> tuple[object, object, int]:
         100,
         help="Scenes whose metadata says more cloud are skipped; 100 keeps every scene.",
     )
-    return start, end, max_cloud_pct
+    return start, end, max_cloud_pct, shown
 
 
 def model_ui(models: Catalogue, account: Account) -> tuple[str, ModelCard, set[str]]:

@@ -44,17 +44,66 @@ def model_versions(model_id: str, found: dict, cards: Catalogue, account: Accoun
         chosen = left.selectbox("Version", candidates, key=f"version-{model_id}", disabled=not candidates)
         compare_with_parent(found, key=model_id)
         model_dir = cards.folder(model_id).parent
-        try:
-            if left.button("Promote to production", key=f"promote-{model_id}", disabled=not candidates):
-                versions.promote(model_dir, str(chosen), by=account.name)
-                audit(admin_dir, account.name, f"promoted {model_id} version {chosen}")
-                st.rerun()
-            if right.button("Roll back", key=f"rollback-{model_id}"):
-                versions.rollback(model_dir, by=account.name)
-                audit(admin_dir, account.name, f"rolled back {model_id}")
-                st.rerun()
-        except AppError as err:
-            st.error(str(err))
+        if left.button("Promote to production", key=f"promote-{model_id}", disabled=not candidates):
+            st.session_state[f"pending-{model_id}"] = ("promote", str(chosen))
+        if right.button("Roll back", key=f"rollback-{model_id}"):
+            st.session_state[f"pending-{model_id}"] = ("rollback", "")
+        if done := st.session_state.pop(f"done-{model_id}", None):
+            st.success(done)
+        if pending := st.session_state.get(f"pending-{model_id}"):
+            confirm_change(model_id, model_dir, found, pending, account, admin_dir)
+
+
+def score_of(found: dict, version: str) -> float | None:
+    """A version's validation macro F1 (None when it has none)."""
+    validation = found[version][0].metrics.get("validation") if version in found else None
+    return float(validation["macro_f1"]) if isinstance(validation, dict) else None
+
+
+def change_question(model_id: str, found: dict, action: str, version: str) -> str:
+    """What a promotion or a rollback will do, with a warning when the new production version scores lower."""
+    current = next((v for v, (_, _, state) in found.items() if state == "production"), None)
+    if action == "rollback":
+        return (
+            f"Roll {model_id} back from version {current} to the version in production before it? Jobs "
+            "submitted from now on use that one."
+        )
+    question = f"Promote {model_id} version {version} to production? Jobs submitted from now on use it"
+    new, old = score_of(found, version), score_of(found, current) if current else None
+    if new is not None and old is not None and new < old:
+        return f"{question}, and it scores lower than version {current} (macro F1 {new:.3f} against {old:.3f})."
+    return question + "."
+
+
+def confirm_change(
+    model_id: str, model_dir: Path, found: dict, pending: tuple[str, str], account: Account, admin_dir: Path
+) -> None:
+    """Ask before a promotion or a rollback acts; then do it, audit it and say so."""
+    action, version = pending
+    st.warning(change_question(model_id, found, action, version))
+    yes, no = st.columns(2)
+    if no.button("Cancel", key=f"cancel-change-{model_id}"):
+        del st.session_state[f"pending-{model_id}"]
+        st.rerun()
+    if not yes.button(
+        "Promote" if action == "promote" else "Roll back", key=f"confirm-{model_id}", type="primary"
+    ):
+        return
+    del st.session_state[f"pending-{model_id}"]
+    try:
+        if action == "promote":
+            versions.promote(model_dir, version, by=account.name)
+            audit(admin_dir, account.name, f"promoted {model_id} version {version}")
+            done = f"{model_id} version {version} is in production."
+        else:
+            record = versions.rollback(model_dir, by=account.name)
+            audit(admin_dir, account.name, f"rolled back {model_id}")
+            done = f"{model_id} is back on version {record.production}."
+    except AppError as err:
+        st.error(str(err))
+        return
+    st.session_state[f"done-{model_id}"] = done
+    st.rerun()
 
 
 def confusion_table(metrics: dict, title: str) -> None:
@@ -104,14 +153,11 @@ def compare_with_parent(found: dict, key: str) -> None:
         card = found[version][0]
         validation_maps(found[version][1].parent / "maps", card.training.get("date", ""))
         for ours, theirs in (("validation", "parent_validation"), ("held_out", "base_on_held_out")):
-            if isinstance(card.metrics.get(ours), dict):
-                left, right = st.columns(2)
-                with left:
-                    confusion_table(card.metrics[ours], f"{key}@{version}")
-                with right:
-                    if isinstance(card.metrics.get(theirs), dict):
-                        confusion_table(card.metrics[theirs], f"its parent {card.training.get('base', '')}")
-                    else:
-                        st.caption("The parent's classes do not match these; it was not scored.")
+            if isinstance(card.metrics.get(ours), dict):  # one above the other: side by side cut them off
+                confusion_table(card.metrics[ours], f"{key}@{version}")
+                if isinstance(card.metrics.get(theirs), dict):
+                    confusion_table(card.metrics[theirs], f"its parent {card.training.get('base', '')}")
+                else:
+                    st.caption("The parent's classes do not match these; it was not scored.")
                 return
         st.caption("This version has no held-out scores.")

@@ -63,6 +63,11 @@ def test_the_admin_page_is_neither_listed_nor_shown_to_a_user(admin_env):
     assert any("Train a model" in t for t in texts(at.subheader))
 
 
+def questions(at) -> list[str]:  # noqa: ANN001
+    """The promotion and rollback questions the page asks (not its other warnings)."""
+    return [t for t in texts(at.main.warning) if t.startswith(("Promote ", "Roll "))]
+
+
 def test_an_admin_promotes_and_rolls_back_a_version(admin_env):
     model_dir = install_versions(admin_env.cache_dir)
     at = open_page("pages/admin.py")
@@ -72,12 +77,33 @@ def test_an_admin_promotes_and_rolls_back_a_version(admin_env):
     next(b for b in at.button if b.label == "Promote to production").click()
     at = at.run()
     assert_no_crash(at)
+    assert versions.read_versions(model_dir).production == "1"  # type: ignore[union-attr]  # not before a yes
+    assert questions(at) == ["Promote slovenia version 2 to production? Jobs submitted from now on use it."]
+    at.button(key="cancel-change-slovenia").click().run()
+    assert not questions(at) and versions.read_versions(model_dir).production == "1"  # type: ignore[union-attr]
+    next(b for b in at.button if b.label == "Promote to production").click()
+    at.run().button(key="confirm-slovenia").click()
+    at = at.run()
     assert versions.read_versions(model_dir).production == "2"  # type: ignore[union-attr]
+    assert texts(at.success) == ["slovenia version 2 is in production."]
     next(b for b in at.button if b.label == "Roll back").click()
     at = at.run()
+    assert questions(at)[0].startswith("Roll slovenia back from version 2 to the version in production before")
+    at.button(key="confirm-slovenia").click()
+    at = at.run()
     assert versions.read_versions(model_dir).production == "1"  # type: ignore[union-attr]
+    assert texts(at.success) == ["slovenia is back on version 1."]
     actions = [e["action"] for e in read_audit(admin_env.cache_dir / "admin")]
     assert actions[:3] == ["rolled back slovenia", "promoted slovenia version 2", "signed in"]
+    # With version 2 (macro F1 0.6) in production, promoting version 1 (0.5) warns that it scores lower.
+    versions.promote(model_dir, "2")
+    at = open_page("pages/admin.py")
+    at.selectbox(key="version-slovenia").select("1")
+    next(b for b in at.button if b.label == "Promote to production").click()
+    assert questions(at.run()) == [
+        "Promote slovenia version 1 to production? Jobs submitted from now on use it, and it scores lower than "
+        "version 2 (macro F1 0.500 against 0.600)."
+    ]
 
 
 def test_the_gate_checks_the_hash_and_never_stores_the_password(tmp_path):

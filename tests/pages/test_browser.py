@@ -311,6 +311,10 @@ def test_an_admin_signs_in_starts_a_training_run_watches_it_and_promotes_it_in_a
         # The page redraws when the run has installed its version: the models' list offers it for promotion.
         choose_option(page, "Version", "3", timeout_s=30)
         page.get_by_role("button", name="Promote to production").click()
+        expect(page.get_by_text("Promote slovenia version 3 to production?")).to_be_visible()
+        page.screenshot(path=str(ARTIFACTS / "admin_promote_question.png"))
+        page.get_by_role("button", name="Promote", exact=True).click()
+        expect(page.get_by_text("slovenia version 3 is in production.")).to_be_visible()
         deadline = time.monotonic() + 30
         while versions.read_versions(model_dir).production != "3":  # type: ignore[union-attr]
             assert time.monotonic() < deadline, "the promotion did not reach the model's versions"

@@ -242,7 +242,9 @@ def test_reversed_dates_an_unknown_source_and_no_scenes_each_block_submit(app_en
     assert not submit_button(at).disabled
     at.date_input[0].set_value("2015-09-30").run()
     at.date_input[1].set_value("2015-07-01").run()
-    assert any("is before the start date" in t and "Swap them" in t for t in texts(at.error))
+    [swapped] = [t for t in texts(at.error) if "is before the start date" in t and "Swap them" in t]  # said once
+    dates_column = next(column for column in at.columns if column.date_input)
+    assert texts(dates_column.error) == [swapped]  # beside the date fields, not under the pre-flight
     assert submit_button(at).disabled
     at.date_input[0].set_value("2015-07-01").run()
     at.date_input[1].set_value("2015-09-30").run()
