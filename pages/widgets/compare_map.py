@@ -86,7 +86,8 @@ def compare_figure(
         )
     ]
     SwipeControl(layers[0], layers[1]).add_to(fmap)
-    folium.LayerControl(collapsed=False).add_to(fmap)
+    # Folded to its icon (opened on hover): open, its long layer names covered the right of the swipe.
+    folium.LayerControl(collapsed=True).add_to(fmap)
     fmap.fit_bounds(list(after.bounds_latlon))
     return fmap
 

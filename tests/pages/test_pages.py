@@ -832,6 +832,7 @@ def test_the_compare_map_swipes_between_the_two_maps_with_its_own_script():
     assert (
         "Before (2015-07-11): left of the swipe" in html and "After (2015-07-31): right of the swipe" in html
     )
+    assert re.search(r"L\.control\.layers\([^;]*\"collapsed\": true", html, re.S)  # off the swipe's right side
 
 
 def test_the_date_to_map_is_chosen_from_the_dates_found_and_submitted(app_env, client, monkeypatch):
