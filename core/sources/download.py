@@ -94,7 +94,11 @@ def fetch_band_window(
 ) -> tuple[Path, int]:
     """Copy the AOI window of one remote band into the cache (or reuse it); returns (local file, bytes written)."""
     try:
-        with rasterio.Env(**GDAL_HTTP_OPTIONS), rasterio.open(asset.path) as remote:
+        # GDAL remembers a failed answer for a URL for the life of the process: a 403 or 404 met once would fail
+        # every later fetch of that file in a --no-fork worker, even after the server is back. Not cached, each
+        # open asks the server again (the window is read once per open anyway).
+        uncached = {"CPL_VSIL_CURL_NON_CACHED": asset.path}
+        with rasterio.Env(**GDAL_HTTP_OPTIONS, **uncached), rasterio.open(asset.path) as remote:
             window = aoi_window(remote, aoi_4326)
             path = target(window)
             if path.exists():

@@ -180,6 +180,10 @@ def test_a_catalogue_with_sas_signing_gets_tokens_and_unsigned_links_are_refused
             fetch_windows([unsigned], {"B04"}, AOI.geometry, tmp_path / "plain")
     finally:
         stac.require_token(False)
+    # The catalogue now serves the file: the same process (a --no-fork worker) fetches it, though GDAL was
+    # refused that very URL a moment ago.
+    [now] = fetch_windows([unsigned], {"B04"}, AOI.geometry, tmp_path / "plain")
+    assert Path(now.bands["B04"].path).is_file()
 
 
 def test_no_items_for_the_dates_says_what_to_do(stac):
