@@ -1,6 +1,9 @@
 """The `terraseg` command end to end, as a user runs it: real files in, real COGs out, exit codes."""
 
+import contextlib
+import io
 import json
+import logging
 import os
 import re
 import signal
@@ -14,11 +17,13 @@ import pytest
 import rasterio
 from PIL import Image
 
+from core.config import get_settings
 from core.sources import SAMPLE_DIR
 from models import dynamic_world
 from models.catalogue import catalogue
 from tests.conftest import TEST_DATA, write_scene
 from tests.golden import golden, raster_digests
+from worker.cli import main
 
 ROOT = Path(__file__).resolve().parents[3]
 SAMPLE_AOI = str(SAMPLE_DIR / "aoi.geojson")
@@ -26,23 +31,55 @@ SAMPLE_DATES = ["--start", "2015-07-01", "--end", "2015-09-30"]
 
 
 def terraseg(
-    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout_s: float = 300
+    *args: str, cwd: Path, env: dict[str, str] | None = None, own_process: bool = False
 ) -> subprocess.CompletedProcess[str]:
-    """Run `python -m worker ...` (the `terraseg` console script's module) in `cwd`."""
-    full_env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "TERRASEG_CACHE_DIR": str(cwd / "cache"),
-        **(env or {}),
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "worker", *args],
-        cwd=cwd,
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout_s,
-    )
+    """`terraseg ARGS` run in `cwd`, with `env` over this process's environment and the cache in `cwd/cache`.
+
+    By default the CLI's own `main` runs in this process, as the console script calls it, its stdout, stderr and
+    log lines captured: a second Python process per call re-imported torch and reloaded the models, which cost
+    the suite minutes. `own_process` runs `python -m worker ARGS` instead, where the process itself is what a test
+    is about (the console script's module, its imports)."""
+    variables = {"TERRASEG_CACHE_DIR": str(cwd / "cache"), **(env or {})}
+    if own_process:
+        return subprocess.run(
+            [sys.executable, "-m", "worker", *args],
+            cwd=cwd,
+            env={**os.environ, "PYTHONPATH": str(ROOT), **variables},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    return run_in_process(list(args), cwd, variables)
+
+
+def run_in_process(args: list[str], cwd: Path, variables: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """worker.cli.main(args) in `cwd` with `variables` set, as `terraseg` would run them; the environment, the
+    working folder, the settings cache and the root logger are restored afterwards."""
+    saved_environment, saved_cwd = dict(os.environ), Path.cwd()
+    out, err = io.StringIO(), io.StringIO()
+    handler = logging.StreamHandler(err)  # where the console script's logging.basicConfig sends log lines
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    saved_level = root.level
+    os.environ.update(variables)
+    os.chdir(cwd)
+    get_settings.cache_clear()
+    root.addHandler(handler)
+    root.setLevel(logging.INFO if {"-v", "--verbose"} & set(args) else logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(args)
+            except SystemExit as exit_:  # argparse's usage errors
+                code = exit_.code if isinstance(exit_.code, int) else 1
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(saved_level)
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_environment)
+        get_settings.cache_clear()
+    return subprocess.CompletedProcess(["terraseg", *args], code, out.getvalue(), err.getvalue())
 
 
 def run_cloud(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -54,9 +91,13 @@ def run_cloud(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subpr
 
 @pytest.fixture(scope="module")
 def sample_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Path]:
-    """The demo job on the embedded sample with the default (csmask) model, run once for several tests."""
+    """The demo job on the embedded sample with the default (csmask) model, run once for several tests, in a
+    process of its own as `make demo` runs it."""
     cwd = tmp_path_factory.mktemp("demo")
-    result = run_cloud("--source", "sample", "--out", "out", cwd=cwd)
+    result = terraseg(
+        "run", "--task", "cloud", "--aoi", SAMPLE_AOI, *SAMPLE_DATES, "--source", "sample", "--out", "out",
+        cwd=cwd, own_process=True,
+    )  # fmt: skip
     return result, cwd / "out"
 
 

@@ -62,7 +62,7 @@ def test_a_series_model_runs_as_a_job_on_the_real_series_and_records_its_dates(t
     aoi = f"{west + inset},{south + inset},{east - inset},{north - inset}"
     result = terraseg(
         "run", "--task", "crop", "--model", model_id, "--aoi", aoi, "--start", "2016-01-01", "--end", "2020-12-31",
-        "--source", f"local:{folder}", "--out", "out", cwd=tmp_path, timeout_s=600,
+        "--source", f"local:{folder}", "--out", "out", cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     out = tmp_path / "out"
