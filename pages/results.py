@@ -6,9 +6,11 @@ import streamlit as st
 
 from core.errors import AppError
 from core.jobs.report import read_stats
+from core.learning.reference_sample import ACCURACY_FILES
 from core.outputs.export import download_prefix
 from core.outputs.overlay import read_classes
 from core.types import ClassInfo
+from pages.widgets.accuracy import accuracy_section
 from pages.widgets.areas import class_areas, cropland_areas, zone_areas
 from pages.widgets.compare import compare_section
 from pages.widgets.date_maps import cloud_fractions, date_maps, date_shares
@@ -77,6 +79,10 @@ right.image(class_overlay.png, caption="Classes", width="stretch")
 
 st.subheader("Area per class")
 class_areas(stats)
+st.caption(
+    "Mapped areas: pixels times their area, biased by the map's errors. For areas to report, with confidence "
+    "intervals, label a reference sample under *Accuracy and area* below."
+)
 if stats.cropland:
     st.subheader("Cropland area")
     cropland_areas(stats)
@@ -96,8 +102,14 @@ zone_areas(outputs["classes.tif"], run_aoi(outputs))
 st.subheader("Compare with another job over this area")
 compare_section(job_id, outputs, finished)
 
-st.subheader("Downloads")
 prefix = download_prefix(status.name, job_id)  # `<job name or id>_classes.tif`: no clash between jobs
+st.subheader("Accuracy and area")
+accuracy_section(outputs["classes.tif"], client().store.job_dir(job_id) / "reference", prefix)
+
+st.subheader("Downloads")
+for name in ACCURACY_FILES:  # written beside the class map once a labelled sample was given
+    if (outputs["classes.tif"].parent / name).is_file():
+        outputs[name] = outputs["classes.tif"].parent / name
 download_buttons(outputs, prefix)
 st.subheader("Vector files")
 vector_downloads(outputs["classes.tif"], f"{prefix}_classes")

@@ -20,6 +20,8 @@ DOWNLOADS = (
     ("stats.csv", "Areas (CSV)", "text/csv"),
     ("stats.json", "Statistics (JSON)", "application/json"),
     ("run.json", "Run record (JSON)", "application/json"),
+    ("accuracy.json", "Accuracy and areas (JSON)", "application/json"),
+    ("accuracy.csv", "Accuracy and areas (CSV)", "text/csv"),
 )
 
 

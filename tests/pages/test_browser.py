@@ -243,6 +243,34 @@ def test_upload_submit_follow_and_open_the_results_in_a_real_browser(
     page.wait_for_timeout(500)
     page.screenshot(path=str(ARTIFACTS / "results_vectors.png"))
 
+    # Accuracy and area: download the sample, label it (the map is right but for 5 clear points that are
+    # cloud shadow), upload it, and read the estimates, which the job keeps and offers among its downloads.
+    page.get_by_role("heading", name="Accuracy and area").scroll_into_view_if_needed()
+    with page.expect_download() as sample_info:
+        page.get_by_role("button", name="Sample to label (CSV)").click()
+    sample_csv = tmp_path / "sample.csv"
+    sample_info.value.save_as(sample_csv)
+    rows = sample_csv.read_text().splitlines()
+    assert rows[0] == "sample_id,map_class,map_value,lon,lat,reference"
+    labelled_rows = [rows[0]]
+    flipped = 0
+    for row in rows[1:]:
+        mapped = row.split(",")[1]
+        truth = "cloud shadow" if mapped == "clear" and flipped < 5 else mapped
+        flipped += truth != mapped
+        labelled_rows.append(row + truth)
+    labelled = tmp_path / "labelled.csv"
+    labelled.write_text("\n".join(labelled_rows) + "\n")
+    page.locator('input[type="file"]').last.set_input_files(str(labelled))
+    expect(page.get_by_text("Label field")).to_be_visible()
+    page.get_by_role("button", name="Estimate accuracy and areas").click()
+    expect(page.get_by_text(re.compile(r"Estimated from \d+ labelled points; saved with the job"))).to_be_visible()
+    expect(page.get_by_text(re.compile(r"Overall accuracy 0\.99\d ± 0\.00\d"))).to_be_visible()
+    expect(page.get_by_role("button", name="Accuracy and areas (CSV)")).to_be_visible()
+    page.get_by_text("Overall accuracy").scroll_into_view_if_needed()
+    page.wait_for_timeout(1000)  # the chart draws
+    page.screenshot(path=str(ARTIFACTS / "results_accuracy.png"))
+
     # Signing out deletes the files the download buttons served: a link copied before stops working at once.
     links = [download_info.value.url]
     assert [urllib.request.urlopen(url).status for url in links] == [200]

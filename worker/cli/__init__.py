@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from core.config import Settings, get_settings
 from core.errors import AppError, ModelError, SourceUnavailable, UntrainedModel
 from worker.cli.account import add_account_parsers, command_account, command_admin_password
+from worker.cli.accuracy import add_accuracy_parsers, command_accuracy, command_sample
 from worker.cli.evaluate import add_evaluate_parser, command_evaluate
 from worker.cli.import_weights import add_import_parser, command_import
 from worker.cli.jobs import add_job_parsers, command_jobs
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_import_parser(verbs)
     add_train_parser(verbs)
     add_evaluate_parser(verbs)
+    add_accuracy_parsers(verbs)
     add_account_parsers(verbs)
     add_job_parsers(verbs)
     return parser
@@ -107,6 +109,8 @@ def run_verb(args: argparse.Namespace, settings: Settings) -> int:
         "import": lambda: command_import(args, settings),
         "train": lambda: command_train(args, settings),
         "evaluate": lambda: command_evaluate(args, settings),
+        "sample": lambda: command_sample(args, settings),
+        "accuracy": lambda: command_accuracy(args, settings),
         "admin-password": command_admin_password,
         "account": lambda: command_account(args.name, args.admin),
     }
