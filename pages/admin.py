@@ -23,6 +23,7 @@ if not current.is_admin:  # not in a user's navigation; this also holds for a pa
     st.info("This page is for admin accounts. Sign out and sign in with one.")
     st.stop()
 
+damaged_job_folders(current, admin_dir)  # first: something on the server needs an admin's look
 cards = catalogue(config.cache_dir)
 st.subheader("Train a model")
 st.caption(
@@ -48,8 +49,6 @@ if not cards.versions:
     st.info("No model has been trained on this installation yet: start a run above.")
 for model_id, found in sorted(cards.versions.items()):
     model_versions(model_id, found, cards, current, admin_dir)
-
-damaged_job_folders(current, admin_dir)
 
 st.subheader("Audit log")
 st.dataframe(

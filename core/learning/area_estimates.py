@@ -79,8 +79,8 @@ class ClassEstimates:
 
     name: str
     n: int  # sample units the map gave this class
-    users_accuracy: Estimate
-    producers_accuracy: Estimate
+    users_accuracy: Estimate | None  # None: no sample unit mapped as this class (undefined)
+    producers_accuracy: Estimate | None  # None: the class is absent from the reference (undefined)
     area_proportion: Estimate  # of the whole mapped area, by the reference classes
     mapped_area_ha: float
     area_ha: Estimate
@@ -147,8 +147,10 @@ def stratified_by_map_classes(
             ClassEstimates(
                 name=name,
                 n=int(n_row[j]),
-                users_accuracy=Estimate(float(users[j]), math.sqrt(users[j] * (1 - users[j]) / denominator[j])),
-                producers_accuracy=Estimate(float(producers), math.sqrt(producers_var)),
+                users_accuracy=Estimate(float(users[j]), math.sqrt(users[j] * (1 - users[j]) / denominator[j]))
+                if n_row[j] > 0
+                else None,
+                producers_accuracy=Estimate(float(producers), math.sqrt(producers_var)) if column[j] > 0 else None,
                 area_proportion=Estimate(float(column[j]), math.sqrt(area_var[j])),
                 mapped_area_ha=float(strata[j] * pixel_area_ha),
                 area_ha=Estimate(float(column[j] * total_ha), math.sqrt(area_var[j]) * total_ha),
@@ -246,8 +248,12 @@ def stratified_by_other_strata(
             ClassEstimates(
                 name=name,
                 n=int((mapped == name).sum()),
-                users_accuracy=stehman_ratio(strata, strata_pixels, both, mapped == name),
-                producers_accuracy=stehman_ratio(strata, strata_pixels, both, reference == name),
+                users_accuracy=stehman_ratio(strata, strata_pixels, both, mapped == name)
+                if (mapped == name).any()
+                else None,
+                producers_accuracy=stehman_ratio(strata, strata_pixels, both, reference == name)
+                if (reference == name).any()
+                else None,
                 area_proportion=area,
                 mapped_area_ha=mapped_pixels.get(name, 0) * pixel_area_ha,
                 area_ha=Estimate(area.value * total_pixels * pixel_area_ha, area.se * total_pixels * pixel_area_ha),
@@ -281,10 +287,10 @@ def report_json(report: AccuracyReport) -> dict[str, object]:
                 "mapped_area_ha": c.mapped_area_ha,
                 "area_ha": c.area_ha.value,
                 "area_ci95_ha": c.area_ha.ci95,
-                "users_accuracy": c.users_accuracy.value,
-                "users_accuracy_ci95": c.users_accuracy.ci95,
-                "producers_accuracy": c.producers_accuracy.value,
-                "producers_accuracy_ci95": c.producers_accuracy.ci95,
+                "users_accuracy": c.users_accuracy.value if c.users_accuracy else None,
+                "users_accuracy_ci95": c.users_accuracy.ci95 if c.users_accuracy else None,
+                "producers_accuracy": c.producers_accuracy.value if c.producers_accuracy else None,
+                "producers_accuracy_ci95": c.producers_accuracy.ci95 if c.producers_accuracy else None,
             }
             for c in report.classes
         ],

@@ -363,11 +363,16 @@ def report_text(assessment: Assessment) -> str:
     )
     for c in report.classes:
         lines.append(
-            f"{c.name:<{width}} {c.n:>5} {c.users_accuracy.value:>8.3f} +-{c.users_accuracy.ci95:.3f}"
-            f" {c.producers_accuracy.value:>8.3f} +-{c.producers_accuracy.ci95:.3f} {c.mapped_area_ha:>12,.1f}"
+            f"{c.name:<{width}} {c.n:>5} {with_interval(c.users_accuracy):>15}"
+            f" {with_interval(c.producers_accuracy):>15} {c.mapped_area_ha:>12,.1f}"
             f" {c.area_ha.value:>12,.1f} +-{c.area_ha.ci95:,.1f}"
         )
     return "\n".join([*lines, *assessment.notes()])
+
+
+def with_interval(estimate: estimates.Estimate | None) -> str:
+    """'0.880 +-0.070', or '-' where the estimate is undefined (a class nobody mapped, or nobody saw)."""
+    return f"{estimate.value:.3f} +-{estimate.ci95:.3f}" if estimate is not None else "-"
 
 
 def report_csv(assessment: Assessment) -> str:

@@ -78,6 +78,11 @@ def upload_and_assess(classes_tif: Path, upload_dir: Path) -> None:
     ))  # fmt: skip
 
 
+def with_interval(value: float | None, ci95: float | None) -> str:
+    """'0.880 ± 0.070', or '-' where undefined (no point mapped as the class, or none seen as it)."""
+    return f"{value:.3f} ± {ci95:.3f}" if value is not None and ci95 is not None else "-"
+
+
 def show_estimates(result: dict) -> None:
     """The saved estimates: overall accuracy, the per-class table, and mapped vs estimated areas with their
     95 % intervals."""
@@ -89,8 +94,8 @@ def show_estimates(result: dict) -> None:
         {
             "class": c["name"],
             "points": c["n"],
-            "user's accuracy": f"{c['users_accuracy']:.3f} ± {c['users_accuracy_ci95']:.3f}",
-            "producer's accuracy": f"{c['producers_accuracy']:.3f} ± {c['producers_accuracy_ci95']:.3f}",
+            "user's accuracy": with_interval(c["users_accuracy"], c["users_accuracy_ci95"]),
+            "producer's accuracy": with_interval(c["producers_accuracy"], c["producers_accuracy_ci95"]),
             "mapped (ha)": round(c["mapped_area_ha"], 2),
             "estimated (ha)": round(c["area_ha"], 2),
             "± 95 % (ha)": round(c["area_ci95_ha"], 2),
@@ -100,6 +105,8 @@ def show_estimates(result: dict) -> None:
     st.dataframe(rows, hide_index=True, width="stretch")
     for note in result.get("notes", []):
         st.caption(note)
+    st.caption("A '-' is an accuracy that cannot be estimated: no point was mapped as the class (user's), or none "
+               "was seen as it (producer's).")  # fmt: skip
     bars = [
         {"class": c["name"], "area": kind, "ha": c[key], "low": c[key] - ci, "high": c[key] + ci}
         for c in result["classes"]

@@ -42,7 +42,6 @@ def model_versions(model_id: str, found: dict, cards: Catalogue, account: Accoun
         left, right = st.columns(2)
         candidates = [v for v, (_, _, state) in found.items() if state != "production"]
         chosen = left.selectbox("Version", candidates, key=f"version-{model_id}", disabled=not candidates)
-        compare_with_parent(found, key=model_id)
         model_dir = cards.folder(model_id).parent
         if left.button("Promote to production", key=f"promote-{model_id}", disabled=not candidates):
             st.session_state[f"pending-{model_id}"] = ("promote", str(chosen))
@@ -50,8 +49,9 @@ def model_versions(model_id: str, found: dict, cards: Catalogue, account: Accoun
             st.session_state[f"pending-{model_id}"] = ("rollback", "")
         if done := st.session_state.pop(f"done-{model_id}", None):
             st.success(done)
-        if pending := st.session_state.get(f"pending-{model_id}"):
+        if pending := st.session_state.get(f"pending-{model_id}"):  # asked right under the buttons
             confirm_change(model_id, model_dir, found, pending, account, admin_dir)
+        compare_with_parent(found, key=model_id)
 
 
 def score_of(found: dict, version: str) -> float | None:

@@ -305,3 +305,14 @@ def test_bad_reference_files_get_one_sentence_each_exit_2_and_nothing_written(tm
     assert "1 point(s) lie outside the map and were left out." in done.stdout
     assert "1 point(s) lie on no-data pixels and were left out." in done.stdout
     assert "Overall accuracy: 1.000 +- 0.000 (95 % CI), 9 points" in done.stdout
+
+
+def test_a_class_nobody_mapped_or_saw_has_no_accuracy_rather_than_zero():
+    report = estimates.stratified_by_map_classes(
+        ["clear", "cloud", "shadow"], ["clear"] * 3 + ["shadow"] * 2, ["clear"] * 3 + ["shadow", "clear"],
+        {"clear": 900, "cloud": 0, "shadow": 100}, 0.01,
+    )  # fmt: skip
+    cloud = report.classes[1]
+    assert cloud.users_accuracy is None and cloud.producers_accuracy is None and cloud.area_ha.value == 0
+    row = estimates.report_json(report)["classes"][1]  # type: ignore[index]
+    assert row["users_accuracy"] is None and row["producers_accuracy_ci95"] is None
