@@ -287,6 +287,15 @@ def test_cli_submits_to_the_queue_and_reports(settings: Settings, start_worker, 
     assert health.returncode == 0 and "workers on this host" in health.stdout and "): 1 (" in health.stdout
     bad = terraseg("status", "20990101-000000-abcdef")
     assert bad.returncode == 2 and "There is no job" in bad.stderr and "Traceback" not in bad.stderr
+    # A finished job's map, by its id: a sample to label, and the accuracy from it (labelled as mapped).
+    sampled = terraseg("sample", job_id, "--out", str(tmp_path / "sample.gpkg"), "--per-class", "5")
+    assert sampled.returncode == 0, sampled.stderr
+    assert "5 per class (equal allocation)" in sampled.stdout
+    rows = (tmp_path / "sample.csv").read_text().splitlines()
+    (tmp_path / "labelled.csv").write_text("\n".join([rows[0]] + [r + r.split(",")[1] for r in rows[1:]]) + "\n")
+    scored = terraseg("accuracy", job_id, "--reference", str(tmp_path / "labelled.csv"), "--label-field", "reference")
+    assert scored.returncode == 0 and "Overall accuracy: 1.000" in scored.stdout, scored.stderr
+    assert (client.store.outputs_dir(job_id) / "accuracy.json").is_file()
 
 
 def test_a_job_submitted_while_redis_is_down_is_queued_when_it_is_back(
