@@ -4,7 +4,7 @@ import streamlit as st
 
 from pages.widgets.health import health_notice, queue_health
 from pages.widgets.services import health
-from pages.widgets.sign_in import account_sidebar, sign_in_only, signed_in
+from pages.widgets.sign_in import account_sidebar, open_page_asked_for, sign_in_only, signed_in
 
 SIDEBAR_REFRESH_S = 2.0  # as the Jobs page's list: the counts there and here agree
 
@@ -21,6 +21,7 @@ pages = [
 if account.is_admin:  # other users never see the admin page, not even its name
     pages.append(st.Page("pages/admin.py", title="Admin", icon=":material/admin_panel_settings:"))
 navigation = st.navigation(pages)
+open_page_asked_for(pages, navigation)  # a link followed before signing in opens its page after it
 
 
 # The counts redraw on their own only next to the Jobs page's list, which they must agree with. Elsewhere a timer

@@ -16,7 +16,7 @@ from pages.widgets.compare import compare_section
 from pages.widgets.date_maps import cloud_fractions, date_maps, date_shares
 from pages.widgets.downloads import download_buttons, vector_downloads
 from pages.widgets.formatting import legend_html
-from pages.widgets.overlays import overlay_of
+from pages.widgets.overlays import overlay_of, pictures
 from pages.widgets.result_map import result_map, run_aoi
 from pages.widgets.services import client
 from pages.widgets.sign_in import account
@@ -68,14 +68,16 @@ st.subheader(
     "Image and classes side by side" if cropland_overlay is None else "Cropland and crop types side by side"
 )
 left, right = st.columns(2)
+beside = scene_overlay or cropland_overlay
+shown = pictures(class_overlay.png, *([beside.png] if beside else []))  # sharp, cropped together
 if scene_overlay is not None:
-    left.image(scene_overlay.png, caption=f"True colour, {stats.selected_date}", width="stretch")
+    left.image(shown[1], caption=f"True colour, {stats.selected_date}", width="stretch")
 elif cropland_overlay is not None:  # a crop job on a monthly cube: no single date to show
-    left.image(cropland_overlay.png, caption=f"Cropland ({stats.cropland_model_id})", width="stretch")
+    left.image(shown[1], caption=f"Cropland ({stats.cropland_model_id})", width="stretch")
     left.html(legend_html(tuple(ClassInfo(c.value, c.name, c.color) for c in stats.cropland or [])))
 else:
     left.info("No true-colour image: the scenes lack the red, green or blue band.")
-right.image(class_overlay.png, caption="Classes", width="stretch")
+right.image(shown[0], caption="Classes", width="stretch")
 
 st.subheader("Area per class")
 class_areas(stats)

@@ -64,6 +64,30 @@ def render_overlay(cog: Path, max_px: int = OVERLAY_MAX_PX) -> Overlay:
     return Overlay(buffer.getvalue(), ((south, west), (north, east)), width, height)
 
 
+DISPLAY_MIN_PX = 800  # about the width a side-by-side picture takes on a page
+
+
+def display_pngs(*pngs: bytes, min_px: int = DISPLAY_MIN_PX) -> list[bytes]:
+    """Overlays made into pictures for a page: cropped together to where any of them has data (the transparent
+    margin around a small map left it a tiny square in white space), then enlarged by a whole factor with nearest
+    neighbour to at least `min_px` on the long side, so the browser shrinks sharp pixels instead of smoothing a
+    small image up (which blurred class borders and invented colours between classes). Overlays of one grid have
+    one size, so they stay aligned side by side."""
+    images = [Image.open(io.BytesIO(png)).convert("RGBA") for png in pngs]
+    boxes = [box for image in images if (box := image.getchannel("A").getbbox()) is not None]
+    if boxes:
+        union = (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
+        images = [image.crop(union) for image in images]
+    pictures = []
+    for image in images:
+        factor = max(1, -(-min_px // max(image.size)))  # ceil: at least min_px
+        enlarged = image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
+        buffer = io.BytesIO()
+        enlarged.save(buffer, format="PNG", optimize=True)
+        pictures.append(buffer.getvalue())
+    return pictures
+
+
 def _apply_colormap(
     values: np.ndarray, colormap: dict[int, tuple[int, ...]], nodata: float | None
 ) -> np.ndarray:

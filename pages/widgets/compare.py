@@ -15,7 +15,7 @@ from core.outputs.compare import Comparison, compare_class_maps, write_change_ma
 from core.outputs.export import DATE_MAP_PREFIX
 from core.outputs.overlay import Overlay, read_classes, render_overlay
 from pages.widgets.compare_map import compare_map
-from pages.widgets.overlays import overlay_of
+from pages.widgets.overlays import overlay_of, pictures
 
 # The newest finished jobs looked at for a comparison (each is a file header read).
 MAX_COMPARE_CANDIDATES = 30
@@ -117,8 +117,9 @@ def show_comparison(
         )
     (before_path, before_date), (after_path, after_date) = before, after
     left, right = st.columns(2)
-    left.image(overlay_of(before_path).png, caption=f"Before: {before_date}", width="stretch")
-    right.image(overlay_of(after_path).png, caption=f"After: {after_date}", width="stretch")
+    before_png, after_png = pictures(overlay_of(before_path).png, overlay_of(after_path).png)
+    left.image(before_png, caption=f"Before: {before_date}", width="stretch")
+    right.image(after_png, caption=f"After: {after_date}", width="stretch")
     compare_map(overlay_of(before_path), overlay_of(after_path), change, before_date, after_date)
     st.markdown("**Transition matrix** (ha; rows: the class before, columns: the class after)")
     names_of = [c.name for c in compared.classes]

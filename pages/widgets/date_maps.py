@@ -9,7 +9,7 @@ from core.jobs.report import Stats
 from core.outputs.export import DATE_MAP_PREFIX
 from core.outputs.overlay import read_classes
 from pages.widgets.formatting import legend_html, percent
-from pages.widgets.overlays import overlay_of
+from pages.widgets.overlays import overlay_of, pictures
 
 
 def cloud_fractions(stats: Stats) -> None:
@@ -42,7 +42,8 @@ def date_maps(outputs: dict[str, Path], fractions: dict[str, dict[str, float | N
         return
     day = st.selectbox("Date", list(maps), key="date-map")
     picture, facts = st.columns([3, 1])
-    picture.image(overlay_of(maps[day]).png, caption=f"The map of {day}", width="stretch")
+    [sharp] = pictures(overlay_of(maps[day]).png)
+    picture.image(sharp, caption=f"The map of {day}", width="stretch")
     with facts:
         st.html(legend_html(read_classes(maps[day])))
         for name, share in fractions.get(day, {}).items():

@@ -7,7 +7,7 @@ from pathlib import Path
 import folium
 import streamlit as st
 
-from core.outputs.overlay import Overlay, render_overlay
+from core.outputs.overlay import Overlay, display_pngs, render_overlay
 
 SATELLITE_TILES = (
     "https://server.arcgisonline.com/ArcGIS/rest/services/World_Imagery/MapServer/tile/{z}/{y}/{x}"
@@ -19,6 +19,13 @@ SATELLITE_ATTRIBUTION = "Imagery: Esri, Maxar, Earthstar Geographics"
 def overlay(path: str, mtime_ns: int) -> Overlay:
     """The COG warped to a Web Mercator PNG (cached per file version)."""
     return render_overlay(Path(path))
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def pictures(*pngs: bytes) -> list[bytes]:
+    """Overlays as sharp pictures cropped together (core.outputs.overlay.display_pngs), cached: the Results page
+    reruns on every slider move."""
+    return display_pngs(*pngs)
 
 
 def overlay_of(path: Path) -> Overlay:

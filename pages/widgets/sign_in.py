@@ -3,15 +3,28 @@ line with Sign out."""
 
 import contextlib
 from typing import NoReturn
+from urllib.parse import urlsplit
 
 import streamlit as st
 from streamlit import runtime
 from streamlit.errors import StreamlitAPIException
+from streamlit.navigation.page import StreamlitPage
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from core.accounts import LOCAL, Account, SignInGate, SignInRefused, audit
 from core.config import account_entries
 from pages.widgets.services import settings
+
+APP_PAGE_PATHS = ("jobs", "results", "admin")  # app.py's pages' URL paths (New job is the root)
+ASKED_FOR = "page-asked-for"  # (the page's URL path, its query) a visitor asked for, opened after sign-in
+
+
+def remember_page_asked_for() -> None:
+    """Keep the page a visitor's first URL named (its last path segment, and its query: a shared
+    `/results?job=...`), for open_page_asked_for after the sign-in."""
+    if ASKED_FOR not in st.session_state:
+        path = urlsplit(st.context.url or "").path.rstrip("/").rpartition("/")[2]
+        st.session_state[ASKED_FOR] = (path, {key: st.query_params[key] for key in st.query_params})
 
 
 def signed_in() -> Account | None:
@@ -33,6 +46,7 @@ def account() -> Account:
     account: a page file reached by its own URL before any visit ran app.py (Streamlit then serves pages/ files
     alone) goes to app.py's sign-in; a session signed out meanwhile is told so."""
     if (current := signed_in()) is None:
+        remember_page_asked_for()  # the page file's own URL: app.py, switched to, runs at the root
         with contextlib.suppress(StreamlitAPIException):  # app.py is not a page once its navigation runs
             st.switch_page("app.py")
         st.info("You are signed out; reload the app to sign in.")
@@ -40,11 +54,26 @@ def account() -> Account:
     return current
 
 
+
+
 def sign_in_only() -> NoReturn:
     """For a visitor: the sign-in form as the app's only page (no other page is listed or reachable), then
-    stop."""
-    st.navigation([st.Page(sign_in_form, title="Sign in", url_path="sign-in")], position="hidden").run()
+    stop. The page the visitor asked for (a shared Results link, say) is remembered for after the sign-in."""
+    remember_page_asked_for()
+    # The form also answers at the app's own page paths: a shared link to /results?job=... then shows the form
+    # (not Streamlit's "Page not found" over it) and, once signed in, that page with its query.
+    paths = ("sign-in", *APP_PAGE_PATHS)
+    st.navigation([st.Page(sign_in_form, title="Sign in", url_path=path) for path in paths], position="hidden").run()
     st.stop()
+
+
+def open_page_asked_for(pages: list[StreamlitPage], current: StreamlitPage) -> None:
+    """Once signed in, go to the page the visitor asked for (with its query), if it is one of `pages` (a user's
+    link to the admin page opens New job); once only."""
+    path, query = st.session_state.pop(ASKED_FOR, ("", {}))
+    wanted = next((page for page in pages if page.url_path == path and path), None)
+    if wanted is not None and wanted.url_path != current.url_path:
+        st.switch_page(wanted, query_params=query)
 
 
 def sign_in_form() -> None:

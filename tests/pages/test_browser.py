@@ -121,6 +121,8 @@ def test_upload_submit_follow_and_open_the_results_in_a_real_browser(
     expect(page.get_by_text("Workers and queues")).to_have_count(0)
     expect(page.get_by_test_id("stSidebarNav")).to_have_count(0)
     sign_in(page, "analyst")
+    expect(page.get_by_role("heading", name="Jobs")).to_be_visible()  # the page asked for, after the sign-in
+    page.get_by_role("link", name="New job").click()
 
     # New job: a rectangle drawn with Leaflet.draw becomes the AOI...
     map_iframe = page.locator('iframe[title="streamlit_folium.st_folium"]').first
@@ -281,6 +283,15 @@ def test_upload_submit_follow_and_open_the_results_in_a_real_browser(
             urllib.request.urlopen(url)
         assert gone.value.code == 404
 
+    # A shared link to this job's results, opened signed out: after the sign-in, that job's results.
+    page.goto(f"{app_server.url}/results?job={job_id}")
+    expect(page.get_by_role("heading", name="Sign in to TerraSeg")).to_be_visible()
+    expect(page.get_by_text("Page not found")).to_have_count(0)
+    sign_in(page, "analyst")
+    expect(page.get_by_role("heading", name="Results")).to_be_visible()
+    expect(page.get_by_text("Area per class")).to_be_visible()
+    assert f"job={job_id}" in page.url
+
 
 def test_an_admin_signs_in_starts_a_training_run_watches_it_and_promotes_it_in_a_real_browser(
     settings: Settings,
@@ -316,6 +327,8 @@ def test_an_admin_signs_in_starts_a_training_run_watches_it_and_promotes_it_in_a
             ("New model id", "slovenia"),
         ):
             field = page.get_by_role("textbox", name=label)
+            # While a rerun is drawing, Streamlit may show the form twice (the old one not yet removed).
+            expect(field).to_have_count(1, timeout=30_000)
             field.fill(value)
             field.press("Enter")  # Streamlit takes a text input's value on Enter or when it loses focus
         page.get_by_role("button", name="Check").click()

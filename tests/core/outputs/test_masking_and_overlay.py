@@ -112,3 +112,26 @@ def test_coverage_warnings_say_why_a_map_is_nearly_empty():
     [clouds] = coverage_warnings(10_000, 9_000, 100, day, "cloud-csmask")
     assert "hide 89.0 %" in clouds and "covers only 1.0 %" in clouds and "2015-07-31" in clouds
     assert "draw a larger area" in coverage_warnings(0, 0, 0, day)[0]
+
+
+def test_pictures_are_cropped_together_to_the_data_and_enlarged_without_inventing_colours():
+    import io
+
+    from core.outputs.overlay import display_pngs
+
+    def png(array: np.ndarray) -> bytes:
+        buffer = io.BytesIO()
+        Image.fromarray(array, "RGBA").save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    classes = np.zeros((40, 50, 4), np.uint8)  # transparent, but for a 10 x 20 map in the middle
+    classes[10:20, 15:35] = (0, 200, 255, 255)
+    classes[10:20, 15:25] = (58, 125, 68, 255)
+    scene = np.zeros((40, 50, 4), np.uint8)
+    scene[12:22, 15:35] = (90, 90, 90, 255)  # the scene's data reaches two rows lower
+    sharp_classes, sharp_scene = (Image.open(io.BytesIO(p)) for p in display_pngs(png(classes), png(scene)))
+    assert sharp_classes.size == sharp_scene.size == (20 * 40, 12 * 40)  # the union of both, x40 to reach 800 px
+    colours = {colour for _, colour in sharp_classes.convert("RGBA").getcolors()}
+    assert colours == {(0, 200, 255, 255), (58, 125, 68, 255), (0, 0, 0, 0)}  # no blend at the class border
+    assert sharp_classes.getpixel((10 * 40 - 1, 0)) == (58, 125, 68, 255)
+    assert sharp_classes.getpixel((10 * 40, 0)) == (0, 200, 255, 255)
