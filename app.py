@@ -9,17 +9,17 @@ from pages.widgets.sign_in import account_sidebar, open_page_asked_for, sign_in_
 SIDEBAR_REFRESH_S = 2.0  # as the Jobs page's list: the counts there and here agree
 
 st.set_page_config(page_title="TerraSeg", page_icon=":earth_africa:", layout="wide")
-account = signed_in()
-if account is None:
-    sign_in_only()  # a visitor gets the sign-in form and nothing else
-
 pages = [
     st.Page("pages/new_job.py", title="New job", icon=":material/add_location_alt:", default=True),
     st.Page("pages/jobs.py", title="Jobs", icon=":material/list:"),
     st.Page("pages/results.py", title="Results", icon=":material/map:"),
 ]
+admin_page = st.Page("pages/admin.py", title="Admin", icon=":material/admin_panel_settings:")
+account = signed_in()
+if account is None:  # a visitor gets the sign-in form and nothing else (at every page's own path)
+    sign_in_only([page.url_path for page in [*pages, admin_page] if page.url_path])
 if account.is_admin:  # other users never see the admin page, not even its name
-    pages.append(st.Page("pages/admin.py", title="Admin", icon=":material/admin_panel_settings:"))
+    pages.append(admin_page)
 navigation = st.navigation(pages)
 open_page_asked_for(pages, navigation)  # a link followed before signing in opens its page after it
 

@@ -99,6 +99,15 @@ class AccuracyReport:
     total_area_ha: float
 
 
+def error_counts(names: Sequence[str], map_labels: Sequence[str], reference_labels: Sequence[str]) -> np.ndarray:
+    """The error matrix in sample counts: rows the map's class, columns the reference's, in `names`' order."""
+    index = {name: i for i, name in enumerate(names)}
+    counts = np.zeros((len(names), len(names)), dtype=int)
+    for mapped, reference in zip(map_labels, reference_labels, strict=True):
+        counts[index[mapped], index[reference]] += 1
+    return counts
+
+
 def stratified_by_map_classes(
     names: Sequence[str], map_labels: Sequence[str], reference_labels: Sequence[str], pixels: Mapping[str, int],
     pixel_area_ha: float,
@@ -107,11 +116,8 @@ def stratified_by_map_classes(
 
     `names`: the classes, in the order to report; `map_labels`/`reference_labels`: each sample unit's map and
     reference class; `pixels`: each class's mapped pixels (the strata sizes)."""
-    index = {name: i for i, name in enumerate(names)}
     k = len(names)
-    counts = np.zeros((k, k), dtype=int)
-    for mapped, reference in zip(map_labels, reference_labels, strict=True):
-        counts[index[mapped], index[reference]] += 1
+    counts = error_counts(names, map_labels, reference_labels)
     n_row = counts.sum(axis=1)
     for name, units in zip(names, n_row, strict=True):
         if pixels.get(name, 0) > 0 and units < 2:
@@ -259,10 +265,7 @@ def stratified_by_other_strata(
                 area_ha=Estimate(area.value * total_pixels * pixel_area_ha, area.se * total_pixels * pixel_area_ha),
             )
         )
-    index = {name: i for i, name in enumerate(names)}
-    counts = np.zeros((len(names), len(names)), dtype=int)
-    for m, r in zip(map_labels, reference_labels, strict=True):
-        counts[index[m], index[r]] += 1
+    counts = error_counts(names, map_labels, reference_labels)
     return AccuracyReport(
         names=list(names),
         counts=counts.tolist(),

@@ -375,11 +375,9 @@ def with_interval(estimate: estimates.Estimate | None) -> str:
     return f"{estimate.value:.3f} +-{estimate.ci95:.3f}" if estimate is not None else "-"
 
 
-def report_csv(assessment: Assessment) -> str:
-    """Per class, one row of the --json fields (accuracy.csv)."""
+def rows_csv(rows: list[dict[str, object]]) -> str:
+    """One CSV row per dict (accuracy.csv: per class, the --json fields)."""
     out = io.StringIO()
-    rows = estimates.report_json(assessment.report)["classes"]
-    assert isinstance(rows, list)
     writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
@@ -392,6 +390,8 @@ def save_assessment(folder: Path, assessment: Assessment) -> dict[str, object]:
         "notes": assessment.notes(),
         "points_used": assessment.used,
     }
+    classes = result["classes"]
+    assert isinstance(classes, list)
     (folder / ACCURACY_FILES[0]).write_text(json.dumps(result, indent=2))
-    (folder / ACCURACY_FILES[1]).write_text(report_csv(assessment))
+    (folder / ACCURACY_FILES[1]).write_text(rows_csv(classes))
     return result

@@ -2,6 +2,7 @@
 line with Sign out."""
 
 import contextlib
+from collections.abc import Sequence
 from typing import NoReturn
 from urllib.parse import urlsplit
 
@@ -15,7 +16,6 @@ from core.accounts import LOCAL, Account, SignInGate, SignInRefused, audit
 from core.config import account_entries
 from pages.widgets.services import settings
 
-APP_PAGE_PATHS = ("jobs", "results", "admin")  # app.py's pages' URL paths (New job is the root)
 ASKED_FOR = "page-asked-for"  # (the page's URL path, its query) a visitor asked for, opened after sign-in
 
 
@@ -56,13 +56,14 @@ def account() -> Account:
 
 
 
-def sign_in_only() -> NoReturn:
+def sign_in_only(page_paths: Sequence[str]) -> NoReturn:
     """For a visitor: the sign-in form as the app's only page (no other page is listed or reachable), then
-    stop. The page the visitor asked for (a shared Results link, say) is remembered for after the sign-in."""
+    stop. The page the visitor asked for (a shared Results link, say) is remembered for after the sign-in.
+    `page_paths`: the URL paths of the app's pages (app.py's list)."""
     remember_page_asked_for()
     # The form also answers at the app's own page paths: a shared link to /results?job=... then shows the form
     # (not Streamlit's "Page not found" over it) and, once signed in, that page with its query.
-    paths = ("sign-in", *APP_PAGE_PATHS)
+    paths = ("sign-in", *page_paths)
     st.navigation([st.Page(sign_in_form, title="Sign in", url_path=path) for path in paths], position="hidden").run()
     st.stop()
 

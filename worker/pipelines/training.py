@@ -11,6 +11,7 @@ The requests and their checks are worker.pipelines.training_checks', the evaluat
 import functools
 import getpass
 import glob
+import inspect
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -93,11 +94,13 @@ R = TypeVar("R")
 def full_cache_is_a_sentence(train: Callable[P, R]) -> Callable[P, R]:
     """A training run that meets a full cache disk (features, checkpoints, the new version all go there) ends with
     the DiskFull sentence naming the cache folder, not an internal error; its last checkpoint is kept, so the run
-    resumes from it once space is freed. `train`'s second argument is the Settings."""
+    resumes from it once space is freed. `train` takes the Settings as its `settings` parameter."""
+
+    parameters = inspect.signature(train)
 
     @functools.wraps(train)
     def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
-        settings = kwargs.get("settings", args[1] if len(args) > 1 else None)
+        settings = parameters.bind(*args, **kwargs).arguments["settings"]
         assert isinstance(settings, Settings)
         with cache_full_as_error(settings.cache_dir):
             return train(*args, **kwargs)
