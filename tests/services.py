@@ -3,6 +3,7 @@
 Loaded as a pytest plugin by tests/conftest.py, so every test folder gets these fixtures.
 """
 
+import contextlib
 import json
 import math
 import os
@@ -111,36 +112,83 @@ def job_env(settings: Settings) -> dict[str, str]:
     }
 
 
+class WorkerZygote:
+    """`python -m tests.worker_zygote`: one warm interpreter per test process that forks `terraseg worker`s."""
+
+    _running: "WorkerZygote | None" = None
+
+    def __init__(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.worker_zygote"],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    @classmethod
+    def running(cls) -> "WorkerZygote":
+        if cls._running is None or cls._running.process.poll() is not None:
+            cls._running = cls()
+        return cls._running
+
+    def fork(self, args: list[str], env: dict[str, str], cwd: Path, log_path: Path) -> int:
+        """Start a worker; its pid."""
+        assert self.process.stdin is not None and self.process.stdout is not None
+        request = {"args": args, "env": env, "cwd": str(cwd), "log": str(log_path)}
+        self.process.stdin.write(json.dumps(request) + "\n")
+        self.process.stdin.flush()
+        answer = self.process.stdout.readline()
+        if not answer.strip():
+            raise RuntimeError("the worker zygote (python -m tests.worker_zygote) did not start a worker")
+        return int(answer)
+
+
+def process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 class WorkerProcess:
-    """`python -m worker worker` in its own session, so a test can SIGKILL it like a dying machine would."""
+    """A `terraseg worker` process in its own session, so a test can SIGKILL it like a dying machine would.
+    Forked by the zygote (tests/worker_zygote.py): the same `worker.cli.main`, without paying torch's import
+    for every worker a test starts."""
 
     def __init__(self, settings: Settings, log_path: Path, *args: str) -> None:
         self.log_path = log_path
-        self.log = open(log_path, "ab")  # noqa: SIM115
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "worker", "worker", *args],
-            cwd=settings.cache_dir.parent,
-            env=job_env(settings),
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        self.pid = WorkerZygote.running().fork(list(args), job_env(settings), settings.cache_dir.parent, log_path)
+
+    def _signal(self, signum: int) -> None:
+        try:
+            os.killpg(self.pid, signum)  # the worker with its work horse and scheduler
+        except ProcessLookupError:  # not yet in a session of its own (signalled right after its start)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signum)
+
+    def wait(self, timeout_s: float) -> bool:
+        """Whether the worker ended within `timeout_s` (the zygote reaps it at once)."""
+        deadline = time.monotonic() + timeout_s
+        while process_exists(self.pid):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
 
     def kill(self) -> None:
         """SIGKILL, no chance to clean up (its work horse dies with it: PR_SET_PDEATHSIG)."""
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
+        self._signal(signal.SIGKILL)
+        self.wait(10)
 
     def stop(self) -> None:
         """SIGTERM, and SIGKILL after 3 s: a worker still in a job at a test's end would finish it first."""
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(3)
-            except subprocess.TimeoutExpired:
+        if process_exists(self.pid):
+            self._signal(signal.SIGTERM)
+            if not self.wait(3):
                 self.kill()
-        self.log.close()
 
 
 @pytest.fixture

@@ -155,7 +155,7 @@ def test_two_workers_share_a_large_job_and_a_worker_killed_mid_chunk_loses_nothi
             killed_chunk = running[0].job_id
         time.sleep(0.05)
     assert killed_name is not None, "the second worker never ran a chunk while the job ran"
-    [victim] = [w for w in workers if w.process.pid == pids[killed_name]]
+    [victim] = [w for w in workers if w.pid == pids[killed_name]]
     victim.kill()
     wait_for(client, job_id, ("finished",), timeout_s=300)
 

@@ -84,12 +84,16 @@ def test_a_worker_killed_mid_inference_is_replaced_and_the_outputs_are_identical
     # With no worker left, whoever looks at the job sees at once that its worker is gone (not "running" with an
     # ETA), and the job is queued again for the next worker.
     while (seen := client.status(job_id)).state != "queued":
-        assert time.monotonic() - killed < 10, f"a job whose worker died still reads {seen.state}: {seen.message}"
+        assert time.monotonic() - killed < 10, (
+            f"a job whose worker died still reads {seen.state}: {seen.message}"
+        )
         time.sleep(0.2)
     assert "its worker stopped" in seen.message and seen.eta_s is None
     starting = time.monotonic()
     start_worker()
-    wait_for(client, job_id, ("running",), timeout_s=15)  # a new worker (its start-up included) takes it at once
+    wait_for(
+        client, job_id, ("running",), timeout_s=15
+    )  # a new worker (its start-up included) takes it at once
     assert time.monotonic() - starting < 15
     wait_for(client, job_id, ("finished",), timeout_s=180)
     status = client.status(job_id)
@@ -161,7 +165,9 @@ def test_an_idle_worker_registers_again_within_a_heartbeat_of_redis_coming_back(
         assert time.monotonic() < deadline
         time.sleep(0.2)
     redis_server.kill()
-    time.sleep(20.0)  # long enough for a doubling backoff to reach 16 s between tries
+    # Tries at 0, 1, 3, 7, 12, 17 s with the backoff capped at a heartbeat; uncapped, at 0, 1, 3, 7, 15, 31 s. Back
+    # at 16 s, the uncapped worker would wait until 31 s, past the bound below (the shortest outage that shows it).
+    time.sleep(16.0)
     redis_server.start()
     back_at = time.monotonic()
     while client.health().workers != 1:
