@@ -47,6 +47,11 @@ class Settings(BaseSettings):
     # is reached directly). Sign-in throttling counts per visitor address; a header from further out is not
     # trusted, since a visitor can write anything there.
     app_proxy_hops: int = Field(0, ge=0)
+    # A signed-in session lasts this long after its last use (a reload, a new tab and a pasted link keep it), in a
+    # cookie signed with `app_session_key` (a secret; unset: a key made on first use in <cache>/admin/session.key).
+    # Several app processes behind one address share the cache folder, or are given the same key.
+    app_session_hours: float = Field(8.0, gt=0)
+    app_session_key: SecretStr | None = None
     accounts_file: Path | None = None
     admin_password_hash: str | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"

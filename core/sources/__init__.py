@@ -18,8 +18,13 @@ from core.types import Scene
 log = logging.getLogger(__name__)
 
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "sample"
+# The embedded crop sample: a ready monthly cube (core/sample/crop), usable with no operator setting.
+SAMPLE_CUBE_SOURCE = "sample-crop"
+SAMPLE_CUBE_FILE = SAMPLE_DIR / "crop" / "monthly_cube.nc"
+CUBE_PREFIX = "cube:"
 SOURCE_HELP = {
     "sample": "the embedded offline demo: 5 Sentinel-2 L1C dates over 1 km2 in Slovenia (2015-07-11..09-09)",
+    SAMPLE_CUBE_SOURCE: "the embedded crop sample: a monthly cube over 1 km2 in Belgium (2020-11..2021-10)",
     "local:DIR": "a folder of Sentinel-1/2 SAFE products (zipped or not) and GeoTIFF/COG scenes (see README)",
     "earth-search": "Element 84's Earth Search STAC (Sentinel-2 L2A and L1C COGs on AWS; no account)",
     "cdse": "Copernicus Data Space Ecosystem STAC",
@@ -54,7 +59,17 @@ class CubeSource:
 
 def is_remote_source(name: str) -> bool:
     """Whether a source's scenes come over the network (catalogues, mirrors), not from this machine's disk."""
-    return not (name == "sample" or name.startswith(("local:", "cube:")))
+    return not (name in ("sample", SAMPLE_CUBE_SOURCE) or name.startswith(("local:", CUBE_PREFIX)))
+
+
+def is_cube_source(name: str) -> bool:
+    """Whether a source is a ready monthly cube (`cube:FILE.nc` or the embedded `sample-crop`)."""
+    return name == SAMPLE_CUBE_SOURCE or name.startswith(CUBE_PREFIX)
+
+
+def cube_file(name: str) -> Path:
+    """The netCDF file of a cube source (see is_cube_source)."""
+    return SAMPLE_CUBE_FILE if name == SAMPLE_CUBE_SOURCE else Path(name.removeprefix(CUBE_PREFIX)).expanduser()
 
 
 def parse_source(name: str, settings: Settings) -> Source:
@@ -63,8 +78,8 @@ def parse_source(name: str, settings: Settings) -> Source:
         return LocalSource(SAMPLE_DIR, "sample")
     if name.startswith("local:") and len(name) > len("local:"):
         return LocalSource(Path(name.removeprefix("local:")).expanduser(), name)
-    if name.startswith("cube:") and len(name) > len("cube:"):
-        return CubeSource(Path(name.removeprefix("cube:")).expanduser(), name)
+    if name == SAMPLE_CUBE_SOURCE or (name.startswith(CUBE_PREFIX) and len(name) > len(CUBE_PREFIX)):
+        return CubeSource(cube_file(name), name)
     if name in PRESETS:
         preset = PRESETS[name]
         return StacSource(preset.url, name, preset.collections, sign_url=preset.sign_url)
@@ -75,7 +90,8 @@ def parse_source(name: str, settings: Settings) -> Source:
     if name.startswith(("dhus:http://", "dhus:https://")):
         return DhusSource(name.removeprefix("dhus:"), name, settings)
     raise SourceError(
-        f"Unknown source {name!r}. Use 'sample', 'local:DIR', a STAC preset ({', '.join(PRESETS)}), "
+        f"Unknown source {name!r}. Use 'sample', '{SAMPLE_CUBE_SOURCE}', 'local:DIR', a STAC preset "
+        f"({', '.join(PRESETS)}), "
         f"a DHuS preset ({', '.join(DHUS_PRESETS)}), 'stac:https://...', 'dhus:https://...' or 'cube:FILE.nc' "
         "(run 'terraseg sources')."
     )
@@ -108,7 +124,7 @@ def check_app_source(name: str, settings: Settings) -> None:
     check_local_roots(name, settings.app_local_roots)
     kind, _, url = name.partition(":")
     if kind in ("stac", "dhus") and not any(url_within(url, allowed) for allowed in settings.app_source_urls):
-        presets = ", ".join(["sample", *PRESETS, *DHUS_PRESETS])
+        presets = ", ".join(["sample", SAMPLE_CUBE_SOURCE, *PRESETS, *DHUS_PRESETS])
         raise SourceError(
             f"On this server, sources are the presets ({presets}) and the catalogues the operator lists; {url} "
             "is not one of them."

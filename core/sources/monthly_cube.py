@@ -22,9 +22,9 @@ from core.geometry.grid import Grid
 from core.jobs.report import InputRecord
 from core.learning.crop_samples import NO_DATA, OPTIONAL_COLUMNS, S1_COLUMNS, S2_COLUMNS, decode_columns
 from core.mapping.presto_inputs import CHANNELS
+from core.sources import CUBE_PREFIX, cube_file, is_cube_source
 
 SEASON_MONTHS = 12
-CUBE_PREFIX = "cube:"
 VARIABLES = (*S2_COLUMNS.values(), *S1_COLUMNS.values(), *OPTIONAL_COLUMNS.values())
 
 
@@ -141,14 +141,14 @@ def open_cube(path: Path) -> MonthlyCube:
 
 def cube_path(sources: tuple[str, ...] | list[str], model_id: str) -> Path:
     """The job's monthly cube (its one `cube:` source), or an AppError saying what a crop model reads."""
-    cubes = [s for s in sources if s.startswith(CUBE_PREFIX)]
+    cubes = [s for s in sources if is_cube_source(s)]
     if len(cubes) != 1 or len(sources) != 1:
         raise AppError(
             f"Model {model_id} maps crops from 12 monthly composites; give one ready monthly cube with "
             "--source cube:FILE.nc (an openEO netCDF as WorldCereal makes them). Monthly composites made from "
             "scenes are not built yet."
         )
-    return Path(cubes[0].removeprefix(CUBE_PREFIX)).expanduser()
+    return cube_file(cubes[0])
 
 
 def check_season(cube: MonthlyCube, start: date, end: date) -> None:
@@ -163,7 +163,7 @@ def ready_cube(sources: tuple[str, ...], model_id: str, start: date, end: date) 
     """How a crop job gets its 12 monthly composites, decided once for the pre-flight and the worker: a ready
     cube (its one `cube:` source, opened and checked against the season), or None: composites of the season's
     scenes."""
-    if not any(s.startswith(CUBE_PREFIX) for s in sources):
+    if not any(is_cube_source(s) for s in sources):
         return None
     cube = open_cube(cube_path(sources, model_id))
     check_season(cube, start, end)

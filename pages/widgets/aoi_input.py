@@ -3,17 +3,21 @@ error sentence. Validation is core.geometry.aoi's, with the operator's limits.""
 
 import json
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import folium
 import streamlit as st
 import streamlit_folium
-from folium.plugins import Draw
+from shapely.geometry import shape
 
 from core.config import Settings
 from core.errors import AppError
 from core.geometry.aoi import AOI, MAX_AOI_FILE_BYTES, parse_aoi_upload, parse_bbox, read_aoi, validate_aoi
 from core.geometry.places import find_places
+from pages.widgets.base_map import base_map, draw_tools, finish
+from pages.widgets.footprints import Footprint, covered_extent, footprint_layer, in_dates, scene_footprints
+from pages.widgets.model_choice import END_KEY, SAMPLE_DATES, SOURCES_KEY, START_KEY
 
 SAMPLE_CENTER = (45.8705, 14.5579)  # the embedded sample, near Ljubljana
 AOI_MODES = ("Draw on the map", "Upload a file", "Type a bbox")
@@ -31,25 +35,34 @@ def parsed_upload(name: str, data: bytes, max_area_km2: float, max_vertices: int
 
 def view_of(aoi: AOI) -> tuple[tuple[float, float], int]:
     """The map's centre (lat, lon) and a zoom level that shows the whole AOI."""
-    west, south, east, north = aoi.geometry.bounds
+    return view_of_bounds(aoi.geometry.bounds)
+
+
+def view_of_bounds(bounds: tuple[float, float, float, float]) -> tuple[tuple[float, float], int]:
+    """The map's centre (lat, lon) and a zoom level that shows (west, south, east, north), in degrees."""
+    west, south, east, north = bounds
     extent_deg = max(east - west, (north - south) * 1.5, 1e-4)
     return ((south + north) / 2, (west + east) / 2), int(min(max(math.log2(360 / extent_deg), 2), 17))
 
 
-def aoi_map(aoi: AOI | None, drawing: bool, go_to: tuple[tuple[float, float], int] | None) -> dict[str, Any]:
-    """The map with the current AOI, and the Draw tools (rectangle, polygon) when `drawing`; returns what the
-    map component sends back (the drawn features).
+def aoi_map(
+    aoi: AOI | None,
+    drawing: bool,
+    go_to: tuple[tuple[float, float], int] | None,
+    footprints: Sequence[Footprint] = (),
+) -> dict[str, Any]:
+    """The map with the current AOI, the scenes' `footprints`, and the Draw tools (rectangle, polygon) when
+    `drawing`; returns what the map component sends back (the drawn features).
 
     The map itself stays the same page after page (the AOI goes to the component as a layer of its own), so a
     new drawing or another rerun does not reset the view the user chose; it moves only to `go_to` (centre and
     zoom), which is where an uploaded or typed AOI, or a place searched for, lies."""
-    fmap = folium.Map(location=SAMPLE_CENTER, zoom_start=13, control_scale=True)
+    extent = covered_extent(list(footprints))  # the map opens on the imagery (the sample's by default)
+    (lat, lon), zoom = view_of_bounds(shape(extent).bounds) if extent else (SAMPLE_CENTER, 13)
+    fmap = base_map(location=(lat, lon), zoom_start=zoom, control_scale=True)
     if drawing:
-        Draw(
-            export=False,
-            draw_options={"polyline": False, "circle": False, "marker": False, "circlemarker": False},
-            edit_options={"edit": False},
-        ).add_to(fmap)
+        draw_tools().add_to(fmap)
+    finish(fmap)
     layer = folium.FeatureGroup(name="AOI")
     if aoi is not None:
         folium.GeoJson(aoi.to_geojson(), style_function=lambda _: {"color": "#d95f02"}).add_to(layer)
@@ -59,7 +72,7 @@ def aoi_map(aoi: AOI | None, drawing: bool, go_to: tuple[tuple[float, float], in
         height=460,
         use_container_width=True,
         returned_objects=["last_active_drawing", "all_drawings"],
-        feature_group_to_add=layer,
+        feature_group_to_add=[footprint_layer(list(footprints)), layer],
         center=go_to[0] if go_to else None,
         zoom=go_to[1] if go_to else None,
     )
@@ -132,14 +145,42 @@ def aoi_message(aoi: AOI | None, error: str, drawing: bool) -> None:
 
 
 def area_of_interest(settings: Settings) -> AOI | None:
-    """The AOI input, with its map and a line saying what was understood (or what is wrong)."""
+    """The AOI input, with its map (the chosen sources' scenes outlined on it) and a line saying what was
+    understood (or what is wrong)."""
     limits = {"max_area_km2": settings.max_aoi_km2, "max_vertices": settings.max_aoi_vertices}
     mode = st.radio("Area of interest", AOI_MODES, horizontal=True)
     aoi, error = typed_aoi(mode, limits)
     drawing = mode == "Draw on the map"
     go_to = place_search() if drawing else (view_of(aoi) if aoi is not None else None)
-    returned = aoi_map(aoi, drawing, go_to)
+    # The source and date fields come below the map; their values of the last run (Streamlit keeps them by key)
+    # say which scenes to outline.
+    sources = tuple(
+        s.strip() for s in str(st.session_state.get(SOURCES_KEY, "sample")).split(",") if s.strip()
+    )
+    footprints = in_dates(
+        scene_footprints(sources, settings),
+        st.session_state.get(START_KEY, SAMPLE_DATES[0]),
+        st.session_state.get(END_KEY, SAMPLE_DATES[1]),
+    )
+    returned = aoi_map(aoi, drawing, go_to, footprints)
     if drawing:
         keep_drawing(returned)
+        use_imagery_extent(footprints)
     aoi_message(aoi, error, drawing)
     return aoi
+
+
+def use_imagery_extent(footprints: list[Footprint]) -> None:
+    """A button that makes the area the chosen scenes cover the area of interest, as if drawn."""
+    if not footprints:
+        st.caption("No scene of the chosen sources and dates is on this machine to outline on the map.")
+        return
+    dates = sorted({f.date_iso for f in footprints})
+    st.caption(f"Dashed blue: {len(footprints)} scene(s) of the chosen sources, {dates[0]} to {dates[-1]}.")
+    if st.button(
+        "Use the imagery's extent", help="The area every outlined scene covers, as the area of interest"
+    ):
+        extent = covered_extent(footprints)
+        if extent is not None:
+            st.session_state["drawn_aoi"] = json.dumps(extent)
+            st.rerun()

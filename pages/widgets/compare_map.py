@@ -1,12 +1,12 @@
 """Two class maps on one map with a swipe between them, and the change between them as a layer of its own."""
 
 import folium
-import leafmap.foliumap as leafmap
 import streamlit_folium
 from branca.element import MacroElement
 from folium.template import Template
 
 from core.outputs.overlay import Overlay
+from pages.widgets.base_map import base_map, finish
 from pages.widgets.overlays import data_url, satellite_basemap
 
 
@@ -71,9 +71,7 @@ def compare_figure(
     before: Overlay, after: Overlay, change: Overlay, before_date: str, after_date: str
 ) -> folium.Map:
     """Both maps with a swipe between them, and the change, on one map whose layers switch on and off."""
-    fmap = leafmap.Map(
-        draw_control=False, measure_control=False, fullscreen_control=False, search_control=False
-    )
+    fmap = base_map()
     satellite_basemap().add_to(fmap)
     layers = [
         folium.raster_layers.ImageOverlay(
@@ -89,7 +87,7 @@ def compare_figure(
     # Folded to its icon (opened on hover): open, its long layer names covered the right of the swipe.
     folium.LayerControl(collapsed=True).add_to(fmap)
     fmap.fit_bounds(list(after.bounds_latlon))
-    return fmap
+    return finish(fmap)
 
 
 def compare_map(before: Overlay, after: Overlay, change: Overlay, before_date: str, after_date: str) -> None:

@@ -1,7 +1,7 @@
 """The New job page's request fields: the dates and cloud limit, the task and its model (with what the model is
 and whether it can run), and the sources."""
 
-from datetime import date
+from datetime import date, timedelta
 
 import streamlit as st
 
@@ -10,13 +10,63 @@ from core.config import Settings
 from core.errors import AppError, DateRangeError
 from core.jobs.request import check_dates
 from core.mapping.presto_inputs import PRESTO_BUILDER
-from core.sources import SOURCE_HELP
+from core.sources import SAMPLE_CUBE_SOURCE, SOURCE_HELP, check_app_source, cube_file, is_cube_source
+from core.sources.monthly_cube import open_cube
 from core.types import ModelCard
 from models.catalogue import Catalogue
 from pages.widgets.formatting import held_out_sentence
-from pages.widgets.services import app_source
+from pages.widgets.services import app_source, settings
 
 SAMPLE_DATES = (date(2015, 7, 1), date(2015, 9, 30))
+# The fields' keys: the New job map reads their last values to outline the scenes they choose.
+START_KEY, END_KEY, SOURCES_KEY, TASK_KEY = "start_date", "end_date", "sources_text", "task"
+# The embedded crop sample's season (core/sample/crop): a crop job chosen on the sample gets it, and back.
+CROP_SAMPLE_DATES = (date(2020, 11, 1), date(2021, 10, 31))
+
+
+def sample_for_task() -> None:
+    """When the task changes while an embedded sample is the source, the sample that task reads, with its dates:
+    the monthly cube for crop models, the L1C scenes for the others (so every task can be tried as it ships)."""
+    crop = st.session_state.get(TASK_KEY) == "crop"
+    sources = str(st.session_state.get(SOURCES_KEY, "sample")).strip()
+    if crop and sources == "sample":
+        st.session_state[SOURCES_KEY] = SAMPLE_CUBE_SOURCE
+        st.session_state[START_KEY], st.session_state[END_KEY] = CROP_SAMPLE_DATES
+    elif not crop and sources == SAMPLE_CUBE_SOURCE:
+        st.session_state[SOURCES_KEY] = "sample"
+        st.session_state[START_KEY], st.session_state[END_KEY] = SAMPLE_DATES
+
+
+def last_full_month(today: date) -> tuple[date, date]:
+    """The first and last day of the month before `today`'s."""
+    last = today.replace(day=1) - timedelta(days=1)
+    return last.replace(day=1), last
+
+
+def dates_for_source() -> None:
+    """When the sources change, dates still at a default follow them: an embedded sample's own dates for the
+    sample, the last full month for any other source. Dates the user chose stay."""
+    sources = str(st.session_state.get(SOURCES_KEY, "")).strip()
+    chosen = (st.session_state.get(START_KEY), st.session_state.get(END_KEY))
+    recent = last_full_month(date.today())
+    if chosen not in (SAMPLE_DATES, CROP_SAMPLE_DATES, recent):
+        return
+    wanted = {"sample": SAMPLE_DATES, SAMPLE_CUBE_SOURCE: CROP_SAMPLE_DATES}.get(sources) or cube_season(sources)
+    st.session_state[START_KEY], st.session_state[END_KEY] = wanted or recent
+
+
+def cube_season(source: str) -> tuple[date, date] | None:
+    """A ready cube's 12 months (first day of the first, last day of the last), if `source` is a cube this app
+    may read; None otherwise."""
+    if not is_cube_source(source):
+        return None
+    try:
+        check_app_source(source, settings())
+        months = open_cube(cube_file(source)).months
+    except AppError:
+        return None
+    after = months[-1].replace(day=28) + timedelta(days=4)
+    return months[0], after - timedelta(days=after.day)
 # Sentinel-2A's first image; Streamlit's own default range (ten years either side of the shown date) ended in 2025.
 SENTINEL2_FIRST_DAY = date(2015, 6, 23)
 
@@ -25,8 +75,12 @@ def dates_ui() -> tuple[object, object, int, set[str]]:
     """The start and end dates, the maximum scene cloud cover (%), and the dates' error said beside them (not to
     be said again below)."""
     today = date.today()
-    start = st.date_input("Start date", SAMPLE_DATES[0], SENTINEL2_FIRST_DAY, today, format="YYYY-MM-DD")
-    end = st.date_input("End date", SAMPLE_DATES[1], SENTINEL2_FIRST_DAY, today, format="YYYY-MM-DD")
+    start = st.date_input(
+        "Start date", SAMPLE_DATES[0], SENTINEL2_FIRST_DAY, today, format="YYYY-MM-DD", key=START_KEY
+    )
+    end = st.date_input(
+        "End date", SAMPLE_DATES[1], SENTINEL2_FIRST_DAY, today, format="YYYY-MM-DD", key=END_KEY
+    )
     shown: set[str] = set()
     try:
         check_dates(start if isinstance(start, date) else "", end if isinstance(end, date) else "", today)
@@ -49,7 +103,9 @@ def dates_ui() -> tuple[object, object, int, set[str]]:
 def model_ui(models: Catalogue, account: Account) -> tuple[str, ModelCard, set[str]]:
     """The task, its model and what the model is; and the errors said here (not to be said again below)."""
     tasks = models.runnable_tasks()
-    task = st.selectbox("Task", tasks, index=tasks.index("cloud") if "cloud" in tasks else 0)
+    task = st.selectbox(
+        "Task", tasks, index=tasks.index("cloud") if "cloud" in tasks else 0, key=TASK_KEY, on_change=sample_for_task
+    )
     model_ids = [c.id for c in models.all() if c.task == task and c.output == "map"]
     model_id = st.selectbox(
         "Model",
@@ -103,6 +159,8 @@ def sources_ui(settings: Settings) -> tuple[tuple[str, ...], set[str]]:
         "Sources, in priority order (comma-separated)",
         "sample",
         help="; ".join(f"{name}: {text}" for name, text in SOURCE_HELP.items()),
+        key=SOURCES_KEY,
+        on_change=dates_for_source,
     )
     sources = tuple(s.strip() for s in sources_text.split(",") if s.strip())
     shown: set[str] = set()

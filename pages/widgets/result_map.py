@@ -4,11 +4,11 @@ ran on."""
 from pathlib import Path
 
 import folium
-import leafmap.foliumap as leafmap
 import streamlit_folium
 
 from core.jobs.report import read_run_record
 from core.outputs.overlay import Overlay
+from pages.widgets.base_map import base_map, finish
 from pages.widgets.overlays import data_url, satellite_basemap
 
 AOI_OUTLINE_STYLE = {"color": "#ff7800", "weight": 2, "fill": False, "dashArray": "6 4"}
@@ -27,9 +27,7 @@ def result_map(
     overlay and the AOI's outline (so a user sees where the data is and is not); everything else from local
     files. The class overlay is handed to the map component apart from the rest, so that moving the opacity
     slider changes only that layer: the map keeps its zoom and position."""
-    fmap = leafmap.Map(
-        draw_control=False, measure_control=False, fullscreen_control=False, search_control=False
-    )
+    fmap = base_map()
     satellite_basemap().add_to(fmap)
     if scene is not None:
         folium.raster_layers.ImageOverlay(
@@ -43,7 +41,7 @@ def result_map(
     ).add_to(class_layer)
     fmap.fit_bounds(list(classes.bounds_latlon))
     streamlit_folium.st_folium(
-        fmap,
+        finish(fmap),
         key="result_map",
         height=520,
         use_container_width=True,

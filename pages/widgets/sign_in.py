@@ -2,9 +2,10 @@
 line with Sign out."""
 
 import contextlib
+import json
 from collections.abc import Sequence
 from typing import NoReturn
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import streamlit as st
 from streamlit import runtime
@@ -14,8 +15,14 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from core.accounts import LOCAL, Account, SignInGate, SignInRefused, audit
 from core.config import account_entries
+from core.sessions import COOKIE_NAME
 from pages.widgets.services import settings
+from pages.widgets.web_server import SESSION_PATH, session_store, session_token
 
+SESSION_TOKEN = (
+    "session-token"  # this tab's session (core.sessions), from its sign-in or the browser's cookie
+)
+COOKIE_HANDOFF = "session-cookie-code"  # a sign-in's one-time code, handed to the browser once
 ASKED_FOR = "page-asked-for"  # (the page's URL path, its query) a visitor asked for, opened after sign-in
 
 
@@ -29,15 +36,19 @@ def remember_page_asked_for() -> None:
 
 def signed_in() -> Account | None:
     """Who uses this browser session (None: a visitor). Sign-in turned off: `LOCAL`, the desktop's one user and
-    admin. The account is looked up again on every run, so one removed from the configuration is out at once."""
+    admin. A session is this tab's sign-in or the browser's session cookie (core.sessions); either is looked up
+    again on every run, so a session signed out in another tab, or an account removed from the configuration,
+    is out at once."""
     current = settings()
     if not current.app_sign_in:
         return LOCAL
     entries, _ = account_entries(current)
-    name = st.session_state.get("account")
-    if isinstance(name, str) and name in entries:
+    token = st.session_state.get(SESSION_TOKEN) or session_token(current, st.context.cookies.get(COOKIE_NAME))
+    name = session_store(current).account_name(token) if token else None
+    if name is not None and name in entries:
+        st.session_state[SESSION_TOKEN] = token
         return Account(name, is_admin=entries[name].role == "admin")
-    st.session_state.pop("account", None)
+    st.session_state.pop(SESSION_TOKEN, None)
     return None
 
 
@@ -54,8 +65,6 @@ def account() -> Account:
     return current
 
 
-
-
 def sign_in_only(page_paths: Sequence[str]) -> NoReturn:
     """For a visitor: the sign-in form as the app's only page (no other page is listed or reachable), then
     stop. The page the visitor asked for (a shared Results link, say) is remembered for after the sign-in.
@@ -64,7 +73,9 @@ def sign_in_only(page_paths: Sequence[str]) -> NoReturn:
     # The form also answers at the app's own page paths: a shared link to /results?job=... then shows the form
     # (not Streamlit's "Page not found" over it) and, once signed in, that page with its query.
     paths = ("sign-in", *page_paths)
-    st.navigation([st.Page(sign_in_form, title="Sign in", url_path=path) for path in paths], position="hidden").run()
+    st.navigation(
+        [st.Page(sign_in_form, title="Sign in", url_path=path) for path in paths], position="hidden"
+    ).run()
     st.stop()
 
 
@@ -101,8 +112,28 @@ def sign_in_form() -> None:
             except SignInRefused as err:
                 st.error(str(err))
             else:
-                st.session_state["account"] = account.name
+                store = session_store(current)
+                token = store.open(account.name)
+                st.session_state[SESSION_TOKEN] = token
+                st.session_state[COOKIE_HANDOFF] = store.handoff(token)
                 st.rerun()
+
+
+def hand_over_session_cookie(current_page: StreamlitPage) -> None:
+    """Right after a sign-in, send the browser to the app's session route, which trades the sign-in's one-time
+    code for the session cookie and comes back to this page (with its query): from then on a reload, a new tab
+    or a pasted link finds the user signed in. Once per sign-in, before the page draws (it reloads at once). In a
+    script run without a browser connection (AppTest) there is nobody to hand a cookie to: the tab's own
+    sign-in goes on working."""
+    code = st.session_state.pop(COOKIE_HANDOFF, None)
+    if not code or not isinstance(st.context.url, str):  # no browser connection (AppTest has no URL)
+        return
+    query = urlencode({key: st.query_params[key] for key in st.query_params})
+    back_to = f"/{current_page.url_path}" + (f"?{query}" if query else "")
+    target = f"{SESSION_PATH}?{urlencode({'code': code, 'next': back_to})}"
+    st.html(f"<script>window.location.replace({json.dumps(target)});</script>", unsafe_allow_javascript=True)
+    st.caption("Signing in...")
+    st.stop()
 
 
 def client_address(proxy_hops: int) -> str:
@@ -116,10 +147,12 @@ def client_address(proxy_hops: int) -> str:
     return address if isinstance(address, str) else ""
 
 
-def sign_out() -> None:
-    """Forget this session's account (written to the audit log) and the files its download buttons served."""
-    if name := st.session_state.pop("account", None):
-        audit(settings().cache_dir / "admin", str(name), "signed out")
+def sign_out(current: Account) -> None:
+    """End the session (in every tab: its cookie opens nothing any more; written to the audit log) and delete
+    the files its download buttons served."""
+    if token := st.session_state.pop(SESSION_TOKEN, None):
+        session_store(settings()).close(token)
+    audit(settings().cache_dir / "admin", current.name, "signed out")
     forget_downloads()
 
 
@@ -146,5 +179,5 @@ def account_sidebar(current: Account) -> None:
         return
     st.markdown(f"Signed in as **{current.name}**" + (" (admin)" if current.is_admin else ""))
     if st.button("Sign out"):
-        sign_out()
+        sign_out(current)
         st.rerun()

@@ -1,12 +1,12 @@
-"""Helpers for the real-browser test: a `streamlit run` server and offline routing of the map's CDN files.
+"""Helpers for the real-browser test: a `streamlit run` server, and a browser cut off from the outside network.
 
-folium and leafmap link Leaflet, Leaflet.draw and a few styling files from CDNs, which do not exist offline.
-The test serves Leaflet and Leaflet.draw from the npm packages in tests/browser/node_modules (installed by
-`make test` from tests/browser/package-lock.json), answers other CDN files with an empty body (they only style
-markers and buttons the app does not use) and refuses basemap tiles, as an offline machine would.
+The app serves its maps' files itself (Leaflet, Leaflet.draw, the offline basemap: pages/widgets/map_assets), so
+the browser tests block every request that would leave the machine, as an air-gapped site or a locked-down network
+does: nothing is rerouted to a local copy. Basemap tiles then fail and the map falls back to country outlines.
+tests/browser/node_modules (npm packages, installed by `make test` from tests/browser/package-lock.json) holds
+the published Leaflet files the app's copies are checked against.
 """
 
-import mimetypes
 import os
 import subprocess
 import sys
@@ -22,43 +22,21 @@ ROOT = Path(__file__).resolve().parents[2]
 NODE_MODULES = ROOT / "tests" / "browser" / "node_modules"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-# The file name at the end of a CDN URL -> the local file that has the same content.
-LOCAL_ASSETS = {
-    "leaflet.js": NODE_MODULES / "leaflet" / "dist" / "leaflet.js",
-    "leaflet.css": NODE_MODULES / "leaflet" / "dist" / "leaflet.css",
-    "leaflet.draw.js": NODE_MODULES / "leaflet-draw" / "dist" / "leaflet.draw.js",
-    "leaflet.draw.css": NODE_MODULES / "leaflet-draw" / "dist" / "leaflet.draw.css",
-}
-IMAGE_FOLDERS = (
-    NODE_MODULES / "leaflet-draw" / "dist" / "images",
-    NODE_MODULES / "leaflet" / "dist" / "images",
-)
-TILE_HOSTS = ("tile.openstreetmap.org", "tile.opentopomap.org", "basemaps.cartocdn.com", "arcgisonline.com")
 
 
 def is_remote(url: str) -> bool:
-    """Whether a request leaves the machine. Only those are routed: the app's own requests go to its server
-    untouched (an intercepted and continued request is one more place for a page's script to fail to load)."""
+    """Whether a request leaves the machine (the app's own requests go to its server untouched)."""
     host = url.split("/")[2] if "://" in url else ""
     return not (host.startswith(("127.0.0.1", "localhost")) or url.startswith(("data:", "blob:")))
 
 
-def route_offline(route: Route) -> None:
-    """CDN files come from node_modules or are empty; basemap tiles fail (offline). For remote requests only."""
-    url = route.request.url
-    host = url.split("/")[2] if "://" in url else ""
-    if any(tile_host in host for tile_host in TILE_HOSTS):
-        route.abort("internetdisconnected")
-        return
-    name = url.split("?")[0].rsplit("/", 1)[-1]
-    local = LOCAL_ASSETS.get(name)
-    if local is None and "/images/" in url:
-        local = next((f / name for f in IMAGE_FOLDERS if (f / name).exists()), None)
-    content_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
-    if local is not None:
-        route.fulfill(status=200, body=local.read_bytes(), content_type=content_type)
-    else:
-        route.fulfill(status=200, body=b"", content_type=content_type)
+def block(route: Route) -> None:
+    """Refuse a request that would leave the machine, and keep its URL for the test to look at."""
+    BLOCKED.append(route.request.url)
+    route.abort("blockedbyclient")
+
+
+BLOCKED: list[str] = []  # the outside URLs the app's pages asked for (basemap tiles only, offline)
 
 
 def choose_option(page: Page, combobox: str, option: str | Pattern[str], timeout_s: float = 60) -> None:

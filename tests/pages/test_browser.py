@@ -16,14 +16,13 @@ import rasterio
 from core.config import Settings
 from core.sources import SAMPLE_DIR
 from tests.pages.browser import (
+    BLOCKED,
     CHROMIUM,
     CHROMIUM_ARGS,
-    NODE_MODULES,
-    TILE_HOSTS,
     StreamlitServer,
+    block,
     choose_option,
     is_remote,
-    route_offline,
 )
 from tests.services import WorkerProcess, free_port, job_env
 from worker.queue.client import JobClient
@@ -31,6 +30,8 @@ from worker.queue.client import JobClient
 playwright_api = pytest.importorskip("playwright.sync_api")
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+# The basemaps' tile servers: the only outside requests a page makes (OpenStreetMap, Esri's satellite imagery).
+TILE_HOSTS = ("tile.openstreetmap.org", "server.arcgisonline.com")
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
@@ -52,6 +53,8 @@ def sign_in(page, name: str) -> None:  # noqa: ANN001 - playwright Page
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "sign_in.png"))
     page.get_by_role("button", name="Sign in").click()
+    wait_for_session_cookie(page)  # the page goes for the session cookie, and comes back signed in
+    page.wait_for_load_state()
     playwright_api.expect(page.get_by_text(f"Signed in as {name}")).to_be_visible()
 
 
@@ -71,14 +74,10 @@ def app_server(settings: Settings, tmp_path: Path) -> Iterator[StreamlitServer]:
 def browser_page() -> Iterator[object]:
     if not CHROMIUM.exists():
         pytest.fail("Debian's chromium is not installed; `make test` installs it (apt package chromium)")
-    if not (NODE_MODULES / "leaflet").exists():
-        pytest.fail(
-            "tests/browser/node_modules is missing; `make test` installs it (npm ci in tests/browser)"
-        )
     with playwright_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         context = browser.new_context(viewport={"width": 1400, "height": 1400}, accept_downloads=True)
-        context.route(is_remote, route_offline)
+        context.route(is_remote, block)  # offline: nothing leaves the machine
         page = context.new_page()
         page.set_default_timeout(60_000)
         # The browser's own account of a failure (a map script's error, a failed request), printed at the end:
@@ -88,7 +87,7 @@ def browser_page() -> Iterator[object]:
         page.on("pageerror", lambda error: messages.append(f"page error: {error}"))
 
         def request_failed(request) -> None:  # noqa: ANN001 - playwright Request
-            if not any(host in request.url for host in TILE_HOSTS):  # basemap tiles fail on purpose (offline)
+            if not is_remote(request.url):  # outside requests fail on purpose (offline)
                 messages.append(f"request failed: {request.url[:120]} ({request.failure})")
 
         page.on("requestfailed", request_failed)
@@ -149,6 +148,12 @@ def test_upload_submit_follow_and_open_the_results_in_a_real_browser(
     map_frame.get_by_text("Clear All").click()
     expect(page.get_by_text("Draw a rectangle or a polygon with the tools")).to_be_visible()
     expect(page.get_by_text("(drawn on the map)")).to_have_count(0)
+    # Offline, the basemap's tiles fail and the map shows country outlines instead, saying so; the sample's 5
+    # scenes are outlined, and one click makes the area they all cover the area of interest.
+    expect(map_frame.get_by_text("Basemap tiles unreachable")).to_be_visible(timeout=15_000)
+    expect(page.get_by_text("Dashed blue: 5 scene(s) of the chosen sources, 2015-07-11 to 2015-09-09.")).to_be_visible()
+    page.get_by_role("button", name="Use the imagery's extent").click()
+    expect(page.get_by_text(re.compile(r"Area of interest: 1\.02\d km² \(drawn on the map\)"))).to_be_visible()
 
     # ... and so does an upload of the sample's AOI; the pre-flight search finds the 5 sample dates.
     page.get_by_text("Upload a file").click()
@@ -291,6 +296,41 @@ def test_upload_submit_follow_and_open_the_results_in_a_real_browser(
     expect(page.get_by_role("heading", name="Results")).to_be_visible()
     expect(page.get_by_text("Area per class")).to_be_visible()
     assert f"job={job_id}" in page.url
+
+    # The sign-in lasts: a reload, and the link pasted into a new tab, find the user signed in. The session is in
+    # a cookie the page's scripts cannot read, sent to this site only, for 8 hours after the last page load.
+    cookie = wait_for_session_cookie(page)
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Lax" and not cookie["secure"]  # plain HTTP here
+    assert 8 * 3600 - 120 < cookie["expires"] - time.time() <= 8 * 3600, cookie
+    assert "terraseg_session" not in page.evaluate("document.cookie")
+    page.reload()
+    expect(page.get_by_text("Area per class")).to_be_visible()
+    expect(page.get_by_text("Signed in as analyst")).to_be_visible()
+    tab = page.context.new_page()
+    tab.goto(page.url)
+    expect(tab.get_by_text("Area per class")).to_be_visible()
+    # Signing out in one tab ends the session in every tab: the other is at the sign-in form at its next click.
+    tab.get_by_role("button", name="Sign out").click()
+    expect(tab.get_by_role("button", name="Sign in")).to_be_visible()
+    page.get_by_role("link", name="Jobs").click()
+    expect(page.get_by_role("heading", name="Sign in to TerraSeg")).to_be_visible()
+    page.reload()  # and a reload does not bring it back
+    expect(page.get_by_role("heading", name="Sign in to TerraSeg")).to_be_visible()
+    tab.close()
+
+    # Nothing the pages asked for left the machine but the basemaps' tiles (which failed: offline).
+    assert BLOCKED and all(any(host in url for host in TILE_HOSTS) for url in BLOCKED), sorted(set(BLOCKED))
+
+
+def wait_for_session_cookie(page, timeout_s: float = 30) -> dict[str, object]:  # noqa: ANN001 - playwright Page
+    """The session cookie once the browser has it (the sign-in sends the browser for it right away)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = [c for c in page.context.cookies() if c["name"] == "terraseg_session"]
+        if found:
+            return dict(found[0])
+        page.wait_for_timeout(200)
+    raise AssertionError("the browser got no session cookie after signing in")
 
 
 def test_an_admin_signs_in_starts_a_training_run_watches_it_and_promotes_it_in_a_real_browser(

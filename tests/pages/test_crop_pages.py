@@ -12,6 +12,7 @@ from tests.pages.test_pages import (  # noqa: F401  (app_env is a fixture)
     assert_no_crash,
     downloads,
     open_page,
+    sources_box,
     submit_button,
     texts,
 )
@@ -35,20 +36,28 @@ def test_a_crop_job_from_a_monthly_cube_runs_from_the_app_and_shows_its_cropland
     at = open_page("pages/new_job.py", None, monkeypatch)
     at.radio[0].set_value("Type a bbox").run()
     at.text_input[0].set_value(CUBE_BBOX).run()
-    at.date_input[0].set_value("2020-11-01").run()
-    at.date_input[1].set_value("2021-10-31").run()
+    # As it ships, choosing the crop task on the sample switches to the embedded crop sample and its season.
     next(s for s in at.selectbox if s.label == "Task").set_value("crop").run()
+    assert sources_box(at).value == "sample-crop"
+    assert [str(d.value) for d in at.date_input] == ["2020-11-01", "2021-10-31"]
     assert next(s for s in at.selectbox if s.label == "Model").value == "crop-presto-croptype"
     assert any("Held-out scores: OA 0.77, macro F1 0.74" in t for t in texts(at.caption)), texts(at.caption)
     assert any("given as the source cube:FILE.nc" in t for t in texts(at.caption))
-    source_box = next(t for t in at.text_input if t.label.startswith("Sources"))
-    source_box.set_value("cube:/etc/cube.nc").run()  # outside the operator's folders: refused, nothing read
+    sources_box(at).set_value("cube:/etc/cube.nc").run()  # outside the operator's folders: refused, nothing read
     assert any("must be inside" in t and "/etc/cube.nc is not" in t for t in texts(at.error)), texts(at.error)
     assert submit_button(at).disabled
-    source_box.set_value("sample").run()  # scenes: the search runs (composites of them), and finds none here
+    sources_box(at).set_value("sample").run()  # scenes: the search runs (composites of them), finds none here
+    assert [str(d.value) for d in at.date_input] == ["2015-07-01", "2015-09-30"]  # defaults follow the source
     assert any("scenes in sample overlaps the area" in t for t in texts(at.error)), texts(at.error)
-    source_box.set_value(f"cube:{CUBE}").run()
+    sources_box(at).set_value(f"cube:{CUBE}").run()  # an operator's cube: the dates become its season
+    assert [str(d.value) for d in at.date_input] == ["2020-11-01", "2021-10-31"]
+    assert not at.error, texts(at.error)
+    sources_box(at).set_value("sample-crop").run()  # the same cube, shipped: no operator setting needed
+    monkeypatch.delenv("TERRASEG_APP_LOCAL_ROOTS")
+    get_settings.cache_clear()
+    at.run()
     assert_no_crash(at)
+    assert any(t.startswith("Dashed blue: 1 scene(s) of the chosen sources") for t in texts(at.caption))
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Monthly composites"] == "12" and metrics["Download"] == "0 MB", metrics
     assert metrics["Expected run time"].endswith("s")
