@@ -17,6 +17,7 @@ import hashlib
 import json
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +42,7 @@ class SessionStore:
 
     admin_dir: Path
     lifetime_s: float
+    clock: Callable[[], float] = time.time  # seconds since the epoch
 
     @property
     def _folder(self) -> Path:
@@ -61,7 +63,7 @@ class SessionStore:
         self.forget_expired()
         self._folder.mkdir(parents=True, exist_ok=True)
         token = secrets.token_urlsafe(32)
-        now = time.time()
+        now = self.clock()
         write_json_atomic(
             self._record_path("session", token), {"account": account_name, "opened_at": now, "seen_at": now}
         )
@@ -74,7 +76,7 @@ class SessionStore:
         record = self._read(path)
         if record is None or not isinstance(record.get("account"), str):
             return None
-        now, seen_at = time.time(), float(record.get("seen_at", 0.0))  # type: ignore[arg-type]
+        now, seen_at = self.clock(), float(record.get("seen_at", 0.0))  # type: ignore[arg-type]
         if now - seen_at > self.lifetime_s:
             path.unlink(missing_ok=True)
             return None
@@ -91,7 +93,7 @@ class SessionStore:
         code = secrets.token_urlsafe(24)
         self._folder.mkdir(parents=True, exist_ok=True)
         write_json_atomic(
-            self._record_path("handoff", code), {"token": token, "expires_at": time.time() + HANDOFF_S}
+            self._record_path("handoff", code), {"token": token, "expires_at": self.clock() + HANDOFF_S}
         )
         return code
 
@@ -101,14 +103,14 @@ class SessionStore:
         path = self._record_path("handoff", code)
         record = self._read(path)
         path.unlink(missing_ok=True)
-        if record is None or float(record.get("expires_at", 0.0)) < time.time():  # type: ignore[arg-type]
+        if record is None or float(record.get("expires_at", 0.0)) < self.clock():  # type: ignore[arg-type]
             return None
         token = record.get("token")
         return token if isinstance(token, str) and self.account_name(token) is not None else None
 
     def forget_expired(self) -> None:
         """Delete the records of sessions and codes past their end (called at each sign-in)."""
-        now = time.time()
+        now = self.clock()
         for path in self._folder.glob("*.json") if self._folder.is_dir() else ():
             record = self._read(path) or {}
             ends = (

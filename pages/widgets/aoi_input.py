@@ -21,6 +21,7 @@ from pages.widgets.model_choice import END_KEY, SAMPLE_DATES, SOURCES_KEY, START
 
 SAMPLE_CENTER = (45.8705, 14.5579)  # the embedded sample, near Ljubljana
 AOI_MODES = ("Draw on the map", "Upload a file", "Type a bbox")
+IMAGERY_AOI = "imagery_aoi"  # the area 'Use the imagery's extent' chose (GeoJSON), in draw mode
 
 
 @st.cache_data(max_entries=8, show_spinner="Reading the file...")
@@ -113,6 +114,8 @@ def typed_aoi(mode: str, limits: dict[str, Any]) -> tuple[AOI | None, str]:
                 return parse_bbox(text, **limits), ""
         elif drawn_json := st.session_state.get("drawn_aoi"):
             return validate_aoi(read_aoi(json.loads(drawn_json))[0], "drawn on the map", **limits), ""
+        elif extent_json := st.session_state.get(IMAGERY_AOI):
+            return validate_aoi(read_aoi(json.loads(extent_json))[0], "the imagery's extent", **limits), ""
     except AppError as err:
         return None, str(err)
     return None, ""
@@ -129,6 +132,7 @@ def keep_drawing(returned: dict[str, Any]) -> None:
         drawn_json = json.dumps(drawn["geometry"])
         if drawn_json != st.session_state.get("drawn_aoi"):
             st.session_state["drawn_aoi"] = drawn_json  # kept across reruns: the map forgets its drawings
+            st.session_state.pop(IMAGERY_AOI, None)  # a new drawing replaces the imagery's extent
             st.rerun()
 
 
@@ -182,5 +186,8 @@ def use_imagery_extent(footprints: list[Footprint]) -> None:
     ):
         extent = covered_extent(footprints)
         if extent is not None:
-            st.session_state["drawn_aoi"] = json.dumps(extent)
+            # Kept apart from the drawing, which the map's trash tool (its last state stays in the component's
+            # value) would clear again at once; a new drawing replaces it.
+            st.session_state.pop("drawn_aoi", None)
+            st.session_state[IMAGERY_AOI] = json.dumps(extent)
             st.rerun()

@@ -41,7 +41,8 @@ class OfflineBasemap(MacroElement):
 
 def base_map(**options: Any) -> folium.Map:
     """A folium.Map (`options` as folium's) whose Leaflet comes from the app; add layers, then `finish` it."""
-    fmap = folium.Map(**options)
+    fmap = folium.Map(tiles=None, **options)
+    folium.TileLayer("OpenStreetMap", name="OpenStreetMap").add_to(fmap)  # named as users know it
     # folium links Leaflet, jQuery, Bootstrap and marker icons from CDNs; TerraSeg's maps use Leaflet alone.
     fmap.default_js = LEAFLET_JS
     fmap.default_css = LEAFLET_CSS

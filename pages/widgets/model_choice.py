@@ -14,6 +14,7 @@ from core.sources import SAMPLE_CUBE_SOURCE, SOURCE_HELP, check_app_source, cube
 from core.sources.monthly_cube import open_cube
 from core.types import ModelCard
 from models.catalogue import Catalogue
+from pages.widgets.footprints import scene_footprints
 from pages.widgets.formatting import held_out_sentence
 from pages.widgets.services import app_source, settings
 
@@ -51,8 +52,19 @@ def dates_for_source() -> None:
     recent = last_full_month(date.today())
     if chosen not in (SAMPLE_DATES, CROP_SAMPLE_DATES, recent):
         return
-    wanted = {"sample": SAMPLE_DATES, SAMPLE_CUBE_SOURCE: CROP_SAMPLE_DATES}.get(sources) or cube_season(sources)
+    wanted = (
+        {"sample": SAMPLE_DATES, SAMPLE_CUBE_SOURCE: CROP_SAMPLE_DATES}.get(sources)
+        or cube_season(sources)
+        or scenes_span(sources)
+    )
     st.session_state[START_KEY], st.session_state[END_KEY] = wanted or recent
+
+
+def scenes_span(sources: str) -> tuple[date, date] | None:
+    """The first and last date of the scenes in the sources on this machine (`local:` folders), if any."""
+    names = tuple(s.strip() for s in sources.split(",") if s.strip())
+    dates = sorted(f.date_iso for f in scene_footprints(names, settings()))
+    return (date.fromisoformat(dates[0]), date.fromisoformat(dates[-1])) if dates else None
 
 
 def cube_season(source: str) -> tuple[date, date] | None:

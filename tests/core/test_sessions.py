@@ -2,7 +2,6 @@
 ended by sign-out or disuse; the one-time code that hands the cookie to the browser; the cookie's signature."""
 
 import stat
-import time
 from pathlib import Path
 
 from core.sessions import CookieSigner, SessionStore, session_key
@@ -21,17 +20,36 @@ def test_a_session_is_found_until_its_user_signs_out(tmp_path: Path):
     assert not any(token in p.name or other in p.name for p in (tmp_path / "sessions").iterdir())
 
 
+class Clock:
+    """The time as the test sets it (seconds since the epoch)."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_a_session_ends_after_its_lifetime_without_use_and_each_use_moves_the_end(tmp_path: Path):
-    store = SessionStore(tmp_path, lifetime_s=1.2)
+    clock = Clock()
+    store = SessionStore(tmp_path, lifetime_s=8 * 3600, clock=clock)
     used, unused = store.open("analyst"), store.open("other")
-    for _ in range(4):  # 1.6 s in all, used every 0.4 s: past the lifetime, yet alive
-        time.sleep(0.4)
+    for _ in range(6):  # 9 h in all, used every 1.5 h: past the lifetime, yet alive
+        clock.now += 1.5 * 3600
         assert store.account_name(used) == "analyst"
-    assert store.account_name(unused) is None  # 1.6 s without a use
-    time.sleep(1.3)
+    assert store.account_name(unused) is None  # 9 h without a use
+    clock.now += 8 * 3600 + 1
     assert store.account_name(used) is None
     store.open("admin")  # a sign-in clears the records of ended sessions
     assert len(list((tmp_path / "sessions").glob("session-*.json"))) == 1
+
+
+def test_a_handoff_code_expires_after_a_minute(tmp_path: Path):
+    clock = Clock()
+    store = SessionStore(tmp_path, lifetime_s=3600, clock=clock)
+    code = store.handoff(store.open("analyst"))
+    clock.now += 61
+    assert store.redeem(code) is None
 
 
 def test_a_handoff_code_works_once_and_only_for_a_live_session(tmp_path: Path):

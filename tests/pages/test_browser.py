@@ -153,7 +153,7 @@ def test_upload_submit_follow_and_open_the_results_in_a_real_browser(
     expect(map_frame.get_by_text("Basemap tiles unreachable")).to_be_visible(timeout=15_000)
     expect(page.get_by_text("Dashed blue: 5 scene(s) of the chosen sources, 2015-07-11 to 2015-09-09.")).to_be_visible()
     page.get_by_role("button", name="Use the imagery's extent").click()
-    expect(page.get_by_text(re.compile(r"Area of interest: 1\.02\d km² \(drawn on the map\)"))).to_be_visible()
+    expect(page.get_by_text(re.compile(r"Area of interest: 1\.02\d km² \(the imagery's extent\)"))).to_be_visible()
 
     # ... and so does an upload of the sample's AOI; the pre-flight search finds the 5 sample dates.
     page.get_by_text("Upload a file").click()

@@ -34,12 +34,14 @@ def test_a_crop_job_from_a_monthly_cube_runs_from_the_app_and_shows_its_cropland
     monkeypatch.setenv("TERRASEG_APP_LOCAL_ROOTS", json.dumps([str(DATA)]))
     get_settings.cache_clear()
     at = open_page("pages/new_job.py", None, monkeypatch)
-    at.radio[0].set_value("Type a bbox").run()
-    at.text_input[0].set_value(CUBE_BBOX).run()
-    # As it ships, choosing the crop task on the sample switches to the embedded crop sample and its season.
+    # As it ships, choosing the crop task on the sample switches to the embedded crop sample and its season, and
+    # the map outlines the cube.
     next(s for s in at.selectbox if s.label == "Task").set_value("crop").run()
     assert sources_box(at).value == "sample-crop"
     assert [str(d.value) for d in at.date_input] == ["2020-11-01", "2021-10-31"]
+    assert any(t.startswith("Dashed blue: 1 scene(s) of the chosen sources") for t in texts(at.caption))
+    at.radio[0].set_value("Type a bbox").run()
+    at.text_input[0].set_value(CUBE_BBOX).run()
     assert next(s for s in at.selectbox if s.label == "Model").value == "crop-presto-croptype"
     assert any("Held-out scores: OA 0.77, macro F1 0.74" in t for t in texts(at.caption)), texts(at.caption)
     assert any("given as the source cube:FILE.nc" in t for t in texts(at.caption))
@@ -57,7 +59,6 @@ def test_a_crop_job_from_a_monthly_cube_runs_from_the_app_and_shows_its_cropland
     get_settings.cache_clear()
     at.run()
     assert_no_crash(at)
-    assert any(t.startswith("Dashed blue: 1 scene(s) of the chosen sources") for t in texts(at.caption))
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Monthly composites"] == "12" and metrics["Download"] == "0 MB", metrics
     assert metrics["Expected run time"].endswith("s")
