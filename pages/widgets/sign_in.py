@@ -19,9 +19,7 @@ from core.sessions import COOKIE_NAME
 from pages.widgets.services import settings
 from pages.widgets.web_server import SESSION_PATH, session_store, session_token
 
-SESSION_TOKEN = (
-    "session-token"  # this tab's session (core.sessions), from its sign-in or the browser's cookie
-)
+SESSION_TOKEN = "session-token"  # this tab's session (core.sessions), from its sign-in or the browser's cookie
 COOKIE_HANDOFF = "session-cookie-code"  # a sign-in's one-time code, handed to the browser once
 ASKED_FOR = "page-asked-for"  # (the page's URL path, its query) a visitor asked for, opened after sign-in
 
