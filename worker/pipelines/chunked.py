@@ -305,7 +305,10 @@ class ChunkedGrid:
             def progress(fraction: float, message: str) -> None:
                 own(fraction, message)
                 fractions[chunk.index] = fraction
-                run.report(sum(fractions) / n, f"chunk {chunk.index + 1}/{n} here: {message}")
+                # Counted up as chunks finish: this worker takes them from the last one back, so "chunk 4/4"
+                # then "3/4" read as a countdown.
+                done = sum(f >= 1.0 for f in fractions)
+                run.report(sum(fractions) / n, f"chunks {done}/{n} done; chunk {chunk.index + 1} here: {message}")
 
             def should_stop() -> bool:
                 return store.cancel_requested(chunk_job) or (
